@@ -1,0 +1,8 @@
+"""ichseq: intracranial-hemorrhage detection from head CT read as a sequence of slices.
+
+The package holds all logic of the Snakemake workflow (data acquisition, brain-window
+filtering, cohort and splits, models, training, statistics); rule scripts only call it.
+It never imports Snakemake.
+"""
+
+__version__ = "0.1.0"
