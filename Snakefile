@@ -1,0 +1,24 @@
+# ichseq: intracranial hemorrhage detection from head CT read as a sequence of slices.
+#
+#   snakemake --cores 2                      # everything, on the embedded synthetic dataset
+#   snakemake --profile profiles/slurm       # the same on a Slurm cluster
+#
+# Rules live in workflow/rules/ (one file per stage); their logic in the `ichseq` package.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    input:
+        "results/data/cohort.csv",
+        split_files(),
+    default_target: True

@@ -1,0 +1,88 @@
+# Data stage: acquisition -> brain-window cache -> cohort -> per-replicate splits.
+
+
+localrules:
+    cohort,
+    split,
+
+
+rule acquire_synthetic:
+    output:
+        directory(DATASET["synthetic"]["dir"]),
+    params:
+        spec={k: v for k, v in DATASET["synthetic"].items() if k != "dir"},
+    log:
+        "logs/data/acquire_synthetic.log",
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../scripts/acquire_synthetic.py"
+
+
+rule acquire_physionet:
+    output:
+        # A marker file, not the folder: on failure Snakemake deletes only the marker and
+        # the partial downloads (*.part) stay for the resumed run.
+        os.path.join(DATASET["physionet"]["dir"], ".ichseq-download-complete"),
+    params:
+        url=DATASET["physionet"]["url"],
+    log:
+        "logs/data/acquire_physionet.log",
+    resources:
+        mem_mb=1000,
+        runtime=240,
+    script:
+        "../scripts/acquire_physionet.py"
+
+
+rule brain_window:
+    input:
+        raw_dataset(),
+    output:
+        directory("results/data/cache"),
+    params:
+        root=dataset_root(raw_dataset()),
+        level=config["preprocess"]["window"]["level"],
+        width=config["preprocess"]["window"]["width"],
+        image_size=config["preprocess"]["image_size"],
+    threads: 4
+    log:
+        "logs/data/brain_window.log",
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    script:
+        "../scripts/brain_window.py"
+
+
+rule cohort:
+    input:
+        "results/data/cache",
+    output:
+        report(
+            "results/data/cohort.csv",
+            caption="../report/cohort.rst",
+            category="Data",
+        ),
+    log:
+        "logs/data/cohort.log",
+    script:
+        "../scripts/cohort.py"
+
+
+rule split:
+    input:
+        "results/data/cohort.csv",
+    output:
+        "results/splits/rep-{rep}.json",
+    params:
+        seed=config["splits"]["seed"],
+        test_fraction=config["splits"]["test_fraction"],
+        val_fraction=config["splits"]["val_fraction"],
+    log:
+        "logs/splits/rep-{rep}.log",
+    wildcard_constraints:
+        rep=r"\d+",
+    script:
+        "../scripts/split.py"

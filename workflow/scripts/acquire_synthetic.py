@@ -1,0 +1,10 @@
+"""Rule acquire_synthetic: write the synthetic CT-ICH twin (v1.3.1 layout)."""
+
+from ichseq.runlog import run_step
+from ichseq.synthetic import SyntheticSpec, generate_synthetic
+
+run_step(
+    snakemake.log[0],
+    lambda log: generate_synthetic(snakemake.output[0], SyntheticSpec(**snakemake.params.spec), log=log),
+    name="acquire_synthetic",
+)

@@ -1,0 +1,13 @@
+"""Rule brain_window: read every scan once, brain-window it and write the slice cache."""
+
+from ichseq.cache import WindowSpec, build_cache
+from ichseq.runlog import run_step
+
+p = snakemake.params
+run_step(
+    snakemake.log[0],
+    lambda log: build_cache(
+        p.root, snakemake.output[0], WindowSpec(p.image_size, p.level, p.width), workers=snakemake.threads, log=log
+    ),
+    name="brain_window",
+)

@@ -1,0 +1,19 @@
+"""Rule split: the stratified patient-level split of one replicate, shared by all models."""
+
+import pandas as pd
+
+from ichseq.io import write_json_atomic
+from ichseq.runlog import run_step
+from ichseq.splits import patient_split
+
+
+def main(log):
+    p = snakemake.params
+    split = patient_split(
+        pd.read_csv(snakemake.input[0]), int(snakemake.wildcards.rep), p.seed, p.test_fraction, p.val_fraction
+    )
+    write_json_atomic(snakemake.output[0], split)
+    log(f"replicate {split['replicate']}: " + ", ".join(f"{k} {v['patients']} ({v['positive']} positive)" for k, v in split["counts"].items()))
+
+
+run_step(snakemake.log[0], main, name=f"split rep-{snakemake.wildcards.rep}")
