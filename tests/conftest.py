@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny synthetic datasets in both published layouts.
+
+Session-scoped and read-only: a test that wants to damage a dataset copies it first
+(``copy_dataset``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+# Never let a test reach for the Hugging Face hub (a lookup hangs ~23 s before failing).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+
+from ichseq.convert import export_jpg_layout
+from ichseq.synthetic import SyntheticSpec, generate_synthetic
+
+# 8 patients, 4 with hemorrhage, 64x64 pixels, 12-16 slices: generated in well under a second.
+TINY_SPEC = SyntheticSpec(n_patients=8, n_positive=4, image_size=64, min_slices=12, max_slices=16, seed=7)
+
+
+@pytest.fixture(scope="session")
+def tiny_spec() -> SyntheticSpec:
+    return TINY_SPEC
+
+
+@pytest.fixture(scope="session")
+def nifti_dataset(tmp_path_factory):
+    """A tiny synthetic dataset in the v1.3.1 (NIfTI) layout; do not modify it."""
+    dest = tmp_path_factory.mktemp("nifti") / "ct-ich"
+    generate_synthetic(dest, TINY_SPEC, log=lambda _msg: None)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def jpg_dataset(nifti_dataset, tmp_path_factory):
+    """The same scans in the v1.0.0 (JPG) layout; do not modify it."""
+    dest = tmp_path_factory.mktemp("jpg") / "ct-ich-jpg"
+    return export_jpg_layout(nifti_dataset, dest)
+
+
+@pytest.fixture
+def copy_dataset(tmp_path):
+    """Copy a session dataset into this test's tmp_path so the test may damage it."""
+
+    def _copy(src):
+        dest = tmp_path / src.name
+        shutil.copytree(src, dest)
+        return dest
+
+    return _copy

@@ -1,0 +1,69 @@
+"""The environment files agree, and CI runs exactly the README's test command."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pins(lines) -> dict[str, str]:
+    pins = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        req = Requirement(line)
+        spec = list(req.specifier)
+        assert len(spec) == 1 and spec[0].operator == "==", f"{line!r} is not an exact pin"
+        pins[req.name.lower().replace("_", "-")] = spec[0].version
+    return pins
+
+
+def requirements_pins() -> dict[str, str]:
+    return _pins((ROOT / "requirements.txt").read_text().splitlines())
+
+
+def test_environment_yml_pins_equal_requirements():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    assert any(re.fullmatch(r"python=3\.11(\.\*)?", d) for d in conda), conda
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert _pins(pip_section) == requirements_pins()
+
+
+def test_torch_pinned_exactly_everywhere():
+    assert requirements_pins()["torch"] == "2.13.0"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    torch = [Requirement(d) for d in project["dependencies"] if d.startswith("torch")]
+    assert [str(r.specifier) for r in torch] == ["==2.13.0"]
+    assert not any("torchvision" in line for line in (ROOT / "requirements.txt").read_text().splitlines())
+
+
+def test_pyproject_ranges_admit_the_pins():
+    pins = requirements_pins()
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = list(pyproject["dependencies"])
+    for extra in pyproject.get("optional-dependencies", {}).values():
+        deps.extend(extra)
+    for dep in deps:
+        req = Requirement(dep)
+        name = req.name.lower().replace("_", "-")
+        assert name in pins, f"{name} is a dependency but not pinned in requirements.txt"
+        assert req.specifier.contains(Version(pins[name])), f"{dep} excludes the pinned {pins[name]}"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    commands = [c for c in re.findall(r"```(?:bash|sh)\n(.*?)```", readme, re.S)]
+    ci = [
+        line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith(("#", "set ", "cd "))
+    ]
+    assert len(ci) == 1
+    assert any(ci[0] in block for block in commands), "the README must show .ci/run's command"

@@ -1,0 +1,122 @@
+"""End-to-end runs of the Snakemake workflow on tiny synthetic configurations."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from ichseq.splits import patient_split
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+TINY = {
+    "dataset": {"synthetic": {"n_patients": 10, "n_positive": 5, "image_size": 64, "min_slices": 12, "max_slices": 16}},
+    "preprocess": {"image_size": 32},
+    "splits": {"replicates": 3, "test_fraction": 0.3, "val_fraction": 0.25},
+}
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir: Path, *args: str, config: dict | None = None) -> subprocess.CompletedProcess:
+    cfg = workdir / "test-config.yaml"
+    cfg.write_text(yaml.safe_dump(config or TINY))
+    # Targets go before --configfile, which takes several values.
+    cmd = [str(SNAKEMAKE), *args, "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--cores", "2", "--configfile", str(cfg)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    proc = snakemake(workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir
+
+
+def test_default_target_builds_cohort_and_splits(tiny_run):
+    cohort = pd.read_csv(tiny_run / "results/data/cohort.csv")
+    assert list(cohort.columns[:4]) == ["patient", "label", "n_slices", "n_positive_slices"]
+    assert len(cohort) == 10 and cohort.label.sum() == 5
+    # label = any positive slice
+    assert ((cohort.n_positive_slices > 0).astype(int) == cohort.label).all()
+    for rep in range(3):
+        split = json.loads((tiny_run / f"results/splits/rep-{rep}.json").read_text())
+        expected = patient_split(cohort, rep, 0, 0.3, 0.25)
+        assert {k: split[k] for k in ("train", "val", "test")} == {k: expected[k] for k in ("train", "val", "test")}
+    log = (tiny_run / "logs/data/cohort.log").read_text()
+    assert "cohort: 10 patients (5 with hemorrhage, 5 without)" in log
+
+
+def test_rerun_has_nothing_to_do(tiny_run):
+    proc = snakemake(tiny_run, "-n")
+    assert proc.returncode == 0
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_named_targets(tmp_path):
+    proc = snakemake(tmp_path, "results/data/cohort.csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "results/data/cohort.csv").exists()
+    assert not (tmp_path / "results/splits").exists()
+    proc = snakemake(tmp_path, "results/splits/rep-1.json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "results/splits").iterdir()] == ["rep-1.json"]
+
+
+def test_typo_in_config_names_the_key(tmp_path):
+    bad = {**TINY, "splits": {"replicats": 3}}
+    proc = snakemake(tmp_path, "-n", config=bad)
+    assert proc.returncode != 0
+    assert "splits.replicats: unknown key" in proc.stdout + proc.stderr
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    bad = {**TINY, "preprocess": {"image_size": "big"}}
+    proc = snakemake(tmp_path, "-n", config=bad)
+    assert proc.returncode != 0
+    assert "preprocess.image_size: expected an integer" in proc.stdout + proc.stderr
+
+
+def test_local_jpg_layout_gives_the_same_cohort(tiny_run, tmp_path):
+    from ichseq.convert import export_jpg_layout
+
+    jpg = export_jpg_layout(tiny_run / "resources/ct-ich-synthetic", tmp_path / "jpg")
+    config = {**TINY, "dataset": {"source": "local", "local": {"path": str(jpg)}}}
+    proc = snakemake(tmp_path, "results/data/cohort.csv", config=config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = pd.read_csv(tiny_run / "results/data/cohort.csv")
+    b = pd.read_csv(tmp_path / "results/data/cohort.csv")
+    pd.testing.assert_frame_equal(a, b)
+    assert "jpg-v1.0.0" in (tmp_path / "logs/data/brain_window.log").read_text()
+
+
+def test_bad_dataset_fails_with_one_line_and_leaves_no_output(tiny_run, tmp_path):
+    data = tmp_path / "broken"
+    shutil.copytree(tiny_run / "resources/ct-ich-synthetic", data)
+    scan = data / "ct_scans" / "051.nii"
+    scan.write_bytes(scan.read_bytes()[: scan.stat().st_size // 2])
+    config = {**TINY, "dataset": {"source": "local", "local": {"path": str(data)}}}
+    proc = snakemake(tmp_path, config=config)
+    assert proc.returncode != 0
+    log = (tmp_path / "logs/data/brain_window.log").read_text()
+    error = [line for line in log.splitlines() if "ERROR" in line]
+    assert len(error) == 1 and "051.nii: truncated NIfTI" in error[0], log
+    assert "Traceback" not in log
+    leftovers = list((tmp_path / "results").rglob("*")) if (tmp_path / "results").exists() else []
+    assert not [p for p in leftovers if p.is_file()], leftovers
+    assert not (tmp_path / "results/data/cohort.csv").exists()
+
+
+def test_missing_local_path_is_a_config_error(tmp_path):
+    config = {**TINY, "dataset": {"source": "local", "local": {"path": str(tmp_path / "nowhere")}}}
+    proc = snakemake(tmp_path, "-n", config=config)
+    assert proc.returncode != 0
+    assert f"dataset.local.path: {tmp_path / 'nowhere'} does not exist" in proc.stdout + proc.stderr
