@@ -120,3 +120,31 @@ def test_missing_local_path_is_a_config_error(tmp_path):
     proc = snakemake(tmp_path, "-n", config=config)
     assert proc.returncode != 0
     assert f"dataset.local.path: {tmp_path / 'nowhere'} does not exist" in proc.stdout + proc.stderr
+
+
+def test_physionet_source_downloads_then_builds(tiny_run, tmp_path, monkeypatch):
+    """The physionet source end to end against a loopback server holding the tiny twin."""
+    from test_physionet import PASSWORD, USER, _start_server
+
+    fake, server = _start_server()
+    try:
+        src = tiny_run / "resources/ct-ich-synthetic"
+        fake.files = {p.relative_to(src).as_posix(): p.read_bytes() for p in src.rglob("*") if p.is_file()}
+        config = {**TINY, "dataset": {"source": "physionet", "physionet": {"url": fake.url, "dir": "downloads/ct-ich"}}}
+        env_cmd = {"PHYSIONET_USERNAME": USER, "PHYSIONET_PASSWORD": PASSWORD}
+        for name, value in env_cmd.items():
+            monkeypatch.setenv(name, value)
+        proc = snakemake(tmp_path, "results/data/cohort.csv", config=config)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tiny_run / "results/data/cohort.csv"), pd.read_csv(tmp_path / "results/data/cohort.csv")
+    )
+    assert (tmp_path / "downloads/ct-ich/.ichseq-download-complete").exists()
+    # The password is nowhere: not in logs, results, Snakemake's metadata or its output.
+    assert PASSWORD not in proc.stdout + proc.stderr
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert PASSWORD.encode() not in path.read_bytes(), path
