@@ -87,6 +87,7 @@ class _Files:
         self.root = self._find_root(names)
         prefix = f"{self.root}/" if self.root else ""
         self.names = sorted(n[len(prefix) :] for n in names if n.startswith(prefix))
+        self._nameset = set(self.names)
         self.layout = NIFTI_LAYOUT if NIFTI_CSV in self.names else JPG_LAYOUT
 
     def _find_root(self, names: list[str]) -> str:
@@ -109,12 +110,6 @@ class _Files:
 
     def exists(self, rel: str) -> bool:
         return rel in self._nameset
-
-    @property
-    def _nameset(self) -> set[str]:
-        if not hasattr(self, "_names_cache"):
-            self._names_cache = set(self.names)
-        return self._names_cache
 
     def size(self, rel: str) -> int:
         if self.zip:
