@@ -130,34 +130,35 @@ class _Files:
 def read_diagnosis_csv(data: bytes, where: str) -> pd.DataFrame:
     """Parse a diagnosis CSV (either release) into one int row per (patient, slice)."""
     try:
-        df = pd.read_csv(io.BytesIO(data), encoding="utf-8-sig")
+        # Keep blank lines so that a row's index + 2 is its line number in the file.
+        df = pd.read_csv(io.BytesIO(data), encoding="utf-8-sig", skip_blank_lines=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{where}: not a readable CSV ({exc})") from None
     df.columns = [str(c).strip() for c in df.columns]
+    df = df.dropna(how="all")  # blank lines; the index keeps the file's line numbers
     required = [c for c in DIAGNOSIS_COLUMNS if c != "Fracture_Yes_No"]
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise DataError(f"{where}: missing column(s) {', '.join(missing)}; expected {','.join(DIAGNOSIS_COLUMNS)}")
     if "Fracture_Yes_No" not in df.columns:
         df["Fracture_Yes_No"] = 0
-    df = df[list(DIAGNOSIS_COLUMNS)].dropna(how="all")
+    df = df[list(DIAGNOSIS_COLUMNS)]
     if df.empty:
         raise DataError(f"{where}: has a header but no rows")
     for col in DIAGNOSIS_COLUMNS:
         values = pd.to_numeric(df[col], errors="coerce")
         bad = values.isna() | (values != values.round())
         if bad.any():
-            line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
-            raise DataError(f"{where}: line {line}: column {col} is not an integer ({df[col].iloc[line - 2]!r})")
+            first = df.index[bad.to_numpy()][0]
+            raise DataError(f"{where}: line {first + 2}: column {col} is not an integer ({df.at[first, col]!r})")
         df[col] = values.astype(int)
     for col in (*SUBTYPES, "No_Hemorrhage", "Fracture_Yes_No"):
         bad = ~df[col].isin([0, 1])
         if bad.any():
-            line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
-            raise DataError(f"{where}: line {line}: column {col} must be 0 or 1")
+            raise DataError(f"{where}: line {df.index[bad.to_numpy()][0] + 2}: column {col} must be 0 or 1")
     dup = df.duplicated(["PatientNumber", "SliceNumber"], keep=False)
     if dup.any():
-        lines = (np.flatnonzero(dup.to_numpy())[:2] + 2).tolist()
+        lines = (df.index[dup.to_numpy()][:2] + 2).tolist()
         row = df[dup].iloc[0]
         raise DataError(
             f"{where}: duplicate rows for patient {row.PatientNumber} slice {row.SliceNumber} "
@@ -238,6 +239,11 @@ class NiftiDataset(CTICHDataset):
         if not self.files.exists(rel):
             raise DataError(f"{self.files.where(rel)}: missing (listed in {self.csv_name})")
         raw = self.files.read(rel, NIFTI_HEADER_BYTES)
+        # nibabel "repairs" a wrong sizeof_hdr with a warning instead of failing, so check
+        # the two fields that make a file NIfTI-1 ourselves.
+        sizeof_hdr = {int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big")}
+        if len(raw) < 348 or 348 not in sizeof_hdr or raw[344:348] not in (b"n+1\0", b"ni1\0"):
+            raise DataError(f"{self.files.where(rel)}: not a valid NIfTI-1 file (bad header); re-download it")
         try:
             header = nib.Nifti1Header.from_fileobj(io.BytesIO(raw), check=True)
         except Exception as exc:  # nibabel raises several unrelated types for a bad header
