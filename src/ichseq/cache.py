@@ -118,9 +118,15 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
             "seconds": round(time.perf_counter() - t0, 2),
         }
         (tmp / "cache.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
+        # Keep an old cache (moved aside) until the new one has its name: a crash between
+        # the two renames loses nothing, the old cache is still at ``.cache.old``.
+        old = out.with_name(f".{out.name}.old") if out.exists() else None
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
         os.replace(tmp, out)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

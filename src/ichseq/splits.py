@@ -30,6 +30,7 @@ def _take(rng: np.random.Generator, patients: np.ndarray, fraction: float) -> tu
 
 def cohort_fingerprint(cohort: pd.DataFrame) -> str:
     """sha256 of the (patient, label) pairs: a split is only valid for this cohort."""
+    cohort = cohort.sort_values("patient")
     text = "\n".join(f"{int(p)},{int(l)}" for p, l in zip(cohort.patient, cohort.label))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -42,10 +43,13 @@ def patient_split(
         raise ConfigError(f"splits.test_fraction: must be between 0 and 1, got {test_fraction}")
     if not 0 < val_fraction < 1:
         raise ConfigError(f"splits.val_fraction: must be between 0 and 1, got {val_fraction}")
+    # Row order must not matter: the same patients give the same split.
+    cohort = cohort.sort_values("patient", ignore_index=True)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(replicate)]))
     parts: dict[str, list[int]] = {p: [] for p in PARTS}
     for label in (0, 1):
-        patients = cohort.loc[cohort.label == label, "patient"].to_numpy(dtype=int)
+        # A writable copy: Generator.permutation fails on pandas 3's read-only views.
+        patients = np.array(cohort.loc[cohort.label == label, "patient"], dtype=int)
         test, rest = _take(rng, patients, test_fraction)
         val, train = _take(rng, rest, val_fraction)
         for name, members in zip(PARTS, (train, val, test)):

@@ -318,6 +318,24 @@ def _add_mimic(img: np.ndarray, head: _Head, k: int, kind: str, rng: np.random.G
             img[band] += amp
 
 
+def _place_mimics(
+    rng: np.random.Generator, n_slices: int, lesions: list[Lesion], mean: float
+) -> dict[int, str]:
+    """Pick isolated slices for mimics: never next to another mimic or to a bleed's first or
+    last slice, so that a mimic is always a one-slice event along the head axis."""
+    blocked: set[int] = set()
+    for les in lesions:
+        blocked |= {les.first - 1, les.first + les.length}
+    wanted = int(rng.poisson(mean))
+    chosen: list[int] = []
+    for k in rng.permutation(n_slices):
+        if len(chosen) == wanted:
+            break
+        if k not in blocked and all(abs(int(k) - c) > 1 for c in chosen):
+            chosen.append(int(k))
+    return {k: ("calcification" if rng.random() < 0.6 else "streak") for k in sorted(chosen)}
+
+
 # --------------------------------------------------------------------------- scans
 
 
@@ -332,29 +350,17 @@ def synthesize_scan(patient: int, positive: bool, spec: SyntheticSpec) -> Synthe
     fracture_slices: set[int] = set()
     epidural = [les for les in lesions if les.subtype == "Epidural"]
     if (epidural and rng.random() < 0.6) or (not epidural and rng.random() < 0.12):
-        first = epidural[0].first if epidural else int(rng.integers(2, n_slices - 6))
+        first = epidural[0].first if epidural else int(rng.integers(2, max(3, n_slices - 6)))
         fracture_slices = set(range(first, first + int(rng.integers(2, 6))))
     fracture_theta = epidural[0].params["theta"] if epidural else rng.uniform(-np.pi, np.pi)
 
-    n_mimics = min(int(rng.poisson(spec.mimics_per_scan)), n_slices)
-    mimic_idx = rng.choice(n_slices, size=n_mimics, replace=False)
-    mimic_slices = {
-        int(k): ("calcification" if rng.random() < 0.6 else "streak") for k in sorted(mimic_idx)
-    }
+    mimic_slices = _place_mimics(rng, n_slices, lesions, spec.mimics_per_scan)
 
     hu = np.empty((n_slices, size, size), dtype=np.int16)
     mask = np.zeros((n_slices, size, size), dtype=bool)
     labels = []
     for k in range(n_slices):
         img = _anatomy(head, k, rng)
-        present = {s: 0 for s in SUBTYPES}
-        for les in lesions:
-            if les.covers(k):
-                region = _lesion_region(head, les, k)
-                texture = 4.0 * np.roll(head.texture, 3 * k, axis=0)
-                img[region] = np.clip(les.params["hu"] + texture[region], 50.0, 90.0)
-                mask[k] |= region
-                present[les.subtype] = 1
         if k in fracture_slices:
             x, y = head.local()
             s = head.scale(k)
@@ -364,8 +370,19 @@ def synthesize_scan(patient: int, positive: bool, spec: SyntheticSpec) -> Synthe
             img[gap] = 40.0
         if k in mimic_slices:
             _add_mimic(img, head, k, mimic_slices[k], rng)
-        # Partial-volume blur, then quantum noise in the tissue (air stays air).
+        # Partial-volume blur of anatomy and mimics (a calcification's rim falls in the
+        # blood range). Bleeds are painted after it, so a thin subdural against the skull
+        # never picks up bone HU: every mask pixel is 50-90 HU before noise.
         img = gaussian_filter(img, sigma=0.6)
+        present = {s: 0 for s in SUBTYPES}
+        for les in lesions:
+            if les.covers(k):
+                region = _lesion_region(head, les, k)
+                texture = 4.0 * np.roll(head.texture, 3 * k, axis=0)
+                img[region] = np.clip(les.params["hu"] + texture[region], 50.0, 90.0)
+                mask[k] |= region
+                present[les.subtype] = 1
+        # Quantum noise in the tissue (air stays air).
         body = img > -900
         img[body] += rng.normal(0.0, spec.noise_hu, size=int(body.sum()))
         hu[k] = np.clip(np.rint(img), -1024, 3071).astype(np.int16)

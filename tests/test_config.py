@@ -1,0 +1,210 @@
+"""Configuration validation: defaults, one-line errors naming the key, docs == defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ichseq.cache import WindowSpec
+from ichseq.config import load_schema, validate_config
+from ichseq.errors import ConfigError
+from ichseq.splits import patient_split
+from ichseq.synthetic import SyntheticSpec
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_YAML = REPO / "config.yaml"
+
+
+@pytest.fixture(scope="module")
+def repo_config() -> dict:
+    return yaml.safe_load(CONFIG_YAML.read_text())
+
+
+def _error(config: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate_config(config)
+    message = str(info.value)
+    assert "\n" not in message, f"error message is not one line: {message!r}"
+    return message
+
+
+# --------------------------------------------------------------------------- valid configs
+
+
+def test_repo_config_validates_unchanged(repo_config):
+    assert validate_config(repo_config) == repo_config
+
+
+def test_validate_config_does_not_mutate_its_input():
+    config = {"splits": {"replicates": 3}}
+    validate_config(config)
+    assert config == {"splits": {"replicates": 3}}
+
+
+def test_empty_config_gets_the_documented_defaults():
+    config = validate_config({})
+    assert config["dataset"]["source"] == "synthetic"
+    assert config["splits"]["replicates"] == 10
+    assert config["splits"]["test_fraction"] == 0.3
+    assert config["preprocess"]["window"] == {"level": 40, "width": 120}
+    assert config["dataset"]["synthetic"]["n_patients"] == 75
+    assert config["dataset"]["local"]["path"] is None
+
+
+def test_partial_section_keeps_given_values_and_fills_the_rest():
+    config = validate_config({"splits": {"replicates": 3}, "preprocess": {"window": {"level": 50}}})
+    assert config["splits"] == {"replicates": 3, "test_fraction": 0.3, "val_fraction": 0.2, "seed": 0}
+    assert config["preprocess"]["window"] == {"level": 50, "width": 120}
+    assert config["preprocess"]["image_size"] == 128
+
+
+def test_local_source_with_path_is_accepted(tmp_path):
+    config = validate_config({"dataset": {"source": "local", "local": {"path": str(tmp_path)}}})
+    assert config["dataset"]["local"]["path"] == str(tmp_path)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_unknown_top_level_key_is_named():
+    message = _error({"splitz": {}})
+    assert "splitz" in message
+    assert "unknown key" in message
+    assert "splits" in message  # the allowed keys are listed
+
+
+def test_unknown_nested_key_is_named_with_its_dotted_path():
+    message = _error({"splits": {"replicats": 3}})
+    assert "splits.replicats" in message
+    assert "replicates" in message  # allowed here
+
+
+def test_unknown_deeply_nested_key_is_named():
+    message = _error({"preprocess": {"window": {"levle": 40}}})
+    assert "preprocess.window.levle" in message
+
+
+def test_wrong_type_names_the_key_and_the_value():
+    message = _error({"splits": {"replicates": "10"}})
+    assert "splits.replicates" in message
+    assert "integer" in message
+    assert "'10'" in message
+
+
+def test_float_where_an_integer_is_required_is_rejected():
+    message = _error({"dataset": {"synthetic": {"n_patients": 7.5}}})
+    assert "dataset.synthetic.n_patients" in message
+
+
+def test_section_that_is_not_a_mapping_is_named():
+    message = _error({"dataset": None})
+    assert message.count("dataset") >= 1
+    assert "mapping" in message
+
+
+def test_bad_enum_lists_the_allowed_values():
+    message = _error({"dataset": {"source": "ftp"}})
+    assert "dataset.source" in message
+    for allowed in ("synthetic", "physionet", "local"):
+        assert allowed in message
+    assert "ftp" in message
+
+
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        ({"splits": {"replicates": 0}}, "splits.replicates"),
+        ({"splits": {"test_fraction": 1.0}}, "splits.test_fraction"),
+        ({"splits": {"val_fraction": 0}}, "splits.val_fraction"),
+        ({"preprocess": {"window": {"width": 0}}}, "preprocess.window.width"),
+        ({"preprocess": {"image_size": 8}}, "preprocess.image_size"),
+        ({"dataset": {"synthetic": {"image_size": 16}}}, "dataset.synthetic.image_size"),
+        ({"dataset": {"physionet": {"url": "ftp://example.org/"}}}, "dataset.physionet.url"),
+    ],
+)
+def test_out_of_range_values_name_the_key(config, key):
+    assert key in _error(config)
+
+
+def test_n_positive_larger_than_n_patients_is_rejected():
+    message = _error({"dataset": {"synthetic": {"n_patients": 10, "n_positive": 11}}})
+    assert "dataset.synthetic.n_positive" in message
+    # Against the default n_patients too.
+    assert "n_positive" in _error({"dataset": {"synthetic": {"n_positive": 76}}})
+
+
+def test_min_slices_larger_than_max_slices_is_rejected():
+    message = _error({"dataset": {"synthetic": {"min_slices": 30, "max_slices": 20}}})
+    assert "min_slices" in message
+
+
+@pytest.mark.parametrize("local", [{}, {"path": None}, {"path": ""}])
+def test_local_source_without_a_path_is_rejected(local):
+    message = _error({"dataset": {"source": "local", "local": local}})
+    assert "dataset.local.path" in message
+
+
+def test_error_message_newlines_are_collapsed():
+    assert "\n" not in str(ConfigError("line one\nline two"))
+
+
+# --------------------------------------------------------------------------- docs == defaults
+
+
+def _leaves(tree: dict, prefix: str = ""):
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _leaves(value, dotted + ".")
+        else:
+            yield dotted, value
+
+
+def _schema_node(schema: dict, dotted: str) -> dict | None:
+    node = schema
+    for part in dotted.split("."):
+        node = node.get("properties", {}).get(part)
+        if node is None:
+            return None
+    return node
+
+
+def test_every_config_yaml_key_is_in_the_schema_with_the_same_default(repo_config):
+    schema = load_schema()
+    problems = []
+    for dotted, value in _leaves(repo_config):
+        node = _schema_node(schema, dotted)
+        if node is None:
+            problems.append(f"{dotted}: not in the schema")
+        elif "default" not in node:
+            problems.append(f"{dotted}: no default in the schema")
+        elif node["default"] != value or type(node["default"]) is not type(value):
+            problems.append(f"{dotted}: schema default {node['default']!r} != config.yaml {value!r}")
+    assert not problems, problems
+
+
+def test_defaults_alone_reproduce_config_yaml(repo_config):
+    # The other direction: no schema default is missing from (or differs from) config.yaml.
+    assert validate_config({}) == repo_config
+
+
+def test_code_defaults_agree_with_the_schema():
+    defaults = validate_config({})
+    syn = defaults["dataset"]["synthetic"]
+    spec = SyntheticSpec()
+    for field in dataclasses.fields(SyntheticSpec):
+        if field.name in syn:
+            assert getattr(spec, field.name) == syn[field.name], field.name
+    window = WindowSpec()
+    assert (window.level, window.width) == (
+        defaults["preprocess"]["window"]["level"],
+        defaults["preprocess"]["window"]["width"],
+    )
+    assert window.image_size == defaults["preprocess"]["image_size"]
+    params = inspect.signature(patient_split).parameters
+    for key in ("seed", "test_fraction", "val_fraction"):
+        assert params[key].default == defaults["splits"][key], key
