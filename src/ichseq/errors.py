@@ -26,3 +26,7 @@ class DataError(IchseqError):
 
 class DownloadError(IchseqError):
     """Fetching the dataset failed: credentials, access rights, network or checksum."""
+
+
+class ModelError(IchseqError):
+    """A model cannot be built: unknown name, bad settings, or weights that cannot be found."""
