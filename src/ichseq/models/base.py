@@ -1,0 +1,262 @@
+"""The interface every model implements, and the shared loading / preprocessing helpers.
+
+A model wraps a Hugging Face classification model (``self.hf_model``) and splits it into a
+backbone (``features``) and the HF classifier (``head``), so head-only training and a full
+forward pass go through exactly the same modules: ``head(features(x))`` is the HF model's
+``forward(pixel_values=x).logits``.
+
+Preprocessing is done with plain tensor ops instead of the HF image processors: without
+torchvision those fall back to slow PIL code, and our input is already a windowed uint8 array.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ModelError
+
+# Binary task: index 1 is the positive class so that softmax(logits)[:, 1] is P(hemorrhage).
+ID2LABEL = {0: "no_hemorrhage", 1: "hemorrhage"}
+LABEL2ID = {v: k for k, v in ID2LABEL.items()}
+NUM_LABELS = 2
+
+# "org/name" or "name": what a hub id looks like (as opposed to a filesystem path).
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+class SequenceClassifier(torch.nn.Module, ABC):
+    """A binary ICH classifier over a scan's frames (``kind="sequence"``) or one slice (``"slice"``)."""
+
+    kind: ClassVar[str]  # "sequence" or "slice": what one sample is, for the data loader
+    hf_model: torch.nn.Module  # the wrapped HF *ForXxxClassification model
+
+    def __init__(self, hf_model: torch.nn.Module, image_size: int, mean, std):
+        super().__init__()
+        self.hf_model = hf_model
+        self.image_size = int(image_size)
+        self._backbone_frozen = False
+        # Non-persistent buffers: they follow .to(device) but stay out of the state dict,
+        # which then holds exactly the HF weights.
+        self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32).view(3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(3, 1, 1), persistent=False)
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: dict, name: str) -> "SequenceClassifier":
+        """Build from a config entry; ``name`` is the registry name (used in error messages)."""
+
+    @abstractmethod
+    def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The backbone output that feeds the classifier, shape (B, D)."""
+
+    # -- preprocessing -------------------------------------------------------------------
+
+    def prepare(self, batch_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 grayscale (B, T, H, W) [sequence] or (B, H, W) [slice] -> normalised float
+        pixel_values (B, T, 3, S, S) or (B, 3, S, S), S = ``self.image_size``, on the model's device."""
+        expected_ndim = 4 if self.kind == "sequence" else 3
+        if batch_uint8.dtype != torch.uint8 or batch_uint8.ndim != expected_ndim:
+            shape = "(B, T, H, W)" if self.kind == "sequence" else "(B, H, W)"
+            raise ModelError(
+                f"{type(self).__name__}.prepare expects uint8 {shape}, got {batch_uint8.dtype} "
+                f"with shape {tuple(batch_uint8.shape)}"
+            )
+        lead = batch_uint8.shape[:-2]
+        h, w = batch_uint8.shape[-2:]
+        # Move while still uint8 (4x less to copy than float), then scale to [0, 1].
+        x = batch_uint8.to(self.pixel_mean.device).float().div_(255.0)
+        x = x.reshape(-1, 1, h, w)  # resize one channel before repeating: 3x cheaper
+        if (h, w) != (self.image_size, self.image_size):
+            downsampling = h > self.image_size or w > self.image_size
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bilinear",
+                align_corners=False, antialias=downsampling,
+            )
+        # Pretrained backbones expect RGB: the grayscale slice goes to all three channels.
+        x = x.expand(-1, 3, -1, -1)
+        x = (x - self.pixel_mean) / self.pixel_std
+        return x.reshape(*lead, 3, self.image_size, self.image_size)
+
+    # -- forward -------------------------------------------------------------------------
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits (B, 2) from features: exactly the HF model's classifier."""
+        return self.hf_model.classifier(features)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(pixel_values))
+
+    # -- head-only training --------------------------------------------------------------
+
+    def head_parameters(self) -> Iterator[torch.nn.Parameter]:
+        return self.hf_model.classifier.parameters()
+
+    def freeze_backbone(self) -> "SequenceClassifier":
+        """Only the classifier stays trainable; the backbone is kept in eval mode from now on
+        (see ``train``), so its features are deterministic and may be computed once and cached."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        for p in self.head_parameters():
+            p.requires_grad_(True)
+        self._backbone_frozen = True
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "SequenceClassifier":
+        super().train(mode)
+        if self._backbone_frozen:
+            # A frozen backbone must not run dropout / stochastic depth during head training.
+            self.hf_model.eval()
+            self.hf_model.classifier.train(mode)
+        return self
+
+    def parameter_counts(self) -> dict[str, int]:
+        return {
+            "total": sum(p.numel() for p in self.parameters()),
+            "trainable": sum(p.numel() for p in self.parameters() if p.requires_grad),
+        }
+
+
+# -- settings and loading helpers shared by the model modules ---------------------------------
+
+
+def check_int(settings: dict, key: str, name: str, minimum: int = 1) -> int | None:
+    """settings[key] as an int >= minimum, or None when absent."""
+    value = settings.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ModelError(f"models.{name}.{key}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def random_config(config_cls, settings: dict, name: str, **overrides):
+    """An HF config for random init: the entry's ``config`` overrides plus the binary labels."""
+    extra = settings.get("config") or {}
+    if not isinstance(extra, dict):
+        raise ModelError(f"models.{name}.config: expected a mapping of {config_cls.__name__} fields")
+    kwargs = {**extra, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return config_cls(**kwargs, num_labels=NUM_LABELS, id2label=ID2LABEL, label2id=LABEL2ID)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"models.{name}.config: invalid {config_cls.__name__} overrides ({exc})") from exc
+
+
+def _offline() -> bool:
+    # Read the environment now, not at huggingface_hub import time, so a caller (or a test)
+    # that sets HF_HUB_OFFLINE later is honoured.
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return env.upper() in _TRUE or constants.HF_HUB_OFFLINE
+
+
+def _hub_cache_dir() -> str:
+    # Same precedence as huggingface_hub, but evaluated per call (its constants are frozen at import).
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
+    return constants.HF_HUB_CACHE
+
+
+def load_pretrained(hf_cls, pretrained: Any, name: str, filename_for_mean_std: str = "preprocessor_config.json"):
+    """Load ``hf_cls`` from a local folder or hub id with a fresh 2-class head.
+
+    Returns ``(model, preprocessor_dict | None)``. Every failure is a one-line ModelError that
+    says how to provide the weights; offline with a cold cache fails at once, without retries.
+    """
+    key = f"models.{name}.pretrained"
+    if not isinstance(pretrained, (str, os.PathLike)) or not str(pretrained):
+        raise ModelError(f"{key}: expected null, a local folder or a Hugging Face hub id, got {pretrained!r}")
+    source = str(pretrained)
+    local = Path(source).expanduser()
+    kwargs: dict[str, Any] = {}
+    if local.is_dir():
+        source = str(local)
+        pre_path = local / filename_for_mean_std
+        pre_path = str(pre_path) if pre_path.is_file() else None
+    elif _HUB_ID.match(source) and not source.startswith((".", "~")):
+        from huggingface_hub import try_to_load_from_cache
+
+        cache_dir = _hub_cache_dir()
+        cached_config = try_to_load_from_cache(source, "config.json", cache_dir=cache_dir)
+        offline = _offline()
+        if offline and not isinstance(cached_config, str):
+            raise ModelError(
+                f"{key}: cannot load {source!r} (offline and not in the Hugging Face cache {cache_dir}); "
+                f"download it on a connected machine (huggingface-cli download {source}) and set HF_HOME, "
+                f"or point {key} at the saved folder"
+            )
+        kwargs = {"cache_dir": cache_dir, "local_files_only": offline}
+        pre_path = None  # looked up after loading, when the download may have fetched it
+    else:
+        raise ModelError(f"{key}: {source!r} is neither an existing folder nor a Hugging Face hub id")
+
+    try:
+        model = hf_cls.from_pretrained(
+            source,
+            num_labels=NUM_LABELS,
+            id2label=ID2LABEL,
+            label2id=LABEL2ID,
+            # The checkpoint's head (e.g. 400 Kinetics classes) is replaced by a fresh 2-class one.
+            ignore_mismatched_sizes=True,
+            # Checkpoints may be stored in half precision; training and feature caching use float32.
+            dtype=torch.float32,
+            **kwargs,
+        )
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(
+            f"{key}: cannot load {source!r} ({first}); download it on a connected machine "
+            f"(huggingface-cli download {source}) and set HF_HOME, or point {key} at the saved folder"
+        ) from exc
+
+    if kwargs:  # hub id: the processor config, if any, is now in the cache
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(source, filename_for_mean_std, cache_dir=kwargs["cache_dir"])
+        pre_path = found if isinstance(found, str) else None
+    preprocessor = None
+    if pre_path is not None:
+        try:
+            preprocessor = json.loads(Path(pre_path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{key}: unreadable {pre_path} ({exc})") from exc
+    return model, preprocessor
+
+
+def mean_std(
+    preprocessor: dict | None, default_mean, default_std, name: str, rescale_factor: float = 1 / 255, offset: bool = False
+) -> tuple[list, list]:
+    """Per-channel mean/std to apply to pixels scaled to [0, 1], equivalent to the checkpoint's
+    image processor.
+
+    HF processors rescale uint8 pixels by ``rescale_factor`` (minus 1 when ``offset``, as
+    ViViT's does: [-1, 1]) and then normalise with ``image_mean``/``image_std``. Both steps are
+    affine, so they fold into one mean/std on [0, 1] pixels: with ``r = 255 * rescale_factor``,
+    ``mean' = (mean + offset) / r`` and ``std' = std / r``. Values come from a saved
+    preprocessor_config.json when there is one, else from the checkpoint family's defaults.
+    """
+    mean, std = list(default_mean), list(default_std)
+    if preprocessor:
+        mean = preprocessor.get("image_mean", mean)
+        std = preprocessor.get("image_std", std)
+        rescale_factor = float(preprocessor.get("rescale_factor", rescale_factor))
+        offset = bool(preprocessor.get("offset", offset))
+    mean = [float(mean)] * 3 if isinstance(mean, (int, float)) else [float(v) for v in mean]
+    std = [float(std)] * 3 if isinstance(std, (int, float)) else [float(v) for v in std]
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ModelError(f"models.{name}: preprocessor image_mean/image_std must be 3 values (std > 0), got {mean} / {std}")
+    r = 255.0 * rescale_factor
+    return [(m + float(offset)) / r for m in mean], [s_ / r for s_ in std]

@@ -1,0 +1,156 @@
+"""ViViT (joint space-time attention, as in transformers): one sample = a scan's frames.
+
+transformers' ViViT only accepts exactly ``config.num_frames`` frames, and a checkpoint's
+position embeddings are sized for its own frame count (32 for google/vivit-b-16x2-kinetics400).
+Loading with another ``num_frames`` and ``ignore_mismatched_sizes=True`` silently resets them
+to zeros, i.e. throws away where each tubelet is. Here they are interpolated instead: along
+time (linear) for a different ``num_frames``, and over the spatial grid (bicubic) for a
+different ``image_size``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from transformers import VivitConfig, VivitForVideoClassification
+
+from ..errors import ModelError
+from . import register
+from .base import SequenceClassifier, check_int, load_pretrained, mean_std, random_config
+
+# google/vivit-b-16x2-kinetics400 normalises with mean 0.5 / std 0.5 per channel: [0, 1] -> [-1, 1].
+DEFAULT_MEAN = (0.5, 0.5, 0.5)
+DEFAULT_STD = (0.5, 0.5, 0.5)
+# VivitImageProcessor rescales by 1/127.5 with offset (pixels in [-1, 1]) before normalising.
+DEFAULT_RESCALE = {"rescale_factor": 1 / 127.5, "offset": True}
+POSITION_KEY = "vivit.embeddings.position_embeddings"
+
+
+def interpolate_temporal_position_embeddings(
+    pos: torch.Tensor, old_frames_tokens: int, new_frames_tokens: int, spatial_tokens: int
+) -> torch.Tensor:
+    """Resample ViViT position embeddings along time.
+
+    ``pos`` is (1, 1 + T·S, D): the CLS slot first, then tubelet tokens time-major (the Conv3d
+    output (B, D, T, H, W) flattened: t, then h, then w), T = ``old_frames_tokens``,
+    S = ``spatial_tokens`` = H·W. Returns (1, 1 + T_new·S, D) with the CLS slot unchanged and each
+    spatial position's T embeddings linearly interpolated to T_new; ``align_corners=True`` keeps the
+    first and last temporal rows exactly, so the scan's ends map onto the clip's ends.
+    """
+    if pos.ndim != 3 or pos.shape[0] != 1 or pos.shape[1] != 1 + old_frames_tokens * spatial_tokens:
+        raise ValueError(
+            f"position embeddings of shape {tuple(pos.shape)} do not hold 1 + {old_frames_tokens}x{spatial_tokens} tokens"
+        )
+    if new_frames_tokens == old_frames_tokens:
+        return pos.clone()
+    dim = pos.shape[-1]
+    cls, patches = pos[:, :1], pos[:, 1:]
+    # (T, S, D) -> (S, D, T): interpolate treats the last axis as the signal, S as the batch.
+    grid = patches.reshape(old_frames_tokens, spatial_tokens, dim).permute(1, 2, 0)
+    grid = F.interpolate(grid, size=new_frames_tokens, mode="linear", align_corners=True)
+    patches = grid.permute(2, 0, 1).reshape(1, new_frames_tokens * spatial_tokens, dim)
+    return torch.cat([cls, patches], dim=1)
+
+
+def interpolate_spatial_position_embeddings(
+    pos: torch.Tensor, frames_tokens: int, old_grid: tuple[int, int], new_grid: tuple[int, int]
+) -> torch.Tensor:
+    """Resample each time step's H×W grid of position embeddings (bicubic, as transformers does
+    for images of another size); the CLS slot is unchanged."""
+    dim = pos.shape[-1]
+    cls, patches = pos[:, :1], pos[:, 1:]
+    grid = patches.reshape(frames_tokens, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=new_grid, mode="bicubic", align_corners=False)
+    patches = grid.permute(0, 2, 3, 1).reshape(1, frames_tokens * new_grid[0] * new_grid[1], dim)
+    return torch.cat([cls, patches], dim=1)
+
+
+def _square(image_size, name: str) -> int:
+    if isinstance(image_size, int):
+        return image_size
+    h, w = image_size
+    if h != w:
+        raise ModelError(f"models.{name}: only square images are supported, the checkpoint has {h}x{w}")
+    return int(h)
+
+
+def _check_geometry(config: VivitConfig, num_frames: int, image_size: int, name: str) -> None:
+    # Conv3d silently drops frames/pixels that do not fill a whole tubelet: refuse instead.
+    t, ph, pw = config.tubelet_size
+    if num_frames % t:
+        raise ModelError(f"models.{name}.num_frames: {num_frames} is not a multiple of the tubelet length {t}")
+    if image_size % ph or image_size % pw:
+        raise ModelError(f"models.{name}.image_size: {image_size} is not a multiple of the patch size {ph}x{pw}")
+
+
+def _resize_position_embeddings(
+    hf: VivitForVideoClassification, num_frames: int, image_size: int, name: str
+) -> VivitForVideoClassification:
+    """A copy of ``hf`` for ``num_frames`` frames of ``image_size`` pixels, with interpolated
+    (not reset) position embeddings and every other weight unchanged."""
+    config = hf.config
+    t, ph, pw = config.tubelet_size
+    old_size = _square(config.image_size, name)
+    old_t, new_t = config.num_frames // t, num_frames // t
+    old_grid, new_grid = (old_size // ph, old_size // pw), (image_size // ph, image_size // pw)
+
+    pos = hf.vivit.embeddings.position_embeddings.detach()
+    if new_grid != old_grid:
+        pos = interpolate_spatial_position_embeddings(pos, old_t, old_grid, new_grid)
+    pos = interpolate_temporal_position_embeddings(pos, old_t, new_t, new_grid[0] * new_grid[1])
+
+    new_config = copy.deepcopy(config)
+    new_config.num_frames = num_frames
+    new_config.image_size = image_size
+    resized = VivitForVideoClassification(new_config)
+    state = hf.state_dict()
+    state[POSITION_KEY] = pos
+    # strict=True: any other shape change would be an error, not a silent re-initialisation.
+    resized.load_state_dict(state, strict=True)
+    return resized
+
+
+@register("vivit")
+class ViViT(SequenceClassifier):
+    """ViViT over a scan's ``num_frames`` slices; features = the CLS token of the last layer."""
+
+    kind = "sequence"
+
+    def __init__(self, hf_model: VivitForVideoClassification, mean, std):
+        super().__init__(hf_model, _square(hf_model.config.image_size, "vivit"), mean, std)
+        self.num_frames = int(hf_model.config.num_frames)
+
+    @classmethod
+    def from_settings(cls, settings: dict, name: str = "vivit") -> "ViViT":
+        num_frames = check_int(settings, "num_frames", name)
+        image_size = check_int(settings, "image_size", name)
+        pretrained = settings.get("pretrained")
+        if pretrained is None:
+            config = random_config(VivitConfig, settings, name, num_frames=num_frames, image_size=image_size)
+            _check_geometry(config, config.num_frames, _square(config.image_size, name), name)
+            return cls(VivitForVideoClassification(config), *mean_std(None, DEFAULT_MEAN, DEFAULT_STD, name, **DEFAULT_RESCALE))
+
+        # Load with the checkpoint's own geometry (so nothing is reset), then adapt it.
+        hf, preprocessor = load_pretrained(VivitForVideoClassification, pretrained, name)
+        num_frames = num_frames or hf.config.num_frames
+        image_size = image_size or _square(hf.config.image_size, name)
+        _check_geometry(hf.config, num_frames, image_size, name)
+        if (num_frames, image_size) != (hf.config.num_frames, _square(hf.config.image_size, name)):
+            hf = _resize_position_embeddings(hf, num_frames, image_size, name)
+        mean, std = mean_std(preprocessor, DEFAULT_MEAN, DEFAULT_STD, name, **DEFAULT_RESCALE)
+        return cls(hf, mean, std)
+
+    def prepare(self, batch_uint8: torch.Tensor) -> torch.Tensor:
+        # ViViT's position embeddings fix the clip length: fail here with a readable message
+        # rather than with a shape mismatch deep inside the embeddings.
+        if batch_uint8.ndim == 4 and batch_uint8.shape[1] != self.num_frames:
+            raise ModelError(
+                f"vivit expects {self.num_frames} frames per scan, got {batch_uint8.shape[1]}; "
+                f"sample or pad scans to models.vivit.num_frames"
+            )
+        return super().prepare(batch_uint8)
+
+    def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.hf_model.vivit(pixel_values).last_hidden_state[:, 0]
