@@ -53,8 +53,7 @@ def export_jpg_layout(src: str | Path, dest: str | Path, quality: int = 95) -> P
                     Image.fromarray(m.astype(np.uint8) * 255).save(
                         brain_dir / f"{n}{JPG_MASK_SUFFIX}.jpg", quality=quality
                     )
-        cols = [c for c in DIAGNOSIS_COLUMNS]
-        dataset.labels[cols].to_csv(tmp / JPG_CSV, index=False)
+        dataset.labels[list(DIAGNOSIS_COLUMNS)].to_csv(tmp / JPG_CSV, index=False)
         os.replace(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

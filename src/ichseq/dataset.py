@@ -100,13 +100,13 @@ class _Files:
             f"nor {JPG_CSV} (v1.0.0, JPG); point the dataset path at the unpacked release or its zip"
         )
 
+    def full(self, rel: str) -> str:
+        """``rel`` (relative to the dataset root) as a path inside the folder or zip."""
+        return f"{self.root}/{rel}" if self.root else rel
+
     def where(self, rel: str) -> str:
         """How to name ``rel`` in an error message."""
-        full = f"{self.root}/{rel}" if self.root else rel
-        return f"{self.path}:{full}" if self.zip else str(self.path / full)
-
-    def full(self, rel: str) -> str:
-        return f"{self.root}/{rel}" if self.root else rel
+        return f"{self.path}:{self.full(rel)}" if self.zip else str(self.path / self.full(rel))
 
     def exists(self, rel: str) -> bool:
         return rel in self._nameset

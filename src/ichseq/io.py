@@ -29,18 +29,24 @@ def temp_dir_beside(dest: str | Path) -> Path:
     return tmp
 
 
-def _atomic(path: str | Path, write) -> None:
+def _atomic(path: str | Path, write, binary: bool = False) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.chmod(tmp, 0o666 & ~_umask())
     try:
-        with os.fdopen(fd, "w", newline="") as fh:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="") as fh:
             write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())  # on disk before it takes the final name
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    _atomic(path, lambda fh: fh.write(data), binary=True)
 
 
 def write_json_atomic(path: str | Path, obj) -> None:

@@ -62,6 +62,7 @@ from typing import Callable, Mapping, TypeVar
 
 from ichseq import __version__
 from ichseq.errors import DownloadError
+from ichseq.io import write_bytes_atomic
 
 __all__ = ["DEFAULT_URL", "DownloadError", "download_dataset", "main", "resolve_credentials"]
 
@@ -488,15 +489,6 @@ def _human(size: int | None) -> str:
     return f"{size} B"  # unreachable; keeps type checkers content
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 class _Downloader:
     def __init__(self, dest: Path, base_url: str, session: _Session, log: Callable[[str], None]):
         self.dest = dest
@@ -563,7 +555,7 @@ class _Downloader:
 
     def _write(self, path: Path, data: bytes) -> None:
         try:
-            _write_atomic(path, data)
+            write_bytes_atomic(path, data)
         except OSError as exc:
             raise DownloadError(f"cannot write {path}: {exc.strerror or exc}") from None
 
