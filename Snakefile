@@ -15,10 +15,12 @@ configfile: "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:
     input:
         "results/data/cohort.csv",
         split_files(),
+        run_files("metrics.json"),
     default_target: True

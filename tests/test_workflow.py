@@ -20,7 +20,16 @@ TINY = {
     "dataset": {"synthetic": {"n_patients": 10, "n_positive": 5, "image_size": 64, "min_slices": 12, "max_slices": 16}},
     "preprocess": {"image_size": 32},
     "splits": {"replicates": 3, "test_fraction": 0.3, "val_fraction": 0.25},
+    # Deep-merged over config.yaml by Snakemake, so every architecture key is spelled out.
+    "models": {
+        "vivit": {"config": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                             "intermediate_size": 32, "tubelet_size": [2, 8, 8]},
+                  "num_frames": 4, "image_size": 32},
+        "convnext": {"config": {"hidden_sizes": [8, 8, 16, 16], "depths": [1, 1, 1, 1]}, "image_size": 32},
+    },
+    "training": {"epochs": 3, "batch_size": 4},
 }
+RUN_FILES = ("metrics.json", "predictions.csv", "sample_predictions.csv", "history.csv", "cost.json", "model/ichseq.json")
 
 pytestmark = pytest.mark.slow
 
@@ -53,6 +62,36 @@ def test_default_target_builds_cohort_and_splits(tiny_run):
         assert {k: split[k] for k in ("train", "val", "test")} == {k: expected[k] for k in ("train", "val", "test")}
     log = (tiny_run / "logs/data/cohort.log").read_text()
     assert "cohort: 10 patients (5 with hemorrhage, 5 without)" in log
+
+
+def test_default_target_trains_every_model_and_replicate(tiny_run):
+    for model in ("vivit", "convnext"):
+        assert (tiny_run / f"results/features/{model}/features.npy").is_file()
+        assert "feature vectors" in (tiny_run / f"logs/features/{model}.log").read_text()
+        for rep in range(3):
+            run = tiny_run / f"results/runs/{model}/rep-{rep}"
+            for name in RUN_FILES:
+                assert (run / name).is_file(), run / name
+            assert not (run / "resume-checkpoint.pt").exists()
+            metrics = json.loads((run / "metrics.json").read_text())
+            assert (metrics["model"], metrics["replicate"]) == (model, rep)
+            split = json.loads((tiny_run / f"results/splits/rep-{rep}.json").read_text())
+            assert sorted(pd.read_csv(run / "predictions.csv").patient) == split["test"]
+            # The log shows progress: epoch, losses, validation metric, elapsed and remaining time.
+            log = (tiny_run / f"logs/train/{model}/rep-{rep}.log").read_text()
+            assert "epoch 3/3 train_loss" in log and "val_roc_auc" in log and "remaining" in log
+
+
+def test_failed_training_job_leaves_nothing_that_looks_complete(tiny_run, tmp_path):
+    shutil.copytree(tiny_run / "resources", tmp_path / "resources")
+    config = {**TINY, "models": {**TINY["models"], "resnet_typo": {"architecture": "resnet"}}}
+    proc = snakemake(tmp_path, "results/runs/resnet_typo/rep-0/metrics.json", config=config)
+    assert proc.returncode != 0
+    log = (tmp_path / "logs/features/resnet_typo.log").read_text()
+    error = [line for line in log.splitlines() if "ERROR" in line]
+    assert len(error) == 1 and "models.resnet_typo.architecture: unknown model 'resnet'; available: convnext, vivit" in error[0], log
+    assert not (tmp_path / "results/features/resnet_typo").exists()
+    assert not (tmp_path / "results/runs").exists()
 
 
 def test_rerun_has_nothing_to_do(tiny_run):

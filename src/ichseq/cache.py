@@ -156,6 +156,10 @@ class SliceCache:
     def masks(self) -> np.ndarray:
         return np.load(self.path / "masks.npy", mmap_mode="r")
 
+    def patient_rows(self, patient: int) -> np.ndarray:
+        """Row numbers of one patient's slices in slices.npy, ordered by position."""
+        return self._rows[patient]
+
     def patient_slices(self, patient: int) -> np.ndarray:
         """uint8 (S, H, W) of one patient, ordered by position (a view into the memmap)."""
         rows = self._rows[patient]

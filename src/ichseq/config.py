@@ -25,12 +25,27 @@ def load_schema(path: str | Path | None = None) -> dict:
         return yaml.safe_load(fh)
 
 
-def _fill_defaults(instance: dict, schema: dict) -> None:
+def resolve_ref(node: dict, root: dict) -> dict:
+    """``node`` with a local ``$ref`` ("#/$defs/name") merged in (the node's own keys win)."""
+    ref = node.get("$ref")
+    if not ref:
+        return node
+    target = root
+    for part in ref.removeprefix("#/").split("/"):
+        target = target[part]
+    return {**resolve_ref(target, root), **{k: v for k, v in node.items() if k != "$ref"}}
+
+
+def _fill_defaults(instance: dict, schema: dict, root: dict | None = None) -> None:
+    # Only named properties get defaults: the entries of an open mapping (``models``) keep
+    # exactly what the user wrote, so their overrides stay partial.
+    root = root or schema
     for key, sub in schema.get("properties", {}).items():
+        sub = resolve_ref(sub, root)
         if key not in instance and "default" in sub:
             instance[key] = copy.deepcopy(sub["default"])
         if isinstance(instance.get(key), dict) and sub.get("type") == "object":
-            _fill_defaults(instance[key], sub)
+            _fill_defaults(instance[key], sub, root)
 
 
 def _describe(error: jsonschema.ValidationError) -> str:

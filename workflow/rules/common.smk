@@ -39,3 +39,40 @@ def dataset_root(path):
 
 def split_files():
     return expand("results/splits/rep-{rep}.json", rep=REPLICATES)
+
+
+# -- models ------------------------------------------------------------------------------------
+
+from ichseq.runs import model_plan
+
+MODELS = list(config["models"])
+PLANS = {name: model_plan(config, name) for name in MODELS}
+
+
+def plan_of(wildcards):
+    """The model's resolved plan as plain data (a params entry, so a change reruns its jobs)."""
+    return PLANS[wildcards.model].as_dict()
+
+
+def uses_gpu(name, job):
+    """Whether a job of model ``name`` asks the scheduler for a GPU: feature extraction always
+    (unless training.device is cpu), training only in full mode (a head on cached features is
+    a few thousand parameters)."""
+    training = PLANS[name].training
+    if training.device == "cpu":
+        return 0
+    return int(job == "features" or training.mode == "full")
+
+
+def train_inputs(wildcards):
+    inputs = {
+        "split": f"results/splits/rep-{wildcards.rep}.json",
+        "cache": "results/data/cache",
+    }
+    if PLANS[wildcards.model].training.mode == "head":
+        inputs["features"] = f"results/features/{wildcards.model}"
+    return inputs
+
+
+def run_files(name="metrics.json", models=None):
+    return expand("results/runs/{model}/rep-{rep}/{name}", model=models or MODELS, rep=REPLICATES, name=name)

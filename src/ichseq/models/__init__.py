@@ -29,14 +29,20 @@ def available_models() -> list[str]:
     return sorted(REGISTRY)
 
 
-def build_model(name: str, settings: dict | None = None) -> SequenceClassifier:
-    """Build the registered model ``name`` from its config entry (None or {} = random init defaults)."""
+def build_model(name: str, settings: dict | None = None, entry: str | None = None) -> SequenceClassifier:
+    """Build the registered model ``name`` from its config entry (None or {} = random init defaults).
+
+    ``entry`` is the entry's name under ``models:`` when it differs from the architecture
+    (e.g. ``vivit_first`` with ``architecture: vivit``); error messages name that key.
+    """
+    key = entry or name
     if name not in REGISTRY:
-        raise ModelError(f"models.{name}: unknown model; available: {', '.join(available_models())}")
+        where = f"models.{key}.architecture" if entry and entry != name else f"models.{key}"
+        raise ModelError(f"{where}: unknown model {name!r}; available: {', '.join(available_models())}")
     settings = settings or {}
     if not isinstance(settings, dict):
-        raise ModelError(f"models.{name}: expected a mapping of settings, got {type(settings).__name__}")
-    return REGISTRY[name].from_settings(settings, name=name)
+        raise ModelError(f"models.{key}: expected a mapping of settings, got {type(settings).__name__}")
+    return REGISTRY[name].from_settings(settings, name=key)
 
 
 # Built-in models register themselves on import (kept last: they import ``register`` from here).

@@ -1,0 +1,174 @@
+"""Training samples of a model, and its frozen-backbone features computed once.
+
+A *sample* is what the model reads at once: for a sequence model (ViViT) one scan's
+``num_frames`` selected slices, labelled with the patient's label; for a slice model
+(ConvNeXt) one slice, labelled with that slice's label. :class:`Samples` holds, for every
+sample, the cache rows of its frames, so pixels are fetched from the memory-mapped slice
+cache only when a batch needs them.
+
+In ``head`` training mode the backbone is frozen and deterministic (eval mode, no
+augmentation), so a sample's features do not depend on the replicate: they are computed
+once per model for every patient (:func:`extract_features`), written as a *feature store*
+(one folder: ``features.npy``, ``samples.csv``, ``features.json``) and every replicate's head
+is trained on them. That is exact, not an approximation: see the cache-equivalence test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .cache import SliceCache
+from .errors import DataError
+from .frames import BLANK, select_frames
+from .io import temp_dir_beside
+
+FEATURES_FILE = "features.npy"
+SAMPLES_FILE = "samples.csv"
+META_FILE = "features.json"
+
+
+@dataclass
+class Samples:
+    """Parallel arrays, one entry per sample (see the module docstring)."""
+
+    kind: str  # "sequence" or "slice"
+    patient: np.ndarray  # int64 (N,)
+    slice: np.ndarray  # int64 (N,): the slice number (slice samples), -1 for a scan clip
+    label: np.ndarray  # int64 (N,)
+    rows: np.ndarray  # int64 (N, T): cache rows of the frames, BLANK (-1) for a blank frame
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def select(self, patients) -> np.ndarray:
+        """Indices of the samples that belong to ``patients``."""
+        return np.flatnonzero(np.isin(self.patient, np.asarray(list(patients), dtype=np.int64)))
+
+    def pixels(self, cache: SliceCache, index: np.ndarray) -> torch.Tensor:
+        """uint8 pixels of samples ``index``: (B, T, H, W) for clips, (B, H, W) for slices."""
+        rows = self.rows[np.asarray(index)]
+        size = cache.slices.shape[1:]
+        out = np.zeros((*rows.shape, *size), dtype=np.uint8)
+        real = rows != BLANK
+        out[real] = cache.slices[rows[real]]
+        if self.kind == "slice":
+            out = out[:, 0]
+        return torch.from_numpy(out)
+
+    def table(self, cache: SliceCache) -> pd.DataFrame:
+        """One row per sample: patient, slice, label and the slice numbers of its frames."""
+        slice_numbers = cache.manifest.slice.to_numpy()
+        frames = [" ".join("blank" if r == BLANK else str(int(slice_numbers[r])) for r in rows) for rows in self.rows]
+        return pd.DataFrame(
+            {"patient": self.patient, "slice": self.slice, "label": self.label, "frames": frames}
+        )
+
+
+def build_samples(cache: SliceCache, kind: str, num_frames: int | None = None, policy: str = "uniform",
+                  padding: str = "edge") -> Samples:
+    """Every sample of the cohort in ``cache`` for a model of ``kind``."""
+    if kind == "slice":
+        m = cache.manifest
+        return Samples(
+            kind, m.patient.to_numpy(np.int64), m.slice.to_numpy(np.int64), m.label.to_numpy(np.int64),
+            m.row.to_numpy(np.int64)[:, None],
+        )
+    if kind != "sequence":
+        raise ValueError(f"unknown sample kind {kind!r}")
+    if not num_frames:
+        raise ValueError("a sequence model needs num_frames")
+    patients, labels, rows = [], [], []
+    for patient in cache.patients:
+        patient_rows = cache.patient_rows(patient)
+        index = select_frames(len(patient_rows), num_frames, policy, padding)
+        rows.append(np.where(index == BLANK, BLANK, patient_rows[np.maximum(index, 0)]))
+        patients.append(patient)
+        # The scan's label, even when the selected frames miss the bleed (possible with the
+        # study's "first" policy): that label noise is part of what the policy costs.
+        labels.append(int(cache.patient_labels(patient).max()))
+    n = len(patients)
+    return Samples(
+        kind, np.array(patients, np.int64), np.full(n, -1, np.int64), np.array(labels, np.int64),
+        np.array(rows, np.int64).reshape(n, num_frames),
+    )
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (features and logits are returned as float32); none on CPU,
+    where float32 keeps reruns bit-identical."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def extract_features(model, cache: SliceCache, samples: Samples, batch_size: int, device: torch.device,
+                     log=print) -> np.ndarray:
+    """float32 (N, D) backbone features of every sample, the model in eval mode."""
+    model.eval().to(device)
+    out = None
+    t0 = time.perf_counter()
+    next_report = 0.1
+    for start in range(0, len(samples), batch_size):
+        index = np.arange(start, min(start + batch_size, len(samples)))
+        with autocast(device):
+            feats = model.features(model.prepare(samples.pixels(cache, index)))
+        feats = feats.float().cpu().numpy()
+        if out is None:
+            out = np.empty((len(samples), feats.shape[1]), dtype=np.float32)
+        out[index] = feats
+        done = index[-1] + 1
+        if done / len(samples) >= next_report or done == len(samples):
+            elapsed = time.perf_counter() - t0
+            log(f"features {done}/{len(samples)} samples, {done / elapsed:.1f} samples/s, "
+                f"elapsed {elapsed:.0f} s, remaining ~{elapsed * (len(samples) - done) / done:.0f} s")
+            next_report += 0.1
+    return out
+
+
+def write_feature_store(out: str | Path, features: np.ndarray, samples: Samples, meta: dict) -> None:
+    """Write the store folder ``out`` (to a temporary sibling first, renamed when complete)."""
+    out = Path(out)
+    tmp = temp_dir_beside(out)
+    try:
+        np.save(tmp / FEATURES_FILE, features.astype(np.float32, copy=False))
+        pd.DataFrame({
+            "patient": samples.patient, "slice": samples.slice, "label": samples.label,
+            "rows": [" ".join(map(str, r)) for r in samples.rows],
+        }).to_csv(tmp / SAMPLES_FILE, index=False)
+        (tmp / META_FILE).write_text(json.dumps({"kind": samples.kind, **meta}, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_feature_store(path: str | Path) -> tuple[np.ndarray, Samples, dict]:
+    """(features, samples, meta) of a store written by :func:`write_feature_store`."""
+    path = Path(path)
+    try:
+        features = np.load(path / FEATURES_FILE)
+        table = pd.read_csv(path / SAMPLES_FILE)
+        meta = json.loads((path / META_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a complete feature store ({exc}); rerun the features rule") from None
+    if len(table) != len(features):
+        raise DataError(f"{path}: {SAMPLES_FILE} has {len(table)} rows but {FEATURES_FILE} {len(features)}")
+    rows = np.array([[int(v) for v in str(r).split()] for r in table.rows], dtype=np.int64)
+    samples = Samples(
+        meta["kind"], table.patient.to_numpy(np.int64), table.slice.to_numpy(np.int64),
+        table.label.to_numpy(np.int64), rows.reshape(len(table), -1),
+    )
+    return features, samples, meta

@@ -1,0 +1,11 @@
+"""Rule features: one model's frozen-backbone features of every sample of the cohort."""
+
+from ichseq.runlog import run_step
+from ichseq.runs import ModelPlan, compute_features
+
+plan = ModelPlan.from_dict(snakemake.params.plan)
+run_step(
+    snakemake.log[0],
+    lambda log: compute_features(plan, snakemake.input[0], snakemake.output[0], threads=snakemake.threads, log=log),
+    name=f"features {plan.name}",
+)

@@ -1,0 +1,17 @@
+"""Rule train: one (model, replicate) run -> results/runs/{model}/rep-{rep}/."""
+
+import os
+
+from ichseq.runlog import run_step
+from ichseq.runs import ModelPlan, train_run
+
+plan = ModelPlan.from_dict(snakemake.params.plan)
+rep = int(snakemake.wildcards.rep)
+run_step(
+    snakemake.log[0],
+    lambda log: train_run(
+        plan, rep, snakemake.input.split, snakemake.input.cache, os.path.dirname(snakemake.output.metrics),
+        features_path=snakemake.input.get("features"), threads=snakemake.threads, log=log,
+    ),
+    name=f"train {plan.name} rep-{rep}",
+)
