@@ -4,6 +4,8 @@
     ichseq download DEST [--url URL]          (credentials: PHYSIONET_USERNAME/PASSWORD or ~/.netrc)
     ichseq to-jpg SRC DEST                    (v1.3.1 NIfTI -> v1.0.0 JPG layout)
     ichseq check PATH                         (detect the layout and validate a dataset)
+    ichseq stats METRICS_CSV --out DIR [--alpha A --undefined drop|zero --seed S --resamples N]
+                                              (compare models over replicates: tests, tables)
 """
 
 from __future__ import annotations
@@ -44,6 +46,18 @@ def _check(args) -> None:
     )
 
 
+def _stats(args) -> None:
+    from .stats import read_runs, run_stats
+
+    runs = read_runs(args.metrics_csv)
+    paths = run_stats(
+        runs, args.out, alpha=args.alpha, undefined=args.undefined, seed=args.seed, n_resamples=args.resamples
+    )
+    # TODO(figures): call ichseq.figures.metric_figures(runs, args.out) here (lead engineer wires it).
+    for path in paths.values():
+        print(f"written {path}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ichseq", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +79,14 @@ def main(argv=None) -> int:
     p = sub.add_parser("check", help="detect the layout of a dataset folder/zip and validate it")
     p.add_argument("path")
     p.set_defaults(func=_check)
+    p = sub.add_parser("stats", help="compare models over replicates from a model,replicate,metric,value CSV")
+    p.add_argument("metrics_csv", metavar="METRICS_CSV")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    p.add_argument("--undefined", choices=("drop", "zero"), default="drop", help="undefined values: drop or count as 0")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--resamples", type=int, default=9999, help="bootstrap resamples (default 9999)")
+    p.set_defaults(func=_stats)
     args = parser.parse_args(argv)
     try:
         args.func(args)
