@@ -16,6 +16,7 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/stats.smk"
 
 
 rule all:
@@ -23,4 +24,7 @@ rule all:
         "results/data/cohort.csv",
         split_files(),
         run_files("metrics.json"),
+        "results/summary.md",
+        "results/stats/tables.md",
+        rules.figures.output,
     default_target: True

@@ -216,3 +216,42 @@ def test_code_defaults_agree_with_the_schema():
     params = inspect.signature(patient_split).parameters
     for key in ("seed", "test_fraction", "val_fraction"):
         assert params[key].default == defaults["splits"][key], key
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def _layered(*names: str) -> dict:
+    from snakemake.utils import update_config  # merges --configfile files as Snakemake does
+
+    config = yaml.safe_load(CONFIG_YAML.read_text())
+    for name in names:
+        update_config(config, yaml.safe_load((REPO / "workflow/presets" / name).read_text()))
+    return validate_config(config)
+
+
+def test_paper_preset_is_the_study_protocol():
+    from ichseq.runs import model_plan
+
+    config = _layered("paper.yaml")
+    vivit, convnext = model_plan(config, "vivit"), model_plan(config, "convnext")
+    assert vivit.model == {"pretrained": "google/vivit-b-16x2-kinetics400", "num_frames": 18, "image_size": 224}
+    assert convnext.model == {"pretrained": "facebook/convnext-tiny-224", "image_size": 224}
+    for plan in (vivit, convnext):
+        t = plan.training
+        assert (t.mode, t.lr, t.weight_decay, t.schedule, t.warmup_steps, t.epochs, t.batch_size) == (
+            "head", 5e-6, 0.01, "linear", 2, 20, 10)
+        assert t.class_imbalance == "none"
+    assert vivit.frames["policy"] == "first" and convnext.aggregation["rule"] == "any"
+    assert config["splits"]["replicates"] == 10 and config["splits"]["test_fraction"] == 0.3
+    assert config["preprocess"]["image_size"] == 224
+
+
+def test_random_init_preset_builds_the_base_architectures_without_the_hub():
+    from ichseq.runs import model_plan
+
+    config = _layered("paper.yaml", "paper-random-init.yaml")
+    vivit, convnext = model_plan(config, "vivit"), model_plan(config, "convnext")
+    assert "pretrained" not in vivit.model and "pretrained" not in convnext.model  # random init
+    assert vivit.model["config"]["hidden_size"] == 768 and vivit.model["num_frames"] == 18
+    assert convnext.model["config"]["depths"] == [3, 3, 9, 3]

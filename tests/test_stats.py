@@ -31,6 +31,8 @@ ALPHA = 0.05
 FAST = 99  # bootstrap resamples in tests
 ABSENT = object()  # a replicate with no row at all (not an undefined value)
 OUTPUTS = ("tests.csv", "summary.csv", "confusion.csv", "tables.md", "tables.tex", "summary.md")
+# The command also draws the figures that need only the runs table.
+FIGURES = tuple(f"{stem}.{ext}" for stem in ("metrics_boxplot", "confusion_matrices", "paired_runs") for ext in ("png", "svg"))
 REQUIRED_TEST_COLUMNS = (
     "metric,test,model_a,model_b,n_a,n_b,statistic,p_value,p_holm,"
     "effect_size,effect_size_name,power,ci_low,ci_high,note"
@@ -438,7 +440,7 @@ def test_console_script_end_to_end(tmp_path):
     args = ["stats", str(csv), "--out", str(out), "--resamples", "50"]
     done = subprocess.run([*cmd, *args], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS + FIGURES)
     tests = pd.read_csv(out / "tests.csv")
     assert len(tests) == 3 * (2 + 5)  # 3 metrics x (2 shapiro + levene, t, MWU, paired t, Wilcoxon)
 

@@ -82,6 +82,26 @@ def test_default_target_trains_every_model_and_replicate(tiny_run):
             assert "epoch 3/3 train_loss" in log and "val_roc_auc" in log and "remaining" in log
 
 
+def test_statistics_figures_and_report(tiny_run):
+    runs = pd.read_csv(tiny_run / "results/metrics/runs.csv")
+    assert set(runs.model) == {"vivit", "convnext"} and set(runs.replicate) == {0, 1, 2}
+    tests = pd.read_csv(tiny_run / "results/stats/tests.csv")
+    assert {"shapiro", "levene", "mann_whitney_u", "paired_t", "wilcoxon"} <= set(tests.test)
+    assert "Undefined values" in (tiny_run / "results/stats/tables.md").read_text()
+    assert (tiny_run / "results/summary.md").read_text().startswith("# Findings")
+    figures = ("metrics_boxplot", "paired_runs", "confusion_matrices", "roc_curves", "training_curves", "cost")
+    for name in figures:
+        assert (tiny_run / f"results/figures/{name}.png").stat().st_size > 1000
+        assert (tiny_run / f"results/figures/{name}.svg").is_file()
+    proc = snakemake(tiny_run, "--report", "results/report.html")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (tiny_run / "results/report.html").read_text()
+    for name in figures:
+        assert f"{name}.png" in html, name
+    for name in ("cohort.csv", "runs.csv", "tests.csv", "findings.html"):
+        assert name in html, name
+
+
 def test_failed_training_job_leaves_nothing_that_looks_complete(tiny_run, tmp_path):
     shutil.copytree(tiny_run / "resources", tmp_path / "resources")
     config = {**TINY, "models": {**TINY["models"], "resnet_typo": {"architecture": "resnet"}}}

@@ -47,14 +47,15 @@ def _check(args) -> None:
 
 
 def _stats(args) -> None:
+    from .figures import metric_figures
     from .stats import read_runs, run_stats
 
     runs = read_runs(args.metrics_csv)
-    paths = run_stats(
+    paths = list(run_stats(
         runs, args.out, alpha=args.alpha, undefined=args.undefined, seed=args.seed, n_resamples=args.resamples
-    )
-    # TODO(figures): call ichseq.figures.metric_figures(runs, args.out) here (lead engineer wires it).
-    for path in paths.values():
+    ).values())
+    paths += metric_figures(runs, args.out)  # box plots, mean confusion matrices, paired runs
+    for path in paths:
         print(f"written {path}")
 
 

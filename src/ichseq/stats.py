@@ -49,6 +49,7 @@ positive when ``model_a`` scores higher.
 from __future__ import annotations
 
 import gc
+import html
 import itertools
 import math
 import os
@@ -746,6 +747,41 @@ def render_findings(tests: pd.DataFrame, alpha: float, undefined: str) -> str:
         ]
     lines += ["", policy_line(undefined, alpha, markdown=True) + " " + _holm_text(tests), ""]
     return "\n".join(lines)
+
+
+def _inline_html(text: str) -> str:
+    # The findings use only **bold** for emphasis.
+    parts = html.escape(text).split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def findings_html(markdown_path: str | Path, out: str | Path) -> Path:
+    """The findings (``summary.md``: a heading, nested bullet lists, a paragraph) as a small
+    self-contained HTML page, for the Snakemake report, which does not render Markdown."""
+    body, depth = [], 0
+    for line in Path(markdown_path).read_text(encoding="utf-8").splitlines():
+        stripped = line.lstrip(" ")
+        level = (len(line) - len(stripped)) // 2 + 1 if stripped.startswith("- ") else 0
+        while depth > level:
+            body.append("</li></ul>")
+            depth -= 1
+        if level:
+            if depth == level:
+                body.append("</li>")
+            while depth < level:
+                body.append("<ul>")
+                depth += 1
+            body.append(f"<li>{_inline_html(stripped[2:])}")
+        elif stripped.startswith("# "):
+            body.append(f"<h2>{_inline_html(stripped[2:])}</h2>")
+        elif stripped:
+            body.append(f"<p>{_inline_html(stripped)}</p>")
+    body += ["</li></ul>"] * depth
+    page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Findings</title></head>\n"
+            "<body style=\"font-family: sans-serif; max-width: 60em\">\n" + "\n".join(body) + "\n</body></html>\n")
+    out = Path(out)
+    _write_text_atomic(out, page)
+    return out
 
 
 def _write_text_atomic(path: Path, text: str) -> None:

@@ -1,0 +1,83 @@
+"""Fan-in: every (model, replicate) run folder into the long tables the statistics read.
+
+* ``runs.csv``         ``model,replicate,metric,value`` from every ``metrics.json`` (an empty
+                       value is an undefined metric);
+* ``predictions.csv``  every run's test predictions with ``model,replicate`` in front;
+* ``history.csv``      every run's per-epoch history, likewise;
+* ``cost.csv``         one row per run from ``cost.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import DataError
+from .io import write_csv_atomic
+
+RUNS_COLUMNS = ("model", "replicate", "metric", "value")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable ({exc}); rerun the train rule for this run") from None
+
+
+def _identity(report: dict, path: Path) -> tuple[str, int]:
+    try:
+        return str(report["model"]), int(report["replicate"])
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{path}: lacks model/replicate; rerun the train rule for this run") from None
+
+
+def runs_table(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
+    """The long table of every run's metrics; undefined metrics stay NaN (empty in the CSV)."""
+    rows = []
+    for path in map(Path, metrics_files):
+        report = _read_json(path)
+        model, replicate = _identity(report, path)
+        metrics = report.get("metrics")
+        if not isinstance(metrics, dict) or not metrics:
+            raise DataError(f"{path}: no metrics; rerun the train rule for this run")
+        rows += [(model, replicate, k, float("nan") if v is None else float(v)) for k, v in metrics.items()]
+    if not rows:
+        raise DataError("no metrics.json to collect")
+    return pd.DataFrame(rows, columns=list(RUNS_COLUMNS))
+
+
+def _stack(run_dirs: Iterable[str | Path], name: str) -> pd.DataFrame:
+    frames = []
+    for run in map(Path, run_dirs):
+        model, replicate = _identity(_read_json(run / "metrics.json"), run / "metrics.json")
+        try:
+            table = pd.read_csv(run / name)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{run / name}: unreadable ({exc}); rerun the train rule for this run") from None
+        table.insert(0, "replicate", replicate)
+        table.insert(0, "model", model)
+        frames.append(table)
+    if not frames:
+        raise DataError(f"no {name} to collect")
+    return pd.concat(frames, ignore_index=True)
+
+
+def collect(run_dirs: Iterable[str | Path], out_dir: str | Path) -> dict[str, Path]:
+    """Write runs.csv, predictions.csv, history.csv and cost.csv for ``run_dirs`` into ``out_dir``."""
+    run_dirs = [Path(p) for p in run_dirs]
+    out = Path(out_dir)
+    tables = {
+        "runs": runs_table(p / "metrics.json" for p in run_dirs),
+        "predictions": _stack(run_dirs, "predictions.csv"),
+        "history": _stack(run_dirs, "history.csv"),
+        "cost": pd.DataFrame([_read_json(p / "cost.json") for p in run_dirs]),
+    }
+    paths = {}
+    for name, table in tables.items():
+        paths[name] = out / f"{name}.csv"
+        write_csv_atomic(table, paths[name])
+    return paths

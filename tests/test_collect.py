@@ -1,0 +1,63 @@
+"""Fan-in of run folders into the long tables the statistics read."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from ichseq.collect import collect, runs_table
+from ichseq.errors import DataError
+from ichseq.stats import findings_html, read_runs
+
+
+def make_run(root, model, rep, precision=0.5):
+    run = root / model / f"rep-{rep}"
+    run.mkdir(parents=True)
+    metrics = {"accuracy": 0.75, "precision": precision, "tn": 3, "n_test": 4}
+    (run / "metrics.json").write_text(json.dumps({"model": model, "replicate": rep, "metrics": metrics}))
+    pd.DataFrame({"patient": [1, 2], "label": [0, 1], "probability": [0.2, 0.9], "prediction": [0, 1]}).to_csv(
+        run / "predictions.csv", index=False)
+    pd.DataFrame({"epoch": [1, 2], "train_loss": [0.7, 0.6], "val_loss": [0.7, 0.65]}).to_csv(
+        run / "history.csv", index=False)
+    (run / "cost.json").write_text(json.dumps({"model": model, "replicate": rep, "training_seconds": 1.5}))
+    return run
+
+
+def test_collect_writes_long_tables_with_undefined_metrics_empty(tmp_path):
+    runs = [make_run(tmp_path, "a", 0), make_run(tmp_path, "a", 1, precision=None), make_run(tmp_path, "b", 0)]
+    paths = collect(runs, tmp_path / "out")
+    table = pd.read_csv(paths["runs"])
+    assert list(table.columns) == ["model", "replicate", "metric", "value"]
+    assert len(table) == 3 * 4
+    row = table[(table.model == "a") & (table.replicate == 1) & (table.metric == "precision")]
+    assert math.isnan(row.value.item())
+    assert ",precision,\n" in paths["runs"].read_text()  # empty cell, not 0 or "None"
+    # The statistics' reader takes the file as it is.
+    assert read_runs(paths["runs"]).value.isna().sum() == 1
+    predictions = pd.read_csv(paths["predictions"])
+    assert list(predictions.columns[:2]) == ["model", "replicate"] and len(predictions) == 6
+    assert len(pd.read_csv(paths["history"])) == 6
+    assert pd.read_csv(paths["cost"]).training_seconds.tolist() == [1.5] * 3
+
+
+def test_broken_metrics_file_names_the_file(tmp_path):
+    run = make_run(tmp_path, "a", 0)
+    (run / "metrics.json").write_text("{")
+    with pytest.raises(DataError, match=r"a/rep-0/metrics.json: unreadable"):
+        runs_table([run / "metrics.json"])
+    (run / "metrics.json").write_text(json.dumps({"model": "a", "replicate": 0}))
+    with pytest.raises(DataError, match="no metrics"):
+        runs_table([run / "metrics.json"])
+
+
+def test_findings_html_keeps_the_nested_lists_and_escapes(tmp_path):
+    md = tmp_path / "summary.md"
+    md.write_text("# Findings\n\n- **f1**: a<b has the higher mean.\n  - t-test: p = 0.01.\n  - U: p = 0.02.\n"
+                  "- **recall**: same.\n\nUndefined values: drop.\n")
+    page = findings_html(md, tmp_path / "f.html").read_text()
+    assert "<h2>Findings</h2>" in page and "<b>f1</b>: a&lt;b has" in page
+    assert page.count("<ul>") == 2 and page.count("</ul>") == 2 and page.count("<li>") == 4
+    assert "<p>Undefined values: drop.</p>" in page
