@@ -445,3 +445,34 @@ def test_tiny_vivit_learns_its_training_scans(learnable):
     after = roc_auc_score(samples.label[train], torch.softmax(predict_logits(head, head, fetch, train, 8), 1)[:, 1])
     assert result.history.train_loss.iloc[-1] < result.history.train_loss.iloc[0]
     assert after > 0.8 and after > before, (before, after)
+
+
+KILL_SCRIPT = """
+import json, os, signal, sys
+from ichseq.runs import model_plan, train_run
+root, out, cfg = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+
+def log(message):
+    if message.startswith("epoch 2/"):
+        os.kill(os.getpid(), signal.SIGKILL)  # as a scheduler's time limit or the OOM killer would
+
+plan = model_plan(cfg, "convnext")
+train_run(plan, 0, f"{root}/rep-0.json", f"{root}/cache", out, f"{root}/features-convnext", log=log)
+"""
+
+
+def test_sigkilled_process_resumes_in_a_new_process(stores, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "resumed"
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(stores), str(out), json.dumps(config())],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == [CHECKPOINT_NAME]
+    messages: list[str] = []
+    run(stores, out, "convnext", log=messages.append)
+    assert any("resuming from the checkpoint after epoch 2" in m for m in messages)
+    run(stores, tmp_path / "whole", "convnext")
+    assert read_outputs(tmp_path / "whole") == read_outputs(out)
