@@ -27,6 +27,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -38,10 +39,11 @@ from .errors import ConfigError, DataError
 from .features import Samples, autocast, build_samples, extract_features, read_feature_store, write_feature_store
 from .io import temp_dir_beside, write_csv_atomic, write_json_atomic
 from .metrics import binary_metrics
-from .models import build_model
-from .models.base import SequenceClassifier
 from .splits import read_split
 from .training import TrainSettings, backbone_seed, fit, init_head_, predict_logits, run_seed, select_device
+
+if TYPE_CHECKING:
+    from .models.base import SequenceClassifier
 
 CHECKPOINT_NAME = "resume-checkpoint.pt"
 MODEL_KEYS = ("pretrained", "config", "num_frames", "image_size")
@@ -68,8 +70,12 @@ class ModelPlan:
                    TrainSettings.from_dict(d["training"], where=f"models.{d['name']}.training"),
                    dict(d["frames"]), dict(d["aggregation"]))
 
-    def build(self) -> SequenceClassifier:
+    def build(self) -> "SequenceClassifier":
         """The model, its random parts drawn from the per-model backbone seed (global RNG untouched)."""
+        # Imported here: transformers takes seconds to import, and the Snakefile reads plans
+        # (model_plan) on every invocation without building anything.
+        from .models import build_model
+
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(backbone_seed(self.training.seed, self.name))
             return build_model(self.architecture, self.model, entry=self.name)
@@ -97,7 +103,7 @@ def _sha256(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _samples_for(model: SequenceClassifier, cache: SliceCache, plan: ModelPlan) -> Samples:
+def _samples_for(model: "SequenceClassifier", cache: SliceCache, plan: ModelPlan) -> Samples:
     return build_samples(cache, model.kind, getattr(model, "num_frames", None),
                          plan.frames.get("policy", "uniform"), plan.frames.get("padding", "edge"))
 
