@@ -16,8 +16,6 @@ once per model and replicate.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -27,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .dataset import open_dataset
-from .io import temp_dir_beside
+from .io import atomic_dir
 from .errors import DataError
 from .layout import SUBTYPES
 from .windowing import resize_masks, resize_slices, to_uint8
@@ -91,8 +89,7 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
         results = [_process_patient(p, spec, dataset) for p in dataset.patients]
 
     n = sum(len(r[0]) for r in results)
-    tmp = temp_dir_beside(out)
-    try:
+    with atomic_dir(out) as tmp:
         slices = np.lib.format.open_memmap(tmp / "slices.npy", "w+", np.uint8, (n, spec.image_size, spec.image_size))
         masks = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (n, spec.image_size, spec.image_size))
         frames, start = [], 0
@@ -118,18 +115,6 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
             "seconds": round(time.perf_counter() - t0, 2),
         }
         (tmp / "cache.json").write_text(json.dumps(meta, indent=2) + "\n")
-        # Keep an old cache (moved aside) until the new one has its name: a crash between
-        # the two renames loses nothing, the old cache is still at ``.cache.old``.
-        old = out.with_name(f".{out.name}.old") if out.exists() else None
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"cache written to {out}: {n} slices of {spec.image_size}x{spec.image_size} in {meta['seconds']} s")
     return meta
 

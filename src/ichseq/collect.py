@@ -35,11 +35,9 @@ def _identity(report: dict, path: Path) -> tuple[str, int]:
         raise DataError(f"{path}: lacks model/replicate; rerun the train rule for this run") from None
 
 
-def runs_table(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
-    """The long table of every run's metrics; undefined metrics stay NaN (empty in the CSV)."""
+def _runs_table(reports: list[tuple[Path, dict]]) -> pd.DataFrame:
     rows = []
-    for path in map(Path, metrics_files):
-        report = _read_json(path)
+    for path, report in reports:
         model, replicate = _identity(report, path)
         metrics = report.get("metrics")
         if not isinstance(metrics, dict) or not metrics:
@@ -50,10 +48,16 @@ def runs_table(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(RUNS_COLUMNS))
 
 
-def _stack(run_dirs: Iterable[str | Path], name: str) -> pd.DataFrame:
+def runs_table(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
+    """The long table of every run's metrics; undefined metrics stay NaN (empty in the CSV)."""
+    return _runs_table([(path, _read_json(path)) for path in map(Path, metrics_files)])
+
+
+def _stack(runs: list[tuple[Path, str, int]], name: str) -> pd.DataFrame:
+    """Every run's ``name`` table with ``model, replicate`` in front; ``runs`` holds
+    (folder, model, replicate)."""
     frames = []
-    for run in map(Path, run_dirs):
-        model, replicate = _identity(_read_json(run / "metrics.json"), run / "metrics.json")
+    for run, model, replicate in runs:
         try:
             table = pd.read_csv(run / name)
         except (OSError, ValueError) as exc:
@@ -70,10 +74,12 @@ def collect(run_dirs: Iterable[str | Path], out_dir: str | Path) -> dict[str, Pa
     """Write runs.csv, predictions.csv, history.csv and cost.csv for ``run_dirs`` into ``out_dir``."""
     run_dirs = [Path(p) for p in run_dirs]
     out = Path(out_dir)
+    reports = [(p / "metrics.json", _read_json(p / "metrics.json")) for p in run_dirs]  # each read once
+    runs = [(p, *_identity(report, path)) for p, (path, report) in zip(run_dirs, reports)]
     tables = {
-        "runs": runs_table(p / "metrics.json" for p in run_dirs),
-        "predictions": _stack(run_dirs, "predictions.csv"),
-        "history": _stack(run_dirs, "history.csv"),
+        "runs": _runs_table(reports),
+        "predictions": _stack(runs, "predictions.csv"),
+        "history": _stack(runs, "history.csv"),
         "cost": pd.DataFrame([_read_json(p / "cost.json") for p in run_dirs]),
     }
     paths = {}

@@ -16,8 +16,6 @@ is trained on them. That is exact, not an approximation: see the cache-equivalen
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ import torch
 from .cache import SliceCache
 from .errors import DataError
 from .frames import BLANK, select_frames
-from .io import temp_dir_beside
+from .io import atomic_dir
 
 FEATURES_FILE = "features.npy"
 SAMPLES_FILE = "samples.csv"
@@ -138,21 +136,13 @@ def extract_features(model, cache: SliceCache, samples: Samples, batch_size: int
 
 def write_feature_store(out: str | Path, features: np.ndarray, samples: Samples, meta: dict) -> None:
     """Write the store folder ``out`` (to a temporary sibling first, renamed when complete)."""
-    out = Path(out)
-    tmp = temp_dir_beside(out)
-    try:
+    with atomic_dir(out) as tmp:
         np.save(tmp / FEATURES_FILE, features.astype(np.float32, copy=False))
         pd.DataFrame({
             "patient": samples.patient, "slice": samples.slice, "label": samples.label,
             "rows": [" ".join(map(str, r)) for r in samples.rows],
         }).to_csv(tmp / SAMPLES_FILE, index=False)
         (tmp / META_FILE).write_text(json.dumps({"kind": samples.kind, **meta}, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def read_feature_store(path: str | Path) -> tuple[np.ndarray, Samples, dict]:

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +35,11 @@ from .aggregate import aggregate_predictions, choose_patient_threshold
 from .cache import SliceCache
 from .errors import ConfigError, DataError
 from .features import Samples, autocast, build_samples, extract_features, read_feature_store, write_feature_store
-from .io import temp_dir_beside, write_csv_atomic, write_json_atomic
+from .io import atomic_dir, write_csv_atomic, write_json_atomic
 from .metrics import binary_metrics
 from .splits import read_split
-from .training import TrainSettings, backbone_seed, fit, init_head_, predict_logits, run_seed, select_device
+from .training import (TrainSettings, backbone_seed, fit, init_head_, patient_probabilities, predict_logits, run_seed,
+                       select_device)
 
 if TYPE_CHECKING:
     from .models.base import SequenceClassifier
@@ -173,8 +172,7 @@ def _decide(plan: ModelPlan, kind: str, samples: Samples, index: np.ndarray, pro
     rule, k = plan.aggregation.get("rule", "any"), plan.aggregation.get("k")
     patient_threshold = None
     if rule == "max_prob":
-        val = aggregate_predictions(pd.DataFrame({"patient": samples.patient[val_index], "label": samples.label[val_index],
-                                                  "probability": val_probs}), "any", threshold)
+        val = patient_probabilities(samples.patient[val_index], samples.label[val_index], val_probs)
         patient_threshold = choose_patient_threshold(val.label, val.probability)
     slices = pd.DataFrame({"patient": samples.patient[index], "label": samples.label[index], "probability": probs})
     table = aggregate_predictions(slices, rule, threshold=threshold, k=k, patient_threshold=patient_threshold)
@@ -191,19 +189,12 @@ def _save_model_dir(out: Path, module: torch.nn.Module, mode: str, info: dict) -
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Writing model shards" bars would clutter the job log
-    tmp = temp_dir_beside(out)
-    try:
+    with atomic_dir(out) as tmp:
         if mode == "head":
             save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp / "head.safetensors"))
         else:
             module.hf_model.save_pretrained(tmp)
         (tmp / "ichseq.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, out_dir, features_path=None,

@@ -52,8 +52,6 @@ import gc
 import html
 import itertools
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -66,7 +64,7 @@ from statsmodels.stats.power import TTestIndPower, TTestPower
 from tabulate import tabulate
 
 from .errors import ConfigError, DataError
-from .io import write_csv_atomic
+from .io import write_csv_atomic, write_text_atomic
 
 #: Columns the runs table must have.
 RUN_COLUMNS = ("model", "replicate", "metric", "value")
@@ -785,21 +783,8 @@ def findings_html(markdown_path: str | Path, out: str | Path) -> Path:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, fsync it, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text if text.endswith("\n") else text + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` atomically, ending with exactly one newline if it has none."""
+    write_text_atomic(path, text if text.endswith("\n") else text + "\n")
 
 
 # ----------------------------------------------------------------------------- entry point

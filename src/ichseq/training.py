@@ -266,9 +266,8 @@ def fit(
     labels = np.asarray(labels, dtype=np.int64)
     train_labels = labels[train_index]
     val_labels, val_patients = labels[val_index], np.asarray(patients)[val_index]
-    weight = class_weights(train_labels) if settings.class_imbalance == "weighted" else None
-    if weight is None:
-        class_weights(train_labels)  # still refuse a single-class training set
+    weights = class_weights(train_labels)  # also refuses a single-class training set
+    weight = weights if settings.class_imbalance == "weighted" else None
     direction = MONITORS[settings.monitor]
     steps_per_epoch = math.ceil(len(train_index) / settings.batch_size)
     checkpoint = Path(checkpoint) if checkpoint else None
