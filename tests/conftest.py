@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from html.parser import HTMLParser
 
 # Never let a test reach for the Hugging Face hub (a lookup hangs ~23 s before failing).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -51,3 +52,40 @@ def copy_dataset(tmp_path):
         return dest
 
     return _copy
+
+
+class _TableParser(HTMLParser):
+    """Every ``<table>`` of a page as a list of rows of cell texts (header row first)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self._cell = [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append("".join(self._cell))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+@pytest.fixture
+def html_tables():
+    """A function: HTML text -> its tables, each a list of rows of cell texts."""
+
+    def parse(text: str) -> list[list[list[str]]]:
+        parser = _TableParser()
+        parser.feed(text)
+        return parser.tables
+
+    return parse

@@ -26,7 +26,7 @@ def make_run(root, model, rep, precision=0.5):
     return run
 
 
-def test_collect_writes_long_tables_with_undefined_metrics_empty(tmp_path):
+def test_collect_writes_long_tables_with_undefined_metrics_empty(tmp_path, html_tables):
     runs = [make_run(tmp_path, "a", 0), make_run(tmp_path, "a", 1, precision=None), make_run(tmp_path, "b", 0)]
     paths = collect(runs, tmp_path / "out")
     table = pd.read_csv(paths["runs"])
@@ -41,6 +41,14 @@ def test_collect_writes_long_tables_with_undefined_metrics_empty(tmp_path):
     assert list(predictions.columns[:2]) == ["model", "replicate"] and len(predictions) == 6
     assert len(pd.read_csv(paths["history"])) == 6
     assert pd.read_csv(paths["cost"]).training_seconds.tolist() == [1.5] * 3
+    # The report's view: one row per run, one column per metric, undefined = empty cell.
+    [wide] = html_tables(paths["runs_html"].read_text())
+    header, rows = wide[0], wide[1:]
+    assert header[:2] == ["model", "replicate"] and set(header[2:]) == set(table.metric)
+    assert [r[:2] for r in rows] == [["a", "0"], ["a", "1"], ["b", "0"]]
+    assert [r[header.index("precision")] for r in rows] == ["0.500", "", "0.500"]
+    [cost] = html_tables(paths["cost_html"].read_text())
+    assert [r[cost[0].index("training_seconds")] for r in cost[1:]] == ["1.500"] * 3
 
 
 def test_broken_metrics_file_names_the_file(tmp_path):
@@ -58,6 +66,6 @@ def test_findings_html_keeps_the_nested_lists_and_escapes(tmp_path):
     md.write_text("# Findings\n\n- **f1**: a<b has the higher mean.\n  - t-test: p = 0.01.\n  - U: p = 0.02.\n"
                   "- **recall**: same.\n\nUndefined values: drop.\n")
     page = findings_html(md, tmp_path / "f.html").read_text()
-    assert "<h2>Findings</h2>" in page and "<b>f1</b>: a&lt;b has" in page
+    assert "<h1>Findings</h1>" in page and "<b>f1</b>: a&lt;b has" in page
     assert page.count("<ul>") == 2 and page.count("</ul>") == 2 and page.count("<li>") == 4
     assert "<p>Undefined values: drop.</p>" in page

@@ -30,7 +30,8 @@ from ichseq.stats import (
 ALPHA = 0.05
 FAST = 99  # bootstrap resamples in tests
 ABSENT = object()  # a replicate with no row at all (not an undefined value)
-OUTPUTS = ("tests.csv", "summary.csv", "confusion.csv", "tables.md", "tables.tex", "summary.md")
+OUTPUTS = ("tests.csv", "summary.csv", "confusion.csv", "tables.md", "tables.tex", "tables.html", "summary.md",
+           "findings.html")
 # The command also draws the figures that need only the runs table.
 FIGURES = tuple(f"{stem}.{ext}" for stem in ("metrics_boxplot", "confusion_matrices", "paired_runs") for ext in ("png", "svg"))
 REQUIRED_TEST_COLUMNS = (
@@ -271,6 +272,8 @@ def test_undefined_policy_in_every_output(tmp_path, policy, n, mean, paired):
     assert md.count(line) == md.count("## Table") == 9
     tex = paths["tables_tex"].read_text()
     assert tex.count(line) == tex.count("\\begin{table}") == 9
+    page = paths["tables_html"].read_text()
+    assert page.count(line) == page.count("<table>") == 9
     assert line in paths["summary_md"].read_text()
 
 
@@ -430,6 +433,17 @@ def test_command_writes_every_file(tmp_path, capsys):
     for numeral in ("I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX"):
         assert f"## Table {numeral}. " in md
     assert "α = 0.01" in md and "Undefined values: zero" in md
+
+
+def test_html_tables_hold_the_markdown_tables_cells(tmp_path, html_tables):
+    paths = run_stats(long_table(STUDY), tmp_path, n_resamples=FAST)
+    md_tables = [
+        [[cell.strip().replace("\\|", "|") for cell in line.strip("|").split("|")]
+         for line in block.splitlines() if line.startswith("|") and not line.startswith("|:") and "---" not in line]
+        for block in paths["tables_md"].read_text().split("## Table")[1:]
+    ]
+    assert html_tables(paths["tables_html"].read_text()) == md_tables
+    assert "<script" not in paths["tables_html"].read_text()  # shown offline, nothing to run or fetch
 
 
 def test_console_script_end_to_end(tmp_path):

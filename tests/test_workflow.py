@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -100,6 +102,13 @@ def test_statistics_figures_and_report(tiny_run):
         assert f"{name}.png" in html, name
     for name in ("cohort.csv", "runs.csv", "tests.csv", "findings.html"):
         assert name in html, name
+    # Tables are embedded as HTML pages the report shows inline (CSV is only a download).
+    pages = {}
+    for match in re.finditer(r"data:text/html;charset=utf8;filename=([\w.]+);base64,([A-Za-z0-9+/=]+)", html):
+        pages[match.group(1)] = base64.b64decode(match.group(2)).decode()
+    assert {"tables.html", "runs.html", "cost.html", "findings.html"} <= set(pages), sorted(pages)
+    assert pages["tables.html"].count("<table>") == 9 and "Table III. t-tests" in pages["tables.html"]
+    assert pages["runs.html"].count("<tr>") == 1 + len(runs.groupby(["model", "replicate"]))
 
 
 def test_failed_training_job_leaves_nothing_that_looks_complete(tiny_run, tmp_path):

@@ -4,7 +4,9 @@
                        value is an undefined metric);
 * ``predictions.csv``  every run's test predictions with ``model,replicate`` in front;
 * ``history.csv``      every run's per-epoch history, likewise;
-* ``cost.csv``         one row per run from ``cost.json``.
+* ``cost.csv``         one row per run from ``cost.json``;
+* ``runs.html``, ``cost.html``  the per-run metrics (one row per run, one column per
+                       metric) and the cost table as pages the Snakemake report shows inline.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import htmlpage
 from .errors import DataError
-from .io import write_csv_atomic
+from .io import write_csv_atomic, write_text_atomic
 
 RUNS_COLUMNS = ("model", "replicate", "metric", "value")
 
@@ -70,8 +73,25 @@ def _stack(runs: list[tuple[Path, str, int]], name: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def runs_wide(runs: pd.DataFrame) -> pd.DataFrame:
+    """The long runs table as one row per (model, replicate) and one column per metric, in the
+    order the metrics first appear."""
+    wide = runs.pivot(index=["model", "replicate"], columns="metric", values="value")
+    return wide[list(dict.fromkeys(runs["metric"]))].reset_index().rename_axis(columns=None)
+
+
+def _html_pages(tables: dict[str, pd.DataFrame]) -> dict[str, str]:
+    undefined = "An empty cell is an undefined metric (e.g. precision with no positive prediction)."
+    return {
+        "runs": htmlpage.page("Test-set metrics of every run",
+                              [htmlpage.note(undefined), htmlpage.frame_table(runs_wide(tables["runs"]))]),
+        "cost": htmlpage.page("Cost of every run", [htmlpage.frame_table(tables["cost"])]),
+    }
+
+
 def collect(run_dirs: Iterable[str | Path], out_dir: str | Path) -> dict[str, Path]:
-    """Write runs.csv, predictions.csv, history.csv and cost.csv for ``run_dirs`` into ``out_dir``."""
+    """Write runs.csv, predictions.csv, history.csv, cost.csv, runs.html and cost.html for
+    ``run_dirs`` into ``out_dir``; returns their paths keyed by name (``runs_html`` etc.)."""
     run_dirs = [Path(p) for p in run_dirs]
     out = Path(out_dir)
     reports = [(p / "metrics.json", _read_json(p / "metrics.json")) for p in run_dirs]  # each read once
@@ -86,4 +106,7 @@ def collect(run_dirs: Iterable[str | Path], out_dir: str | Path) -> dict[str, Pa
     for name, table in tables.items():
         paths[name] = out / f"{name}.csv"
         write_csv_atomic(table, paths[name])
+    for name, text in _html_pages(tables).items():
+        paths[f"{name}_html"] = out / f"{name}.html"
+        write_text_atomic(paths[f"{name}_html"], text)
     return paths

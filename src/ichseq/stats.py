@@ -63,6 +63,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 from tabulate import tabulate
 
+from . import htmlpage
 from .errors import ConfigError, DataError
 from .io import write_csv_atomic, write_text_atomic
 
@@ -694,6 +695,18 @@ def render_tables(tests, summary, confusion, alpha: float, undefined: str) -> tu
     return "\n".join(md), "\n".join(tex)
 
 
+def render_tables_html(tests, summary, confusion, alpha: float, undefined: str) -> str:
+    """The same tables as one self-contained HTML page, for the Snakemake report (which
+    offers CSV and Markdown only as downloads)."""
+    policy = policy_line(undefined, alpha, markdown=True).strip("*")
+    parts = []
+    for title, headers, rows, align, extra in _sections(tests, summary, confusion, alpha):
+        parts.append(htmlpage.heading(title))
+        parts.append(htmlpage.table(headers, rows, align) if rows else htmlpage.note("(no rows)"))
+        parts.append(htmlpage.note(policy + (f" {extra}" if extra else "")))
+    return htmlpage.page("Statistical comparison of models", parts)
+
+
 def _p_is(label: str, p: float) -> str:
     text = format_p(p)
     return f"{label} {text[0]} {text[1:]}" if text.startswith("<") else f"{label} = {text}"
@@ -756,7 +769,7 @@ def _inline_html(text: str) -> str:
 def findings_html(markdown_path: str | Path, out: str | Path) -> Path:
     """The findings (``summary.md``: a heading, nested bullet lists, a paragraph) as a small
     self-contained HTML page, for the Snakemake report, which does not render Markdown."""
-    body, depth = [], 0
+    body, depth, title = [], 0, "Findings"
     for line in Path(markdown_path).read_text(encoding="utf-8").splitlines():
         stripped = line.lstrip(" ")
         level = (len(line) - len(stripped)) // 2 + 1 if stripped.startswith("- ") else 0
@@ -771,12 +784,11 @@ def findings_html(markdown_path: str | Path, out: str | Path) -> Path:
                 depth += 1
             body.append(f"<li>{_inline_html(stripped[2:])}")
         elif stripped.startswith("# "):
-            body.append(f"<h2>{_inline_html(stripped[2:])}</h2>")
+            title = stripped[2:]
         elif stripped:
             body.append(f"<p>{_inline_html(stripped)}</p>")
     body += ["</li></ul>"] * depth
-    page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Findings</title></head>\n"
-            "<body style=\"font-family: sans-serif; max-width: 60em\">\n" + "\n".join(body) + "\n</body></html>\n")
+    page = htmlpage.page(title, body)
     out = Path(out)
     _write_text_atomic(out, page)
     return out
@@ -802,8 +814,9 @@ def run_stats(
 
     ``runs`` is a ``model,replicate,metric,value`` table (e.g. from :func:`read_runs`; it is
     validated again here). Writes ``tests.csv``, ``summary.csv``, ``confusion.csv``,
-    ``tables.md``, ``tables.tex`` and ``summary.md``, each atomically, and returns their
-    paths keyed ``tests, summary, confusion, tables_md, tables_tex, summary_md``.
+    ``tables.md``, ``tables.tex``, ``tables.html``, ``summary.md`` and ``findings.html``, each
+    atomically, and returns their paths keyed ``tests, summary, confusion, tables_md,
+    tables_tex, tables_html, summary_md, findings_html``.
     """
     _check_options(alpha, undefined, seed, n_resamples)
     alpha, seed, n_resamples = float(alpha), int(seed), int(n_resamples)
@@ -819,12 +832,16 @@ def run_stats(
         "confusion": out / "confusion.csv",
         "tables_md": out / "tables.md",
         "tables_tex": out / "tables.tex",
+        "tables_html": out / "tables.html",
         "summary_md": out / "summary.md",
+        "findings_html": out / "findings.html",
     }
     write_csv_atomic(tests, paths["tests"])
     write_csv_atomic(summary, paths["summary"])
     write_csv_atomic(confusion, paths["confusion"])
     _write_text_atomic(paths["tables_md"], markdown)
     _write_text_atomic(paths["tables_tex"], latex)
+    _write_text_atomic(paths["tables_html"], render_tables_html(tests, summary, confusion, alpha, undefined))
     _write_text_atomic(paths["summary_md"], render_findings(tests, alpha, undefined))
+    findings_html(paths["summary_md"], paths["findings_html"])
     return paths

@@ -19,6 +19,10 @@ rule collect_runs:
         predictions="results/metrics/predictions.csv",
         history="results/metrics/history.csv",
         cost=report("results/metrics/cost.csv", caption="../report/cost_table.rst", category="Cost"),
+        # The report shows HTML inline but CSV only as a download: the same tables as pages.
+        runs_html=report("results/metrics/runs.html", caption="../report/runs_page.rst", category="Statistics",
+                         subcategory="Per-run metrics"),
+        cost_html=report("results/metrics/cost.html", caption="../report/cost_page.rst", category="Cost"),
     log:
         "logs/stats/collect_runs.log",
     script:
@@ -36,6 +40,8 @@ rule statistics:
         confusion="results/stats/confusion.csv",
         tables_md="results/stats/tables.md",
         tables_tex="results/stats/tables.tex",
+        tables_html=report("results/stats/tables.html", caption="../report/tables_page.rst", category="Statistics",
+                           subcategory="Tests"),
         findings=report("results/stats/findings.html", caption="../report/findings.rst", category="Statistics",
                         subcategory="Summary"),
         summary_md="results/summary.md",

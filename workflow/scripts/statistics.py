@@ -4,7 +4,7 @@ import os
 import shutil
 
 from ichseq.runlog import run_step
-from ichseq.stats import findings_html, read_runs, run_stats
+from ichseq.stats import read_runs, run_stats
 
 
 def main(log):
@@ -12,7 +12,6 @@ def main(log):
     out = snakemake.output
     paths = run_stats(read_runs(snakemake.input[0]), os.path.dirname(out.tests), alpha=p.alpha,
                       undefined=p.undefined, seed=p.seed, n_resamples=p.bootstrap_resamples)
-    findings_html(paths["summary_md"], out.findings)
     shutil.copyfile(paths["summary_md"], out.summary_md)
     log(f"alpha {p.alpha}, undefined values: {p.undefined}; wrote " + ", ".join(str(v) for v in paths.values()))
 
