@@ -1,7 +1,10 @@
 # Data stage: acquisition -> brain-window cache -> cohort -> per-replicate splits.
 
 
+# Seconds-long bookkeeping runs in the main Snakemake process, not as cluster jobs; the
+# download too, because compute nodes often have no internet.
 localrules:
+    acquire_physionet,
     cohort,
     split,
 

@@ -21,8 +21,8 @@ rule features:
     resources:
         gpu=lambda wc: uses_gpu(wc.model, "features"),
         mem_mb=16000,
-        runtime=120,
-        cpus_per_task=4,
+        # Minutes; a job killed at its time limit is retried with more (profile retries).
+        runtime=lambda wc, attempt: 120 * attempt,
     script:
         "../scripts/features.py"
 
@@ -45,7 +45,6 @@ rule train:
     resources:
         gpu=lambda wc: uses_gpu(wc.model, "train"),
         mem_mb=lambda wc: 16000 if PLANS[wc.model].training.mode == "full" else 4000,
-        runtime=lambda wc: 240 if PLANS[wc.model].training.mode == "full" else 30,
-        cpus_per_task=lambda wc: 4 if PLANS[wc.model].training.mode == "full" else 1,
+        runtime=lambda wc, attempt: (240 if PLANS[wc.model].training.mode == "full" else 30) * attempt,
     script:
         "../scripts/train.py"

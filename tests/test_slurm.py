@@ -1,0 +1,184 @@
+"""The Slurm profile on a real (single-node) Slurm cluster.
+
+Starts the cluster of workflow/tools/slurm_test_cluster.sh (root and apt-get needed: a CI
+runner; elsewhere the module is skipped with the reason), runs the default pipeline with
+``snakemake --profile profiles/slurm --profile profiles/slurm-test`` exactly as a user
+would from a checkout, and checks it against a local run of the same pipeline. Then reruns
+one replicate the documented way and checks nothing else moved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER = ROOT / "workflow/tools/slurm_test_cluster.sh"
+BIN = Path(sys.executable).parent
+SLURM_PROFILES = ("--profile", "profiles/slurm", "--profile", "profiles/slurm-test")
+REPLICATES = 10
+MODELS = ("vivit", "convnext")
+
+pytestmark = pytest.mark.slow
+
+
+def _why_no_cluster() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to start slurmctld, slurmd and munged"
+    if not shutil.which("slurmctld") and not shutil.which("apt-get"):
+        return "no Slurm installed and no apt-get to install it"
+    if Path("/etc/slurm/slurm.conf").exists() and not Path("/etc/slurm/slurm.conf").is_symlink():
+        return "this machine has a Slurm of its own (/etc/slurm/slurm.conf)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    reason = _why_no_cluster()
+    if reason:
+        pytest.skip(f"Slurm test cluster: {reason}")
+    state = tmp_path_factory.mktemp("slurm")
+    env = {**os.environ, "ICHSEQ_SLURM_DIR": str(state), "SLURM_CONF": str(state / "slurm.conf")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # the jobs run this venv's snakemake
+    proc = subprocess.run(["bash", str(CLUSTER), "start"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    try:
+        yield env
+    finally:
+        subprocess.run(["bash", str(CLUSTER), "stop"], capture_output=True, text=True, env=env, timeout=60)
+
+
+def _checkout(dest: Path) -> Path:
+    """The files a user's checkout has (what the pipeline needs), without results."""
+    dest.mkdir(parents=True)
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy2(ROOT / name, dest / name)
+    for name in ("workflow", "profiles"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def _snakemake(workdir: Path, *args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(BIN / "snakemake"), *args], cwd=workdir, capture_output=True, text=True,
+                          env=env, timeout=timeout)  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def slurm_run(cluster, tmp_path_factory):
+    workdir = _checkout(tmp_path_factory.mktemp("slurm-run") / "ichseq")
+    _snakemake(workdir, *SLURM_PROFILES, env=cluster)
+    _snakemake(workdir, *SLURM_PROFILES, "--report", "results/report.html", env=cluster)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def local_run(slurm_run, tmp_path_factory):
+    workdir = _checkout(tmp_path_factory.mktemp("local-run") / "ichseq")
+    _snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+def _job_ids(workdir: Path, rule: str) -> dict[str, list[int]]:
+    """Slurm job ids per model, from the plugin's per-job logs, which
+    profiles/slurm-test keeps: .snakemake/slurm_logs/rule_RULE/WILDCARDS/JOBID.log, the
+    wildcard values joined by "_" (``vivit`` for features, ``vivit_3`` for train)."""
+    ids: dict[str, list[int]] = {}
+    for log in (workdir / ".snakemake/slurm_logs" / f"rule_{rule}").rglob("*.log"):
+        model = log.parent.name.rsplit("_", 1)[0] if rule == "train" else log.parent.name
+        ids.setdefault(model, []).append(int(log.stem))
+    return ids
+
+
+def _slurm_job(env: dict, job_id: int) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True, env=env,
+                         check=True).stdout  # fmt: skip
+    return dict(re.findall(r"(\w[\w/:]*)=(\S*)", out))
+
+
+def test_training_and_features_ran_as_slurm_jobs_on_the_right_partition(slurm_run, cluster):
+    trains = _job_ids(slurm_run, "train")
+    assert sorted(trains) == sorted(MODELS)
+    assert all(len(ids) == REPLICATES for ids in trains.values()), trains
+    for job_id in (i for ids in trains.values() for i in ids):
+        job = _slurm_job(cluster, job_id)
+        assert job["JobState"] == "COMPLETED", job
+        assert job["Partition"] == "cpu" and "gpu" not in job.get("TresPerNode", "")  # head mode: no GPU
+    features = _job_ids(slurm_run, "features")
+    assert sorted(features) == sorted(MODELS)
+    for (job_id,) in features.values():
+        job = _slurm_job(cluster, job_id)
+        assert job["JobState"] == "COMPLETED", job
+        # The rule's gpu=1 became a GPU request, and the partition file sent it to `gpu`.
+        assert job["Partition"] == "gpu" and "gpu:1" in job.get("TresPerNode", "") + job.get("TresPerJob", ""), job
+    # Bookkeeping rules ran in the main process, not as jobs.
+    slurm_rules = {p.name for p in (slurm_run / ".snakemake/slurm_logs").iterdir()}
+    assert slurm_rules == {"rule_acquire_synthetic", "rule_brain_window", "rule_features", "rule_train"}
+
+
+def _comparable(path: Path) -> bytes:
+    if path.name == "history.csv":  # wall-clock seconds per epoch differ between any two runs
+        return pd.read_csv(path).drop(columns="seconds").to_csv(index=False).encode()
+    return path.read_bytes()
+
+
+def test_outputs_equal_a_local_run(slurm_run, local_run):
+    names = ["results/data/cohort.csv", "results/metrics/runs.csv", "results/metrics/predictions.csv",
+             "results/stats/tests.csv", "results/stats/summary.csv", "results/stats/confusion.csv",
+             "results/stats/tables.md", "results/summary.md"]  # fmt: skip
+    names += [f"results/splits/rep-{r}.json" for r in range(REPLICATES)]
+    names += [f"results/runs/{m}/rep-{r}/{f}" for m in MODELS for r in range(REPLICATES)
+              for f in ("metrics.json", "predictions.csv", "sample_predictions.csv", "history.csv")]  # fmt: skip
+    different = [n for n in names if _comparable(slurm_run / n) != _comparable(local_run / n)]
+    assert not different
+    assert (slurm_run / "results/report.html").stat().st_size > 1_000_000
+
+
+def _snapshot(root: Path) -> dict[str, tuple[str, int]]:
+    return {
+        str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted((root / "results").rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_rerun_of_one_replicate_touches_nothing_else(slurm_run, cluster):
+    run = "results/runs/vivit/rep-3"
+    before = _snapshot(slurm_run)
+    jobs_before = _job_ids(slurm_run, "train")
+
+    # The README's command: the target before --forcerun (which takes several values).
+    _snakemake(slurm_run, *SLURM_PROFILES, f"{run}/metrics.json", "--forcerun", "train", env=cluster)
+    after_rerun = _snapshot(slurm_run)
+    changed = {k for k in before if after_rerun.get(k) != before[k]}
+    assert changed and all(k.startswith(run + "/") for k in changed), sorted(changed)
+    new_jobs = {m: sorted(set(ids) - set(jobs_before[m])) for m, ids in _job_ids(slurm_run, "train").items()}
+    assert len(new_jobs["vivit"]) == 1 and new_jobs["convnext"] == []
+    assert _slurm_job(cluster, new_jobs["vivit"][0])["JobState"] == "COMPLETED"
+
+    # The normal run refreshes the fan-in only.
+    proc = _snakemake(slurm_run, *SLURM_PROFILES, env=cluster)
+    ran = set(re.findall(r"^\s*(?:local)?rule (\w+):", proc.stdout + proc.stderr, flags=re.M)) - {"all"}
+    assert ran == {"collect_runs", "statistics", "figures"}, ran
+    after = _snapshot(slurm_run)
+    fan_in = ("results/metrics/", "results/stats/", "results/figures/", "results/summary.md")
+    for key, (digest, mtime) in before.items():
+        if key.startswith(run + "/"):
+            continue
+        if key.startswith(fan_in):
+            assert after[key][1] != mtime, f"{key} was not refreshed"
+        else:
+            assert after[key] == (digest, mtime), f"{key} changed"
+    # On the CPU the rerun reproduces the first run.
+    for name in ("metrics.json", "predictions.csv", "sample_predictions.csv"):
+        assert after[f"{run}/{name}"][0] == before[f"{run}/{name}"][0], name
+    assert after["results/stats/tests.csv"][0] == before["results/stats/tests.csv"][0]
