@@ -22,6 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "workflow/tools/slurm_test_cluster.sh"
+DEFAULT_CONF = Path("/etc/slurm/slurm.conf")
 BIN = Path(sys.executable).parent
 SLURM_PROFILES = ("--profile", "profiles/slurm", "--profile", "profiles/slurm-test")
 REPLICATES = 10
@@ -35,8 +36,14 @@ def _why_no_cluster() -> str | None:
         return "needs root to start slurmctld, slurmd and munged"
     if not shutil.which("slurmctld") and not shutil.which("apt-get"):
         return "no Slurm installed and no apt-get to install it"
-    if Path("/etc/slurm/slurm.conf").exists() and not Path("/etc/slurm/slurm.conf").is_symlink():
-        return "this machine has a Slurm of its own (/etc/slurm/slurm.conf)"
+    if DEFAULT_CONF.exists() and not DEFAULT_CONF.is_symlink():
+        return f"this machine has a Slurm of its own ({DEFAULT_CONF})"
+    if DEFAULT_CONF.is_symlink():
+        other = Path(os.readlink(DEFAULT_CONF)).parent
+        pid = other / "slurmctld.pid"
+        comm = Path(f"/proc/{pid.read_text().strip()}/comm") if pid.is_file() else None
+        if comm and comm.is_file() and comm.read_text().strip() == "slurmctld":
+            return f"another test cluster is running from {other} (stop it: ICHSEQ_SLURM_DIR={other} {CLUSTER} stop)"
     return None
 
 
@@ -48,8 +55,14 @@ def cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("slurm")
     env = {**os.environ, "ICHSEQ_SLURM_DIR": str(state), "SLURM_CONF": str(state / "slurm.conf")}
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"  # the jobs run this venv's snakemake
+    if not DEFAULT_CONF.is_symlink():
+        # What a test cluster killed before `stop` leaves behind: `start` must replace it.
+        DEFAULT_CONF.parent.mkdir(parents=True, exist_ok=True)
+        DEFAULT_CONF.symlink_to(state / "gone" / "slurm.conf")
     proc = subprocess.run(["bash", str(CLUSTER), "start"], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "replacing the stale link" in proc.stdout
+    assert os.readlink(DEFAULT_CONF) == str(state / "slurm.conf")
     try:
         yield env
     finally:

@@ -12,7 +12,8 @@
 # SLURM_CONF (see `env`). One exception: the Slurm plugin's job step drops every SLURM_*
 # variable but the job's identity before its inner `srun`, SLURM_CONF included, so that
 # srun reads the default /etc/slurm/slurm.conf. `start` links that path to this cluster's
-# file when there is none, and `stop` removes the link; an existing slurm.conf is an error.
+# file (replacing a stale link of an earlier test cluster) and `stop` removes the link; a
+# real slurm.conf is an error.
 #
 # The node advertises one GPU as a generic resource backed by /dev/null, so a job asking
 # for `gpu: 1` is scheduled here too; the training code then finds no CUDA and uses the CPU.
@@ -100,7 +101,38 @@ EOF
     chmod 400 "$DIR/munge/munge.key"
 }
 
-running() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# Whether the daemon of PID file $DIR/NAME.pid runs: by PID and process name, since a PID
+# file left by a killed cluster may name a PID reused by something else.
+running() {
+    local pid
+    [ -s "$1" ] || return 1
+    pid=$(cat "$1")
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$(basename "$1" .pid)" ]
+}
+
+# Points /etc/slurm/slurm.conf at this cluster's file. A link left by a test cluster that is
+# no longer running (killed before `stop`, or a machine image taken while one ran) is
+# replaced; a running test cluster elsewhere, or a real slurm.conf, is an error.
+link_default_conf() {
+    local target other
+    if [ -L "$DEFAULT_CONF" ]; then
+        target=$(readlink "$DEFAULT_CONF")
+        [ "$target" = "$CONF" ] && return 0
+        if [ -e "$target" ]; then
+            head -n 1 "$target" | grep -q '^# Written by workflow/tools/slurm_test_cluster.sh' ||
+                die "$DEFAULT_CONF links to $target, which is not a test cluster's; remove the link if it is stale"
+            other=$(dirname "$target")
+            running "$other/slurmctld.pid" &&
+                die "another test cluster is running from $other; stop it first: ICHSEQ_SLURM_DIR=$other $0 stop"
+        fi
+        echo "replacing the stale link $DEFAULT_CONF -> $target"
+        rm -f "$DEFAULT_CONF"
+    elif [ -e "$DEFAULT_CONF" ]; then
+        die "$DEFAULT_CONF exists: this machine has a Slurm of its own; use it instead of a test cluster"
+    fi
+    mkdir -p "$(dirname "$DEFAULT_CONF")"
+    ln -s "$CONF" "$DEFAULT_CONF"
+}
 
 start() {
     [ "$(id -u)" -eq 0 ] || die "must run as root (it starts slurmd and munged)"
@@ -111,14 +143,7 @@ start() {
         return 0
     fi
     write_config
-    if [ -L "$DEFAULT_CONF" ] && [ "$(readlink "$DEFAULT_CONF")" = "$CONF" ]; then
-        :
-    elif [ -e "$DEFAULT_CONF" ] || [ -L "$DEFAULT_CONF" ]; then
-        die "$DEFAULT_CONF exists: this machine has a Slurm of its own; use it instead of a test cluster"
-    else
-        mkdir -p "$(dirname "$DEFAULT_CONF")"
-        ln -s "$CONF" "$DEFAULT_CONF"
-    fi
+    link_default_conf
     munged --force --socket="$MUNGE_SOCKET" --key-file="$DIR/munge/munge.key" \
         --pid-file="$DIR/munged.pid" --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/seed"
     slurmctld -f "$CONF"
