@@ -10,7 +10,7 @@ import pytest
 
 from ichseq.collect import collect, runs_table
 from ichseq.errors import DataError
-from ichseq.stats import findings_html, read_runs
+from ichseq.stats import read_runs, render_findings_html
 
 
 def make_run(root, model, rep, precision=0.5):
@@ -61,11 +61,10 @@ def test_broken_metrics_file_names_the_file(tmp_path):
         runs_table([run / "metrics.json"])
 
 
-def test_findings_html_keeps_the_nested_lists_and_escapes(tmp_path):
-    md = tmp_path / "summary.md"
-    md.write_text("# Findings\n\n- **f1**: a<b has the higher mean.\n  - t-test: p = 0.01.\n  - U: p = 0.02.\n"
-                  "- **recall**: same.\n\nUndefined values: drop.\n")
-    page = findings_html(md, tmp_path / "f.html").read_text()
+def test_findings_html_keeps_the_nested_lists_and_escapes():
+    md = ("# Findings\n\n- **f1**: a<b has the higher mean.\n  - t-test: p = 0.01.\n  - U: p = 0.02.\n"
+          "- **recall**: same.\n\nUndefined values: drop.\n")
+    page = render_findings_html(md)
     assert "<h1>Findings</h1>" in page and "<b>f1</b>: a&lt;b has" in page
     assert page.count("<ul>") == 2 and page.count("</ul>") == 2 and page.count("<li>") == 4
     assert "<p>Undefined values: drop.</p>" in page

@@ -766,11 +766,12 @@ def _inline_html(text: str) -> str:
     return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
 
 
-def findings_html(markdown_path: str | Path, out: str | Path) -> Path:
-    """The findings (``summary.md``: a heading, nested bullet lists, a paragraph) as a small
-    self-contained HTML page, for the Snakemake report, which does not render Markdown."""
+def render_findings_html(markdown: str) -> str:
+    """The findings (the Markdown of :func:`render_findings`: a heading, nested bullet lists,
+    a paragraph) as a small self-contained HTML page, for the Snakemake report, which does
+    not render Markdown."""
     body, depth, title = [], 0, "Findings"
-    for line in Path(markdown_path).read_text(encoding="utf-8").splitlines():
+    for line in markdown.splitlines():
         stripped = line.lstrip(" ")
         level = (len(line) - len(stripped)) // 2 + 1 if stripped.startswith("- ") else 0
         while depth > level:
@@ -788,10 +789,7 @@ def findings_html(markdown_path: str | Path, out: str | Path) -> Path:
         elif stripped:
             body.append(f"<p>{_inline_html(stripped)}</p>")
     body += ["</li></ul>"] * depth
-    page = htmlpage.page(title, body)
-    out = Path(out)
-    _write_text_atomic(out, page)
-    return out
+    return htmlpage.page(title, body)
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
@@ -842,6 +840,7 @@ def run_stats(
     _write_text_atomic(paths["tables_md"], markdown)
     _write_text_atomic(paths["tables_tex"], latex)
     _write_text_atomic(paths["tables_html"], render_tables_html(tests, summary, confusion, alpha, undefined))
-    _write_text_atomic(paths["summary_md"], render_findings(tests, alpha, undefined))
-    findings_html(paths["summary_md"], paths["findings_html"])
+    findings = render_findings(tests, alpha, undefined)
+    _write_text_atomic(paths["summary_md"], findings)
+    _write_text_atomic(paths["findings_html"], render_findings_html(findings))
     return paths
