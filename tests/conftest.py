@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from html.parser import HTMLParser
+from pathlib import Path
 
 # Never let a test reach for the Hugging Face hub (a lookup hangs ~23 s before failing).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,6 +18,8 @@ import pytest
 
 from ichseq.convert import export_jpg_layout
 from ichseq.synthetic import SyntheticSpec, generate_synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # 8 patients, 4 with hemorrhage, 64x64 pixels, 12-16 slices: generated in well under a second.
 TINY_SPEC = SyntheticSpec(n_patients=8, n_positive=4, image_size=64, min_slices=12, max_slices=16, seed=7)
@@ -52,6 +55,22 @@ def copy_dataset(tmp_path):
         return dest
 
     return _copy
+
+
+def _copy_checkout(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy2(ROOT / name, dest / name)
+    for name in ("workflow", "profiles"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def copy_checkout():
+    """A function: folder -> that folder holding the files of a user's checkout that the
+    pipeline needs (Snakefile, config, workflow, profiles), without any results."""
+    return _copy_checkout
 
 
 class _TableParser(HTMLParser):

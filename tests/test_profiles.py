@@ -6,7 +6,6 @@ everywhere; tests/test_slurm.py runs the profiles on a real Slurm where it can.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,17 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 
 @pytest.fixture
-def checkout(tmp_path):
-    for name in ("Snakefile", "config.yaml"):
-        shutil.copy2(ROOT / name, tmp_path / name)
-    for name in ("workflow", "profiles"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    return tmp_path
+def checkout(tmp_path, copy_checkout):
+    return copy_checkout(tmp_path)
 
 
 def planned_jobs(workdir: Path, *args: str, config: dict | None = None) -> list[tuple[str, dict[str, str]]]:

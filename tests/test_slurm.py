@@ -69,16 +69,6 @@ def cluster(tmp_path_factory):
         subprocess.run(["bash", str(CLUSTER), "stop"], capture_output=True, text=True, env=env, timeout=60)
 
 
-def _checkout(dest: Path) -> Path:
-    """The files a user's checkout has (what the pipeline needs), without results."""
-    dest.mkdir(parents=True)
-    for name in ("Snakefile", "config.yaml"):
-        shutil.copy2(ROOT / name, dest / name)
-    for name in ("workflow", "profiles"):
-        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-    return dest
-
-
 def _snakemake(workdir: Path, *args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     proc = subprocess.run([str(BIN / "snakemake"), *args], cwd=workdir, capture_output=True, text=True,
                           env=env, timeout=timeout)  # fmt: skip
@@ -87,16 +77,16 @@ def _snakemake(workdir: Path, *args: str, env: dict | None = None, timeout: int 
 
 
 @pytest.fixture(scope="module")
-def slurm_run(cluster, tmp_path_factory):
-    workdir = _checkout(tmp_path_factory.mktemp("slurm-run") / "ichseq")
+def slurm_run(cluster, tmp_path_factory, copy_checkout):
+    workdir = copy_checkout(tmp_path_factory.mktemp("slurm-run") / "ichseq")
     _snakemake(workdir, *SLURM_PROFILES, env=cluster)
     _snakemake(workdir, *SLURM_PROFILES, "--report", "results/report.html", env=cluster)
     return workdir
 
 
 @pytest.fixture(scope="module")
-def local_run(slurm_run, tmp_path_factory):
-    workdir = _checkout(tmp_path_factory.mktemp("local-run") / "ichseq")
+def local_run(slurm_run, tmp_path_factory, copy_checkout):
+    workdir = copy_checkout(tmp_path_factory.mktemp("local-run") / "ichseq")
     _snakemake(workdir, "--cores", "2")
     return workdir
 
