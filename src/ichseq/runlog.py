@@ -1,7 +1,8 @@
 """Logging for rule scripts: one log file per job, one clean line on failure.
 
 Rule scripts call ``run_step(log_path, fn)``. Messages go to the job's log file (and to
-stderr, which Snakemake shows). An :class:`~ichseq.errors.IchseqError` ends the job with its
+stderr, which Snakemake shows); a message starting with ``WARNING: `` is logged at level
+WARNING. An :class:`~ichseq.errors.IchseqError` ends the job with its
 one-line message and exit status 1 instead of a traceback; any other exception is a bug
 and keeps its traceback in the log.
 """
@@ -18,6 +19,8 @@ from pathlib import Path
 from .errors import IchseqError
 
 LOGGER_NAME = "ichseq"
+#: Package code logs through a plain ``log(message)`` callable; this prefix marks a warning.
+WARNING_PREFIX = "WARNING: "
 
 
 def get_logger() -> logging.Logger:
@@ -41,11 +44,18 @@ def _configure(log_path: str | Path | None) -> logging.Logger:
 
 
 def run_step(log_path: str | Path | None, fn: Callable[[Callable[[str], None]], object], name: str = "step") -> object:
-    """Run ``fn(log)`` where ``log`` writes one INFO line; exit 1 with one line on IchseqError."""
+    """Run ``fn(log)`` where ``log`` writes one INFO (or WARNING) line; exit 1 with one line on IchseqError."""
     logger = _configure(log_path)
+
+    def log(message: str) -> None:
+        if message.startswith(WARNING_PREFIX):
+            logger.warning(message.removeprefix(WARNING_PREFIX))
+        else:
+            logger.info(message)
+
     t0 = time.perf_counter()
     try:
-        result = fn(logger.info)
+        result = fn(log)
     except IchseqError as exc:
         logger.error(f"{name} failed: {exc}")
         sys.exit(1)

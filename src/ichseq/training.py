@@ -15,7 +15,9 @@ the last completed epoch and ends with the same weights as an uninterrupted run.
 Optimisation follows the study's Hugging Face ``Trainer`` set-up: AdamW, weight decay on
 weight matrices only (not on biases and normalisation weights), a linear schedule with
 warm-up steps, one scheduler step per batch. Early stopping and the choice of the kept
-epoch use the validation patients only.
+epoch use the validation patients only -- unless ``checkpoint_selection: test``, the study's
+flawed protocol kept as a switch to measure its bias: then they use the replicate's test
+patients, the log warns on every run, and the history gains ``test_*`` columns.
 """
 
 from __future__ import annotations
@@ -40,9 +42,19 @@ from .metrics import binary_metrics
 MODES = ("head", "full")
 SCHEDULES = ("linear", "cosine", "constant")
 IMBALANCE = ("none", "weighted", "balanced")
-#: What early stopping watches, and whether lower or higher is better.
+#: What early stopping watches, and whether lower or higher is better. Under
+#: ``checkpoint_selection: test`` the same score is read on the test patients (``test_loss`` ...).
 MONITORS = {"val_loss": "min", "val_roc_auc": "max", "val_balanced_accuracy": "max"}
+#: Which patients choose the kept epoch and stop training: ``test`` is biased (see TrainSettings).
+CHECKPOINT_SELECTIONS = ("val", "test")
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_roc_auc", "val_balanced_accuracy", "lr", "seconds", "best")
+#: Added to the history (after the val columns) under ``checkpoint_selection: test``.
+TEST_HISTORY_COLUMNS = ("test_loss", "test_roc_auc", "test_balanced_accuracy")
+TEST_SELECTION_WARNING = (
+    "WARNING: training.checkpoint_selection is test: the kept epoch and early stopping are chosen on this "
+    "replicate's TEST patients, so its test metrics are optimistically biased (the study's protocol; use only "
+    "to measure that bias)"
+)
 CHECKPOINT_FORMAT = 1
 
 
@@ -59,6 +71,8 @@ class TrainSettings:
     warmup_steps: int = 2
     patience: int | None = 5
     monitor: str = "val_loss"
+    # "test" is the study's biased protocol (the kept epoch chosen on the test patients).
+    checkpoint_selection: str = "val"
     class_imbalance: str = "weighted"
     seed: int = 0
     device: str = "auto"
@@ -72,7 +86,8 @@ class TrainSettings:
             raise ConfigError(f"{where}.{unknown[0]}: unknown key (allowed here: {', '.join(sorted(known))})")
         settings = cls(**values)
         for key, allowed in (("mode", MODES), ("schedule", SCHEDULES), ("class_imbalance", IMBALANCE),
-                             ("monitor", tuple(MONITORS)), ("device", ("auto", "cpu", "cuda"))):
+                             ("monitor", tuple(MONITORS)), ("checkpoint_selection", CHECKPOINT_SELECTIONS),
+                             ("device", ("auto", "cpu", "cuda"))):
             if getattr(settings, key) not in allowed:
                 raise ConfigError(f"{where}.{key}: must be one of {', '.join(allowed)}, got {getattr(settings, key)!r}")
         for key in ("epochs", "batch_size", "feature_batch_size"):
@@ -87,6 +102,11 @@ class TrainSettings:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def monitored(self) -> str:
+        """The history column that picks the kept epoch: ``monitor`` on the selection patients."""
+        return self.monitor if self.checkpoint_selection == "val" else "test_" + self.monitor.removeprefix("val_")
 
 
 # -- seeds ------------------------------------------------------------------------------------
@@ -190,12 +210,13 @@ def patient_probabilities(patients: np.ndarray, labels: np.ndarray, probs: np.nd
     return df.groupby("patient", sort=True).agg(label=("label", "max"), probability=("probability", "max")).reset_index()
 
 
-def validation_scores(logits: torch.Tensor, labels: np.ndarray, patients: np.ndarray) -> dict:
+def validation_scores(logits: torch.Tensor, labels: np.ndarray, patients: np.ndarray, prefix: str = "val") -> dict:
     loss = float(F.cross_entropy(logits, torch.as_tensor(labels)).item())
     probs = torch.softmax(logits, dim=1)[:, 1].double().numpy()
     per_patient = patient_probabilities(patients, labels, probs)
     m = binary_metrics(per_patient.label, (per_patient.probability >= 0.5).astype(int), per_patient.probability)
-    return {"val_loss": loss, "val_roc_auc": m["roc_auc"], "val_balanced_accuracy": m["balanced_accuracy"]}
+    return {f"{prefix}_loss": loss, f"{prefix}_roc_auc": m["roc_auc"],
+            f"{prefix}_balanced_accuracy": m["balanced_accuracy"]}
 
 
 # -- the loop ---------------------------------------------------------------------------------
@@ -256,16 +277,26 @@ def fit(
     checkpoint: str | Path | None = None,
     fingerprint: str = "",
     log: Callable[[str], None] = print,
+    test_index: np.ndarray | None = None,
 ) -> FitResult:
     """Train ``module`` on samples ``train_index``, choosing the epoch on ``val_index``.
 
-    ``labels`` and ``patients`` are per sample (all samples, indexed by the two index arrays).
+    ``labels`` and ``patients`` are per sample (all samples, indexed by the index arrays).
     ``checkpoint`` (a file path) enables resuming; ``fingerprint`` must change whenever the
-    inputs or settings change, so a stale checkpoint is never resumed.
+    inputs or settings change, so a stale checkpoint is never resumed. Under
+    ``settings.checkpoint_selection == "test"`` (biased, the study's protocol) the epoch is
+    chosen, and training stopped, on ``test_index`` instead; it is unused otherwise.
     """
     labels = np.asarray(labels, dtype=np.int64)
     train_labels = labels[train_index]
     val_labels, val_patients = labels[val_index], np.asarray(patients)[val_index]
+    on_test = settings.checkpoint_selection == "test"
+    if on_test:
+        if test_index is None:
+            raise ValueError("checkpoint_selection test needs the test samples (test_index)")
+        test_labels, test_patients = labels[test_index], np.asarray(patients)[test_index]
+        log(TEST_SELECTION_WARNING)
+    monitored = settings.monitored
     weights = class_weights(train_labels)  # also refuses a single-class training set
     weight = weights if settings.class_imbalance == "weighted" else None
     direction = MONITORS[settings.monitor]
@@ -315,11 +346,14 @@ def fit(
         samples_seen += len(order)
         val = validation_scores(predict_logits(module, forward, fetch, val_index, settings.feature_batch_size),
                                 val_labels, val_patients)
+        if on_test:
+            val.update(validation_scores(predict_logits(module, forward, fetch, test_index, settings.feature_batch_size),
+                                         test_labels, test_patients, prefix="test"))
         epoch_seconds = time.perf_counter() - t0
         seconds += epoch_seconds
-        improved = _improved(val[settings.monitor], best_score, direction)
+        improved = _improved(val[monitored], best_score, direction)
         if improved:
-            best_state, best_epoch, best_score, bad_epochs = _cpu_state(module), epoch, val[settings.monitor], 0
+            best_state, best_epoch, best_score, bad_epochs = _cpu_state(module), epoch, val[monitored], 0
         else:
             bad_epochs += 1
         history.append({"epoch": epoch, "train_loss": total / len(order), **val,
@@ -340,15 +374,21 @@ def fit(
         log(
             f"epoch {epoch}/{settings.epochs} train_loss {history[-1]['train_loss']:.4f} "
             f"val_loss {fmt(val['val_loss'])} val_roc_auc {fmt(val['val_roc_auc'])} "
-            f"val_balanced_accuracy {fmt(val['val_balanced_accuracy'])}{' *best' if improved else ''} "
+            f"val_balanced_accuracy {fmt(val['val_balanced_accuracy'])}"
+            + (f" {monitored} {fmt(val[monitored])}" if on_test else "")
+            + f"{' *best' if improved else ''} "
             f"elapsed {seconds:.1f} s remaining <= {remaining:.0f} s"
         )
         if finished and epoch < settings.epochs:
-            log(f"early stop: no {settings.monitor} improvement for {bad_epochs} epochs; keeping epoch {best_epoch}")
+            log(f"early stop: no {monitored} improvement for {bad_epochs} epochs; keeping epoch {best_epoch}")
 
     if best_state is None:  # the monitored value was never defined: keep the last epoch
         best_state, best_epoch = _cpu_state(module), len(history)
-        log(f"{settings.monitor} was undefined on every epoch; keeping the last epoch ({best_epoch})")
-    frame = pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
+        log(f"{monitored} was undefined on every epoch; keeping the last epoch ({best_epoch})")
+    columns = list(HISTORY_COLUMNS)
+    if on_test:  # right after the val scores
+        at = columns.index("lr")
+        columns[at:at] = TEST_HISTORY_COLUMNS
+    frame = pd.DataFrame(history, columns=columns)
     frame["best"] = (frame.epoch == best_epoch).astype(int)
     return FitResult(frame, copy.deepcopy(best_state), best_epoch, seconds, samples_seen, resumed_from)
