@@ -2,7 +2,8 @@
 
 A *sample* is what the model reads at once: for a sequence model (ViViT) one scan's
 ``num_frames`` selected slices, labelled with the patient's label; for a slice model
-(ConvNeXt) one slice, labelled with that slice's label. :class:`Samples` holds, for every
+(ConvNeXt) one slice, labelled with that slice's label (every slice, or ``num_frames`` per
+scan chosen by the frames policy when the model entry sets it). :class:`Samples` holds, for every
 sample, the cache rows of its frames, so pixels are fetched from the memory-mapped slice
 cache only when a batch needs them.
 
@@ -72,11 +73,30 @@ class Samples:
         )
 
 
+def _slice_rows(cache: SliceCache, num_frames: int, policy: str) -> np.ndarray:
+    """Cache rows of the slices a slice model takes when limited to ``num_frames`` per scan:
+    ``min(num_frames, n_slices)`` distinct slices of each scan, chosen by ``policy`` (``first``:
+    the first ones by position)."""
+    taken = []
+    for patient in cache.patients:
+        patient_rows = cache.patient_rows(patient)
+        n = min(num_frames, len(patient_rows))
+        # A slice is one sample: never repeat or pad one, so a short scan gives all its slices.
+        taken.append(patient_rows[select_frames(len(patient_rows), n, policy)])
+    return np.concatenate(taken) if taken else np.empty(0, np.int64)
+
+
 def build_samples(cache: SliceCache, kind: str, num_frames: int | None = None, policy: str = "uniform",
                   padding: str = "edge") -> Samples:
-    """Every sample of the cohort in ``cache`` for a model of ``kind``."""
+    """Every sample of the cohort in ``cache`` for a model of ``kind``.
+
+    For a slice model ``num_frames`` (None: all) limits each scan to that many slices, chosen by
+    ``policy``; ``padding`` does not apply (a missing slice is not a sample).
+    """
     if kind == "slice":
         m = cache.manifest
+        if num_frames:
+            m = m[m.row.isin(_slice_rows(cache, num_frames, policy))]
         return Samples(
             kind, m.patient.to_numpy(np.int64), m.slice.to_numpy(np.int64), m.label.to_numpy(np.int64),
             m.row.to_numpy(np.int64)[:, None],

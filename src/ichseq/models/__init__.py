@@ -1,15 +1,34 @@
 """Model registry: one model = one small module here + one entry under ``models:`` in the config.
 
-A module defines a ``SequenceClassifier`` subclass decorated with ``@register("<name>")`` and is
-imported at the bottom of this file; ``build_model("<name>", settings)`` then builds it from the
-config entry (``pretrained``, ``config``, ``num_frames``, ``image_size``).
+A module defines a ``SequenceClassifier`` subclass decorated with ``@register("<name>")``;
+``build_model("<name>", settings)`` then builds it from the config entry (``pretrained``,
+``config``, ``num_frames``, ``image_size``, ...).
+
+The registry is lazy: the built-in architectures are listed by name in ``BUILTIN`` (name ->
+module, like transformers' auto mappings) and their module, which imports torch and
+transformers (seconds), is imported only when one is built. So the Snakefile can check every
+configured architecture name on each invocation (``available_models``) for free. A model
+defined elsewhere (a plugin, a test) registers itself with ``@register`` when its module is
+imported.
 """
 
 from __future__ import annotations
 
-from ..errors import ModelError
-from .base import ID2LABEL, SequenceClassifier
+import importlib
+from typing import TYPE_CHECKING
 
+from ..errors import ModelError
+
+if TYPE_CHECKING:
+    from .base import SequenceClassifier
+
+#: Built-in architectures: registry name -> the module that registers it on import.
+BUILTIN: dict[str, str] = {
+    "convnext": "ichseq.models.convnext",
+    "vivit": "ichseq.models.vivit",
+}
+
+#: Architectures whose class is loaded: name -> class.
 REGISTRY: dict[str, type[SequenceClassifier]] = {}
 
 
@@ -26,7 +45,25 @@ def register(name: str):
 
 
 def available_models() -> list[str]:
-    return sorted(REGISTRY)
+    """Every buildable architecture name, without importing any model module."""
+    return sorted(set(BUILTIN) | set(REGISTRY))
+
+
+def unknown_model_message(name: str, entry: str | None = None) -> str:
+    """The one-line error for an architecture name that is not registered (``entry``: its key
+    under ``models:``; the message names ``models.<entry>.architecture`` when they differ)."""
+    key = entry or name
+    where = f"models.{key}.architecture" if entry and entry != name else f"models.{key}"
+    return f"{where}: unknown model {name!r}; available: {', '.join(available_models())}"
+
+
+def model_class(name: str) -> type[SequenceClassifier]:
+    """The class registered as ``name``, importing its built-in module on first use."""
+    if name not in REGISTRY and name in BUILTIN:
+        importlib.import_module(BUILTIN[name])
+    if name not in REGISTRY:
+        raise ModelError(unknown_model_message(name))
+    return REGISTRY[name]
 
 
 def build_model(name: str, settings: dict | None = None, entry: str | None = None) -> SequenceClassifier:
@@ -36,16 +73,23 @@ def build_model(name: str, settings: dict | None = None, entry: str | None = Non
     (e.g. ``vivit_first`` with ``architecture: vivit``); error messages name that key.
     """
     key = entry or name
-    if name not in REGISTRY:
-        where = f"models.{key}.architecture" if entry and entry != name else f"models.{key}"
-        raise ModelError(f"{where}: unknown model {name!r}; available: {', '.join(available_models())}")
+    if name not in available_models():
+        raise ModelError(unknown_model_message(name, entry))
     settings = settings or {}
     if not isinstance(settings, dict):
         raise ModelError(f"models.{key}: expected a mapping of settings, got {type(settings).__name__}")
-    return REGISTRY[name].from_settings(settings, name=key)
+    return model_class(name).from_settings(settings, name=key)
 
 
-# Built-in models register themselves on import (kept last: they import ``register`` from here).
-from . import convnext, vivit  # noqa: E402,F401
+def __getattr__(attr: str):
+    # ``from ichseq.models import SequenceClassifier`` keeps working, but importing this
+    # package alone (as config validation does) does not import torch.
+    if attr in ("ID2LABEL", "SequenceClassifier"):
+        from . import base
 
-__all__ = ["REGISTRY", "ID2LABEL", "SequenceClassifier", "available_models", "build_model", "register"]
+        return getattr(base, attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
+
+__all__ = ["BUILTIN", "REGISTRY", "ID2LABEL", "SequenceClassifier", "available_models", "build_model",
+           "model_class", "register", "unknown_model_message"]

@@ -39,9 +39,11 @@ class SequenceClassifier(torch.nn.Module, ABC):
     kind: ClassVar[str]  # "sequence" or "slice": what one sample is, for the data loader
     hf_model: torch.nn.Module  # the wrapped HF *ForXxxClassification model
 
-    def __init__(self, hf_model: torch.nn.Module, image_size: int, mean, std):
+    def __init__(self, hf_model: torch.nn.Module, image_size: int, mean, std, name: str | None = None):
         super().__init__()
         self.hf_model = hf_model
+        # The entry's key under ``models:`` (e.g. vivit_first), which error messages name.
+        self.entry = name or type(self).__name__.lower()
         self.image_size = int(image_size)
         self._backbone_frozen = False
         # Non-persistent buffers: they follow .to(device) but stay out of the state dict,
@@ -52,7 +54,7 @@ class SequenceClassifier(torch.nn.Module, ABC):
     @classmethod
     @abstractmethod
     def from_settings(cls, settings: dict, name: str) -> "SequenceClassifier":
-        """Build from a config entry; ``name`` is the registry name (used in error messages)."""
+        """Build from a config entry; ``name`` is the entry's key under ``models:`` (named by error messages)."""
 
     @abstractmethod
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -67,7 +69,7 @@ class SequenceClassifier(torch.nn.Module, ABC):
         if batch_uint8.dtype != torch.uint8 or batch_uint8.ndim != expected_ndim:
             shape = "(B, T, H, W)" if self.kind == "sequence" else "(B, H, W)"
             raise ModelError(
-                f"{type(self).__name__}.prepare expects uint8 {shape}, got {batch_uint8.dtype} "
+                f"models.{self.entry}: {type(self).__name__}.prepare expects uint8 {shape}, got {batch_uint8.dtype} "
                 f"with shape {tuple(batch_uint8.shape)}"
             )
         lead = batch_uint8.shape[:-2]

@@ -1,9 +1,15 @@
-"""ConvNeXt: one sample = one slice; scan-level scores are aggregated from slice scores downstream."""
+"""ConvNeXt: one sample = one slice; scan-level scores are aggregated from slice scores downstream.
+
+Every slice of a scan is a sample, unless the entry sets ``num_frames``: then only that many
+slices per scan, chosen by ``frames.policy`` (``first``: the first N from the inferior end,
+as the study's ConvNeXt loop did with N = 19), for training and test alike.
+"""
 
 from __future__ import annotations
 
 from transformers import ConvNextConfig, ConvNextForImageClassification
 
+from ..errors import ModelError
 from . import register
 from .base import SequenceClassifier, check_int, load_pretrained, mean_std, random_config
 
@@ -18,9 +24,17 @@ class ConvNeXt(SequenceClassifier):
 
     kind = "slice"
 
+    def __init__(self, hf_model, image_size: int, mean, std, name: str = "convnext", num_frames: int | None = None):
+        super().__init__(hf_model, image_size, mean, std, name=name)
+        # Slices taken per scan (None: all of them); the data loader reads it, the network does not.
+        self.num_frames = num_frames
+
     @classmethod
     def from_settings(cls, settings: dict, name: str = "convnext") -> "ConvNeXt":
+        if settings.get("position_embeddings") is not None:
+            raise ModelError(f"models.{name}.position_embeddings: ConvNeXt has no position embeddings (a ViViT option)")
         image_size = check_int(settings, "image_size", name)
+        num_frames = check_int(settings, "num_frames", name)
         pretrained = settings.get("pretrained")
         if pretrained is None:
             config = random_config(ConvNextConfig, settings, name, image_size=image_size)
@@ -30,7 +44,7 @@ class ConvNeXt(SequenceClassifier):
             mean, std = mean_std(preprocessor, DEFAULT_MEAN, DEFAULT_STD, name)
         # A CNN takes any size, so no weights depend on it: it only sets what prepare() resizes to
         # (default: the checkpoint's training size).
-        return cls(hf, image_size or int(hf.config.image_size), mean, std)
+        return cls(hf, image_size or int(hf.config.image_size), mean, std, name=name, num_frames=num_frames)
 
     def features(self, pixel_values):
         return self.hf_model.convnext(pixel_values).pooler_output

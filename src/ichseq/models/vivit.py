@@ -5,7 +5,9 @@ position embeddings are sized for its own frame count (32 for google/vivit-b-16x
 Loading with another ``num_frames`` and ``ignore_mismatched_sizes=True`` silently resets them
 to zeros, i.e. throws away where each tubelet is. Here they are interpolated instead: along
 time (linear) for a different ``num_frames``, and over the spatial grid (bicubic) for a
-different ``image_size``.
+different ``image_size``. The entry option ``position_embeddings: reset`` restores the
+study's behaviour (zeros, exactly what transformers' re-initialisation of a mismatched
+weight gives), to measure what it cost.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ DEFAULT_STD = (0.5, 0.5, 0.5)
 # VivitImageProcessor rescales by 1/127.5 with offset (pixels in [-1, 1]) before normalising.
 DEFAULT_RESCALE = {"rescale_factor": 1 / 127.5, "offset": True}
 POSITION_KEY = "vivit.embeddings.position_embeddings"
+#: ``position_embeddings`` entry option: what a checkpoint's embeddings become for another geometry.
+POSITION_EMBEDDINGS = ("interpolate", "reset")
 
 
 def interpolate_temporal_position_embeddings(
@@ -86,10 +90,12 @@ def _check_geometry(config: VivitConfig, num_frames: int, image_size: int, name:
 
 
 def _resize_position_embeddings(
-    hf: VivitForVideoClassification, num_frames: int, image_size: int, name: str
+    hf: VivitForVideoClassification, num_frames: int, image_size: int, name: str, how: str = "interpolate"
 ) -> VivitForVideoClassification:
-    """A copy of ``hf`` for ``num_frames`` frames of ``image_size`` pixels, with interpolated
-    (not reset) position embeddings and every other weight unchanged."""
+    """A copy of ``hf`` for ``num_frames`` frames of ``image_size`` pixels, every weight but the
+    position embeddings unchanged. These are interpolated (``how="interpolate"``) or set to zeros
+    (``"reset"``: what ``from_pretrained(..., ignore_mismatched_sizes=True)`` does, as
+    ``VivitPreTrainedModel._init_weights`` zeroes the re-initialised embeddings)."""
     config = hf.config
     t, ph, pw = config.tubelet_size
     old_size = _square(config.image_size, name)
@@ -97,9 +103,12 @@ def _resize_position_embeddings(
     old_grid, new_grid = (old_size // ph, old_size // pw), (image_size // ph, image_size // pw)
 
     pos = hf.vivit.embeddings.position_embeddings.detach()
-    if new_grid != old_grid:
-        pos = interpolate_spatial_position_embeddings(pos, old_t, old_grid, new_grid)
-    pos = interpolate_temporal_position_embeddings(pos, old_t, new_t, new_grid[0] * new_grid[1])
+    if how == "reset":
+        pos = torch.zeros(1, 1 + new_t * new_grid[0] * new_grid[1], pos.shape[-1], dtype=pos.dtype)
+    else:
+        if new_grid != old_grid:
+            pos = interpolate_spatial_position_embeddings(pos, old_t, old_grid, new_grid)
+        pos = interpolate_temporal_position_embeddings(pos, old_t, new_t, new_grid[0] * new_grid[1])
 
     new_config = copy.deepcopy(config)
     new_config.num_frames = num_frames
@@ -118,19 +127,25 @@ class ViViT(SequenceClassifier):
 
     kind = "sequence"
 
-    def __init__(self, hf_model: VivitForVideoClassification, mean, std):
-        super().__init__(hf_model, _square(hf_model.config.image_size, "vivit"), mean, std)
+    def __init__(self, hf_model: VivitForVideoClassification, mean, std, name: str = "vivit"):
+        super().__init__(hf_model, _square(hf_model.config.image_size, name), mean, std, name=name)
         self.num_frames = int(hf_model.config.num_frames)
 
     @classmethod
     def from_settings(cls, settings: dict, name: str = "vivit") -> "ViViT":
         num_frames = check_int(settings, "num_frames", name)
         image_size = check_int(settings, "image_size", name)
+        position_embeddings = settings.get("position_embeddings") or "interpolate"
+        if position_embeddings not in POSITION_EMBEDDINGS:
+            raise ModelError(f"models.{name}.position_embeddings: must be one of {', '.join(POSITION_EMBEDDINGS)}, "
+                             f"got {position_embeddings!r}")
         pretrained = settings.get("pretrained")
         if pretrained is None:
+            # Random init: the embeddings start at zeros whatever the option (nothing to adapt).
             config = random_config(VivitConfig, settings, name, num_frames=num_frames, image_size=image_size)
             _check_geometry(config, config.num_frames, _square(config.image_size, name), name)
-            return cls(VivitForVideoClassification(config), *mean_std(None, DEFAULT_MEAN, DEFAULT_STD, name, **DEFAULT_RESCALE))
+            mean, std = mean_std(None, DEFAULT_MEAN, DEFAULT_STD, name, **DEFAULT_RESCALE)
+            return cls(VivitForVideoClassification(config), mean, std, name=name)
 
         # Load with the checkpoint's own geometry (so nothing is reset), then adapt it.
         hf, preprocessor = load_pretrained(VivitForVideoClassification, pretrained, name)
@@ -138,17 +153,17 @@ class ViViT(SequenceClassifier):
         image_size = image_size or _square(hf.config.image_size, name)
         _check_geometry(hf.config, num_frames, image_size, name)
         if (num_frames, image_size) != (hf.config.num_frames, _square(hf.config.image_size, name)):
-            hf = _resize_position_embeddings(hf, num_frames, image_size, name)
+            hf = _resize_position_embeddings(hf, num_frames, image_size, name, position_embeddings)
         mean, std = mean_std(preprocessor, DEFAULT_MEAN, DEFAULT_STD, name, **DEFAULT_RESCALE)
-        return cls(hf, mean, std)
+        return cls(hf, mean, std, name=name)
 
     def prepare(self, batch_uint8: torch.Tensor) -> torch.Tensor:
         # ViViT's position embeddings fix the clip length: fail here with a readable message
         # rather than with a shape mismatch deep inside the embeddings.
         if batch_uint8.ndim == 4 and batch_uint8.shape[1] != self.num_frames:
             raise ModelError(
-                f"vivit expects {self.num_frames} frames per scan, got {batch_uint8.shape[1]}; "
-                f"sample or pad scans to models.vivit.num_frames"
+                f"models.{self.entry}: ViViT expects {self.num_frames} frames per scan, got {batch_uint8.shape[1]}; "
+                f"sample or pad scans to models.{self.entry}.num_frames"
             )
         return super().prepare(batch_uint8)
 
