@@ -13,6 +13,7 @@ import jsonschema
 import yaml
 
 from .errors import ConfigError
+from .models import available_models, unknown_model_message
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -83,4 +84,26 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
         raise ConfigError("invalid configuration: dataset.synthetic.min_slices: larger than max_slices")
     if config["dataset"]["source"] == "local" and not config["dataset"]["local"]["path"]:
         raise ConfigError("invalid configuration: dataset.local.path: required when dataset.source is local")
+    for name, entry in config["models"].items():
+        _check_model_entry(name, entry or {}, config["preprocess"]["image_size"])
     return config
+
+
+def _check_model_entry(name: str, entry: dict, cache_size: int) -> None:
+    # Found here, when the Snakefile is read, rather than in the first job that builds the
+    # model after the data steps have run. The names come from the lazy registry: no import
+    # of transformers.
+    architecture = entry.get("architecture") or name
+    if architecture not in available_models():
+        raise ConfigError(f"invalid configuration: {unknown_model_message(architecture, name)}")
+    # The slices are cached at preprocess.image_size; a model of another size would resize
+    # every batch, silently (an entry without image_size takes the cache's: see model_plan).
+    sizes = {f"models.{name}.image_size": entry.get("image_size")}
+    if entry.get("pretrained") is None:  # ``config`` only shapes a randomly initialised model
+        sizes[f"models.{name}.config.image_size"] = (entry.get("config") or {}).get("image_size")
+    for key, size in sizes.items():
+        if size is not None and size != cache_size:
+            raise ConfigError(
+                f"invalid configuration: {key}: {size} differs from preprocess.image_size {cache_size}, the size the "
+                f"slices are cached at; set both to the same value, or leave {key} out to use preprocess.image_size"
+            )

@@ -9,6 +9,10 @@ These are what the ``features`` and ``train`` rules call. A run writes, into its
   clip with the slice numbers of its frames (sequence models), with its probability;
 * ``history.csv``  per epoch: train loss, val loss, val ROC AUC, val balanced accuracy, lr;
 * ``cost.json``  parameters, feature-extraction and training seconds, samples/s, device;
+
+Under ``training.checkpoint_selection: test`` (the study's biased protocol) the kept epoch is
+chosen on the test patients: metrics.json and cost.json then say ``"checkpoint_selection":
+"test"`` and history.csv has test_loss, test_roc_auc and test_balanced_accuracy columns too.
 * ``model/``  the trained classifier head (head mode: ``head.safetensors``) or the whole fine-tuned
   model (full mode: Hugging Face ``save_pretrained`` layout), with ``ichseq.json`` saying how it
   was made.
@@ -45,7 +49,7 @@ if TYPE_CHECKING:
     from .models.base import SequenceClassifier
 
 CHECKPOINT_NAME = "resume-checkpoint.pt"
-MODEL_KEYS = ("pretrained", "config", "num_frames", "image_size")
+MODEL_KEYS = ("pretrained", "config", "num_frames", "image_size", "position_embeddings")
 
 
 @dataclass
@@ -54,7 +58,7 @@ class ModelPlan:
 
     name: str
     architecture: str
-    model: dict  # build_model settings: pretrained, config, num_frames, image_size
+    model: dict  # build_model settings: pretrained, config, num_frames, image_size, position_embeddings
     training: TrainSettings
     frames: dict = field(default_factory=lambda: {"policy": "uniform", "padding": "edge"})
     aggregation: dict = field(default_factory=lambda: {"rule": "any", "threshold": 0.5, "k": 2})
@@ -82,7 +86,8 @@ class ModelPlan:
 
 def model_plan(config: dict, name: str) -> ModelPlan:
     """The plan of model ``name`` from a validated config: its entry under ``models`` over the
-    global ``training`` / ``frames`` / ``aggregation`` sections."""
+    global ``training`` / ``frames`` / ``aggregation`` sections. An entry without ``image_size``
+    takes ``preprocess.image_size``, the size of the cached slices, so no batch is resized."""
     models = config.get("models") or {}
     if name not in models:
         raise ConfigError(f"models.{name}: no such model in the config (configured: {', '.join(models) or 'none'})")
@@ -92,6 +97,9 @@ def model_plan(config: dict, name: str) -> ModelPlan:
     frames = {**config.get("frames", {}), **(entry.get("frames") or {})}
     aggregation = {**config.get("aggregation", {}), **(entry.get("aggregation") or {})}
     model = {k: entry.get(k) for k in MODEL_KEYS if entry.get(k) is not None}
+    cache_size = (config.get("preprocess") or {}).get("image_size")
+    if "image_size" not in model and cache_size is not None:
+        model["image_size"] = cache_size
     if model.get("pretrained") is not None:
         # ``config`` only shapes a randomly initialised model; a checkpoint brings its own.
         model.pop("config", None)
@@ -109,9 +117,14 @@ def _samples_for(model: "SequenceClassifier", cache: SliceCache, plan: ModelPlan
 
 def _feature_identity(plan: ModelPlan, kind: str) -> dict:
     """What the cached features depend on: the backbone and which frames a sample holds."""
+    if kind == "sequence":
+        frames = plan.frames
+    elif plan.model.get("num_frames"):  # a slice model limited to N slices per scan: the policy picks them
+        frames = {"policy": plan.frames.get("policy", "uniform")}
+    else:
+        frames = None
     return {"model": plan.name, "architecture": plan.architecture, "settings": plan.model,
-            "backbone_seed": backbone_seed(plan.training.seed, plan.name),
-            "frames": plan.frames if kind == "sequence" else None}
+            "backbone_seed": backbone_seed(plan.training.seed, plan.name), "frames": frames}
 
 
 def compute_features(plan: ModelPlan, cache_path, out, threads: int = 1, log=print) -> dict:
@@ -250,8 +263,10 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, out_dir, 
         + ", ".join(f"{p} {c}" for p, c in counts.items()))
 
     checkpoint = out_dir / CHECKPOINT_NAME
+    biased = settings.checkpoint_selection == "test"
     result = fit(module, forward, fetch, samples.label, samples.patient, index["train"], index["val"], settings, seed,
-                 checkpoint=checkpoint, fingerprint=fingerprint, log=log)
+                 checkpoint=checkpoint, fingerprint=fingerprint, log=log,
+                 test_index=index["test"] if biased else None)
     module.load_state_dict(result.best_state)
 
     def probabilities(idx):
@@ -278,6 +293,8 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, out_dir, 
     }
     report = {"model": plan.name, "replicate": int(replicate), "best_epoch": int(result.best_epoch),
               "decision": decision, "metrics": metrics}
+    if biased:  # only then, so that runs of the default protocol keep their outputs as they were
+        cost["checkpoint_selection"] = report["checkpoint_selection"] = "test"
 
     write_csv_atomic(sample_table, out_dir / "sample_predictions.csv")
     write_csv_atomic(predictions[["patient", "label", "probability", "prediction"]], out_dir / "predictions.csv")
@@ -290,5 +307,6 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, out_dir, 
     write_json_atomic(out_dir / "metrics.json", report)  # last: its presence means the run is complete
     checkpoint.unlink(missing_ok=True)
     shown = {k: (None if v is None else round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
-    log(f"{plan.name} rep-{replicate}: best epoch {result.best_epoch}; test {shown}")
+    chosen = " (chosen on the TEST patients: biased)" if biased else ""
+    log(f"{plan.name} rep-{replicate}: best epoch {result.best_epoch}{chosen}; test {shown}")
     return report
