@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -147,6 +150,78 @@ def test_min_slices_larger_than_max_slices_is_rejected():
 def test_local_source_without_a_path_is_rejected(local):
     message = _error({"dataset": {"source": "local", "local": local}})
     assert "dataset.local.path" in message
+
+
+# --------------------------------------------------------------------------- models
+
+
+TINY_VIVIT = {"config": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                         "intermediate_size": 32, "tubelet_size": [2, 8, 8]}, "num_frames": 4}
+
+
+def test_unknown_model_name_fails_at_validation_listing_the_models():
+    message = _error({"models": {"resnet": {}}})
+    assert message == "invalid configuration: models.resnet: unknown model 'resnet'; available: convnext, vivit"
+    message = _error({"models": {"vivit": {}, "cnn": {"architecture": "resnet"}}})
+    assert "models.cnn.architecture: unknown model 'resnet'; available: convnext, vivit" in message
+
+
+def test_a_registered_architecture_under_another_entry_name_is_accepted():
+    config = validate_config({"models": {"vivit_first": {"architecture": "vivit", **TINY_VIVIT}}})
+    assert list(config["models"]) == ["vivit_first"]
+    from ichseq.models import REGISTRY, register
+
+    @register("tiny_test_model")
+    class Tiny:  # a model defined outside the package registers itself, and validates
+        pass
+
+    try:
+        assert validate_config({"models": {"mine": {"architecture": "tiny_test_model"}}})
+        assert "tiny_test_model" in _error({"models": {"resnet": {}}})
+    finally:
+        REGISTRY.pop("tiny_test_model")
+
+
+def test_validation_does_not_import_the_models():
+    # The Snakefile validates on every invocation: transformers (seconds) must stay unimported.
+    code = (
+        "import sys\n"
+        "from ichseq.config import validate_config\n"
+        "from ichseq.errors import ConfigError\n"
+        "validate_config({})\n"
+        "try:\n"
+        "    validate_config({'models': {'resnet': {}}})\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n"
+        "print(sorted(m for m in ('transformers', 'torch', 'ichseq.models.vivit', 'ichseq.models.convnext')"
+        " if m in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.splitlines() == ["invalid configuration: models.resnet: unknown model 'resnet'; available: convnext, vivit",
+                                "[]"]
+
+
+def test_model_image_size_other_than_the_cache_is_refused_naming_both_keys():
+    message = _error({"preprocess": {"image_size": 128}, "models": {"vivit": {**TINY_VIVIT, "image_size": 224}}})
+    assert message.startswith("invalid configuration: models.vivit.image_size: 224 differs from preprocess.image_size 128")
+    assert "set both to the same value" in message
+    message = _error({"models": {"convnext": {"config": {"image_size": 64}}}})
+    assert "models.convnext.config.image_size: 64 differs from preprocess.image_size 128" in message
+    # A checkpoint's config is not ours to shape: only the entry's image_size counts then.
+    validate_config({"models": {"convnext": {"pretrained": "facebook/convnext-tiny-224", "config": {"image_size": 64}}}})
+
+
+def test_model_without_image_size_takes_the_cache_size():
+    from ichseq.runs import model_plan
+
+    # A 224-px checkpoint with image_size left out reads the 160-px cache at 160 (its
+    # embeddings adapted), rather than every batch being upsampled to 224.
+    config = validate_config({"preprocess": {"image_size": 160},
+                              "models": {"vivit": {"pretrained": "google/vivit-b-16x2-kinetics400", "num_frames": 18},
+                                         "convnext": {"image_size": 160}}})
+    assert model_plan(config, "vivit").model["image_size"] == 160
+    assert model_plan(config, "convnext").model["image_size"] == 160
 
 
 def test_error_message_newlines_are_collapsed():

@@ -313,6 +313,57 @@ def test_vivit_other_image_size_interpolates_the_spatial_grid(tmp_path):
         build_model("vivit", {"pretrained": str(tmp_path), "image_size": 36})  # not a multiple of 8
 
 
+def test_vivit_position_embeddings_reset_is_what_ignore_mismatched_sizes_gives(tmp_path):
+    # The study loaded the 32-frame checkpoint for 18 frames with ignore_mismatched_sizes=True;
+    # `reset` must give exactly transformers' result of that (zeros, every other weight loaded).
+    saved = save_tiny_vivit(tmp_path, num_frames=8)
+    for geometry in ({"num_frames": 14}, {"num_frames": 14, "image_size": 48}):
+        model = build_model("vivit", {"pretrained": str(tmp_path), **geometry, "position_embeddings": "reset"})
+        reference = VivitForVideoClassification.from_pretrained(
+            tmp_path, **geometry, num_labels=2, ignore_mismatched_sizes=True)
+        new, expected = model.hf_model.state_dict(), reference.state_dict()
+        assert set(new) == set(expected)
+        for key, value in expected.items():
+            if not key.startswith("classifier."):  # a fresh random head either way
+                assert torch.equal(new[key], value), key
+        pos = new["vivit.embeddings.position_embeddings"]
+        grid = (geometry.get("image_size", 32) // 8) ** 2
+        assert pos.shape == (1, 1 + 7 * grid, 32) and not pos.any()
+        assert torch.equal(new["vivit.embeddings.cls_token"], saved.vivit.embeddings.cls_token.detach())
+    # Interpolation stays the default; with the checkpoint's own geometry nothing mismatches,
+    # so, as in transformers, `reset` keeps the embeddings.
+    default = build_model("vivit", {"pretrained": str(tmp_path), "num_frames": 14})
+    assert default.hf_model.vivit.embeddings.position_embeddings.abs().sum() > 0
+    same = build_model("vivit", {"pretrained": str(tmp_path), "position_embeddings": "reset"})
+    assert torch.equal(same.hf_model.vivit.embeddings.position_embeddings, saved.vivit.embeddings.position_embeddings)
+    with pytest.raises(ModelError, match="models.vivit.position_embeddings: must be one of interpolate, reset"):
+        build_model("vivit", {"pretrained": str(tmp_path), "position_embeddings": "zeros"})
+    with pytest.raises(ModelError, match="models.convnext.position_embeddings"):
+        build_model("convnext", {**CONVNEXT, "position_embeddings": "reset"})
+
+
+def test_vivit_errors_name_the_config_entry_not_the_architecture(tmp_path):
+    save_tiny_vivit(tmp_path, num_frames=4)
+    entry = {"pretrained": str(tmp_path)}
+    failures = [
+        lambda: build_model("vivit", {**VIVIT, "num_frames": 5}, entry="vivit_first"),
+        lambda: build_model("vivit", {**VIVIT, "config": ["hidden_size", 32]}, entry="vivit_first"),
+        lambda: build_model("vivit", {**entry, "image_size": 36}, entry="vivit_first"),
+        lambda: build_model("vivit", {**entry, "position_embeddings": "zeros"}, entry="vivit_first"),
+        lambda: build_model("vivit", {"pretrained": str(tmp_path / "missing")}, entry="vivit_first"),
+        lambda: build_model("vivit", VIVIT, entry="vivit_first").prepare(uint8_batch(1, 6, 32, 32)),
+        lambda: build_model("vivit", VIVIT, entry="vivit_first").prepare(torch.zeros(1, 4, 32, 32)),
+    ]
+    for failure in failures:
+        with pytest.raises(ModelError) as err:
+            failure()
+        message = str(err.value)
+        assert "models.vivit_first" in message and "models.vivit." not in message, message
+    # The one that tells the user which key to change names the entry's key.
+    with pytest.raises(ModelError, match=r"pad scans to models\.vivit_first\.num_frames"):
+        build_model("vivit", VIVIT, entry="vivit_first").prepare(uint8_batch(1, 6, 32, 32))
+
+
 # -- hub id while offline -----------------------------------------------------------------------
 
 

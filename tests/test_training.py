@@ -299,6 +299,63 @@ def test_early_stopping_keeps_the_best_val_epoch(stores, tmp_path):
         assert len(history) - best.epoch == 2  # stopped exactly `patience` epochs after the best
 
 
+def _sample_loss(sample_predictions: pd.DataFrame) -> float:
+    """Mean cross-entropy of the samples from their stored probabilities of hemorrhage."""
+    p = np.where(sample_predictions.label == 1, sample_predictions.probability, 1 - sample_predictions.probability)
+    return float(-np.log(p).mean())
+
+
+@pytest.mark.parametrize("name", ["vivit", "convnext"])
+def test_checkpoint_selection_test_keeps_the_epoch_best_on_test_and_says_so(stores, tmp_path, name):
+    cfg = config(training={"epochs": 12, "patience": 3, "lr": 0.5, "checkpoint_selection": "test"})
+    messages: list[str] = []
+    report = run(stores, tmp_path / "test", name, cfg=cfg, log=messages.append)
+    history = pd.read_csv(tmp_path / "test/history.csv")
+    assert {"val_loss", "test_loss", "test_roc_auc", "test_balanced_accuracy"} <= set(history.columns)
+    best = history.loc[history.best == 1].iloc[0]
+    assert best.test_loss == history.test_loss.min() and best.epoch == report["best_epoch"]
+    if len(history) < 12:  # early stopping watched the test loss too
+        assert len(history) - best.epoch == 3
+    # The weights kept are that epoch's: the stored test predictions reproduce its test loss.
+    samples = pd.read_csv(tmp_path / "test/sample_predictions.csv")
+    assert _sample_loss(samples) == pytest.approx(best.test_loss, rel=1e-4)
+    # Labelled as biased: in the log (a WARNING on every run) and in the run's outputs.
+    assert sum(m.startswith("WARNING: ") and "TEST patients" in m and "biased" in m for m in messages) == 1
+    assert "chosen on the TEST patients" in messages[-1]
+    assert json.loads((tmp_path / "test/metrics.json").read_text())["checkpoint_selection"] == "test"
+    assert json.loads((tmp_path / "test/cost.json").read_text())["checkpoint_selection"] == "test"
+
+    # The default is unchanged: the epoch is chosen on val, nothing of the above appears.
+    messages.clear()
+    report = run(stores, tmp_path / "val", name, cfg=config(training={"epochs": 12, "patience": 3, "lr": 0.5}),
+                 log=messages.append)
+    history = pd.read_csv(tmp_path / "val/history.csv")
+    assert not [c for c in history.columns if c.startswith("test_")]
+    assert history.loc[history.best == 1, "val_loss"].item() == history.val_loss.min()
+    assert "checkpoint_selection" not in report and "checkpoint_selection" not in json.loads(
+        (tmp_path / "val/cost.json").read_text())
+    assert not any("WARNING" in m or "TEST" in m for m in messages)
+
+
+def test_checkpoint_selection_is_validated_and_test_needs_the_test_samples(stores):
+    with pytest.raises(ConfigError, match=r"training\.checkpoint_selection: must be one of val, test"):
+        TrainSettings.from_dict({"checkpoint_selection": "train"})
+    settings = TrainSettings(checkpoint_selection="test", epochs=1)
+    head = torch.nn.Linear(3, 2)
+    labels, patients = np.array([0, 1, 0, 1]), np.arange(4)
+    with pytest.raises(ValueError, match="test_index"):
+        fit(head, head, lambda i: torch.zeros(len(i), 3), labels, patients, np.array([0, 1]), np.array([2, 3]),
+            settings, 0, log=QUIET)
+
+
+def test_warning_messages_reach_the_job_log_at_warning_level(tmp_path):
+    from ichseq.runlog import run_step
+
+    run_step(tmp_path / "job.log", lambda log: (log("WARNING: chosen on test"), log("epoch 1/1")), name="job")
+    lines = (tmp_path / "job.log").read_text().splitlines()
+    assert lines[0].endswith(" WARNING chosen on test") and lines[1].endswith(" INFO epoch 1/1")
+
+
 # -- decisions: aggregation rules, frames, undefined metrics ------------------------------------
 
 
@@ -336,6 +393,42 @@ def test_sequence_model_sees_the_frames_of_its_policy(cohort_dir, tmp_path, poli
         assert frames.split() == ["blank" if i < 0 else str(slice_numbers[i]) for i in index]
     if padding == "zeros":
         assert clips.frames.str.contains("blank").all()
+
+
+@pytest.mark.parametrize("policy", ["first", "uniform"])
+def test_slice_model_limited_to_n_slices_per_scan(cohort_dir, tmp_path, policy):
+    # 14 slices: fewer than some tiny scans have (12-16), more than others.
+    cache = SliceCache(cohort_dir / "cache")
+    lengths = {p: len(cache.patient_rows(p)) for p in cache.patients}
+    assert min(lengths.values()) < 14 < max(lengths.values())
+    slice_numbers = cache.manifest.slice.to_numpy()
+    samples = build_samples(cache, "slice", 14, policy)
+    for patient, n in lengths.items():
+        rows = samples.rows[samples.patient == patient, 0]
+        assert len(rows) == min(14, n) == len(set(rows))
+        by_position = cache.patient_rows(patient)
+        if policy == "first":  # the first ones by position, as the study's loop took them
+            assert list(rows) == list(by_position[: min(14, n)])
+        assert list(samples.slice[samples.patient == patient]) == list(slice_numbers[rows])
+    assert len(build_samples(cache, "slice")) == len(cache.manifest)  # default: every slice
+
+    # Through the pipeline: features, training and test all use those slices only.
+    cfg = config(models={"convnext": {**CONVNEXT, "num_frames": 14}}, frames={"policy": policy})
+    plan = model_plan(cfg, "convnext")
+    assert plan.build().num_frames == 14
+    meta = compute_features(plan, cohort_dir / "cache", tmp_path / "features", log=QUIET)
+    assert meta["frames"] == {"policy": policy}
+    train_run(plan, 0, cohort_dir / "rep-0.json", cohort_dir / "cache", tmp_path / "out", tmp_path / "features", log=QUIET)
+    tested = pd.read_csv(tmp_path / "out/sample_predictions.csv")
+    split = json.loads((cohort_dir / "rep-0.json").read_text())
+    expected = samples.select(split["test"])
+    assert list(tested.slice) == list(samples.slice[expected]) and len(tested) == len(expected)
+    # Features of another policy are refused, not reused.
+    other = model_plan(config(models={"convnext": {**CONVNEXT, "num_frames": 14}},
+                              frames={"policy": "uniform" if policy == "first" else "first"}), "convnext")
+    with pytest.raises(DataError, match="rerun the features rule"):
+        train_run(other, 0, cohort_dir / "rep-0.json", cohort_dir / "cache", tmp_path / "other", tmp_path / "features",
+                  log=QUIET)
 
 
 def test_no_positive_prediction_makes_precision_null(stores, tmp_path):

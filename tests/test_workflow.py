@@ -113,14 +113,25 @@ def test_statistics_figures_and_report(tiny_run):
 
 def test_failed_training_job_leaves_nothing_that_looks_complete(tiny_run, tmp_path):
     shutil.copytree(tiny_run / "resources", tmp_path / "resources")
-    config = {**TINY, "models": {**TINY["models"], "resnet_typo": {"architecture": "resnet"}}}
-    proc = snakemake(tmp_path, "results/runs/resnet_typo/rep-0/metrics.json", config=config)
+    # Valid for the schema, but ViViT cannot cut 5 frames into tubelets of 2: the model job fails.
+    odd = {**TINY["models"]["vivit"], "architecture": "vivit", "num_frames": 5}
+    config = {**TINY, "models": {**TINY["models"], "vivit_odd": odd}}
+    proc = snakemake(tmp_path, "results/runs/vivit_odd/rep-0/metrics.json", config=config)
     assert proc.returncode != 0
-    log = (tmp_path / "logs/features/resnet_typo.log").read_text()
+    log = (tmp_path / "logs/features/vivit_odd.log").read_text()
     error = [line for line in log.splitlines() if "ERROR" in line]
-    assert len(error) == 1 and "models.resnet_typo.architecture: unknown model 'resnet'; available: convnext, vivit" in error[0], log
-    assert not (tmp_path / "results/features/resnet_typo").exists()
+    assert len(error) == 1 and "models.vivit_odd.num_frames: 5 is not a multiple of the tubelet length 2" in error[0], log
+    assert not (tmp_path / "results/features/vivit_odd").exists()
     assert not (tmp_path / "results/runs").exists()
+
+
+def test_unknown_model_fails_at_validation_before_any_job(tmp_path):
+    config = {**TINY, "models": {**TINY["models"], "resnet": {"image_size": 32}}}
+    proc = snakemake(tmp_path, "-n", config=config)
+    assert proc.returncode != 0
+    assert "models.resnet: unknown model 'resnet'; available: convnext, vivit" in proc.stdout + proc.stderr
+    proc = snakemake(tmp_path, config=config)
+    assert proc.returncode != 0 and not (tmp_path / "results").exists()
 
 
 def test_rerun_has_nothing_to_do(tiny_run):
