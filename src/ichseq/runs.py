@@ -9,13 +9,13 @@ These are what the ``features`` and ``train`` rules call. A run writes, into its
   clip with the slice numbers of its frames (sequence models), with its probability;
 * ``history.csv``  per epoch: train loss, val loss, val ROC AUC, val balanced accuracy, lr;
 * ``cost.json``  parameters, feature-extraction and training seconds, samples/s, device;
+* ``model/``  the trained classifier head (head mode: ``head.safetensors``) or the whole fine-tuned
+  model (full mode: Hugging Face ``save_pretrained`` layout), with ``ichseq.json`` saying how it
+  was made.
 
 Under ``training.checkpoint_selection: test`` (the study's biased protocol) the kept epoch is
 chosen on the test patients: metrics.json and cost.json then say ``"checkpoint_selection":
 "test"`` and history.csv has test_loss, test_roc_auc and test_balanced_accuracy columns too.
-* ``model/``  the trained classifier head (head mode: ``head.safetensors``) or the whole fine-tuned
-  model (full mode: Hugging Face ``save_pretrained`` layout), with ``ichseq.json`` saying how it
-  was made.
 
 While it trains, ``resume-checkpoint.pt`` in the same folder lets a killed job continue; it is
 removed once the outputs are complete.
