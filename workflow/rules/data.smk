@@ -83,6 +83,7 @@ rule split:
         seed=config["splits"]["seed"],
         test_fraction=config["splits"]["test_fraction"],
         val_fraction=config["splits"]["val_fraction"],
+        stratify=config["splits"]["stratify"],
     log:
         "logs/splits/rep-{rep}.log",
     wildcard_constraints:
