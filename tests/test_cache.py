@@ -315,3 +315,25 @@ def test_cohort_from_manifest_is_consistent_with_the_manifest(small_cache, csv_r
         assert row.fracture == int(c.Fracture_Yes_No.any())
     assert cohort.n_slices.sum() == len(manifest)
     assert cohort.n_positive_slices.sum() == manifest.label.sum()
+
+
+# --------------------------------------------------------------------------- pre-windowed scans
+
+
+def test_prewindowed_scans_need_the_option_and_are_then_cached_as_they_are(nifti_dataset, copy_dataset, tiny_size, tmp_path):
+    src = copy_dataset(nifti_dataset)
+    display = {}
+    for path in sorted((src / NIFTI_SCAN_DIR).glob("*.nii")):
+        img = nib.load(path)
+        display[int(path.stem)] = to_uint8(brain_window(np.asarray(img.dataobj, dtype=np.float32)))
+        nib.save(nib.Nifti1Image(display[int(path.stem)], img.affine), path)
+    out = tmp_path / "cache"
+    with pytest.raises(DataError, match=r"ct_scans/\d{3}\.nii: values 0\.\.255 .*dataset\.prewindowed: true"):
+        _build(src, out, tiny_size)
+    assert not out.exists()
+    meta = build_cache(src, out, WindowSpec(image_size=tiny_size, prewindowed=True), workers=2, **QUIET)
+    assert "pre-windowed" in meta["window"]
+    manifest, slices = _manifest(out), np.load(out / "slices.npy")
+    for patient, values in display.items():
+        rows = manifest[manifest.patient == patient]
+        np.testing.assert_array_equal(slices[rows.row], values.transpose(2, 1, 0)[rows.slice.to_numpy() - 1])

@@ -210,6 +210,7 @@ def test_code_defaults_agree_with_the_schema():
         defaults["preprocess"]["window"]["width"],
     )
     assert window.image_size == defaults["preprocess"]["image_size"]
+    assert window.prewindowed == defaults["dataset"]["prewindowed"]
     training = TrainSettings()
     for field in dataclasses.fields(TrainSettings):
         assert getattr(training, field.name) == defaults["training"][field.name], field.name

@@ -49,11 +49,13 @@ class WindowSpec:
     image_size: int = 128
     level: float = 40.0
     width: float = 120.0
+    # v1.3.1 scans hold 0-255 display values, not HU: used as they are, level/width unused.
+    prewindowed: bool = False
 
 
-def _worker_init(path: str) -> None:
+def _worker_init(path: str, prewindowed: bool) -> None:
     global _WORKER_DATASET
-    _WORKER_DATASET = open_dataset(path)
+    _WORKER_DATASET = open_dataset(path, prewindowed)
 
 
 def _process_patient(patient: int, spec: WindowSpec, dataset=None):
@@ -79,11 +81,11 @@ def _process_patient(patient: int, spec: WindowSpec, dataset=None):
 def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(), workers: int = 1, log=print) -> dict:
     """Read every scan of the dataset at ``src`` once and write the cache folder ``out``."""
     t0 = time.perf_counter()
-    dataset = open_dataset(src)
+    dataset = open_dataset(src, spec.prewindowed)
     out = Path(out)
     log(f"reading {dataset.layout} dataset at {src}: {len(dataset.patients)} patients, {len(dataset.labels)} slices")
     if workers > 1:
-        with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(str(src),)) as pool:
+        with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(str(src), spec.prewindowed)) as pool:
             results = list(pool.map(_process_patient, dataset.patients, [spec] * len(dataset.patients)))
     else:
         results = [_process_patient(p, spec, dataset) for p in dataset.patients]
@@ -107,7 +109,7 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
         meta = {
             "source": str(src),
             "layout": dataset.layout,
-            "window": {"level": spec.level, "width": spec.width} if dataset.layout.startswith("nifti") else "as published (JPG)",
+            "window": _window_meta(dataset.layout, spec),
             "image_size": spec.image_size,
             "patients": len(dataset.patients),
             "slices": int(n),
@@ -117,6 +119,14 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
         (tmp / "cache.json").write_text(json.dumps(meta, indent=2) + "\n")
     log(f"cache written to {out}: {n} slices of {spec.image_size}x{spec.image_size} in {meta['seconds']} s")
     return meta
+
+
+def _window_meta(layout: str, spec: WindowSpec) -> dict | str:
+    if not layout.startswith("nifti"):
+        return "as published (JPG)"
+    if spec.prewindowed:
+        return "as provided (pre-windowed 0-255 NIfTI, dataset.prewindowed)"
+    return {"level": spec.level, "width": spec.width}
 
 
 class SliceCache:

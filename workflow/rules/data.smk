@@ -49,6 +49,7 @@ rule brain_window:
         level=config["preprocess"]["window"]["level"],
         width=config["preprocess"]["window"]["width"],
         image_size=config["preprocess"]["image_size"],
+        prewindowed=DATASET["prewindowed"],
     threads: 4
     log:
         "logs/data/brain_window.log",
