@@ -46,6 +46,8 @@ rule brain_window:
         directory("results/data/cache"),
     params:
         root=dataset_root(raw_dataset()),
+        # Content, not time stamps: a scan replaced inside the folder reruns this rule.
+        dataset=dataset_content,
         level=config["preprocess"]["window"]["level"],
         width=config["preprocess"]["window"]["width"],
         image_size=config["preprocess"]["image_size"],
