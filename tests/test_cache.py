@@ -14,6 +14,7 @@ from ichseq import dataset as dataset_module
 from ichseq.cache import MANIFEST_COLUMNS, SliceCache, WindowSpec, build_cache
 from ichseq.cohort import cohort_from_manifest
 from ichseq.errors import DataError
+from ichseq.fingerprint import MANIFEST_NAME, dataset_fingerprint, dataset_manifest, manifest_digest, read_manifest
 from ichseq.layout import NIFTI_CSV, NIFTI_MASK_DIR, NIFTI_SCAN_DIR, SUBTYPES, patient_file
 from ichseq.windowing import brain_window, to_uint8
 
@@ -59,7 +60,7 @@ def _manifest(path) -> pd.DataFrame:
 
 def test_cache_files_shapes_and_dtypes(small_cache, csv_rows):
     out, meta = small_cache
-    assert sorted(p.name for p in out.iterdir()) == ["cache.json", "manifest.csv", "masks.npy", "slices.npy"]
+    assert sorted(p.name for p in out.iterdir()) == ["cache.json", "dataset.json", "manifest.csv", "masks.npy", "slices.npy"]
     slices = np.load(out / "slices.npy")
     masks = np.load(out / "masks.npy")
     n = len(csv_rows)
@@ -118,6 +119,13 @@ def test_cache_json_counts(small_cache, csv_rows):
     assert meta["patients"] == csv_rows.PatientNumber.nunique()
     assert meta["slices"] == len(csv_rows)
     assert meta["positive_slices"] == int((csv_rows.No_Hemorrhage == 0).sum())
+
+
+def test_cache_records_the_content_of_the_dataset_it_was_built_from(small_cache, nifti_dataset):
+    out, meta = small_cache
+    files = read_manifest(out / MANIFEST_NAME)
+    assert files == dataset_manifest(nifti_dataset)
+    assert meta["dataset_sha256"] == manifest_digest(files) == dataset_fingerprint(nifti_dataset)
 
 
 def test_cached_pixels_are_the_brain_window_of_the_nifti_hu(native_cache, nifti_dataset, tiny_size):
