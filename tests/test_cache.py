@@ -14,6 +14,7 @@ from ichseq import dataset as dataset_module
 from ichseq.cache import MANIFEST_COLUMNS, SliceCache, WindowSpec, build_cache
 from ichseq.cohort import cohort_from_manifest
 from ichseq.errors import DataError
+from ichseq.fingerprint import MANIFEST_NAME, dataset_fingerprint, dataset_manifest, manifest_digest, read_manifest
 from ichseq.layout import NIFTI_CSV, NIFTI_MASK_DIR, NIFTI_SCAN_DIR, SUBTYPES, patient_file
 from ichseq.windowing import brain_window, to_uint8
 
@@ -59,7 +60,7 @@ def _manifest(path) -> pd.DataFrame:
 
 def test_cache_files_shapes_and_dtypes(small_cache, csv_rows):
     out, meta = small_cache
-    assert sorted(p.name for p in out.iterdir()) == ["cache.json", "manifest.csv", "masks.npy", "slices.npy"]
+    assert sorted(p.name for p in out.iterdir()) == ["cache.json", "dataset.json", "manifest.csv", "masks.npy", "slices.npy"]
     slices = np.load(out / "slices.npy")
     masks = np.load(out / "masks.npy")
     n = len(csv_rows)
@@ -118,6 +119,13 @@ def test_cache_json_counts(small_cache, csv_rows):
     assert meta["patients"] == csv_rows.PatientNumber.nunique()
     assert meta["slices"] == len(csv_rows)
     assert meta["positive_slices"] == int((csv_rows.No_Hemorrhage == 0).sum())
+
+
+def test_cache_records_the_content_of_the_dataset_it_was_built_from(small_cache, nifti_dataset):
+    out, meta = small_cache
+    files = read_manifest(out / MANIFEST_NAME)
+    assert files == dataset_manifest(nifti_dataset)
+    assert meta["dataset_sha256"] == manifest_digest(files) == dataset_fingerprint(nifti_dataset)
 
 
 def test_cached_pixels_are_the_brain_window_of_the_nifti_hu(native_cache, nifti_dataset, tiny_size):
@@ -315,3 +323,25 @@ def test_cohort_from_manifest_is_consistent_with_the_manifest(small_cache, csv_r
         assert row.fracture == int(c.Fracture_Yes_No.any())
     assert cohort.n_slices.sum() == len(manifest)
     assert cohort.n_positive_slices.sum() == manifest.label.sum()
+
+
+# --------------------------------------------------------------------------- pre-windowed scans
+
+
+def test_prewindowed_scans_need_the_option_and_are_then_cached_as_they_are(nifti_dataset, copy_dataset, tiny_size, tmp_path):
+    src = copy_dataset(nifti_dataset)
+    display = {}
+    for path in sorted((src / NIFTI_SCAN_DIR).glob("*.nii")):
+        img = nib.load(path)
+        display[int(path.stem)] = to_uint8(brain_window(np.asarray(img.dataobj, dtype=np.float32)))
+        nib.save(nib.Nifti1Image(display[int(path.stem)], img.affine), path)
+    out = tmp_path / "cache"
+    with pytest.raises(DataError, match=r"ct_scans/\d{3}\.nii: values 0\.\.255 .*dataset\.prewindowed: true"):
+        _build(src, out, tiny_size)
+    assert not out.exists()
+    meta = build_cache(src, out, WindowSpec(image_size=tiny_size, prewindowed=True), workers=2, **QUIET)
+    assert "pre-windowed" in meta["window"]
+    manifest, slices = _manifest(out), np.load(out / "slices.npy")
+    for patient, values in display.items():
+        rows = manifest[manifest.patient == patient]
+        np.testing.assert_array_equal(slices[rows.row], values.transpose(2, 1, 0)[rows.slice.to_numpy() - 1])

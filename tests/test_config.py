@@ -61,7 +61,7 @@ def test_empty_config_gets_the_documented_defaults():
 
 def test_partial_section_keeps_given_values_and_fills_the_rest():
     config = validate_config({"splits": {"replicates": 3}, "preprocess": {"window": {"level": 50}}})
-    assert config["splits"] == {"replicates": 3, "test_fraction": 0.3, "val_fraction": 0.2, "seed": 0}
+    assert config["splits"] == {"replicates": 3, "test_fraction": 0.3, "val_fraction": 0.2, "seed": 0, "stratify": True}
     assert config["preprocess"]["window"] == {"level": 50, "width": 120}
     assert config["preprocess"]["image_size"] == 128
 
@@ -285,11 +285,12 @@ def test_code_defaults_agree_with_the_schema():
         defaults["preprocess"]["window"]["width"],
     )
     assert window.image_size == defaults["preprocess"]["image_size"]
+    assert window.prewindowed == defaults["dataset"]["prewindowed"]
     training = TrainSettings()
     for field in dataclasses.fields(TrainSettings):
         assert getattr(training, field.name) == defaults["training"][field.name], field.name
     params = inspect.signature(patient_split).parameters
-    for key in ("seed", "test_fraction", "val_fraction"):
+    for key in ("seed", "test_fraction", "val_fraction", "stratify"):
         assert params[key].default == defaults["splits"][key], key
 
 

@@ -10,6 +10,7 @@ import codecs
 import csv
 import io
 import shutil
+import struct
 import zipfile
 from pathlib import Path
 
@@ -567,3 +568,98 @@ def test_dataset_without_fracture_column(nifti_dataset, copy_dataset):
     cols = ["PatientNumber", "SliceNumber", "No_Hemorrhage", "label"]
     pd.testing.assert_frame_equal(without.labels[cols], original.labels[cols])
     assert_scans_equal(without.read_scan(PATIENT), original.read_scan(PATIENT))
+
+
+# --------------------------------------------------------------------------- 6. Hounsfield units
+
+
+SCAN_051 = "ct_scans/051.nii"
+
+
+def stored_values(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A scan's values after its header's scaling, in storage order, and its affine."""
+    img = nib.load(path)
+    return np.asarray(img.dataobj, dtype=np.float32), img.affine
+
+
+def write_scan(path: Path, data: np.ndarray, affine: np.ndarray, slope: float = 1.0, inter: float = 0.0) -> None:
+    """Write ``data`` (storage order) with exactly this dtype and this scl_slope / scl_inter."""
+    img = nib.Nifti1Image(data, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    nib.save(img, path)
+    # nibabel picks its own scaling on save; the header's two floats are set here instead.
+    header = nib.Nifti1Header.from_fileobj(io.BytesIO(path.read_bytes()[:348]))
+    endian = "<" if header.endianness == "<" else ">"
+    replace_bytes(path, 112, struct.pack(f"{endian}ff", slope, inter))
+    loaded = nib.load(path)
+    assert loaded.get_data_dtype() == data.dtype and loaded.dataobj.slope == slope and loaded.dataobj.inter == inter
+
+
+def window_to_uint8(root: Path, rels: list[str]) -> None:
+    """Export scans as many viewers do: the brain window as 0-255 uint8, no HU left."""
+    for rel in rels:
+        hu, affine = stored_values(root / rel)
+        write_scan(root / rel, np.rint(brain_window(hu) * 255).astype(np.uint8), affine)
+
+
+def test_scan_already_windowed_to_0_255_is_refused_naming_the_file(nifti_dataset, copy_dataset):
+    root = copy_dataset(nifti_dataset)
+    window_to_uint8(root, [SCAN_051])
+    msg = expect_data_error(root, SCAN_051, "values 0..255", "nothing below -200", "dataset.prewindowed: true")
+    assert "already windowed to 0-255" in msg and "Hounsfield" in msg
+
+
+def test_prewindowed_dataset_is_read_as_0_255_display_values(nifti_dataset, copy_dataset):
+    root = copy_dataset(nifti_dataset)
+    ds_hu = open_dataset(nifti_dataset)
+    window_to_uint8(root, [f"ct_scans/{p:03d}.nii" for p in ds_hu.patients])
+    ds = open_dataset(root, prewindowed=True)
+    for p in ds.patients:
+        scan, reference = ds.read_scan(p), ds_hu.read_scan(p)
+        stored, _ = stored_values(root / f"ct_scans/{p:03d}.nii")
+        # Display orientation and position order exactly as for the HU file; values / 255.
+        np.testing.assert_array_equal(scan.slice_numbers, reference.slice_numbers)
+        np.testing.assert_array_equal(scan.images, stored.transpose(2, 1, 0)[scan.slice_numbers - 1] / np.float32(255))
+        np.testing.assert_allclose(scan.images, reference.images, atol=0.5 / 255 + 1e-6)
+        np.testing.assert_array_equal(scan.masks, reference.masks)
+
+
+def test_prewindowed_option_refuses_hounsfield_units(nifti_dataset):
+    with pytest.raises(DataError) as info:
+        open_dataset(nifti_dataset, prewindowed=True).read_scan(PATIENT)
+    msg = str(info.value)
+    assert f"ct_scans/{PATIENT:03d}.nii" in msg and "Hounsfield" in msg and "dataset.prewindowed" in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("padding", [-1024, -2048, -3024])
+def test_hounsfield_scan_with_ct_padding_is_accepted(padding, nifti_dataset, copy_dataset):
+    root = copy_dataset(nifti_dataset)
+    hu, affine = stored_values(root / SCAN_051)
+    padded = hu.astype(np.int16)
+    padded[:4], padded[-4:] = padding, padding  # outside the reconstruction circle, as scanners store it
+    write_scan(root / SCAN_051, padded, affine)
+    scan = open_dataset(root).read_scan(51)
+    expected = brain_window(padded.astype(np.float32)).transpose(2, 1, 0)[scan.slice_numbers - 1]
+    np.testing.assert_array_equal(scan.images, expected)
+
+
+def test_the_header_scaling_is_applied_before_the_units_check(nifti_dataset, copy_dataset):
+    # Stored unsigned 0..4095 with scl_inter -1024 (as scanners export) is HU; without the
+    # intercept the same numbers have no air and are refused.
+    root = copy_dataset(nifti_dataset)
+    hu, affine = stored_values(root / SCAN_051)
+    stored = (hu + 1024).astype(np.uint16)
+    write_scan(root / SCAN_051, stored, affine, inter=-1024.0)
+    np.testing.assert_array_equal(open_dataset(root).read_scan(51).images, open_dataset(nifti_dataset).read_scan(51).images)
+    write_scan(root / SCAN_051, stored, affine)
+    msg = expect_data_error(root, SCAN_051, "nothing below -200", "rescale intercept")
+    assert "dataset.prewindowed" not in msg  # 0..4095 is not a 0-255 export; the option would not help
+
+
+def test_synthetic_twin_is_hounsfield_units(nifti_dataset):
+    ds = open_dataset(nifti_dataset)
+    for p in ds.patients:
+        _numbers, _positions, hu, _masks = ds.read_hu(p)
+        assert hu.min() < -200

@@ -175,3 +175,42 @@ def test_read_split_rejects_unreadable_or_incomplete_files(cohort, tmp_path):
     write_json_atomic(incomplete, split)
     with pytest.raises(DataError, match="val"):
         read_split(incomplete)
+
+
+# --------------------------------------------------------------------------- stratify: false
+
+
+@pytest.mark.parametrize("replicate", range(5))
+def test_unstratified_split_is_disjoint_seeded_and_reproducible(cohort, replicate):
+    split = patient_split(cohort, replicate, seed=3, stratify=False)
+    sets = [set(split[p]) for p in PARTS]
+    assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
+    assert sets[0] | sets[1] | sets[2] == set(cohort.patient)
+    assert patient_split(cohort.sample(frac=1, random_state=0), replicate, seed=3, stratify=False) == split
+    assert split["stratify"] is False
+    # The same sizes as the stratified split would give, to within the per-class rounding.
+    assert abs(len(split["test"]) - 0.3 * len(cohort)) <= 1
+    for part in PARTS:
+        assert split["counts"][part] == {"patients": len(split[part]), "positive": _positives(cohort, split[part])}
+
+
+def test_unstratified_split_ignores_the_labels(cohort):
+    # Stratified test parts hold 11 (+-1) of the 36 positives every time; a plain random draw
+    # of 22 patients from 75 spreads wider, and differs from the stratified draw.
+    unstratified = [patient_split(cohort, r, stratify=False) for r in range(20)]
+    stratified = [patient_split(cohort, r) for r in range(20)]
+    assert any(u["test"] != s["test"] for u, s in zip(unstratified, stratified))
+    positives = {_positives(cohort, u["test"]) for u in unstratified}
+    expected = cohort.label.mean() * len(unstratified[0]["test"])
+    assert any(abs(p - expected) > 1 for p in positives), positives
+    assert "stratify" not in stratified[0]
+    # Seeds still matter.
+    assert len({tuple(patient_split(cohort, 0, seed=s, stratify=False)["test"]) for s in range(5)}) == 5
+
+
+def test_unstratified_split_with_a_one_class_part_names_the_switch():
+    # 10 patients, 1 positive: most draws leave the positive patient out of two parts.
+    with pytest.raises(ConfigError) as info:
+        patient_split(_cohort(10, 1), 0, stratify=False)
+    message = str(info.value)
+    assert "unstratified" in message and "splits.stratify" in message and "\n" not in message

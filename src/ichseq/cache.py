@@ -6,7 +6,8 @@ Layout of the cache folder (written to a temporary sibling and renamed when comp
     masks.npy      uint8 (N, size, size)  0/1 hemorrhage masks (for mask-aware models only)
     manifest.csv   one row per slice: row, patient, slice, position_mm, label, subtypes,
                    fracture, has_mask; rows of a patient are contiguous and ordered by position
-    cache.json     how it was made (source, layout, window, size) and the counts
+    cache.json     how it was made (source, layout, window, size, dataset_sha256) and the counts
+    dataset.json   the dataset's content manifest (each file's size and SHA-256) it was made from
 
 Training opens ``slices.npy`` with ``mmap_mode="r"`` and slices a patient's rows out
 without reading the rest: decoding NIfTI/JPG and windowing happen once per dataset, not
@@ -27,6 +28,7 @@ import pandas as pd
 from .dataset import open_dataset
 from .io import atomic_dir
 from .errors import DataError
+from .fingerprint import MANIFEST_NAME, dataset_manifest, manifest_digest, read_manifest, write_manifest
 from .layout import SUBTYPES
 from .windowing import resize_masks, resize_slices, to_uint8
 
@@ -49,11 +51,13 @@ class WindowSpec:
     image_size: int = 128
     level: float = 40.0
     width: float = 120.0
+    # v1.3.1 scans hold 0-255 display values, not HU: used as they are, level/width unused.
+    prewindowed: bool = False
 
 
-def _worker_init(path: str) -> None:
+def _worker_init(path: str, prewindowed: bool) -> None:
     global _WORKER_DATASET
-    _WORKER_DATASET = open_dataset(path)
+    _WORKER_DATASET = open_dataset(path, prewindowed)
 
 
 def _process_patient(patient: int, spec: WindowSpec, dataset=None):
@@ -79,11 +83,17 @@ def _process_patient(patient: int, spec: WindowSpec, dataset=None):
 def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(), workers: int = 1, log=print) -> dict:
     """Read every scan of the dataset at ``src`` once and write the cache folder ``out``."""
     t0 = time.perf_counter()
-    dataset = open_dataset(src)
     out = Path(out)
+    dataset = open_dataset(src, spec.prewindowed)
+    # Hashed before the scans are read (a file replaced meanwhile then no longer matches its
+    # entry, so the next run hashes it again and sees the change); unchanged files keep the
+    # hashes of the cache being replaced.
+    files = dataset_manifest(src, read_manifest(out / MANIFEST_NAME))
+    digest = manifest_digest(files)
+    log(f"dataset content: {len(files)} files, {sum(f['size'] for f in files)} bytes, sha256 {digest}")
     log(f"reading {dataset.layout} dataset at {src}: {len(dataset.patients)} patients, {len(dataset.labels)} slices")
     if workers > 1:
-        with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(str(src),)) as pool:
+        with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(str(src), spec.prewindowed)) as pool:
             results = list(pool.map(_process_patient, dataset.patients, [spec] * len(dataset.patients)))
     else:
         results = [_process_patient(p, spec, dataset) for p in dataset.patients]
@@ -104,10 +114,12 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
         del slices, masks
         manifest = pd.concat(frames, ignore_index=True)[list(MANIFEST_COLUMNS)]
         manifest.to_csv(tmp / "manifest.csv", index=False)
+        write_manifest(tmp / MANIFEST_NAME, files)
         meta = {
             "source": str(src),
+            "dataset_sha256": digest,
             "layout": dataset.layout,
-            "window": {"level": spec.level, "width": spec.width} if dataset.layout.startswith("nifti") else "as published (JPG)",
+            "window": _window_meta(dataset.layout, spec),
             "image_size": spec.image_size,
             "patients": len(dataset.patients),
             "slices": int(n),
@@ -117,6 +129,14 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
         (tmp / "cache.json").write_text(json.dumps(meta, indent=2) + "\n")
     log(f"cache written to {out}: {n} slices of {spec.image_size}x{spec.image_size} in {meta['seconds']} s")
     return meta
+
+
+def _window_meta(layout: str, spec: WindowSpec) -> dict | str:
+    if not layout.startswith("nifti"):
+        return "as published (JPG)"
+    if spec.prewindowed:
+        return "as provided (pre-windowed 0-255 NIfTI, dataset.prewindowed)"
+    return {"level": spec.level, "width": spec.width}
 
 
 class SliceCache:

@@ -8,7 +8,10 @@ along the head axis**, with their hemorrhage masks.
 
 * v1.3.1 (NIfTI): HU volumes; the official brain window (level 40 / width 120) is applied
   here; slices are ordered by the world z coordinate of the affine (an inverted stack is
-  put the right way up), and each keeps its CSV ``SliceNumber``.
+  put the right way up), and each keeps its CSV ``SliceNumber``. A volume with nothing
+  below -200 HU holds no air, so it is not in Hounsfield units and is refused, unless the
+  dataset is opened with ``prewindowed=True``: then its values are 0-255 display values,
+  used as they are (like the v1.0.0 JPGs).
 * v1.0.0 (JPG): brain JPGs are already windowed by the dataset authors and are used as
   they are; ``*_HGE_Seg.jpg`` masks and everything under ``bone/`` are filtered out of the
   classification input by name, as the study did. Slices are ordered by the number in the
@@ -48,6 +51,48 @@ from .layout import (
 from .windowing import BRAIN_WINDOW_LEVEL, BRAIN_WINDOW_WIDTH, brain_window
 
 NIFTI_HEADER_BYTES = 352
+
+# A head CT in Hounsfield units always shows air around the head (about -1000 HU), and often
+# padding outside the reconstructed circle (-1024, -2048, -3024); fat, the lowest tissue,
+# is about -100. A volume whose minimum is above this holds no air: it is not HU.
+HU_AIR_CEILING = -200.0
+
+
+def check_hounsfield(values: np.ndarray, where: str) -> None:
+    """Raise :class:`DataError` when ``values`` (a whole CT volume) cannot be Hounsfield units."""
+    lo, hi = float(np.min(values)), float(np.max(values))
+    if lo < HU_AIR_CEILING:
+        return
+    if lo >= 0 and hi <= 255:
+        guess = "which looks like an image already windowed to 0-255, not Hounsfield units"
+        fix = "convert to HU or set dataset.prewindowed: true"
+    elif lo >= 0:
+        guess = "which looks like stored values without their rescale intercept (usually -1024), not Hounsfield units"
+        fix = "convert to HU (set scl_inter in the NIfTI header)"
+    else:
+        guess = "so there is no air (about -1000 HU) in the image: not Hounsfield units"
+        fix = "convert to HU"
+    raise DataError(f"{where}: values {lo:g}..{hi:g} with nothing below {HU_AIR_CEILING:g}, {guess}; {fix}")
+
+
+def check_display_values(values: np.ndarray, where: str) -> None:
+    """Raise :class:`DataError` when ``values`` are not 0-255 display values (``prewindowed``)."""
+    lo, hi = float(np.min(values)), float(np.max(values))
+    if lo < HU_AIR_CEILING:
+        raise DataError(
+            f"{where}: values {lo:g}..{hi:g} go below {HU_AIR_CEILING:g}, which looks like Hounsfield units, "
+            f"but dataset.prewindowed is true; set it to false"
+        )
+    if lo < 0 or hi > 255:
+        raise DataError(
+            f"{where}: values {lo:g}..{hi:g} are outside 0..255, but dataset.prewindowed: true expects "
+            f"0-255 display values; convert the scans to HU and set it to false"
+        )
+    if hi <= 1:
+        raise DataError(
+            f"{where}: values {lo:g}..{hi:g}, which looks like 0-1 intensities, but dataset.prewindowed: true "
+            f"expects 0-255 display values; rescale them to 0-255"
+        )
 
 
 @dataclass
@@ -228,11 +273,15 @@ class CTICHDataset:
 
 
 class NiftiDataset(CTICHDataset):
-    """CT-ICH v1.3.1: ``ct_scans/NNN.nii`` + ``masks/NNN.nii`` + diagnosis CSV."""
+    """CT-ICH v1.3.1: ``ct_scans/NNN.nii`` + ``masks/NNN.nii`` + diagnosis CSV.
+
+    ``prewindowed``: the scans hold 0-255 display values (already windowed), not HU.
+    """
 
     layout = NIFTI_LAYOUT
 
-    def __init__(self, files: _Files):
+    def __init__(self, files: _Files, prewindowed: bool = False):
+        self.prewindowed = prewindowed
         super().__init__(files, NIFTI_CSV)
 
     def _header(self, rel: str) -> nib.Nifti1Header:
@@ -289,8 +338,9 @@ class NiftiDataset(CTICHDataset):
             raise DataError(f"{self.files.where(rel)}: expected a 3-D volume, got shape {data.shape}")
         return data, img.affine
 
-    def read_hu(self, patient: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(slice_numbers, positions_mm, hu (S, rows, cols), masks)`` ordered by position."""
+    def _read_ordered(self, patient: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(slice_numbers, positions_mm, values (S, rows, cols), masks)`` ordered by position;
+        values as stored, after the header's scl_slope / scl_inter."""
         name = patient_file(patient)
         hu, affine = self._volume(f"{NIFTI_SCAN_DIR}/{name}")
         mask, _ = self._volume(f"{NIFTI_MASK_DIR}/{name}")
@@ -305,9 +355,24 @@ class NiftiDataset(CTICHDataset):
         masks = np.transpose(mask, (2, 1, 0))[order] > 0
         return order + 1, positions[order], stack, masks
 
+    def read_hu(self, patient: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(slice_numbers, positions_mm, hu (S, rows, cols), masks)`` ordered by position.
+
+        Raises :class:`DataError` when the scan's values cannot be Hounsfield units.
+        """
+        numbers, positions, hu, masks = self._read_ordered(patient)
+        check_hounsfield(hu, self.files.where(f"{NIFTI_SCAN_DIR}/{patient_file(patient)}"))
+        return numbers, positions, hu, masks
+
     def read_scan(self, patient, level=BRAIN_WINDOW_LEVEL, width=BRAIN_WINDOW_WIDTH) -> Scan:
-        numbers, positions, hu, masks = self.read_hu(patient)
-        return Scan(patient, numbers, positions, brain_window(hu, level, width), masks)
+        if not self.prewindowed:
+            numbers, positions, hu, masks = self.read_hu(patient)
+            return Scan(patient, numbers, positions, brain_window(hu, level, width), masks)
+        # Already windowed by whoever exported them: level/width are ignored, as for the JPGs.
+        numbers, positions, values, masks = self._read_ordered(patient)
+        check_display_values(values, self.files.where(f"{NIFTI_SCAN_DIR}/{patient_file(patient)}"))
+        images = np.clip(values / np.float32(255.0), 0.0, 1.0).astype(np.float32)
+        return Scan(patient, numbers, positions, images, masks)
 
 
 _JPG_NAME = re.compile(r"^(\d+)(" + JPG_MASK_SUFFIX + r")?\.jpe?g$", re.IGNORECASE)
@@ -370,7 +435,11 @@ class JpgDataset(CTICHDataset):
         return Scan(patient, nums, nums.astype(float), np.stack(images).astype(np.float32), np.stack(masks))
 
 
-def open_dataset(path: str | Path) -> CTICHDataset:
-    """Open a CT-ICH folder or zip of either layout (detected) and validate it."""
+def open_dataset(path: str | Path, prewindowed: bool = False) -> CTICHDataset:
+    """Open a CT-ICH folder or zip of either layout (detected) and validate it.
+
+    ``prewindowed``: v1.3.1 scans hold 0-255 display values instead of HU (the v1.0.0 JPGs
+    always do, so it changes nothing there).
+    """
     files = _Files(Path(path))
-    return NiftiDataset(files) if files.layout == NIFTI_LAYOUT else JpgDataset(files)
+    return NiftiDataset(files, prewindowed) if files.layout == NIFTI_LAYOUT else JpgDataset(files)

@@ -1,8 +1,10 @@
-"""Seeded, stratified, patient-level splits shared by every model of a replicate.
+"""Seeded, patient-level splits shared by every model of a replicate.
 
 Replicate ``r`` draws its split from ``SeedSequence([seed, r])``: ``test`` (default 30% of
 the patients, as in the study) is taken per class so both classes keep the cohort's
 proportion, then ``val`` is carved from the remaining training patients the same way.
+With ``stratify=False`` (the study's plain random split) both draws ignore the labels; a
+part that then gets no patient of one class is refused, as it is when stratified.
 ``val`` is what later stages use for early stopping and checkpoint choice; ``test`` is
 touched only for the final evaluation. A patient is never in two parts, and the same
 inputs give byte-identical files.
@@ -36,9 +38,15 @@ def cohort_fingerprint(cohort: pd.DataFrame) -> str:
 
 
 def patient_split(
-    cohort: pd.DataFrame, replicate: int, seed: int = 0, test_fraction: float = 0.3, val_fraction: float = 0.2
+    cohort: pd.DataFrame,
+    replicate: int,
+    seed: int = 0,
+    test_fraction: float = 0.3,
+    val_fraction: float = 0.2,
+    stratify: bool = True,
 ) -> dict:
-    """Split the cohort's patients into train/val/test, stratified by patient label."""
+    """Split the cohort's patients into train/val/test, stratified by patient label unless
+    ``stratify`` is false (then a plain random draw of patients, as the study did)."""
     if not 0 < test_fraction < 1:
         raise ConfigError(f"splits.test_fraction: must be between 0 and 1, got {test_fraction}")
     if not 0 < val_fraction < 1:
@@ -47,21 +55,34 @@ def patient_split(
     cohort = cohort.sort_values("patient", ignore_index=True)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(replicate)]))
     parts: dict[str, list[int]] = {p: [] for p in PARTS}
-    for label in (0, 1):
+    # Stratified: one draw per class; unstratified: one draw over all patients.
+    groups = (0, 1) if stratify else (None,)
+    for label in groups:
+        selected = cohort if label is None else cohort[cohort.label == label]
         # A writable copy: Generator.permutation fails on pandas 3's read-only views.
-        patients = np.array(cohort.loc[cohort.label == label, "patient"], dtype=int)
+        patients = np.array(selected.patient, dtype=int)
         test, rest = _take(rng, patients, test_fraction)
         val, train = _take(rng, rest, val_fraction)
         for name, members in zip(PARTS, (train, val, test)):
-            if len(members) == 0:
-                what = "without" if label == 0 else "with"
-                raise ConfigError(
-                    f"splits: the {name} part gets no patient {what} hemorrhage ({len(patients)} in the cohort); "
-                    f"use more patients or change splits.test_fraction / splits.val_fraction"
-                )
             parts[name].extend(int(p) for p in members)
     labels = dict(zip(cohort.patient.astype(int), cohort.label.astype(int)))
-    return {
+    for label in (0, 1):
+        for name in PARTS:
+            if any(labels[p] == label for p in parts[name]):
+                continue
+            what = "without" if label == 0 else "with"
+            n_class = int((cohort.label == label).sum())
+            if stratify:
+                raise ConfigError(
+                    f"splits: the {name} part gets no patient {what} hemorrhage ({n_class} in the cohort); "
+                    f"use more patients or change splits.test_fraction / splits.val_fraction"
+                )
+            raise ConfigError(
+                f"splits: replicate {replicate}: the unstratified {name} part drew no patient {what} hemorrhage "
+                f"({len(parts[name])} patients; {n_class} in the cohort); set splits.stratify: true, or change "
+                f"splits.seed / splits.test_fraction / splits.val_fraction"
+            )
+    split = {
         "replicate": int(replicate),
         "seed": int(seed),
         "test_fraction": float(test_fraction),
@@ -73,6 +94,10 @@ def patient_split(
             for name, members in parts.items()
         },
     }
+    if not stratify:
+        # Recorded only when unstratified, so the default config's split files stay as they were.
+        split["stratify"] = False
+    return split
 
 
 def read_split(path: str | Path, cohort: pd.DataFrame | None = None) -> dict:

@@ -5,7 +5,8 @@ import os
 from snakemake.exceptions import WorkflowError
 
 from ichseq.config import load_schema, validate_config
-from ichseq.errors import ConfigError
+from ichseq.errors import ConfigError, IchseqError
+from ichseq.fingerprint import MANIFEST_NAME, dataset_fingerprint
 
 try:
     # The package validates (one-line errors naming the key) and fills in defaults.
@@ -35,6 +36,22 @@ def raw_dataset():
 def dataset_root(path):
     """The dataset folder behind raw_dataset() (the download marker lives inside it)."""
     return os.path.dirname(path) if path.endswith(".ichseq-download-complete") else path
+
+
+def dataset_content(wildcards):
+    """brain_window's ``dataset`` parameter: the SHA-256 of the dataset's content manifest.
+
+    The rule's input alone cannot see a scan replaced inside a dataset folder (the folder's
+    time stamp does not move), so a changed digest reruns the rule as any changed parameter
+    does. Files whose size and modification time match the current cache's manifest keep
+    their recorded hashes: an unchanged dataset costs one stat per file, not a re-read.
+    """
+    try:
+        digest = dataset_fingerprint(dataset_root(raw_dataset()), os.path.join("results/data/cache", MANIFEST_NAME))
+    except IchseqError as exc:
+        raise WorkflowError(str(exc)) from None
+    # Labelled: Snakemake's "params have changed" reason prints the value before and now.
+    return f"dataset content sha256 {digest}"
 
 
 def split_files():

@@ -46,9 +46,12 @@ rule brain_window:
         directory("results/data/cache"),
     params:
         root=dataset_root(raw_dataset()),
+        # Content, not time stamps: a scan replaced inside the folder reruns this rule.
+        dataset=dataset_content,
         level=config["preprocess"]["window"]["level"],
         width=config["preprocess"]["window"]["width"],
         image_size=config["preprocess"]["image_size"],
+        prewindowed=DATASET["prewindowed"],
     threads: 4
     log:
         "logs/data/brain_window.log",
@@ -83,6 +86,7 @@ rule split:
         seed=config["splits"]["seed"],
         test_fraction=config["splits"]["test_fraction"],
         val_fraction=config["splits"]["val_fraction"],
+        stratify=config["splits"]["stratify"],
     log:
         "logs/splits/rep-{rep}.log",
     wildcard_constraints:

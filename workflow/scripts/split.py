@@ -1,4 +1,4 @@
-"""Rule split: the stratified patient-level split of one replicate, shared by all models."""
+"""Rule split: the patient-level split of one replicate, shared by all models."""
 
 import pandas as pd
 
@@ -10,7 +10,12 @@ from ichseq.splits import patient_split
 def main(log):
     p = snakemake.params
     split = patient_split(
-        pd.read_csv(snakemake.input[0]), int(snakemake.wildcards.rep), p.seed, p.test_fraction, p.val_fraction
+        pd.read_csv(snakemake.input[0]),
+        int(snakemake.wildcards.rep),
+        p.seed,
+        p.test_fraction,
+        p.val_fraction,
+        stratify=p.stratify,
     )
     write_json_atomic(snakemake.output[0], split)
     log(f"replicate {split['replicate']}: " + ", ".join(f"{k} {v['patients']} ({v['positive']} positive)" for k, v in split["counts"].items()))
