@@ -282,7 +282,7 @@ def test_unknown_metric_is_named():
 def test_runs_without_rate_metrics_are_an_error():
     runs = make_runs()
     counts_only = runs[runs["metric"].isin(figures.COUNT_METRICS)]
-    with pytest.raises(DataError, match="none of the rate metrics"):
+    with pytest.raises(DataError, match="no metric to plot, only the counts fn, fp, n_test, tn, tp"):
         metric_boxplot_figure(counts_only)
 
 
@@ -376,6 +376,15 @@ def test_points_take_the_model_colour():
 def test_metrics_may_be_one_name():
     fig = metric_boxplot_figure(make_runs(), metrics="recall")
     assert axis_titles(fig) == ["Recall (sensitivity)"]
+
+
+def test_metrics_of_other_names_are_drawn_after_the_known_ones():
+    # Another study's table: names this package does not know, no counts; the statistics
+    # test every such metric, so the figures draw them too, in order of first appearance.
+    runs = make_runs(metrics=("dice", "accuracy", "sensitivity"))
+    runs = runs[~runs["metric"].isin(figures.COUNT_METRICS)]
+    for make in (metric_boxplot_figure, paired_plot_figure):
+        assert axis_titles(make(runs)) == ["Accuracy", "dice", "sensitivity"], make.__name__
 
 
 # --------------------------------------------------------------------------- palette
@@ -644,8 +653,25 @@ def test_metric_figures_writes_the_three_figures(tmp_path):
         check_svg(p)
 
 
+@pytest.mark.parametrize("absent", [("tn", "fp", "fn", "tp"), ("fn",)])
+def test_metric_figures_without_counts_skips_the_confusion_figure_with_one_line(tmp_path, absent):
+    out = tmp_path / "figures"
+    metric_figures(make_runs(n_reps=3), out, log=lambda _line: None)
+    assert (out / "confusion_matrices.png").exists()  # from an earlier, complete table
+    runs = make_runs(n_reps=3)
+    lines = []
+    paths = metric_figures(runs[~runs["metric"].isin(absent)], out, log=lines.append)
+    assert lines == [
+        f"Confusion-matrix figure skipped: the runs table has no rows for {', '.join(absent)}, which it needs."
+    ]
+    names = ["metrics_boxplot.png", "metrics_boxplot.svg", "paired_runs.png", "paired_runs.svg"]
+    assert [p.name for p in paths] == names
+    # No confusion figure of the earlier table is left to pass for one of this table.
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
+
+
 def test_metric_figures_writes_nothing_when_the_table_is_unusable(tmp_path):
     runs = make_runs()
-    with pytest.raises(DataError, match=r"metric\(s\) tn"):
-        metric_figures(runs[runs["metric"] != "tn"], tmp_path / "figures")
+    with pytest.raises(DataError, match="no metric to plot"):
+        metric_figures(runs[runs["metric"].isin(figures.COUNT_METRICS)], tmp_path / "figures")
     assert not (tmp_path / "figures").exists()

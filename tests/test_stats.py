@@ -18,6 +18,7 @@ from statsmodels.stats.power import TTestIndPower, TTestPower
 from ichseq.cli import main
 from ichseq.errors import ConfigError, DataError
 from ichseq.stats import (
+    TEST_COLUMNS,
     TESTS,
     bootstrap_mean_ci,
     compare_models,
@@ -25,6 +26,7 @@ from ichseq.stats import (
     read_runs,
     run_stats,
     validate_runs,
+    write_stats,
 )
 
 ALPHA = 0.05
@@ -267,13 +269,15 @@ def test_undefined_policy_in_every_output(tmp_path, policy, n, mean, paired):
     tests = pd.read_csv(paths["tests"], keep_default_na=False, na_values=[""])
     assert one(tests, test="shapiro", model_a="vivit").n_a == n
     assert one(tests, test="paired_t").n_a == paired
+    # Under every table drawn; Table IX (no confusion counts here) is one line saying it is skipped.
     line = f"Undefined values: {policy}"
+    skipped = "Mean confusion matrices skipped"
     md = paths["tables_md"].read_text()
-    assert md.count(line) == md.count("## Table") == 9
+    assert md.count(line) == md.count("## Table") - 1 == 8 and md.count(skipped) == 1
     tex = paths["tables_tex"].read_text()
-    assert tex.count(line) == tex.count("\\begin{table}") == 9
+    assert tex.count(line) == tex.count("\\begin{table}") - 1 == 8 and tex.count(skipped) == 1
     page = paths["tables_html"].read_text()
-    assert page.count(line) == page.count("<table>") == 9
+    assert page.count(line) == page.count("<table>") == 8 and page.count(skipped) == 1
     assert line in paths["summary_md"].read_text()
 
 
@@ -500,7 +504,8 @@ def test_missing_file(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [({"alpha": 0.0}, "alpha"), ({"alpha": 1.5}, "alpha"), ({"undefined": "ignore"}, "undefined"),
-     ({"seed": -1}, "seed"), ({"n_resamples": 0}, "n_resamples")],
+     ({"seed": -1}, "seed"), ({"n_resamples": 0}, "n_resamples"), ({"power_alpha": 1.0}, "power_alpha"),
+     ({"power_alpha": "0.5"}, "power_alpha")],
 )  # fmt: skip
 def test_bad_options(tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message):
@@ -511,3 +516,164 @@ def test_data_frame_input_is_validated_too(tmp_path):
     runs = long_table({"vivit": {"accuracy": [0.8, 0.9]}})
     with pytest.raises(DataError, match="runs table: needs at least 2 models"):
         run_stats(runs, tmp_path)
+
+
+# --------------------------------------------------------------------------- other studies' tables
+
+SKIPPED_TABLE = "Mean confusion matrices skipped: the runs table has no rows for tn, fp, fn, tp, which they need."
+SKIPPED_FIGURE = "Confusion-matrix figure skipped: the runs table has no rows for tn, fp, fn, tp, which it needs."
+CONFUSION_FILES = {"confusion.csv", "confusion_matrices.png", "confusion_matrices.svg"}
+
+
+def published(models, replicates: int, metrics, seed: int = 11) -> dict:
+    """What studies publish per run: a few rates, no confusion counts."""
+    rng = np.random.default_rng(seed)
+    return {m: {k: np.round(rng.uniform(0.6, 0.95, replicates), 3).tolist() for k in metrics} for m in models}
+
+
+@pytest.mark.parametrize(
+    ("models", "replicates", "metrics"),
+    [
+        (("vivit", "convnext", "resnet"), 5, ("accuracy", "precision", "recall", "f1")),
+        (("vivit", "convnext"), 5, ("accuracy",)),
+        (("vivit", "convnext", "resnet"), 2, ("accuracy", "recall")),
+        (("vivit", "convnext"), 4, ("sensitivity", "dice")),  # names this package does not know
+    ],
+)
+def test_command_runs_on_a_published_table_without_confusion_counts(tmp_path, capsys, models, replicates, metrics):
+    data = published(models, replicates, metrics)
+    csv = write_runs(tmp_path / "published.csv", data)
+    out = tmp_path / "stats"
+    assert main(["stats", str(csv), "--out", str(out), "--resamples", "50"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line for line in printed if "skipped" in line] == [SKIPPED_TABLE, SKIPPED_FIGURE]
+    assert sorted(p.name for p in out.iterdir()) == sorted(set(OUTPUTS + FIGURES) - CONFUSION_FILES)
+
+    tests = pd.read_csv(out / "tests.csv", keep_default_na=False, na_values=[""])
+    n_pairs = len(models) * (len(models) - 1) // 2
+    assert set(tests.metric) == set(metrics)
+    assert len(tests) == len(metrics) * (len(models) + 5 * n_pairs)
+    # Still the libraries' numbers, e.g. the first pair on the last metric.
+    a, b = np.array(data[models[0]][metrics[-1]]), np.array(data[models[1]][metrics[-1]])
+    where = {"metric": metrics[-1], "model_a": models[0], "model_b": models[1]}
+    assert one(tests, test="mann_whitney_u", **where).p_value == pytest.approx(sps.mannwhitneyu(a, b).pvalue)
+    assert one(tests, test="paired_t", **where).p_value == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    t = ttest_row(tests, metrics[-1], models[0], models[1])
+    assert t.p_value == pytest.approx(sps.ttest_ind(a, b, equal_var=t.test == "student_t").pvalue)
+
+    # Table IX is one line saying why, in every rendering; the findings end with it.
+    md = (out / "tables.md").read_text()
+    assert md.split("## Table IX. Mean confusion matrices over replicates\n\n")[1] == f"*{SKIPPED_TABLE}*\n"
+    assert SKIPPED_TABLE in (out / "tables.tex").read_text()
+    assert SKIPPED_TABLE in (out / "tables.html").read_text()
+    assert (out / "summary.md").read_text().rstrip().endswith(SKIPPED_TABLE)
+    assert SKIPPED_TABLE in (out / "findings.html").read_text()
+
+
+def test_two_replicates_run_every_test_that_two_values_allow():
+    data = {"a": {"accuracy": [0.70, 0.74], "recall": [0.7, 0.7, 0.8, 0.8]},
+            "b": {"accuracy": [0.80, 0.81], "recall": [0.6, 0.6, 0.9, 0.9]}}  # fmt: skip
+    t = compare_models(validate_runs(long_table(data)), n_resamples=FAST)
+    a, b = np.array(data["a"]["accuracy"]), np.array(data["b"]["accuracy"])
+    acc = t[t.metric == "accuracy"].set_index("test")
+    assert acc.loc["shapiro"].note.tolist() == ["n=2 < 3: Shapiro-Wilk undefined"] * 2
+    # Two values lie equally far from their median, so Levene's W divides by zero: undefined,
+    # not the p of 1e-30 that floating-point noise gives.
+    for metric in ("accuracy", "recall"):  # recall: four values, deviations equal within each model
+        levene = one(t, metric=metric, test="levene")
+        assert np.isnan(levene.p_value) and np.isnan(levene.statistic), metric
+        assert levene.note.startswith("deviations from the median equal within each sample"), metric
+    assert acc.loc["welch_t"].p_value == pytest.approx(sps.ttest_ind(a, b, equal_var=False).pvalue)
+    assert "levene undefined" in acc.loc["welch_t"].note
+    assert acc.loc["mann_whitney_u"].p_value == pytest.approx(sps.mannwhitneyu(a, b).pvalue)
+    assert acc.loc["paired_t"].p_value == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    assert acc.loc["wilcoxon"].p_value == pytest.approx(sps.wilcoxon(a - b).pvalue)
+
+
+def test_one_replicate_leaves_each_test_undefined_with_its_reason(tmp_path):
+    data = {"a": {"accuracy": [0.7]}, "b": {"accuracy": [0.8]}, "c": {"accuracy": [0.75]}}
+    paths = run_stats(long_table(data), tmp_path, n_resamples=FAST, log=lambda _line: None)
+    tests = pd.read_csv(paths["tests"], keep_default_na=False, na_values=[""])
+    undefined = tests[tests.test != "mann_whitney_u"]
+    assert undefined.p_value.isna().all()
+    assert undefined.note.str.contains("undefined").all()
+    assert "undefined (n < 2: t-test undefined)" in paths["summary_md"].read_text()
+
+
+def test_published_table_leaves_no_confusion_results_of_an_earlier_table(tmp_path, capsys):
+    out = tmp_path / "stats"
+    full = write_runs(tmp_path / "full.csv", STUDY)
+    assert main(["stats", str(full), "--out", str(out), "--resamples", "50"]) == 0
+    assert CONFUSION_FILES <= {p.name for p in out.iterdir()}
+    assert "skipped" not in capsys.readouterr().out  # the full table lacks nothing
+    rates = write_runs(tmp_path / "published.csv", published(("vivit", "convnext"), 5, ("accuracy",)))
+    assert main(["stats", str(rates), "--out", str(out), "--resamples", "50"]) == 0
+    assert not CONFUSION_FILES & {p.name for p in out.iterdir()}
+
+
+# --------------------------------------------------------------------------- outputs as a rule declares them
+
+
+def test_write_stats_writes_exactly_the_outputs_asked_for(tmp_path):
+    asked = {"summary_md": tmp_path / "results/summary.md", "tests": tmp_path / "results/stats/t.csv",
+             "findings_html": tmp_path / "page.html"}  # fmt: skip
+    paths = write_stats(long_table(STUDY), asked, n_resamples=FAST)
+    assert paths == asked
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == sorted(asked.values())
+    reference = run_stats(long_table(STUDY), tmp_path / "reference", n_resamples=FAST)
+    for key, path in asked.items():
+        assert path.read_bytes() == reference[key].read_bytes(), key
+
+
+def test_write_stats_refuses_a_confusion_file_it_cannot_fill(tmp_path):
+    csv = write_runs(tmp_path / "runs.csv", published(("vivit", "convnext"), 3, ("accuracy",)))
+    asked = {"tests": tmp_path / "out/tests.csv", "confusion": tmp_path / "out/confusion.csv"}
+    with pytest.raises(DataError) as error:
+        write_stats(read_runs(csv), asked, n_resamples=FAST)
+    assert str(error.value) == (f"{csv}: no rows for tn, fp, fn, tp, which the mean confusion matrices "
+                                f"({tmp_path / 'out/confusion.csv'}) need")  # fmt: skip
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="unknown output key.*findings"):
+        write_stats(long_table(STUDY), {"findings": tmp_path / "f.html"})
+
+
+# --------------------------------------------------------------------------- power at another alpha
+
+POWER = {"a": {"accuracy": (0.80 + 0.03 * Q).tolist()}, "b": {"accuracy": (0.77 + 0.03 * Q[::-1] ** 2).tolist()}}
+
+
+def test_power_alpha_changes_the_power_only():
+    runs = validate_runs(long_table(POWER))
+    tested = compare_models(runs, alpha=0.05, n_resamples=FAST)
+    half = compare_models(runs, alpha=0.05, power_alpha=0.5, n_resamples=FAST)
+    same = [c for c in TEST_COLUMNS if c not in ("power", "note")]
+    pd.testing.assert_frame_equal(tested[same], half[same])  # same tests, choice, p and Holm
+    t = ttest_row(half, "accuracy", "a", "b")
+    expected = TTestIndPower().power(effect_size=abs(t.effect_size), nobs1=10, alpha=0.5, ratio=1.0, df=t.df)
+    assert t.power == pytest.approx(expected) and t.power > ttest_row(tested, "accuracy", "a", "b").power
+    assert "TTestIndPower at alpha=0.5" in t.note
+    pt = one(half, test="paired_t")
+    assert pt.power == pytest.approx(TTestPower().power(effect_size=abs(pt.effect_size), nobs=10, alpha=0.5))
+    assert "TTestPower at alpha=0.5" in pt.note
+
+
+def test_power_alpha_is_named_under_every_table_and_in_the_findings(tmp_path):
+    csv = write_runs(tmp_path / "metrics.csv", STUDY)
+    out = tmp_path / "stats"
+    assert main(["stats", str(csv), "--out", str(out), "--resamples", "50", "--power-alpha", "0.5"]) == 0
+    md = (out / "tables.md").read_text()
+    assert md.count("α = 0.05; power at α = 0.5.") == md.count("## Table") == 9
+    assert "Power of the test used at alpha = 0.5, not the tests' alpha = 0.05." in md
+    assert (out / "tables.tex").read_text().count("$\\alpha = 0.05$; power at $\\alpha = 0.5$.") == 9
+    assert (out / "tables.html").read_text().count("α = 0.05; power at α = 0.5.") == 9
+    findings = (out / "summary.md").read_text()
+    assert "power (α = 0.5) = " in findings and "power at α = 0.5" in findings
+    assert "significant at α = 0.05 after Holm" in findings
+
+
+def test_power_alpha_unset_or_equal_to_alpha_changes_nothing(tmp_path):
+    unset = run_stats(long_table(STUDY), tmp_path / "unset", n_resamples=FAST)
+    equal = run_stats(long_table(STUDY), tmp_path / "equal", power_alpha=ALPHA, n_resamples=FAST)
+    for key in unset:
+        assert unset[key].read_bytes() == equal[key].read_bytes(), key
+    assert "power at" not in unset["tables_md"].read_text()

@@ -4,7 +4,7 @@
     ichseq download DEST [--url URL]          (credentials: PHYSIONET_USERNAME/PASSWORD or ~/.netrc)
     ichseq to-jpg SRC DEST                    (v1.3.1 NIfTI -> v1.0.0 JPG layout)
     ichseq check PATH                         (detect the layout and validate a dataset)
-    ichseq stats METRICS_CSV --out DIR [--alpha A --undefined drop|zero --seed S --resamples N]
+    ichseq stats METRICS_CSV --out DIR [--alpha A --undefined drop|zero --seed S --resamples N --power-alpha A]
                                               (compare models over replicates: tests, tables)
 """
 
@@ -51,10 +51,12 @@ def _stats(args) -> None:
     from .stats import read_runs, run_stats
 
     runs = read_runs(args.metrics_csv)
+    # A part whose inputs the table lacks (confusion counts) is skipped with one printed line.
     paths = list(run_stats(
-        runs, args.out, alpha=args.alpha, undefined=args.undefined, seed=args.seed, n_resamples=args.resamples
-    ).values())
-    paths += metric_figures(runs, args.out)  # box plots, mean confusion matrices, paired runs
+        runs, args.out, alpha=args.alpha, undefined=args.undefined, seed=args.seed, n_resamples=args.resamples,
+        power_alpha=args.power_alpha, log=print,
+    ).values())  # fmt: skip
+    paths += metric_figures(runs, args.out, log=print)  # box plots, mean confusion matrices, paired runs
     for path in paths:
         print(f"written {path}")
 
@@ -87,6 +89,10 @@ def main(argv=None) -> int:
     p.add_argument("--undefined", choices=("drop", "zero"), default="drop", help="undefined values: drop or count as 0")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--resamples", type=int, default=9999, help="bootstrap resamples (default 9999)")
+    p.add_argument(
+        "--power-alpha", type=float, default=None, metavar="A",
+        help="alpha of the power column (default: --alpha; the study used 0.5)",
+    )  # fmt: skip
     p.set_defaults(func=_stats)
     args = parser.parse_args(argv)
     try:

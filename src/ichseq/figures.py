@@ -30,7 +30,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -228,10 +228,13 @@ def _runs(runs: pd.DataFrame) -> pd.DataFrame:
 def _choose_metrics(df: pd.DataFrame, metrics: Iterable[str] | str | None) -> list[str]:
     present = set(df["metric"])
     if metrics is None:
+        # The known rates in their order, then any other non-count metric of the table (another
+        # study's "sensitivity", say) in order of first appearance -- what the statistics test.
         chosen = [m for m in RATE_METRICS if m in present]
+        chosen += [m for m in dict.fromkeys(df["metric"]) if m not in RATE_METRICS and m not in COUNT_METRICS]
         if not chosen:
             raise DataError(
-                f"runs table holds none of the rate metrics {', '.join(RATE_METRICS)}"
+                f"runs table holds no metric to plot, only the counts {', '.join(sorted(present))}"
             )
         return chosen
     chosen = [metrics] if isinstance(metrics, str) else list(dict.fromkeys(metrics))
@@ -364,6 +367,11 @@ def metric_boxplot(
 # --------------------------------------------------------------------------- confusion matrices
 
 
+def _absent_counts(df: pd.DataFrame) -> list[str]:
+    present = set(df["metric"])
+    return [c for c in ("tn", "fp", "fn", "tp") if c not in present]
+
+
 def confusion_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean and sample sd over runs of each confusion-matrix cell, per model.
 
@@ -372,7 +380,7 @@ def confusion_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """
     df = _runs(runs)
     cells = {"tn": (0, 0), "fp": (0, 1), "fn": (1, 0), "tp": (1, 1)}
-    absent = [c for c in cells if c not in set(df["metric"])]
+    absent = _absent_counts(df)
     if absent:
         raise DataError(
             f"runs table has no rows for metric(s) {', '.join(absent)}, "
@@ -758,20 +766,31 @@ def cost_plot(cost: pd.DataFrame, stem: str | Path) -> list[Path]:
 # --------------------------------------------------------------------------- all metric figures
 
 
-def metric_figures(runs: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+def metric_figures(
+    runs: pd.DataFrame, out_dir: str | Path, log: Callable[[str], None] = print
+) -> list[Path]:
     """Write the box plots, confusion matrices and paired runs of ``runs`` into ``out_dir``.
 
-    Stems ``metrics_boxplot``, ``confusion_matrices`` and ``paired_runs``; returns the six
-    paths (PNG and SVG of each). The table is validated before anything is written.
+    Stems ``metrics_boxplot``, ``confusion_matrices`` and ``paired_runs``; returns the paths
+    written (PNG and SVG of each). Any metric is enough for the box plots and paired runs;
+    the confusion matrices need the counts tn, fp, fn, tp: without them they are skipped
+    with one line to ``log`` (and a pair left in ``out_dir`` by an earlier run is removed, so
+    that the folder holds no figure of another table). The table is validated and every
+    figure drawn before anything is written.
     """
     out_dir = Path(out_dir)
-    figures = [
-        (metric_boxplot_figure(runs), "metrics_boxplot"),
-        (confusion_matrices_figure(runs), "confusion_matrices"),
-        (paired_plot_figure(runs), "paired_runs"),
-    ]
+    absent = _absent_counts(_runs(runs))
+    figures = [(metric_boxplot_figure(runs), "metrics_boxplot")]
+    if not absent:
+        figures.append((confusion_matrices_figure(runs), "confusion_matrices"))
+    figures.append((paired_plot_figure(runs), "paired_runs"))
+    if absent:
+        log(f"Confusion-matrix figure skipped: the runs table has no rows for {', '.join(absent)}, which it needs.")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     for fig, stem in figures:
         paths += save_figure(fig, out_dir / stem)
+    if absent:
+        for path in _paths(out_dir / "confusion_matrices"):
+            path.unlink(missing_ok=True)
     return paths

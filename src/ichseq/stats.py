@@ -15,9 +15,17 @@ The study's protocol, for every rate metric:
   with Cohen's d (pooled SD, :func:`pingouin.compute_effsize`) and the power of that test at
   ``alpha`` (:class:`statsmodels.stats.power.TTestIndPower` with the test's own degrees of
   freedom; for Welch this is the usual approximation, exact for equal group sizes). The
-  study computed its power at alpha 0.5 by mistake; here it is the configured alpha;
+  study computed its power at alpha 0.5 while testing at 0.05; here the power uses the
+  test's alpha unless ``power_alpha`` is given (then every table and the findings say so);
 * Mann--Whitney U (two-sided) with the rank-biserial correlation;
 * min/max, means and mean confusion matrices per model.
+
+Only the rate metrics are needed: a table of another study's published per-run results
+(say accuracy, precision and recall) is compared the same way. The mean confusion matrices
+need the counts ``tn, fp, fn, tp``; without them they are skipped, with one line saying why
+in the log and in place of Table IX. A test that lacks data (Shapiro--Wilk with fewer than 3
+values, any test with fewer than 2, Levene when each sample's deviations from its median are
+all equal, as with 2 values) is reported as undefined, with the reason in ``note``.
 
 Beyond the study, because every model of replicate ``r`` is trained and tested on the same
 split, model pairs are also compared *paired by replicate*: paired t with Cohen's d_z and
@@ -53,7 +61,9 @@ import html
 import itertools
 import math
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -71,6 +81,8 @@ from .io import write_csv_atomic, write_text_atomic
 RUN_COLUMNS = ("model", "replicate", "metric", "value")
 #: Metrics that are counts: averaged into confusion matrices, never tested.
 COUNT_METRICS = ("tn", "fp", "fn", "tp", "n_test")
+#: The counts a mean confusion matrix is made of.
+CONFUSION_COUNTS = ("tn", "fp", "fn", "tp")
 #: Rate metrics in report order (others follow in order of first appearance).
 RATE_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "balanced_accuracy", "roc_auc")
 UNDEFINED_POLICIES = ("drop", "zero")
@@ -98,6 +110,17 @@ _POLICY_TEXT = {
     "zero": "undefined values counted as 0 (as in the study)",
 }
 NAN = float("nan")
+#: What :func:`run_stats` and :func:`write_stats` write: output key -> file name under ``--out``.
+OUTPUT_NAMES = {
+    "tests": "tests.csv",
+    "summary": "summary.csv",
+    "confusion": "confusion.csv",
+    "tables_md": "tables.md",
+    "tables_tex": "tables.tex",
+    "tables_html": "tables.html",
+    "summary_md": "summary.md",
+    "findings_html": "findings.html",
+}
 
 
 # ----------------------------------------------------------------------------- input
@@ -200,9 +223,15 @@ def _rate_metrics(runs: pd.DataFrame) -> list[str]:
     return known + [m for m in present if m not in RATE_METRICS and m not in COUNT_METRICS]
 
 
-def _check_options(alpha, undefined, seed, n_resamples) -> None:
+def _check_alpha(name: str, alpha) -> None:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < float(alpha) < 1.0:
-        raise ConfigError(f"alpha must be a number in (0, 1); got {alpha!r}")
+        raise ConfigError(f"{name} must be a number in (0, 1); got {alpha!r}")
+
+
+def _check_options(alpha, undefined, seed, n_resamples, power_alpha=None) -> None:
+    _check_alpha("alpha", alpha)
+    if power_alpha is not None:
+        _check_alpha("power_alpha", power_alpha)
     if undefined not in UNDEFINED_POLICIES:
         raise ConfigError(f"undefined must be one of {', '.join(UNDEFINED_POLICIES)}; got {undefined!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -305,6 +334,13 @@ def _shapiro(x: np.ndarray) -> tuple[float, float, str]:
 def _levene(a: np.ndarray, b: np.ndarray) -> tuple[float, float, str]:
     if a.size < 2 or b.size < 2:
         return NAN, NAN, f"n={min(a.size, b.size)} < 2: Levene undefined"
+    dev_a, dev_b = np.abs(a - np.median(a)), np.abs(b - np.median(b))
+    if _constant(dev_a) and _constant(dev_b) and (dev_a.any() or dev_b.any()):
+        # Levene's W divides by the spread of these deviations within the samples: with none
+        # it is infinite (or floating-point noise), not evidence of unequal variances.
+        return NAN, NAN, (
+            "deviations from the median equal within each sample (always so for 2 values): Levene undefined"
+        )
     res = _quiet(sps.levene, a, b, center="median")
     if not np.isfinite(res.pvalue):
         return NAN, NAN, "no spread around the median in either sample: Levene undefined"
@@ -315,8 +351,8 @@ def _fmt_alpha(alpha: float) -> str:
     return f"{alpha:g}"
 
 
-def _independent_t(metric, ma, mb, a, b, alpha, sh_a, sh_b, lev) -> dict:
-    """Student's or Welch's t by the study's rule, with Cohen's d and power at ``alpha``."""
+def _independent_t(metric, ma, mb, a, b, alpha, sh_a, sh_b, lev, power_alpha) -> dict:
+    """Student's or Welch's t by the study's rule, with Cohen's d and power at ``power_alpha``."""
     al = _fmt_alpha(alpha)
     reasons = []
     for model, p in ((ma, sh_a), (mb, sh_b)):
@@ -338,9 +374,12 @@ def _independent_t(metric, ma, mb, a, b, alpha, sh_a, sh_b, lev) -> dict:
     res = _quiet(sps.ttest_ind, a, b, equal_var=(test == "student_t"))
     d = float(_quiet(pg.compute_effsize, a, b, paired=False, eftype="cohen"))
     power = float(
-        TTestIndPower().power(effect_size=abs(d), nobs1=a.size, alpha=alpha, ratio=b.size / a.size, df=float(res.df))
+        TTestIndPower().power(
+            effect_size=abs(d), nobs1=a.size, alpha=power_alpha, ratio=b.size / a.size, df=float(res.df)
+        )
     )
-    note += f"; d: pingouin.compute_effsize (pooled SD); power: statsmodels TTestIndPower at alpha={al}"
+    pal = _fmt_alpha(power_alpha)
+    note += f"; d: pingouin.compute_effsize (pooled SD); power: statsmodels TTestIndPower at alpha={pal}"
     if test == "welch_t":
         note += " with Welch df"
     return _row(
@@ -362,7 +401,7 @@ def _mann_whitney(metric, ma, mb, a, b) -> dict:
     )  # fmt: skip
 
 
-def _paired(metric, ma, mb, sa: pd.Series, sb: pd.Series, alpha, seed, n_resamples) -> list[dict]:
+def _paired(metric, ma, mb, sa: pd.Series, sb: pd.Series, power_alpha, seed, n_resamples) -> list[dict]:
     """Paired t (Cohen's d_z) and Wilcoxon signed-rank over the replicates both models have.
 
     Cohen's d_z is the mean of the paired differences divided by their standard deviation
@@ -376,7 +415,7 @@ def _paired(metric, ma, mb, sa: pd.Series, sb: pd.Series, alpha, seed, n_resampl
     a = sa.loc[common].to_numpy()
     b = sb.loc[common].to_numpy()
     paired = f"paired over {len(common)} replicates present for both models ({ma}: {len(sa)}, {mb}: {len(sb)})"
-    al = _fmt_alpha(alpha)
+    al = _fmt_alpha(power_alpha)
     if len(common) < 2:
         undefined = f"{paired}; fewer than 2 pairs: undefined"
         return [
@@ -393,7 +432,7 @@ def _paired(metric, ma, mb, sa: pd.Series, sb: pd.Series, alpha, seed, n_resampl
     else:
         res = _quiet(sps.ttest_rel, a, b)
         dz = float(_quiet(pg.compute_effsize, a, b, paired=True, eftype="cohen_dz"))
-        power = float(TTestPower().power(effect_size=abs(dz), nobs=len(common), alpha=alpha))
+        power = float(TTestPower().power(effect_size=abs(dz), nobs=len(common), alpha=power_alpha))
         t_note = (f"{paired}; d_z = mean diff / sd of diffs (pingouin cohen_dz); "
                   f"power: statsmodels TTestPower at alpha={al}; {ci}")  # fmt: skip
         t_row = _row(
@@ -451,9 +490,18 @@ def _holm(pvalues: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def compare_models(
-    runs: pd.DataFrame, alpha: float = 0.05, undefined: str = "drop", seed: int = 0, n_resamples: int = 9999
+    runs: pd.DataFrame,
+    alpha: float = 0.05,
+    undefined: str = "drop",
+    seed: int = 0,
+    n_resamples: int = 9999,
+    power_alpha: float | None = None,
 ) -> pd.DataFrame:
-    """The tidy ``tests.csv`` table (columns :data:`TEST_COLUMNS`) of a validated runs table."""
+    """The tidy ``tests.csv`` table (columns :data:`TEST_COLUMNS`) of a validated runs table.
+
+    ``power`` is computed at ``power_alpha`` (default: ``alpha``, the level of the tests).
+    """
+    power_alpha = alpha if power_alpha is None else power_alpha
     models = list(dict.fromkeys(runs["model"]))
     rows = []
     for metric in _rate_metrics(runs):
@@ -468,9 +516,9 @@ def compare_models(
             a, b = series[ma].to_numpy(), series[mb].to_numpy()
             w, lev, note = _levene(a, b)
             rows.append(_row(metric, "levene", ma, mb, a, b, statistic=w, p_value=lev, note=note or "center=median"))
-            rows.append(_independent_t(metric, ma, mb, a, b, alpha, shapiro[ma], shapiro[mb], lev))
+            rows.append(_independent_t(metric, ma, mb, a, b, alpha, shapiro[ma], shapiro[mb], lev, power_alpha))
             rows.append(_mann_whitney(metric, ma, mb, a, b))
-            rows.extend(_paired(metric, ma, mb, series[ma], series[mb], alpha, seed, n_resamples))
+            rows.extend(_paired(metric, ma, mb, series[ma], series[mb], power_alpha, seed, n_resamples))
     tests = pd.DataFrame(rows, columns=list(TEST_COLUMNS))
     tests["p_holm"] = holm_adjust(tests, alpha)
     for col in ("n_a", "n_b"):
@@ -506,6 +554,14 @@ def summarise(runs: pd.DataFrame, undefined: str = "drop", seed: int = 0, n_resa
                 }
             )
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+
+
+def confusion_skip_reason(runs: pd.DataFrame) -> str | None:
+    """Why the mean confusion matrices cannot be computed from ``runs`` (None when they can)."""
+    absent = [c for c in CONFUSION_COUNTS if c not in set(runs["metric"])]
+    if not absent:
+        return None
+    return f"no rows for {', '.join(absent)}"
 
 
 def mean_confusion(runs: pd.DataFrame, undefined: str = "drop") -> pd.DataFrame:
@@ -554,12 +610,20 @@ def _int(x) -> str:
     return "n/a" if x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)) else str(int(x))
 
 
-def policy_line(undefined: str, alpha: float, markdown: bool = True) -> str:
-    """The line printed under every table: undefined-value policy and alpha."""
+def _power_differs(alpha: float, power_alpha: float | None) -> bool:
+    return power_alpha is not None and power_alpha != alpha
+
+
+def policy_line(undefined: str, alpha: float, markdown: bool = True, power_alpha: float | None = None) -> str:
+    """The line printed under every table: undefined-value policy, alpha, and the power's
+    alpha when it is not the tests' one."""
     text = f"Undefined values: {undefined} -- {_POLICY_TEXT[undefined]}."
+    power = _power_differs(alpha, power_alpha)
     if markdown:
-        return f"*{text.replace(' -- ', ' — ')} α = {_fmt_alpha(alpha)}.*"
-    return f"{text} $\\alpha = {_fmt_alpha(alpha)}$."
+        extra = f"; power at α = {_fmt_alpha(power_alpha)}" if power else ""
+        return f"*{text.replace(' -- ', ' — ')} α = {_fmt_alpha(alpha)}{extra}.*"
+    extra = f"; power at $\\alpha = {_fmt_alpha(power_alpha)}$" if power else ""
+    return f"{text} $\\alpha = {_fmt_alpha(alpha)}${extra}."
 
 
 def _md_table(headers, rows, align) -> str:
@@ -574,25 +638,46 @@ def _tex_table(headers, rows, align) -> str:
 def _holm_text(tests: pd.DataFrame) -> str:
     n_metrics = tests["metric"].nunique()
     n_pairs = len(tests[tests["test"] != "shapiro"][["model_a", "model_b"]].drop_duplicates())
-    across = f"{n_metrics} metrics" + (f" x {n_pairs} model pairs" if n_pairs > 1 else "")
+    across = f"{n_metrics} metric{'s' if n_metrics != 1 else ''}" + (f" x {n_pairs} model pairs" if n_pairs > 1 else "")
     return f"Holm: within each test across {across}."
 
 
-def _sections(tests: pd.DataFrame, summary: pd.DataFrame, confusion: pd.DataFrame, alpha: float):
-    """``(title, headers, rows, align, extra_note)`` of every table, in the study's order."""
+def _power_note(alpha: float, power_alpha: float | None) -> str:
+    if _power_differs(alpha, power_alpha):
+        pal, al = _fmt_alpha(power_alpha), _fmt_alpha(alpha)
+        return f"Power of the test used at alpha = {pal}, not the tests' alpha = {al}."
+    return f"Power of the test used at alpha = {_fmt_alpha(alpha)}."
+
+
+def _confusion_skipped_line(reason: str) -> str:
+    return f"Mean confusion matrices skipped: the runs table has {reason}, which they need."
+
+
+class _Section(NamedTuple):
+    title: str
+    headers: list
+    rows: list
+    align: tuple
+    extra: str  # note after the policy line
+    skipped: str = ""  # the line that replaces a table whose inputs are missing
+
+
+def _sections(tests, summary, confusion, alpha: float, power_alpha: float | None = None):
+    """Every table as a :class:`_Section`, in the study's order. ``confusion`` is the reason
+    string instead of a table when the mean confusion matrices were skipped."""
     t = tests
     holm = _holm_text(tests)
     by = lambda name: t[t["test"] == name]  # noqa: E731
     pair = lambda r: f"{r.model_a} vs {r.model_b}"  # noqa: E731
     out = []
-    out.append((
+    out.append(_Section(
         "Table I. Shapiro-Wilk test of normality",
         ["metric", "model", "n", "W", "p"],
         [[r.metric, r.model_a, _int(r.n_a), _num(r.statistic), format_p(r.p_value)]
          for r in by("shapiro").itertuples()],
         ("left", "left", "right", "right", "right"), "",
     ))  # fmt: skip
-    out.append((
+    out.append(_Section(
         "Table II. Levene's test of equal variances (median-centred)",
         ["metric", "models", "W", "p"],
         [[r.metric, pair(r), _num(r.statistic), format_p(r.p_value)] for r in by("levene").itertuples()],
@@ -600,14 +685,14 @@ def _sections(tests: pd.DataFrame, summary: pd.DataFrame, confusion: pd.DataFram
     ))  # fmt: skip
     ttests = t[t["test"].isin(["student_t", "welch_t"])]
     names = {"student_t": "Student", "welch_t": "Welch"}
-    out.append((
+    out.append(_Section(
         "Table III. t-tests (Student's if both samples pass Shapiro-Wilk and Levene, else Welch's)",
         ["metric", "models", "test", "t", "df", "p", "p Holm", "Cohen's d", "power"],
         [[r.metric, pair(r), names[r.test], _num(r.statistic), _num(r.df, 1), format_p(r.p_value),
           format_p(r.p_holm), _num(r.effect_size), _num(r.power)] for r in ttests.itertuples()],
-        ("left", "left", "left") + ("right",) * 6, f"Power of the test used at alpha = {_fmt_alpha(alpha)}. {holm}",
+        ("left", "left", "left") + ("right",) * 6, f"{_power_note(alpha, power_alpha)} {holm}",
     ))  # fmt: skip
-    out.append((
+    out.append(_Section(
         "Table IV. Mann-Whitney U test (two-sided)",
         ["metric", "models", "U", "p", "p Holm", "rank-biserial r"],
         [[r.metric, pair(r), _num(r.statistic, 1), format_p(r.p_value), format_p(r.p_holm), _num(r.effect_size)]
@@ -615,13 +700,13 @@ def _sections(tests: pd.DataFrame, summary: pd.DataFrame, confusion: pd.DataFram
         ("left", "left") + ("right",) * 4, holm,
     ))  # fmt: skip
     rates = summary[~summary["metric"].isin(COUNT_METRICS)]
-    out.append((
+    out.append(_Section(
         "Table V. Minimum and maximum over replicates",
         ["metric", "model", "n", "min", "max"],
         [[r.metric, r.model, _int(r.n), _num(r.min), _num(r.max)] for r in rates.itertuples()],
         ("left", "left", "right", "right", "right"), "",
     ))  # fmt: skip
-    out.append((
+    out.append(_Section(
         "Table VI. Means over replicates",
         ["metric", "model", "n", "undefined", "mean", "sd", "median"],
         [[r.metric, r.model, _int(r.n), _int(r.n_undefined), _num(r.mean), _num(r.sd), _num(r.median)]
@@ -635,7 +720,7 @@ def _sections(tests: pd.DataFrame, summary: pd.DataFrame, confusion: pd.DataFram
         rows.append([r.metric, pair(r), _int(r.n_a), _num(p.mean_a - p.mean_b), _num(p.statistic), format_p(p.p_value),
                      format_p(p.p_holm), _num(p.effect_size), _num(r.statistic, 1), format_p(r.p_value),
                      format_p(r.p_holm), _num(r.effect_size)])  # fmt: skip
-    out.append((
+    out.append(_Section(
         "Table VII. Paired tests by replicate (paired t and Wilcoxon signed-rank)",
         ["metric", "models", "pairs", "mean diff", "t", "p", "p Holm", "d_z", "Wilcoxon W", "p", "p Holm", "matched r"],
         rows, ("left", "left") + ("right",) * 10,
@@ -646,17 +731,20 @@ def _sections(tests: pd.DataFrame, summary: pd.DataFrame, confusion: pd.DataFram
     rows += [[r.metric, f"{r.model_a} - {r.model_b} (paired)", _num(r.mean_a - r.mean_b),
               f"[{_num(r.ci_low)}, {_num(r.ci_high)}]", _ci_method(r.note)]
              for r in by("paired_t").itertuples()]  # fmt: skip
-    out.append((
+    out.append(_Section(
         "Table VIII. Bootstrap 95% confidence intervals of means and paired mean differences",
         ["metric", "model / difference", "estimate", "95% CI", "method"],
         rows, ("left", "left", "right", "right", "left"), "",
     ))  # fmt: skip
-    out.append((
+    skipped = isinstance(confusion, str)
+    out.append(_Section(
         "Table IX. Mean confusion matrices over replicates",
         ["model", "replicates", "TN", "FP", "FN", "TP"],
+        [] if skipped else
         [[r.model, _int(r.n_replicates)] + [f"{_num(getattr(r, c + '_mean'), 1)} ({_num(getattr(r, c + '_sd'), 1)})"
          for c in ("tn", "fp", "fn", "tp")] for r in confusion.itertuples()],
         ("left",) + ("right",) * 5, "Mean (sd) of the test-set counts.",
+        _confusion_skipped_line(confusion) if skipped else "",
     ))  # fmt: skip
     return out
 
@@ -675,33 +763,50 @@ def _tex_escape(text: str) -> str:
     ).replace("Shapiro-Wilk", "Shapiro--Wilk").replace("Mann-Whitney", "Mann--Whitney")
 
 
-def render_tables(tests, summary, confusion, alpha: float, undefined: str) -> tuple[str, str]:
-    """``(markdown, latex)`` of the study's tables, each followed by the policy/alpha line."""
+def render_tables(
+    tests, summary, confusion, alpha: float, undefined: str, power_alpha: float | None = None
+) -> tuple[str, str]:
+    """``(markdown, latex)`` of the study's tables, each followed by the policy/alpha line.
+
+    ``confusion`` is the :func:`mean_confusion` table, or the reason it was skipped (a
+    string), which then stands in place of Table IX.
+    """
     md = ["# Statistical comparison of models", ""]
     tex = [
         "% ichseq stats: the study's tables. Needs \\usepackage{booktabs} in the preamble.",
         "",
     ]
-    for title, headers, rows, align, extra in _sections(tests, summary, confusion, alpha):
+    policy_md = policy_line(undefined, alpha, markdown=True, power_alpha=power_alpha)
+    policy_tex = policy_line(undefined, alpha, markdown=False, power_alpha=power_alpha)
+    for title, headers, rows, align, extra, skipped in _sections(tests, summary, confusion, alpha, power_alpha):
         md += [f"## {title}", ""]
-        md += [_md_table(headers, rows, align) if rows else "(no rows)", ""]
-        md += [policy_line(undefined, alpha, markdown=True) + (f" {extra}" if extra else ""), ""]
         caption = title.split(". ", 1)[1]
         tex += [f"% {title.split('. ', 1)[0]}", "\\begin{table}[htbp]", "\\centering"]
         tex += [f"\\caption{{{_tex_escape(caption)}}}"]
+        if skipped:
+            md += [f"*{skipped}*", ""]
+            tex += [f"{{\\footnotesize {_tex_escape(skipped)}}}", "\\end{table}", ""]
+            continue
+        md += [_md_table(headers, rows, align) if rows else "(no rows)", ""]
+        md += [policy_md + (f" {extra}" if extra else ""), ""]
         tex += [_tex_table(headers, rows, align) if rows else "(no rows)"]  # tabulate escapes cells
-        tex += [f"\\par\\smallskip{{\\footnotesize {policy_line(undefined, alpha, markdown=False)}"
+        tex += [f"\\par\\smallskip{{\\footnotesize {policy_tex}"
                 + (f" {_tex_escape(extra)}" if extra else "") + "}", "\\end{table}", ""]  # fmt: skip
     return "\n".join(md), "\n".join(tex)
 
 
-def render_tables_html(tests, summary, confusion, alpha: float, undefined: str) -> str:
+def render_tables_html(
+    tests, summary, confusion, alpha: float, undefined: str, power_alpha: float | None = None
+) -> str:
     """The same tables as one self-contained HTML page, for the Snakemake report (which
     offers CSV and Markdown only as downloads)."""
-    policy = policy_line(undefined, alpha, markdown=True).strip("*")
+    policy = policy_line(undefined, alpha, markdown=True, power_alpha=power_alpha).strip("*")
     parts = []
-    for title, headers, rows, align, extra in _sections(tests, summary, confusion, alpha):
+    for title, headers, rows, align, extra, skipped in _sections(tests, summary, confusion, alpha, power_alpha):
         parts.append(htmlpage.heading(title))
+        if skipped:
+            parts.append(htmlpage.note(skipped))
+            continue
         parts.append(htmlpage.table(headers, rows, align) if rows else htmlpage.note("(no rows)"))
         parts.append(htmlpage.note(policy + (f" {extra}" if extra else "")))
     return htmlpage.page("Statistical comparison of models", parts)
@@ -712,9 +817,17 @@ def _p_is(label: str, p: float) -> str:
     return f"{label} {text[0]} {text[1:]}" if text.startswith("<") else f"{label} = {text}"
 
 
-def render_findings(tests: pd.DataFrame, alpha: float, undefined: str) -> str:
-    """``summary.md``: per metric and model pair, the higher mean and the tests' verdicts."""
+def render_findings(
+    tests: pd.DataFrame,
+    alpha: float,
+    undefined: str,
+    power_alpha: float | None = None,
+    skipped: Sequence[str] = (),
+) -> str:
+    """``summary.md``: per metric and model pair, the higher mean and the tests' verdicts;
+    then the policy line and one line per ``skipped`` part (e.g. the confusion matrices)."""
     al = _fmt_alpha(alpha)
+    power_label = f"power (α = {_fmt_alpha(power_alpha)})" if _power_differs(alpha, power_alpha) else "power"
     lines = ["# Findings", ""]
     names = {"student_t": "Student's t-test", "welch_t": "Welch's t-test", "mann_whitney_u": "Mann-Whitney U test",
              "paired_t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test"}  # fmt: skip
@@ -730,7 +843,7 @@ def render_findings(tests: pd.DataFrame, alpha: float, undefined: str) -> str:
         text = (f"{label}: {symbols[r.test]} = {statistic}, {_p_is('p', r.p_value)}, "
                 f"{_p_is('Holm p', r.p_holm)}, {effects[r.effect_size_name]} = {_num(r.effect_size, 2)}")  # fmt: skip
         if r.test in ("student_t", "welch_t", "paired_t"):
-            text += f", power = {_num(r.power, 2)}"
+            text += f", {power_label} = {_num(r.power, 2)}"
         return f"{text} — {'significant' if sig else 'not significant'} at α = {al} after Holm"
 
     comparisons = tests[tests["test"] != "shapiro"][["metric", "model_a", "model_b"]].drop_duplicates()
@@ -753,10 +866,13 @@ def render_findings(tests: pd.DataFrame, alpha: float, undefined: str) -> str:
             f"- {head}",
             f"  - {verdict(t, f'{names[t.test]} ({why})')}.",
             f"  - {verdict(get['mann_whitney_u'], names['mann_whitney_u'])}.",
-            f"  - Paired by replicate ({_int(pt.n_a)} pairs): {verdict(pt, names['paired_t'])}; "
+            f"  - Paired by replicate ({_int(pt.n_a)} pair{'' if pt.n_a == 1 else 's'}): "
+            f"{verdict(pt, names['paired_t'])}; "
             f"{verdict(get['wilcoxon'], names['wilcoxon'])}.",
         ]
-    lines += ["", policy_line(undefined, alpha, markdown=True) + " " + _holm_text(tests), ""]
+    lines += ["", policy_line(undefined, alpha, markdown=True, power_alpha=power_alpha) + " " + _holm_text(tests), ""]
+    for line in skipped:
+        lines += [line, ""]
     return "\n".join(lines)
 
 
@@ -800,6 +916,66 @@ def _write_text_atomic(path: Path, text: str) -> None:
 # ----------------------------------------------------------------------------- entry point
 
 
+def write_stats(
+    runs: pd.DataFrame,
+    outputs: Mapping[str, str | Path],
+    alpha: float = 0.05,
+    undefined: str = "drop",
+    seed: int = 0,
+    n_resamples: int = 9999,
+    power_alpha: float | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Path]:
+    """Compare every pair of models on every rate metric and write exactly ``outputs``.
+
+    ``outputs`` maps keys of :data:`OUTPUT_NAMES` to the paths to write -- any subset, e.g.
+    the outputs a Snakemake rule declares; nothing else is written. Each file is written
+    atomically. ``confusion`` needs the counts tn, fp, fn, tp (``DataError`` otherwise);
+    without them the tables and findings say, in place of Table IX, why it is skipped.
+    ``power_alpha`` (default ``alpha``) is the alpha of the power column. ``runs`` is a
+    ``model,replicate,metric,value`` table (e.g. from :func:`read_runs`), validated here.
+    Returns the written paths keyed as ``outputs``.
+    """
+    unknown = [key for key in outputs if key not in OUTPUT_NAMES]
+    if unknown:
+        raise ValueError(f"unknown output key(s) {', '.join(unknown)}; known: {', '.join(OUTPUT_NAMES)}")
+    _check_options(alpha, undefined, seed, n_resamples, power_alpha)
+    alpha, seed, n_resamples = float(alpha), int(seed), int(n_resamples)
+    power_alpha = None if power_alpha is None else float(power_alpha)
+    runs = validate_runs(runs, source=runs.attrs.get("source", "runs table"))
+    paths = {key: Path(outputs[key]) for key in OUTPUT_NAMES if key in outputs}
+    skip = confusion_skip_reason(runs)
+    if skip and "confusion" in paths:
+        raise DataError(
+            f"{runs.attrs['source']}: {skip}, which the mean confusion matrices ({paths['confusion']}) need"
+        )
+    tests = compare_models(
+        runs, alpha=alpha, undefined=undefined, seed=seed, n_resamples=n_resamples, power_alpha=power_alpha
+    )
+    summary = summarise(runs, undefined=undefined, seed=seed, n_resamples=n_resamples)
+    confusion = skip if skip else mean_confusion(runs, undefined=undefined)
+    skipped = [_confusion_skipped_line(skip)] if skip else []
+    for line in skipped:
+        log(line)
+    markdown, latex = render_tables(tests, summary, confusion, alpha, undefined, power_alpha)
+    findings = render_findings(tests, alpha, undefined, power_alpha, skipped=skipped)
+    writers = {
+        "tests": lambda path: write_csv_atomic(tests, path),
+        "summary": lambda path: write_csv_atomic(summary, path),
+        "confusion": lambda path: write_csv_atomic(confusion, path),
+        "tables_md": lambda path: _write_text_atomic(path, markdown),
+        "tables_tex": lambda path: _write_text_atomic(path, latex),
+        "tables_html": lambda path: _write_text_atomic(
+            path, render_tables_html(tests, summary, confusion, alpha, undefined, power_alpha)
+        ),
+        "summary_md": lambda path: _write_text_atomic(path, findings),
+        "findings_html": lambda path: _write_text_atomic(path, render_findings_html(findings)),
+    }
+    for key, path in paths.items():
+        writers[key](path)
+    return paths
+
+
 def run_stats(
     runs: pd.DataFrame,
     out_dir: str | Path,
@@ -807,40 +983,21 @@ def run_stats(
     undefined: str = "drop",
     seed: int = 0,
     n_resamples: int = 9999,
+    power_alpha: float | None = None,
+    log: Callable[[str], None] = print,
 ) -> dict[str, Path]:
-    """Compare every pair of models on every rate metric and write the results to ``out_dir``.
+    """:func:`write_stats` into ``out_dir`` under the fixed names of :data:`OUTPUT_NAMES`.
 
-    ``runs`` is a ``model,replicate,metric,value`` table (e.g. from :func:`read_runs`; it is
-    validated again here). Writes ``tests.csv``, ``summary.csv``, ``confusion.csv``,
-    ``tables.md``, ``tables.tex``, ``tables.html``, ``summary.md`` and ``findings.html``, each
-    atomically, and returns their paths keyed ``tests, summary, confusion, tables_md,
-    tables_tex, tables_html, summary_md, findings_html``.
+    Returns the written paths keyed as :data:`OUTPUT_NAMES`. Without the counts tn, fp, fn,
+    tp, ``confusion.csv`` is skipped (one line to ``log``) and one left in ``out_dir`` by an
+    earlier run is removed, so that the folder holds no result of another table.
     """
-    _check_options(alpha, undefined, seed, n_resamples)
-    alpha, seed, n_resamples = float(alpha), int(seed), int(n_resamples)
+    _check_options(alpha, undefined, seed, n_resamples, power_alpha)
     runs = validate_runs(runs, source=runs.attrs.get("source", "runs table"))
     out = Path(out_dir)
-    tests = compare_models(runs, alpha=alpha, undefined=undefined, seed=seed, n_resamples=n_resamples)
-    summary = summarise(runs, undefined=undefined, seed=seed, n_resamples=n_resamples)
-    confusion = mean_confusion(runs, undefined=undefined)
-    markdown, latex = render_tables(tests, summary, confusion, alpha, undefined)
-    paths = {
-        "tests": out / "tests.csv",
-        "summary": out / "summary.csv",
-        "confusion": out / "confusion.csv",
-        "tables_md": out / "tables.md",
-        "tables_tex": out / "tables.tex",
-        "tables_html": out / "tables.html",
-        "summary_md": out / "summary.md",
-        "findings_html": out / "findings.html",
-    }
-    write_csv_atomic(tests, paths["tests"])
-    write_csv_atomic(summary, paths["summary"])
-    write_csv_atomic(confusion, paths["confusion"])
-    _write_text_atomic(paths["tables_md"], markdown)
-    _write_text_atomic(paths["tables_tex"], latex)
-    _write_text_atomic(paths["tables_html"], render_tables_html(tests, summary, confusion, alpha, undefined))
-    findings = render_findings(tests, alpha, undefined)
-    _write_text_atomic(paths["summary_md"], findings)
-    _write_text_atomic(paths["findings_html"], render_findings_html(findings))
+    skip_confusion = confusion_skip_reason(runs) is not None
+    outputs = {key: out / name for key, name in OUTPUT_NAMES.items() if not (skip_confusion and key == "confusion")}
+    paths = write_stats(runs, outputs, alpha, undefined, seed, n_resamples, power_alpha, log)
+    if skip_confusion:
+        (out / OUTPUT_NAMES["confusion"]).unlink(missing_ok=True)
     return paths

@@ -1,19 +1,17 @@
 """Rule statistics: the study's tests and the paired analysis over results/metrics/runs.csv."""
 
-import os
-import shutil
-
 from ichseq.runlog import run_step
-from ichseq.stats import read_runs, run_stats
+from ichseq.stats import read_runs, write_stats
 
 
 def main(log):
     p = snakemake.params
-    out = snakemake.output
-    paths = run_stats(read_runs(snakemake.input[0]), os.path.dirname(out.tests), alpha=p.alpha,
-                      undefined=p.undefined, seed=p.seed, n_resamples=p.bootstrap_resamples)
-    shutil.copyfile(paths["summary_md"], out.summary_md)
-    log(f"alpha {p.alpha}, undefined values: {p.undefined}; wrote " + ", ".join(str(v) for v in paths.values()))
+    # Exactly the rule's declared outputs (their names are write_stats' output keys).
+    paths = write_stats(read_runs(snakemake.input[0]), dict(snakemake.output.items()), alpha=p.alpha,
+                        undefined=p.undefined, seed=p.seed, n_resamples=p.bootstrap_resamples,
+                        power_alpha=p.power_alpha, log=log)
+    power = "" if p.power_alpha is None else f", power at alpha {p.power_alpha}"
+    log(f"alpha {p.alpha}{power}, undefined values: {p.undefined}; wrote " + ", ".join(str(v) for v in paths.values()))
 
 
 run_step(snakemake.log[0], main, name="statistics")
