@@ -331,3 +331,34 @@ def test_random_init_preset_builds_the_base_architectures_without_the_hub():
     assert "pretrained" not in vivit.model and "pretrained" not in convnext.model  # random init
     assert vivit.model["config"]["hidden_size"] == 768 and vivit.model["num_frames"] == 18
     assert convnext.model["config"]["depths"] == [3, 3, 9, 3]
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_as_published_preset_restores_exactly_the_studys_choices():
+    from ichseq.runs import model_plan
+
+    fixed, published = _layered("paper.yaml"), _layered("paper.yaml", "paper-as-published.yaml")
+    a, b = _leaves(fixed), _leaves(published)
+    changed = {key: (a.get(key), b.get(key)) for key in a.keys() | b.keys() if a.get(key) != b.get(key)}
+    assert changed == {
+        "splits.stratify": (True, False),
+        "models.vivit.position_embeddings": (None, "reset"),
+        "models.convnext.num_frames": (None, 19),
+        "training.mode": ("head", "full"),
+        "training.checkpoint_selection": ("val", "test"),
+        "training.monitor": ("val_loss", "val_balanced_accuracy"),
+        "statistics.undefined": ("drop", "zero"),
+        "statistics.power_alpha": (None, 0.5),
+    }
+    convnext = model_plan(published, "convnext")
+    assert convnext.model["num_frames"] == 19 and convnext.frames["policy"] == "first"
+    assert model_plan(published, "vivit").training.checkpoint_selection == "test"

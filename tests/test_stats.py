@@ -677,3 +677,22 @@ def test_power_alpha_unset_or_equal_to_alpha_changes_nothing(tmp_path):
     for key in unset:
         assert unset[key].read_bytes() == equal[key].read_bytes(), key
     assert "power at" not in unset["tables_md"].read_text()
+
+
+def test_caveats_head_every_table_and_the_findings(tmp_path):
+    caveat = "BIASED: the kept epoch of vivit was chosen on each replicate's test patients"
+    keys = ("tables_md", "tables_tex", "tables_html", "summary_md", "findings_html")
+    logged = []
+    paths = write_stats(long_table(STUDY), {k: tmp_path / k for k in keys}, n_resamples=FAST,
+                        caveats=[caveat], log=logged.append)
+    for key in keys:
+        text = paths[key].read_text()
+        at = text.find("Caveat: BIASED")
+        assert at >= 0, key
+        # Above the first table / finding, not in a footnote.
+        first = min(i for i in (text.find("## "), text.find("<h2>"), text.find("\\begin{table}"), text.find("- **"),
+                                text.find("<ul>")) if i >= 0)
+        assert at < first, key
+    assert any(line.startswith("WARNING: BIASED") for line in logged)
+    plain = write_stats(long_table(STUDY), {"summary_md": tmp_path / "plain.md"}, n_resamples=FAST)
+    assert "Caveat" not in plain["summary_md"].read_text()

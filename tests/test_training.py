@@ -569,3 +569,14 @@ def test_sigkilled_process_resumes_in_a_new_process(stores, tmp_path):
     assert any("resuming from the checkpoint after epoch 2" in m for m in messages)
     run(stores, tmp_path / "whole", "convnext")
     assert read_outputs(tmp_path / "whole") == read_outputs(out)
+
+
+def test_protocol_caveats_name_the_models_whose_checkpoint_was_chosen_on_test():
+    from ichseq.config import validate_config
+    from ichseq.runs import model_plan, protocol_caveats
+
+    config = validate_config({"models": {"vivit": {}, "convnext": {"training": {"checkpoint_selection": "test"}}}})
+    plans = [model_plan(config, name) for name in config["models"]]
+    (caveat,) = protocol_caveats(plans)
+    assert "convnext" in caveat and "vivit" not in caveat and "test patients" in caveat
+    assert protocol_caveats([model_plan(validate_config({}), "vivit")]) == []

@@ -81,3 +81,9 @@ def heading(text: str) -> str:
 
 def note(text: str) -> str:
     return f'<p class="note">{html.escape(text)}</p>'
+
+
+def caveat(text: str) -> str:
+    """A sentence the reader must not miss (e.g. a biased protocol), in bold above the content."""
+    # Styled inline, so pages without a caveat keep their bytes.
+    return f'<p class="caveat" style="color: #b42318; max-width: 60em;"><b>{html.escape(text)}</b></p>'

@@ -106,6 +106,17 @@ def model_plan(config: dict, name: str) -> ModelPlan:
     return ModelPlan(name, entry.get("architecture") or name, model, training, frames, aggregation)
 
 
+def protocol_caveats(plans) -> list[str]:
+    """What the statistics of these models must say first: the choices that bias their test
+    metrics (today: a kept epoch chosen on the test patients, the study's protocol)."""
+    on_test = [plan.name for plan in plans if plan.training.checkpoint_selection == "test"]
+    if not on_test:
+        return []
+    return [f"BIASED: the kept epoch of {', '.join(on_test)} was chosen on each replicate's test patients "
+            "(training.checkpoint_selection: test, the study's protocol), so their test metrics are optimistically "
+            "biased; compare them only to measure that bias."]
+
+
 def _sha256(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -764,18 +764,23 @@ def _tex_escape(text: str) -> str:
 
 
 def render_tables(
-    tests, summary, confusion, alpha: float, undefined: str, power_alpha: float | None = None
+    tests, summary, confusion, alpha: float, undefined: str, power_alpha: float | None = None,
+    caveats: Sequence[str] = (),
 ) -> tuple[str, str]:
     """``(markdown, latex)`` of the study's tables, each followed by the policy/alpha line.
 
     ``confusion`` is the :func:`mean_confusion` table, or the reason it was skipped (a
-    string), which then stands in place of Table IX.
+    string), which then stands in place of Table IX. Each of ``caveats`` (e.g. a biased
+    protocol) stands in bold above the tables.
     """
     md = ["# Statistical comparison of models", ""]
     tex = [
         "% ichseq stats: the study's tables. Needs \\usepackage{booktabs} in the preamble.",
         "",
     ]
+    for caveat in caveats:
+        md += [f"**Caveat: {caveat}**", ""]
+        tex += [f"\\noindent\\textbf{{Caveat: {_tex_escape(caveat)}}}\\par", ""]
     policy_md = policy_line(undefined, alpha, markdown=True, power_alpha=power_alpha)
     policy_tex = policy_line(undefined, alpha, markdown=False, power_alpha=power_alpha)
     for title, headers, rows, align, extra, skipped in _sections(tests, summary, confusion, alpha, power_alpha):
@@ -796,12 +801,13 @@ def render_tables(
 
 
 def render_tables_html(
-    tests, summary, confusion, alpha: float, undefined: str, power_alpha: float | None = None
+    tests, summary, confusion, alpha: float, undefined: str, power_alpha: float | None = None,
+    caveats: Sequence[str] = (),
 ) -> str:
     """The same tables as one self-contained HTML page, for the Snakemake report (which
     offers CSV and Markdown only as downloads)."""
     policy = policy_line(undefined, alpha, markdown=True, power_alpha=power_alpha).strip("*")
-    parts = []
+    parts = [htmlpage.caveat(f"Caveat: {caveat}") for caveat in caveats]
     for title, headers, rows, align, extra, skipped in _sections(tests, summary, confusion, alpha, power_alpha):
         parts.append(htmlpage.heading(title))
         if skipped:
@@ -823,12 +829,16 @@ def render_findings(
     undefined: str,
     power_alpha: float | None = None,
     skipped: Sequence[str] = (),
+    caveats: Sequence[str] = (),
 ) -> str:
-    """``summary.md``: per metric and model pair, the higher mean and the tests' verdicts;
-    then the policy line and one line per ``skipped`` part (e.g. the confusion matrices)."""
+    """``summary.md``: each of ``caveats`` in bold, then per metric and model pair the higher
+    mean and the tests' verdicts; then the policy line and one line per ``skipped`` part (e.g.
+    the confusion matrices)."""
     al = _fmt_alpha(alpha)
     power_label = f"power (α = {_fmt_alpha(power_alpha)})" if _power_differs(alpha, power_alpha) else "power"
     lines = ["# Findings", ""]
+    for caveat in caveats:
+        lines += [f"**Caveat: {caveat}**", ""]
     names = {"student_t": "Student's t-test", "welch_t": "Welch's t-test", "mann_whitney_u": "Mann-Whitney U test",
              "paired_t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test"}  # fmt: skip
     symbols = {"student_t": "t", "welch_t": "t", "mann_whitney_u": "U", "paired_t": "t", "wilcoxon": "W"}
@@ -925,6 +935,7 @@ def write_stats(
     n_resamples: int = 9999,
     power_alpha: float | None = None,
     log: Callable[[str], None] = print,
+    caveats: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Compare every pair of models on every rate metric and write exactly ``outputs``.
 
@@ -932,7 +943,9 @@ def write_stats(
     the outputs a Snakemake rule declares; nothing else is written. Each file is written
     atomically. ``confusion`` needs the counts tn, fp, fn, tp (``DataError`` otherwise);
     without them the tables and findings say, in place of Table IX, why it is skipped.
-    ``power_alpha`` (default ``alpha``) is the alpha of the power column. ``runs`` is a
+    ``power_alpha`` (default ``alpha``) is the alpha of the power column. ``caveats`` are
+    sentences that head the tables and the findings in bold (and go to ``log``), e.g. that a
+    model's checkpoint was chosen on the test set. ``runs`` is a
     ``model,replicate,metric,value`` table (e.g. from :func:`read_runs`), validated here.
     Returns the written paths keyed as ``outputs``.
     """
@@ -955,10 +968,10 @@ def write_stats(
     summary = summarise(runs, undefined=undefined, seed=seed, n_resamples=n_resamples)
     confusion = skip if skip else mean_confusion(runs, undefined=undefined)
     skipped = [_confusion_skipped_line(skip)] if skip else []
-    for line in skipped:
+    for line in [*(f"WARNING: {caveat}" for caveat in caveats), *skipped]:
         log(line)
-    markdown, latex = render_tables(tests, summary, confusion, alpha, undefined, power_alpha)
-    findings = render_findings(tests, alpha, undefined, power_alpha, skipped=skipped)
+    markdown, latex = render_tables(tests, summary, confusion, alpha, undefined, power_alpha, caveats)
+    findings = render_findings(tests, alpha, undefined, power_alpha, skipped=skipped, caveats=caveats)
     writers = {
         "tests": lambda path: write_csv_atomic(tests, path),
         "summary": lambda path: write_csv_atomic(summary, path),
@@ -966,7 +979,7 @@ def write_stats(
         "tables_md": lambda path: _write_text_atomic(path, markdown),
         "tables_tex": lambda path: _write_text_atomic(path, latex),
         "tables_html": lambda path: _write_text_atomic(
-            path, render_tables_html(tests, summary, confusion, alpha, undefined, power_alpha)
+            path, render_tables_html(tests, summary, confusion, alpha, undefined, power_alpha, caveats)
         ),
         "summary_md": lambda path: _write_text_atomic(path, findings),
         "findings_html": lambda path: _write_text_atomic(path, render_findings_html(findings)),

@@ -81,6 +81,13 @@ def uses_gpu(name, job):
     return int(job == "features" or training.mode == "full")
 
 
+def protocol_caveats():
+    """Sentences that must head the statistics (tables, findings) of this config."""
+    from ichseq.runs import protocol_caveats as caveats
+
+    return caveats(PLANS.values())
+
+
 def train_inputs(wildcards):
     inputs = {
         "split": f"results/splits/rep-{wildcards.rep}.json",

@@ -51,6 +51,7 @@ rule statistics:
         summary_md="results/summary.md",
     params:
         **config["statistics"],
+        caveats=protocol_caveats(),
     log:
         "logs/stats/statistics.log",
     script:

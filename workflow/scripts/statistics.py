@@ -9,7 +9,7 @@ def main(log):
     # Exactly the rule's declared outputs (their names are write_stats' output keys).
     paths = write_stats(read_runs(snakemake.input[0]), dict(snakemake.output.items()), alpha=p.alpha,
                         undefined=p.undefined, seed=p.seed, n_resamples=p.bootstrap_resamples,
-                        power_alpha=p.power_alpha, log=log)
+                        power_alpha=p.power_alpha, log=log, caveats=p.caveats)
     power = "" if p.power_alpha is None else f", power at alpha {p.power_alpha}"
     log(f"alpha {p.alpha}{power}, undefined values: {p.undefined}; wrote " + ", ".join(str(v) for v in paths.values()))
 
