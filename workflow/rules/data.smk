@@ -49,7 +49,7 @@ rule brain_window:
         level=config["preprocess"]["window"]["level"],
         width=config["preprocess"]["window"]["width"],
         image_size=config["preprocess"]["image_size"],
-    threads: 4
+    threads: config["threads"]["brain_window"]
     log:
         "logs/data/brain_window.log",
     resources:
