@@ -1,11 +1,14 @@
 """The ``ichseq`` command: package functions usable outside Snakemake.
 
-    ichseq synthetic DEST [--patients N --positive N --size PX --seed S]
+    ichseq synthetic DEST [--patients N --positive N --size PX --seed S
+                           --min-slices N --max-slices N --mimics M]
     ichseq download DEST [--url URL]          (credentials: PHYSIONET_USERNAME/PASSWORD or ~/.netrc)
     ichseq to-jpg SRC DEST                    (v1.3.1 NIfTI -> v1.0.0 JPG layout)
     ichseq check PATH                         (detect the layout and validate a dataset)
     ichseq stats METRICS_CSV --out DIR [--alpha A --undefined drop|zero --seed S --resamples N --power-alpha A]
                                               (compare models over replicates: tests, tables)
+    ichseq profile install [PROFILE] [--dest DIR --name NAME --link|--copy --force]
+                                              (so that `snakemake --profile slurm` finds profiles/slurm)
 """
 
 from __future__ import annotations
@@ -13,14 +16,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import IchseqError
+from .errors import ConfigError, IchseqError
 
 
 def _synthetic(args) -> None:
     from .synthetic import SyntheticSpec, generate_synthetic
 
-    spec = SyntheticSpec(n_patients=args.patients, n_positive=args.positive, image_size=args.size, seed=args.seed)
-    generate_synthetic(args.dest, spec)
+    options = {"n_patients": args.patients, "n_positive": args.positive, "image_size": args.size, "seed": args.seed,
+               "min_slices": args.min_slices, "max_slices": args.max_slices, "mimics_per_scan": args.mimics}
+    try:
+        spec = SyntheticSpec(**options)
+    except ValueError as exc:  # the spec's own checks name its fields; show what was given
+        given = ", ".join(f"{key} {value}" for key, value in options.items())
+        raise ConfigError(f"{exc} (given: {given})") from None
+    try:
+        generate_synthetic(args.dest, spec)
+    except FileExistsError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _download(args) -> None:
@@ -61,29 +73,63 @@ def _stats(args) -> None:
         print(f"written {path}")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="ichseq", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("synthetic", help="write the synthetic CT-ICH twin (v1.3.1 layout)")
-    p.add_argument("dest")
-    p.add_argument("--patients", type=int, default=75)
-    p.add_argument("--positive", type=int, default=36)
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+def _profile_install(args) -> None:
+    from .profiles import install_profile
+
+    target, done = install_profile(args.profile, args.dest, link=args.link, force=args.force, as_name=args.name)
+    what = f"a link to profiles/{args.profile}" if args.link else f"a copy of profiles/{args.profile}"
+    # Snakemake finds a name in its own folder; a profile installed elsewhere is given by path.
+    use = target.name if args.dest is None else target
+    print(f"{target}: {what}, {done}; use it with: snakemake --profile {use}")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to an option's help unless the help states its default already or
+    there is none to state (a flag, or an option that is unset unless given)."""
+
+    def _get_help_string(self, action):
+        if "default" in (action.help or "") or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .physionet import DEFAULT_URL
+
+    parser = argparse.ArgumentParser(prog="ichseq", description=__doc__.split("\n\n")[0],
+                                     formatter_class=_HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="one of the commands below; `ichseq COMMAND --help` for its options")
+
+    def command(name: str, about: str, parent=sub) -> argparse.ArgumentParser:
+        return parent.add_parser(name, help=about, description=about, formatter_class=_HelpFormatter)
+
+    # Defaults: SyntheticSpec's (tests/test_cli.py keeps them equal), written out so that
+    # `ichseq --help` does not import nibabel and scipy.
+    p = command("synthetic", "write the synthetic CT-ICH twin (v1.3.1 layout)")
+    p.add_argument("dest", help="folder to write; must not exist or be empty")
+    p.add_argument("--patients", type=int, default=75, help="number of patients")
+    p.add_argument("--positive", type=int, default=36, help="how many of them have a hemorrhage")
+    p.add_argument("--size", type=int, default=128, help="in-plane pixels of every slice, at least 32")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same options and seed give the same files")
+    p.add_argument("--min-slices", type=int, default=24, help="fewest slices per scan, at least 8")
+    p.add_argument("--max-slices", type=int, default=57, help="most slices per scan")
+    p.add_argument("--mimics", type=float, default=4.0,
+                   help="mean number of single-slice hemorrhage mimics (calcifications, streaks) per scan")
     p.set_defaults(func=_synthetic)
-    p = sub.add_parser("download", help="download CT-ICH v1.3.1 from PhysioNet")
-    p.add_argument("dest")
-    p.add_argument("--url")
+    p = command("download", "download CT-ICH v1.3.1 from PhysioNet")
+    p.add_argument("dest", help="folder to download into; an interrupted download resumes there")
+    p.add_argument("--url", default=DEFAULT_URL, help="dataset URL")
     p.set_defaults(func=_download)
-    p = sub.add_parser("to-jpg", help="convert a v1.3.1 dataset to the v1.0.0 JPG layout")
-    p.add_argument("src")
-    p.add_argument("dest")
+    p = command("to-jpg", "convert a v1.3.1 dataset to the v1.0.0 JPG layout")
+    p.add_argument("src", help="v1.3.1 (NIfTI) dataset folder or zip")
+    p.add_argument("dest", help="folder to write the JPG layout to")
     p.set_defaults(func=_to_jpg)
-    p = sub.add_parser("check", help="detect the layout of a dataset folder/zip and validate it")
-    p.add_argument("path")
+    p = command("check", "detect the layout of a dataset folder/zip and validate it")
+    p.add_argument("path", help="dataset folder or zip, v1.3.1 (NIfTI) or v1.0.0 (JPG)")
     p.set_defaults(func=_check)
-    p = sub.add_parser("stats", help="compare models over replicates from a model,replicate,metric,value CSV")
-    p.add_argument("metrics_csv", metavar="METRICS_CSV")
+    p = command("stats", "compare models over replicates from a model,replicate,metric,value CSV")
+    p.add_argument("metrics_csv", metavar="METRICS_CSV", help="long-format CSV: model, replicate, metric, value")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     p.add_argument("--undefined", choices=("drop", "zero"), default="drop", help="undefined values: drop or count as 0")
@@ -94,7 +140,26 @@ def main(argv=None) -> int:
         help="alpha of the power column (default: --alpha; the study used 0.5)",
     )  # fmt: skip
     p.set_defaults(func=_stats)
-    args = parser.parse_args(argv)
+    p = command("profile", "install this repository's Snakemake profiles for `snakemake --profile NAME`")
+    profile = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do (install)")
+    p = command("install", "copy or link profiles/PROFILE into Snakemake's profile folder", parent=profile)
+    p.add_argument("profile", nargs="?", default="slurm", metavar="PROFILE",
+                   help="a profile of the repository's profiles/ folder, e.g. slurm or local")
+    p.add_argument("--dest", metavar="DIR", help="folder to install into (default: Snakemake's own, "
+                   "$XDG_CONFIG_HOME/snakemake or ~/.config/snakemake)")
+    p.add_argument("--name", help="install under this name instead of PROFILE's (e.g. when you have one of that name)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--copy", dest="link", action="store_false",
+                     help="install a copy, independent of this checkout (the default)")
+    how.add_argument("--link", dest="link", action="store_true",
+                     help="install a link to this checkout's profile, which follows its updates")
+    p.add_argument("--force", action="store_true", help="replace an installed profile that differs")
+    p.set_defaults(func=_profile_install, command="profile install", link=False)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except IchseqError as exc:

@@ -72,6 +72,8 @@ class SyntheticSpec:
             raise ValueError("image_size must be >= 32 so that lesions stay visible")
         if not 8 <= self.min_slices <= self.max_slices:
             raise ValueError("need 8 <= min_slices <= max_slices")
+        if not self.mimics_per_scan >= 0:  # also refuses NaN
+            raise ValueError("mimics_per_scan must be >= 0")
 
     def patient_numbers(self) -> list[int]:
         """The real numbering (49-130 without 59-65), continued past 130 if more are asked for."""

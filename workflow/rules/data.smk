@@ -52,7 +52,7 @@ rule brain_window:
         width=config["preprocess"]["window"]["width"],
         image_size=config["preprocess"]["image_size"],
         prewindowed=DATASET["prewindowed"],
-    threads: 4
+    threads: config["threads"]["brain_window"]
     log:
         "logs/data/brain_window.log",
     resources:

@@ -15,7 +15,7 @@ rule features:
         directory("results/features/{model}"),
     params:
         plan=plan_of,
-    threads: 4
+    threads: config["threads"]["features"]
     log:
         "logs/features/{model}.log",
     resources:
@@ -39,7 +39,7 @@ rule train:
         model=directory("results/runs/{model}/rep-{rep}/model"),
     params:
         plan=plan_of,
-    threads: lambda wc: 4 if PLANS[wc.model].training.mode == "full" else 1
+    threads: lambda wc: config["threads"]["train_full" if PLANS[wc.model].training.mode == "full" else "train_head"]
     log:
         "logs/train/{model}/rep-{rep}.log",
     resources:
