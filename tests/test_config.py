@@ -333,11 +333,12 @@ def test_random_init_preset_builds_the_base_architectures_without_the_hub():
     assert convnext.model["config"]["depths"] == [3, 3, 9, 3]
 
 
-def _leaves(tree: dict, prefix: str = "") -> dict:
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """Every leaf of a nested config as ``{"a.b.c": value}``."""
     out = {}
     for key, value in tree.items():
         if isinstance(value, dict) and value:
-            out.update(_leaves(value, f"{prefix}{key}."))
+            out.update(_flat(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -347,7 +348,7 @@ def test_as_published_preset_restores_exactly_the_studys_choices():
     from ichseq.runs import model_plan
 
     fixed, published = _layered("paper.yaml"), _layered("paper.yaml", "paper-as-published.yaml")
-    a, b = _leaves(fixed), _leaves(published)
+    a, b = _flat(fixed), _flat(published)
     changed = {key: (a.get(key), b.get(key)) for key in a.keys() | b.keys() if a.get(key) != b.get(key)}
     assert changed == {
         "splits.stratify": (True, False),
