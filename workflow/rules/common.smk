@@ -45,7 +45,15 @@ def dataset_content(wildcards):
     time stamp does not move), so a changed digest reruns the rule as any changed parameter
     does. Files whose size and modification time match the current cache's manifest keep
     their recorded hashes: an unchanged dataset costs one stat per file, not a re-read.
+
+    Only a local dataset gets a digest. A synthetic or downloaded one is written by its
+    acquire rule in this run, after this parameter was recorded (the main process plans, and
+    under Slurm records, the parameter before any job runs): a digest would be "absent" at
+    first and so rebuild the cache on the next invocation. Those folders are the acquire
+    rule's outputs, which Snakemake already tracks.
     """
+    if SOURCE != "local":
+        return f"dataset written by rule acquire_{SOURCE}"
     try:
         digest = dataset_fingerprint(dataset_root(raw_dataset()), os.path.join("results/data/cache", MANIFEST_NAME))
     except IchseqError as exc:
