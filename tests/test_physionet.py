@@ -2,7 +2,7 @@
 
 The fake serves an in-memory tree under /files/ct-ich/1.3.1/ from a ThreadingHTTPServer on
 127.0.0.1, checks HTTP Basic auth, honours Range requests, and has switches for the
-failures the downloader must survive: corrupted bytes, connections cut mid-file, truncated
+failures the downloader must survive: corrupted bytes, connections cut or stalled mid-file, truncated
 bodies, no Range support, no SHA256SUMS.txt, forced status codes and redirects.
 """
 
@@ -14,6 +14,7 @@ import json
 import os
 import random
 import re
+import socket
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,6 +56,8 @@ class FakePhysioNet:
         self.force_status: int | None = None  # answer every authenticated request with this
         self.corrupt: set[str] = set()  # serve these with their first byte flipped
         self.cut: dict[str, int] = {}  # relpath -> how many GETs to cut after half the body
+        self.stall: dict[str, int] = {}  # relpath -> how many GETs to stall after half the body
+        self.release = threading.Event()  # ends the stalls (set when the test is over)
         self.truncate: set[str] = set()  # GET sends half the file (with a matching length)
         self.fail: dict[str, list[int]] = {}  # relpath -> statuses for its next GETs
         self.redirect: dict[str, str] = {}  # relpath -> Location
@@ -145,6 +148,14 @@ class FakePhysioNet:
         req.end_headers()
         if head:
             return
+        if self.stall.get(rel, 0) > 0:
+            # Announce the whole body, send half, then go silent with the connection open.
+            self.stall[rel] -= 1
+            req.wfile.write(body[: len(body) // 2])
+            req.wfile.flush()
+            self.release.wait(30)
+            req.close_connection = True
+            return
         if self.cut.get(rel, 0) > 0:
             # Announce the whole body, send half, hang up: a connection cut mid-file.
             self.cut[rel] -= 1
@@ -180,6 +191,7 @@ def _start_server():
 def fake():
     fake, server = _start_server()
     yield fake
+    fake.release.set()
     server.shutdown()
     server.server_close()
 
@@ -322,6 +334,14 @@ def test_403_on_a_file_names_the_file(run, fake):
     assert SCAN in message and "403" in message and "data-use agreement" in message
 
 
+@pytest.mark.parametrize("status", [401, 403])
+def test_access_errors_are_not_retried(run, fake, status):
+    fake.fail[SCAN] = [status] * 3
+    message = run.fails(retries=3)
+    assert str(status) in message and "data-use agreement" in message
+    assert len(fake.gets(SCAN)) == 1
+
+
 def test_missing_file_names_it(run, fake):
     fake.sums_text = fake.sums() + f"{'0' * 64}  ct_scans/050.nii\n"
     message = run.fails()
@@ -361,6 +381,15 @@ def test_malformed_checksum_line(run, fake):
     assert "SHA256SUMS.txt line 1 is malformed" in run.fails()
 
 
+def test_unresponsive_server_times_out(tmp_path):
+    """A server that accepts connections but never answers ends in an error, not a hang."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # listens, never accepts or answers
+        run = Run(FakePhysioNet(), tmp_path / "data")
+        run.fake.url = f"http://127.0.0.1:{silent.getsockname()[1]}{PREFIX}"
+        message = run.fails(retries=2, timeout=0.2)
+    assert "SHA256SUMS.txt" in message and "after 2 attempt(s)" in message and "timed out" in message
+
+
 # -- resume -----------------------------------------------------------------------------
 
 
@@ -387,6 +416,15 @@ def test_resume_across_calls(run, fake):
     assert fake.gets(SCAN) == [None, f"bytes={half}-"]
     _assert_tree(run.dest, fake)
     assert (run.dest / ".ichseq-download-complete").exists()
+
+
+def test_stalled_transfer_times_out_and_resumes(run, fake):
+    fake.stall[SCAN] = 1
+    assert run(retries=2, timeout=0.3)["downloaded"] == 3
+    half = len(fake.files[SCAN]) // 2
+    assert fake.gets(SCAN) == [None, f"bytes={half}-"]
+    assert any(SCAN in line and "timed out" in line for line in run.lines)
+    _assert_tree(run.dest, fake)
 
 
 def test_server_without_range_support_restarts_from_zero(run, fake):
@@ -461,6 +499,20 @@ def test_cross_origin_redirect_drops_auth(run, fake):
         message = run.fails()
         assert "data-use agreement" in message  # the other host answered 401
         assert other.requests and not any(has_auth for *_, has_auth in other.requests)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("entry", ["machine 127.0.0.1", "default"])
+def test_redirect_elsewhere_gets_no_netrc_credentials(run, fake, tmp_path, monkeypatch, entry):
+    """A netrc entry that matches the redirect target (same host, other port; or 'default') is not sent there."""
+    monkeypatch.setenv("NETRC", str(_netrc(tmp_path / "netrc", f"{entry} login {USER} password {PASSWORD}\n")))
+    other, server = _start_server()
+    try:
+        fake.redirect["SHA256SUMS.txt"] = other.url + "SHA256SUMS.txt"
+        assert "data-use agreement" in run.fails(credentials=None)
+        assert fake.requests[0][3] and other.requests and not any(has_auth for *_, has_auth in other.requests)
     finally:
         server.shutdown()
         server.server_close()

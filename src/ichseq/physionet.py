@@ -1,39 +1,20 @@
-"""Download the restricted-access PhysioNet dataset CT-ICH v1.3.1 using only the standard library.
+"""Download the restricted-access PhysioNet dataset CT-ICH v1.3.1.
 
-Design
-------
-Credentials
-    Read from ``PHYSIONET_USERNAME``/``PHYSIONET_PASSWORD`` or from a netrc entry for the
-    dataset host (``~/.netrc``, the ``NETRC`` variable, or an explicit path), never from the
-    workflow configuration: configs are committed, copied into reports and shared. They are
-    sent preemptively as an HTTP Basic ``Authorization`` header (one round trip per file
-    instead of two, and independent of whether the server sends a challenge). The header is
-    only re-sent after a redirect that stays on the same scheme, host and port, and no log
-    line, exception message or written file ever contains it or the password.
+HTTP (connections, redirects, Basic auth, retries with backoff, timeouts) is ``requests`` with urllib3's ``Retry``;
+this module adds what is specific to the dataset:
 
-File list and integrity
-    ``SHA256SUMS.txt`` at the dataset URL, when the server has it, defines both the file list
-    and the checksums. Without it (HTTP 404) the HTML directory listings are crawled (only
-    links below the dataset URL are followed) and each file is verified against the size the
-    server reports for it (``Content-Length`` of a HEAD request, or of the download itself).
-    Every path is checked to be relative and free of ``..`` before it touches the disk.
-
-Resumable, atomic files
-    A file is streamed into ``<dest>/<relpath>.part``. An existing ``.part`` is continued
-    with a ``Range`` request (appended on 206, restarted on 200). Only a verified ``.part`` is
-    renamed with :func:`os.replace` to its final name, so a final name always means a verified
-    file, and a ``.part`` is always safe to resume or delete. A connection cut keeps the
-    ``.part`` (the next attempt, in this call or the next one, resumes from it); a failed
-    verification deletes it and downloads once more from scratch before giving up.
-
-Completion marker
-    After every file is verified, ``<dest>/.ichseq-download-complete`` (JSON) is written
-    atomically; it is removed at the start of each run, so a pipeline rule can depend on it
-    and never sees a half-finished or failed download as done.
-
-Errors
-    Every failure raises :class:`ichseq.errors.DownloadError` with one line naming the file
-    (relative path or credential-free URL) and what to do about it.
+- Credentials come from ``PHYSIONET_USERNAME``/``PHYSIONET_PASSWORD`` or a netrc entry for the dataset host, never
+  from the workflow configuration (configs are committed and shared). They are sent preemptively, and only to the
+  scheme, host and port of the dataset URL; no log line, error or written file contains the password.
+- ``SHA256SUMS.txt`` at the dataset URL lists the files and their checksums. Where a server has none (404), the HTML
+  directory listings below the URL are crawled and each file is checked against the size the server reports.
+  Every path must be relative and free of ``..`` before it touches the disk.
+- A file is streamed into ``<relpath>.part`` and renamed only once verified, so a final name always means a verified
+  file. A cut or stalled transfer resumes from the ``.part`` with a ``Range`` request, in this run or the next; a
+  file that fails verification is downloaded once more from scratch, then the run fails.
+- ``<dest>/.ichseq-download-complete`` is removed when a run starts and written last, so a pipeline rule depending
+  on it never sees a failed or partial download as done.
+- A 401/403 explains the data-use agreement; every failure is one :class:`DownloadError` line naming the file.
 
 Command line: ``python -m ichseq.physionet DEST [--url URL] [--retries N] [--timeout S]``.
 """
@@ -43,22 +24,24 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import http.client
 import json
 import netrc
 import os
 import re
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Callable, Iterator, Mapping, TypeVar
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from ichseq import __version__
 from ichseq.errors import DownloadError
@@ -75,9 +58,11 @@ PART_SUFFIX = ".part"
 ENV_USERNAME = "PHYSIONET_USERNAME"
 ENV_PASSWORD = "PHYSIONET_PASSWORD"
 
-#: Delay before the second attempt; doubled for each further attempt (tests set it to 0).
+#: Backoff base in seconds: retries wait up to 1, 2, 4... times it, capped (tests set it to 0).
 RETRY_DELAY_S = 1.0
-_MAX_RETRY_DELAY_S = 30.0
+_MAX_RETRY_DELAY_S = 30
+# Worth another try: timeouts, rate limits and server errors; never 401/403 (access) or 404.
+_RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
 _CHUNK_BYTES = 1 << 20
 # Listings and SHA256SUMS.txt are small; the cap protects memory from a misconfigured server.
 _MAX_DOCUMENT_BYTES = 32 << 20
@@ -88,9 +73,7 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.IGNORECAS
 _WINDOWS_DRIVE = re.compile(r"[A-Za-z]:")
 
 
-# --------------------------------------------------------------------------------------
-# Credentials
-# --------------------------------------------------------------------------------------
+# -- credentials --------------------------------------------------------------------------------------------------
 
 
 def resolve_credentials(
@@ -98,34 +81,29 @@ def resolve_credentials(
 ) -> tuple[str, str]:
     """Return ``(username, password)`` for the host of ``url``.
 
-    Looks at ``PHYSIONET_USERNAME`` and ``PHYSIONET_PASSWORD`` in ``env`` (default
-    :data:`os.environ`; both or neither must be set), then at the netrc file given by
-    ``netrc_path``, else ``$NETRC``, else ``~/.netrc``. Raises :class:`DownloadError` when
-    neither source has credentials for the host.
+    Looks at ``PHYSIONET_USERNAME`` and ``PHYSIONET_PASSWORD`` in ``env`` (default :data:`os.environ`; both or
+    neither must be set), then at the netrc file given by ``netrc_path``, else ``$NETRC``, else ``~/.netrc``.
+    Raises :class:`DownloadError` when neither source has credentials for the host.
     """
     env = os.environ if env is None else env
-    username = env.get(ENV_USERNAME) or ""
-    password = env.get(ENV_PASSWORD) or ""
+    username, password = env.get(ENV_USERNAME) or "", env.get(ENV_PASSWORD) or ""
     if username and password:
         return username, password
     if username or password:
-        present, missing = (
-            (ENV_USERNAME, ENV_PASSWORD) if username else (ENV_PASSWORD, ENV_USERNAME)
-        )
+        present, missing = (ENV_USERNAME, ENV_PASSWORD) if username else (ENV_PASSWORD, ENV_USERNAME)
         raise DownloadError(
             f"{present} is set but {missing} is not: set both environment variables, "
             f"or unset both and put the credentials in ~/.netrc"
         )
-
     host = urllib.parse.urlsplit(url).hostname or ""
     path = netrc_path or env.get("NETRC") or str(Path.home() / ".netrc")
     found = _netrc_lookup(path, host) if os.path.isfile(path) else None
     if found is not None:
         return found
     raise DownloadError(
-        f"no PhysioNet credentials for {host or url}: set {ENV_USERNAME} and {ENV_PASSWORD} "
-        f"in the environment, or add the line 'machine {host or 'physionet.org'} login USERNAME "
-        f"password PASSWORD' to ~/.netrc (chmod 600; looked in {path})"
+        f"no PhysioNet credentials for {host or url}: set {ENV_USERNAME} and {ENV_PASSWORD} in the environment, "
+        f"or add the line 'machine {host or 'physionet.org'} login USERNAME password PASSWORD' to ~/.netrc "
+        f"(chmod 600; looked in {path})"
     )
 
 
@@ -145,80 +123,87 @@ def _netrc_lookup(path: str, host: str) -> tuple[str, str] | None:
         return None
     login, _account, password = entry
     if not login or not password:
-        raise DownloadError(
-            f"the netrc entry for {host} in {path} needs both 'login' and 'password'"
-        )
+        raise DownloadError(f"the netrc entry for {host} in {path} needs both 'login' and 'password'")
     return login, password
 
 
-# --------------------------------------------------------------------------------------
-# HTTP plumbing
-# --------------------------------------------------------------------------------------
+# -- HTTP ---------------------------------------------------------------------------------------------------------
 
 
-class _Transient(Exception):
-    """A failure worth another attempt (connection cut, timeout, 5xx); one-line message."""
-
-
-class _HTTPStatus(Exception):
-    """A non-2xx answer, detached from urllib's HTTPError so the socket can be closed."""
-
-    def __init__(self, code: int, reason: str, headers: Mapping[str, str]):
-        super().__init__(f"HTTP {code} {reason}".strip())
-        self.code = code
-        self.headers = headers
+class _Cut(Exception):
+    """A response body stopped early (connection closed, or no data within the timeout)."""
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urllib.parse.urlsplit(url)
-    default_port = {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or "").lower(), parts.port or default_port
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme)
 
 
-class _SameOriginAuthRedirect(urllib.request.HTTPRedirectHandler):
-    """Follow redirects, re-attaching ``Authorization`` only within the same origin.
+class _Session(requests.Session):
+    """Preemptive Basic auth for the dataset's origin only, urllib3 retries, identity encoding."""
 
-    urllib copies ordinary headers onto a redirected request whatever host it names, which
-    would hand the credentials to that host. The header is therefore added "unredirected"
-    (never copied) and put back here only when scheme, host and port are unchanged.
-    """
-
-    def __init__(self, authorization: str):
+    def __init__(self, base_url: str, credentials: tuple[str, str], retries: int):
         super().__init__()
-        self._authorization = authorization
+        self.origin = _origin(base_url)
+        self.auth = tuple(item.encode("utf-8") for item in credentials)  # requests would encode str as Latin-1
+        self.headers["User-Agent"] = f"ichseq/{__version__} {self.headers['User-Agent']}"
+        # Identity encoding, so Content-Length and Range offsets count bytes of the file.
+        self.headers["Accept-Encoding"] = "identity"
+        retry = Retry(
+            total=retries - 1,
+            status_forcelist=_RETRY_STATUSES,
+            backoff_factor=RETRY_DELAY_S,
+            backoff_max=_MAX_RETRY_DELAY_S,
+            retry_after_max=_MAX_RETRY_DELAY_S,
+            raise_on_status=False,  # the last answer comes back and gets its own message
+        )
+        for prefix in ("http://", "https://"):
+            self.mount(prefix, HTTPAdapter(max_retries=retry))
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102 (urllib API)
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and _origin(new.full_url) == _origin(req.full_url):
-            new.add_unredirected_header("Authorization", self._authorization)
-        return new
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        """On a redirect, keep Authorization only on the dataset's scheme, host and port.
+
+        requests' own version drops it on a change of host but then adds the netrc entry of the new host, which
+        can be netrc's ``default`` entry, that is, this very login.
+        """
+        if _origin(prepared_request.url or "") != self.origin:
+            prepared_request.headers.pop("Authorization", None)
 
 
 def _describe(exc: BaseException) -> str:
-    """One line describing a network-level failure (never includes request headers)."""
-    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
-        return _describe(exc.reason)
-    if isinstance(exc, urllib.error.URLError):
-        return str(exc.reason)
-    if isinstance(exc, http.client.IncompleteRead):
-        return (
-            f"connection closed early ({len(exc.partial)} bytes received, "
-            f"{exc.expected} more expected)"
-        )
-    if isinstance(exc, TimeoutError):
+    """One line for a network failure: its innermost cause, never request headers."""
+    chain = [exc]
+    while (cause := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 20:
+        chain.append(cause)
+    for cause in chain:
+        if isinstance(cause, urllib3.exceptions.IncompleteRead):
+            return f"connection closed early ({cause.partial} bytes received, {cause.expected} more expected)"
+    inner = chain[-1]
+    if isinstance(inner, OSError) and inner.strerror:  # "Connection refused", "Name or service not known"...
+        return inner.strerror
+    # Tested after strerror: urllib3's NewConnectionError (refused, unknown host) is a TimeoutError subclass.
+    if isinstance(inner, (TimeoutError, requests.Timeout, urllib3.exceptions.TimeoutError)):
         return "timed out waiting for the server"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"{type(inner).__name__}: {inner}" if str(inner) else type(inner).__name__
+
+
+def _body(response: requests.Response) -> Iterator[bytes]:
+    """The body chunk by chunk; a cut raises :class:`_Cut` after the bytes that did arrive."""
+    with response:
+        while True:
+            try:
+                # read1, not read: read waits to fill a chunk and drops it if the connection fails meanwhile.
+                chunk = response.raw.read1(_CHUNK_BYTES)
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise _Cut(_describe(exc)) from None
+            if not chunk:
+                return
+            yield chunk
 
 
 def _content_length(headers: Mapping[str, str]) -> int | None:
-    value = headers.get("Content-Length")
-    try:
-        length = int(value) if value is not None else None
-    except ValueError:
-        return None
-    return length if length is not None and length >= 0 else None
+    value = headers.get("Content-Length", "")
+    return int(value) if value.isdigit() else None
 
 
 def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -226,140 +211,11 @@ def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
     match = _CONTENT_RANGE.fullmatch((value or "").strip())
     if not match:
         return None, None
-    first = int(match.group(1)) if match.group(1) is not None else None
-    total = int(match.group(3)) if match.group(3) != "*" else None
-    return first, total
+    first, _last, total = match.groups()
+    return (int(first) if first is not None else None), (int(total) if total != "*" else None)
 
 
-class _Session:
-    """Authenticated requests plus the retry policy shared by every fetch."""
-
-    def __init__(
-        self,
-        credentials: tuple[str, str],
-        *,
-        timeout: float,
-        retries: int,
-        log: Callable[[str], None],
-    ):
-        username, password = credentials
-        token = base64.b64encode(f"{username}:{password}".encode("utf-8")).decode("ascii")
-        self._authorization = f"Basic {token}"
-        self._opener = urllib.request.build_opener(
-            _SameOriginAuthRedirect(self._authorization)
-        )
-        self.timeout = timeout
-        self.retries = retries
-        self.log = log
-
-    def open(self, url: str, *, method: str = "GET", offset: int = 0) -> http.client.HTTPResponse:
-        """Send one request; raise :class:`_HTTPStatus` or :class:`_Transient` on failure."""
-        request = urllib.request.Request(url, method=method)
-        request.add_unredirected_header("Authorization", self._authorization)
-        request.add_header("User-Agent", f"ichseq/{__version__} (python-urllib)")
-        # Identity encoding, so Content-Length and byte offsets count bytes of the file.
-        request.add_header("Accept-Encoding", "identity")
-        if offset:
-            request.add_header("Range", f"bytes={offset}-")
-        try:
-            return self._opener.open(request, timeout=self.timeout)
-        except urllib.error.HTTPError as exc:
-            status = _HTTPStatus(exc.code, str(exc.reason or ""), exc.headers or {})
-            exc.close()
-            raise status from None
-        except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
-            raise _Transient(_describe(exc)) from exc
-
-    def classify(self, status: _HTTPStatus, what: str, url: str) -> _Transient:
-        """Return a retryable error for ``status``, or raise the final DownloadError."""
-        if status.code in (401, 403):
-            raise DownloadError(
-                f"access denied for {what} ({status}): the PhysioNet account must have "
-                f"credentialed access and must have signed the data-use agreement for the "
-                f"CT-ICH dataset at {DUA_URL}; the username and password are read from "
-                f"{ENV_USERNAME}/{ENV_PASSWORD} or from ~/.netrc, check that they are right"
-            )
-        if status.code in (408, 429) or status.code >= 500:
-            return _Transient(str(status))
-        raise DownloadError(f"cannot download {what}: the server answered {status} for {url}")
-
-    def retry(
-        self,
-        what: str,
-        url: str,
-        attempt_once: Callable[[], _T],
-        *,
-        hint: Callable[[], str] = lambda: "",
-    ) -> _T:
-        """Run ``attempt_once`` up to ``retries`` times while it fails transiently."""
-        reason = ""
-        for attempt in range(1, self.retries + 1):
-            try:
-                return attempt_once()
-            except _HTTPStatus as status:
-                reason = str(self.classify(status, what, url))
-            except _Transient as exc:
-                reason = str(exc)
-            if attempt < self.retries:
-                delay = min(RETRY_DELAY_S * 2 ** (attempt - 1), _MAX_RETRY_DELAY_S)
-                self.log(
-                    f"{what}: {reason}; retrying in {delay:.0f} s "
-                    f"(attempt {attempt + 1} of {self.retries})"
-                )
-                time.sleep(delay)
-        raise DownloadError(
-            f"could not download {what} from {url} after {self.retries} attempt(s): "
-            f"{reason}{hint()}"
-        )
-
-    def get_document(self, url: str, what: str, *, missing_ok: bool = False) -> str | None:
-        """GET a small text document; None on 404 when ``missing_ok``."""
-
-        def attempt_once() -> str | None:
-            try:
-                response = self.open(url)
-            except _HTTPStatus as status:
-                if status.code == 404 and missing_ok:
-                    return None
-                raise
-            with response:
-                try:
-                    # A cut chunked body raises IncompleteRead; a cut body with a
-                    # Content-Length just comes back short, hence the check below.
-                    body = response.read(_MAX_DOCUMENT_BYTES + 1)
-                    expected = _content_length(response.headers)
-                except (OSError, http.client.HTTPException) as exc:
-                    raise _Transient(_describe(exc)) from exc
-                if len(body) > _MAX_DOCUMENT_BYTES:
-                    raise DownloadError(f"{what} at {url} is larger than expected; is --url right?")
-                if expected is not None and len(body) < expected:
-                    raise _Transient(
-                        f"connection closed early ({len(body)} of {expected} bytes received)"
-                    )
-                charset = response.headers.get_content_charset() or "utf-8"
-            return body.decode(charset, errors="replace")
-
-        return self.retry(what, url, attempt_once)
-
-    def head_size(self, url: str, what: str) -> int | None:
-        """Content-Length from a HEAD request; None if the server does not say."""
-
-        def attempt_once() -> int | None:
-            try:
-                response = self.open(url, method="HEAD")
-            except _HTTPStatus as status:
-                if status.code in (405, 501):  # HEAD not supported: use the GET's length
-                    return None
-                raise
-            with response:
-                return _content_length(response.headers)
-
-        return self.retry(what, url, attempt_once)
-
-
-# --------------------------------------------------------------------------------------
-# File list
-# --------------------------------------------------------------------------------------
+# -- file list ----------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -377,8 +233,7 @@ def _safe_relpath(raw: str, where: str) -> str:
     components = raw.split("/")
     if ".." in components:
         raise DownloadError(
-            f"{where}: refusing path {raw!r} with a '..' component (it would escape the "
-            f"destination folder)"
+            f"{where}: refusing path {raw!r} with a '..' component (it would escape the destination folder)"
         )
     kept = [part for part in components if part not in ("", ".")]
     if not kept or "\\" in raw or "\x00" in raw:
@@ -396,8 +251,7 @@ def _parse_checksums(text: str, base_url: str) -> list[_Entry]:
         match = _SHA_LINE.fullmatch(line)
         if not match:
             raise DownloadError(
-                f"{CHECKSUM_FILE} line {lineno} is malformed: expected "
-                f"'<64 hex digits>  <relative path>'"
+                f"{CHECKSUM_FILE} line {lineno} is malformed: expected '<64 hex digits>  <relative path>'"
             )
         digest = match.group(1).lower()
         relpath = _safe_relpath(match.group(2), f"{CHECKSUM_FILE} line {lineno}")
@@ -407,10 +261,7 @@ def _parse_checksums(text: str, base_url: str) -> list[_Entry]:
             raise DownloadError(f"{CHECKSUM_FILE} lists {relpath} twice with different checksums")
     if not digests:
         raise DownloadError(f"{CHECKSUM_FILE} at {base_url} lists no files")
-    return [
-        _Entry(relpath, base_url + urllib.parse.quote(relpath), sha256=digest)
-        for relpath, digest in sorted(digests.items())
-    ]
+    return [_Entry(rel, base_url + urllib.parse.quote(rel), sha256=digest) for rel, digest in sorted(digests.items())]
 
 
 class _LinkParser(HTMLParser):
@@ -425,23 +276,20 @@ class _LinkParser(HTMLParser):
             self.hrefs.extend(value.strip() for name, value in attrs if name == "href" and value)
 
 
-def _crawl_listing(session: _Session, base_url: str) -> list[_Entry]:
+def _crawl_listing(get_document: Callable[[str, str], str | None], base_url: str) -> list[_Entry]:
     """Files below ``base_url`` found by following its HTML directory listings.
 
-    Only links that resolve strictly below ``base_url`` on the same scheme and host are
-    used: that discards parent links (``../``), site navigation (``/about/``), other hosts
-    and column-sorting links (``?C=N;O=D``) without having to recognise each kind.
+    Only links that resolve strictly below ``base_url`` on the same scheme and host are used: that discards parent
+    links (``../``), site navigation (``/about/``), other hosts and column-sorting links (``?C=N;O=D``) without
+    having to recognise each kind.
     """
     base = urllib.parse.urlsplit(base_url)
-    queue = deque([base_url])
-    seen = {base_url}
-    files: dict[str, str] = {}
+    queue, seen, files = deque([base_url]), {base_url}, {}
     while queue:
         dir_url = queue.popleft()
         label = urllib.parse.unquote(dir_url[len(base_url):]) or "./"
-        html = session.get_document(dir_url, f"directory listing {label}")
         parser = _LinkParser()
-        parser.feed(html or "")
+        parser.feed(get_document(dir_url, f"directory listing {label}") or "")
         for href in parser.hrefs:
             target = urllib.parse.urlsplit(urllib.parse.urljoin(dir_url, href))
             if (target.scheme, target.netloc) != (base.scheme, base.netloc) or target.query:
@@ -454,9 +302,7 @@ def _crawl_listing(session: _Session, base_url: str) -> list[_Entry]:
                     seen.add(clean_url)
                     queue.append(clean_url)
                 continue
-            relpath = _safe_relpath(
-                urllib.parse.unquote(target.path[len(base.path):]), f"directory listing {label}"
-            )
+            relpath = _safe_relpath(urllib.parse.unquote(target.path[len(base.path):]), f"directory listing {label}")
             files.setdefault(relpath, clean_url)
     if not files:
         raise DownloadError(
@@ -465,9 +311,7 @@ def _crawl_listing(session: _Session, base_url: str) -> list[_Entry]:
     return [_Entry(relpath, url) for relpath, url in sorted(files.items())]
 
 
-# --------------------------------------------------------------------------------------
-# Download
-# --------------------------------------------------------------------------------------
+# -- download -----------------------------------------------------------------------------------------------------
 
 
 def _sha256_file(path: Path) -> str:
@@ -484,45 +328,95 @@ def _human(size: int | None) -> str:
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+            break
         value /= 1024
-    return f"{size} B"  # unreachable; keeps type checkers content
+    return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
 class _Downloader:
-    def __init__(self, dest: Path, base_url: str, session: _Session, log: Callable[[str], None]):
-        self.dest = dest
-        self.base_url = base_url
-        self.session = session
-        self.log = log
+    def __init__(self, dest: Path, base_url: str, session: _Session, retries: int, timeout: float, log):
+        self.dest, self.base_url, self.session = dest, base_url, session
+        self.retries, self.timeout, self.log = retries, timeout, log
+
+    def _request(self, url: str, what: str, *, method: str = "GET", offset: int = 0,
+                 allow: tuple[int, ...] = ()) -> requests.Response:
+        """A streamed answer with a 2xx status or one in ``allow``; anything else raises a DownloadError."""
+        headers = {"Range": f"bytes={offset}-"} if offset else None
+        try:
+            response = self.session.request(method, url, headers=headers, stream=True, timeout=self.timeout)
+        except requests.RequestException as exc:  # urllib3 has retried it already
+            raise self._gave_up(what, url, _describe(exc)) from None
+        code = response.status_code
+        if 200 <= code < 300 or code in allow:
+            return response
+        response.close()
+        status = f"HTTP {code} {response.reason or ''}".strip()
+        if code in (401, 403):
+            raise DownloadError(
+                f"access denied for {what} ({status}): the PhysioNet account must have credentialed access and "
+                f"must have signed the data-use agreement for the CT-ICH dataset at {DUA_URL}; the username and "
+                f"password are read from {ENV_USERNAME}/{ENV_PASSWORD} or from ~/.netrc, check that they are right"
+            )
+        if code in _RETRY_STATUSES:
+            raise self._gave_up(what, url, status)
+        raise DownloadError(f"cannot download {what}: the server answered {status} for {url}")
+
+    def _gave_up(self, what: str, url: str, reason: str) -> DownloadError:
+        return DownloadError(f"could not download {what} from {url} after {self.retries} attempt(s): {reason}")
+
+    def _attempts(self, what: str, url: str, attempt_once: Callable[[], _T]) -> _T:
+        """Run ``attempt_once`` up to ``retries`` times while its transfer is cut short."""
+        for attempt in range(1, self.retries + 1):
+            try:
+                return attempt_once()
+            except _Cut as cut:
+                reason = str(cut)
+            if attempt < self.retries:
+                delay = min(RETRY_DELAY_S * 2 ** (attempt - 1), _MAX_RETRY_DELAY_S)
+                self.log(f"{what}: {reason}; retrying in {delay:.0f} s (attempt {attempt + 1} of {self.retries})")
+                time.sleep(delay)
+        raise self._gave_up(what, url, reason)
+
+    def _document(self, url: str, what: str, *, missing_ok: bool = False) -> str | None:
+        """GET a small text document; None on 404 when ``missing_ok``."""
+
+        def attempt_once() -> str | None:
+            response = self._request(url, what, allow=(404,) if missing_ok else ())
+            if response.status_code == 404:
+                response.close()
+                return None
+            body = bytearray()
+            for chunk in _body(response):
+                body += chunk
+                if len(body) > _MAX_DOCUMENT_BYTES:
+                    raise DownloadError(f"{what} at {url} is larger than expected; is --url right?")
+            declared = "charset=" in response.headers.get("Content-Type", "").lower()
+            charset = requests.utils.get_encoding_from_headers(response.headers) if declared else None
+            return body.decode(charset or "utf-8", errors="replace")
+
+        return self._attempts(what, url, attempt_once)
 
     def run(self) -> dict:
-        try:
-            self.dest.mkdir(parents=True, exist_ok=True)
-            marker = self.dest / MARKER_FILE
-            # A marker from an earlier run must not vouch for this one if it fails.
-            marker.unlink(missing_ok=True)
-        except OSError as exc:
-            raise DownloadError(f"cannot use destination folder {self.dest}: {exc.strerror or exc}") from None
-
-        checksums = self.session.get_document(
-            self.base_url + CHECKSUM_FILE, CHECKSUM_FILE, missing_ok=True
-        )
+        self.dest.mkdir(parents=True, exist_ok=True)
+        marker = self.dest / MARKER_FILE
+        marker.unlink(missing_ok=True)  # a marker from an earlier run must not vouch for this one if it fails
+        checksums = self._document(self.base_url + CHECKSUM_FILE, CHECKSUM_FILE, missing_ok=True)
         if checksums is not None:
             entries, verified_by = _parse_checksums(checksums, self.base_url), "sha256"
             # Keep the list next to the data so it can be re-checked offline (sha256sum -c).
-            self._write(self.dest / CHECKSUM_FILE, checksums.encode("utf-8"))
+            write_bytes_atomic(self.dest / CHECKSUM_FILE, checksums.encode("utf-8"))
         else:
             self.log(f"no {CHECKSUM_FILE} at {self.base_url}; verifying files by size instead")
-            entries, verified_by = _crawl_listing(self.session, self.base_url), "size"
+            entries, verified_by = _crawl_listing(self._document, self.base_url), "size"
         self.log(f"{len(entries)} files at {self.base_url} (verified by {verified_by})")
 
         downloaded = skipped = 0
         for index, entry in enumerate(entries, start=1):
-            prefix = f"[{index}/{len(entries)}] {entry.relpath}"
-            final = self.dest / entry.relpath
+            prefix, final = f"[{index}/{len(entries)}] {entry.relpath}", self.dest / entry.relpath
             if verified_by == "size":
-                entry.size = self.session.head_size(entry.url, entry.relpath)
+                # 405/501: the server has no HEAD; the size then comes from the GET's Content-Length.
+                with self._request(entry.url, entry.relpath, method="HEAD", allow=(405, 501)) as response:
+                    entry.size = _content_length(response.headers) if response.ok else None
             if final.is_file() and self._is_verified(entry, final):
                 skipped += 1
                 self.log(f"{prefix}: already present and verified ({_human(final.stat().st_size)}), skipping")
@@ -533,31 +427,14 @@ class _Downloader:
             self.log(f"{prefix}: done, {_human(final.stat().st_size)} verified by {verified_by}")
 
         total = sum((self.dest / entry.relpath).stat().st_size for entry in entries)
-        record = {
-            "url": self.base_url,
-            "files": len(entries),
-            "verified_by": verified_by,
-            "bytes": total,
-            "completed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        self._write(marker, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
-        self.log(
-            f"complete: {len(entries)} files ({downloaded} downloaded, {skipped} already "
-            f"present), {_human(total)} in {self.dest}"
-        )
-        return {
-            "files": len(entries),
-            "downloaded": downloaded,
-            "skipped": skipped,
-            "bytes": total,
-            "verified_by": verified_by,
-        }
-
-    def _write(self, path: Path, data: bytes) -> None:
-        try:
-            write_bytes_atomic(path, data)
-        except OSError as exc:
-            raise DownloadError(f"cannot write {path}: {exc.strerror or exc}") from None
+        summary = {"files": len(entries), "downloaded": downloaded, "skipped": skipped, "bytes": total,
+                   "verified_by": verified_by}
+        record = {"url": self.base_url, "files": len(entries), "verified_by": verified_by, "bytes": total,
+                  "completed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        write_bytes_atomic(marker, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
+        self.log(f"complete: {len(entries)} files ({downloaded} downloaded, {skipped} already present), "
+                 f"{_human(total)} in {self.dest}")
+        return summary
 
     def _is_verified(self, entry: _Entry, path: Path) -> bool:
         if entry.sha256 is not None:
@@ -568,33 +445,25 @@ class _Downloader:
     def _download(self, entry: _Entry, final: Path) -> None:
         """Fetch ``entry`` into its ``.part``, verify it, and rename it into place."""
         part = final.with_name(final.name + PART_SUFFIX)
-        try:
-            part.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DownloadError(f"cannot create folder for {entry.relpath}: {exc.strerror or exc}") from None
-
-        def keep_hint() -> str:
-            if part.exists():
-                return f"; {entry.relpath}{PART_SUFFIX} is kept and the next run resumes from it"
-            return ""
-
+        part.parent.mkdir(parents=True, exist_ok=True)
         # A verification failure earns exactly one fresh download before giving up.
         for round_ in (1, 2):
-            total = self.session.retry(
-                entry.relpath, entry.url, lambda: self._fetch_into(entry, part), hint=keep_hint
-            )
+            try:
+                total = self._attempts(entry.relpath, entry.url, lambda: self._fetch_into(entry, part))
+            except DownloadError as exc:
+                if not part.exists():
+                    raise
+                kept = f"{entry.relpath}{PART_SUFFIX} is kept and the next run resumes from it"
+                raise DownloadError(f"{exc}; {kept}") from None
             problem = self._verification_problem(entry, part, total)
             if problem is None:
-                try:
-                    os.replace(part, final)
-                except OSError as exc:
-                    raise DownloadError(f"cannot rename {entry.relpath}{PART_SUFFIX}: {exc.strerror or exc}") from None
+                os.replace(part, final)
                 return
             part.unlink(missing_ok=True)  # a bad .part must never be resumed or renamed
             if round_ == 2:
                 raise DownloadError(
-                    f"{problem} (after downloading it twice from scratch; the server copy or "
-                    f"{CHECKSUM_FILE} is corrupt, or a proxy alters it; the bad file was deleted)"
+                    f"{problem} (after downloading it twice from scratch; the server copy or {CHECKSUM_FILE} is "
+                    f"corrupt, or a proxy alters it; the bad file was deleted)"
                 )
             self.log(f"{problem}; deleting it and downloading {entry.relpath} again from scratch")
 
@@ -607,92 +476,58 @@ class _Downloader:
         expected = entry.size if entry.size is not None else server_total
         if expected is None:
             raise DownloadError(
-                f"cannot verify {entry.relpath}: the server reports no size (Content-Length) "
-                f"for it and has no {CHECKSUM_FILE}"
+                f"cannot verify {entry.relpath}: the server reports no size (Content-Length) for it and has no "
+                f"{CHECKSUM_FILE}"
             )
         got = part.stat().st_size
         if got == expected:
             return None
-        return (
-            f"size mismatch for {entry.relpath}: expected {expected} bytes "
-            f"(server Content-Length), got {got}"
-        )
+        return f"size mismatch for {entry.relpath}: expected {expected} bytes (server Content-Length), got {got}"
 
     def _fetch_into(self, entry: _Entry, part: Path) -> int | None:
-        """One attempt: fill ``part`` up to the end of the file, resuming if possible.
+        """One attempt: fill ``part`` up to the end of the file, resuming it if it exists.
 
-        Returns the total file size the server announced (None if it did not say).
-        Raises :class:`_Transient` when the connection fails, leaving ``part`` in place.
+        Returns the total size the server announced (None if it did not say); raises :class:`_Cut`, keeping
+        ``part``, when the transfer stops early.
         """
         # At most one restart from zero per attempt, for a server that rejects our offset.
         for _ in range(2):
             offset = part.stat().st_size if part.exists() else 0
-            try:
-                response = self.session.open(entry.url, offset=offset)
-            except _HTTPStatus as status:
-                if status.code == 416 and offset:
-                    _, total = _parse_content_range(status.headers.get("Content-Range"))
-                    if total == offset:
-                        return total  # the .part is already complete; verification decides
-                    self._discard(part, f"{entry.relpath}: server cannot resume at byte {offset}")
-                    continue
-                raise
-            with response:
-                if response.status == 206:
-                    first, total = _parse_content_range(response.headers.get("Content-Range"))
-                    if first != offset:
-                        self._discard(part, f"{entry.relpath}: server sent an unexpected range")
-                        continue
-                    if offset:
-                        self.log(f"{entry.relpath}: resuming at byte {offset}")
-                elif response.status == 200:
-                    if offset:
-                        self.log(
-                            f"{entry.relpath}: server ignored the resume request; restarting from zero"
-                        )
-                    offset, total = 0, _content_length(response.headers)
-                else:
-                    raise _Transient(f"unexpected HTTP {response.status} {response.reason}")
-                self._stream(response, part, append=offset > 0)
-                return total
-        raise _Transient("server did not accept resuming or restarting the download")
+            response = self._request(entry.url, entry.relpath, offset=offset, allow=(416,) if offset else ())
+            first, total = _parse_content_range(response.headers.get("Content-Range"))
+            if response.status_code == 416:
+                response.close()
+                if total == offset:
+                    return total  # the .part is already complete; verification decides
+                self._discard(part, f"{entry.relpath}: server cannot resume at byte {offset}")
+                continue
+            if response.status_code == 206 and first != offset:
+                response.close()
+                self._discard(part, f"{entry.relpath}: server sent an unexpected range")
+                continue
+            if response.status_code == 206 and offset:
+                self.log(f"{entry.relpath}: resuming at byte {offset}")
+            elif response.status_code == 200:
+                if offset:
+                    self.log(f"{entry.relpath}: server ignored the resume request; restarting from zero")
+                offset, total = 0, _content_length(response.headers)
+            elif response.status_code != 206:
+                response.close()
+                raise _Cut(f"unexpected HTTP {response.status_code} {response.reason}")
+            with open(part, "ab" if offset else "wb") as handle:
+                for chunk in _body(response):
+                    handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            return total
+        raise _Cut("server did not accept resuming or restarting the download")
 
     def _discard(self, part: Path, why: str) -> None:
         self.log(f"{why}; restarting from zero")
         part.unlink(missing_ok=True)
 
-    def _stream(self, response: http.client.HTTPResponse, part: Path, *, append: bool) -> None:
-        """Copy the response body into ``part``; a short body raises :class:`_Transient`."""
-        expected = _content_length(response.headers)
-        received = 0
-        try:
-            handle = open(part, "ab" if append else "wb")
-        except OSError as exc:
-            raise DownloadError(f"cannot write {part}: {exc.strerror or exc}") from None
-        with handle:
-            while True:
-                try:
-                    chunk = response.read(_CHUNK_BYTES)
-                except (OSError, http.client.HTTPException) as exc:
-                    raise _Transient(_describe(exc)) from exc
-                if not chunk:
-                    break
-                try:
-                    handle.write(chunk)
-                except OSError as exc:  # local failure (disk full...): retrying will not help
-                    raise DownloadError(f"cannot write {part}: {exc.strerror or exc}") from None
-                received += len(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # http.client's read(n) returns b"" when the server hangs up early instead of
-        # raising, so a cut is only visible as a body shorter than its Content-Length.
-        if expected is not None and received < expected:
-            raise _Transient(f"connection closed early ({received} of {expected} bytes received)")
 
-
-# --------------------------------------------------------------------------------------
-# Public entry points
-# --------------------------------------------------------------------------------------
+# -- entry points -------------------------------------------------------------------------------------------------
 
 
 def _normalise_url(url: str) -> str:
@@ -702,8 +537,7 @@ def _normalise_url(url: str) -> str:
     if parts.username is not None or parts.password is not None:
         # Do not echo the URL: it holds the credentials.
         raise DownloadError(
-            f"the dataset URL must not contain credentials; set {ENV_USERNAME}/{ENV_PASSWORD} "
-            f"or use ~/.netrc instead"
+            f"the dataset URL must not contain credentials; set {ENV_USERNAME}/{ENV_PASSWORD} or use ~/.netrc instead"
         )
     if parts.query or parts.fragment:
         raise DownloadError(f"dataset URL must be a plain folder URL without ?query or #fragment: {url}")
@@ -737,52 +571,45 @@ def download_dataset(
 ) -> dict:
     """Download every file of the dataset at ``url`` into ``dest`` and verify it.
 
-    ``credentials`` defaults to :func:`resolve_credentials`. ``retries`` is the number of
-    attempts per request (at least 1); a transfer cut short is resumed on the next attempt.
-    Returns ``{"files", "downloaded", "skipped", "bytes", "verified_by"}`` where ``bytes`` is
-    the total size of the dataset files in ``dest`` and ``verified_by`` is ``"sha256"`` or
-    ``"size"``. Raises :class:`DownloadError` with a one-line message on any failure.
+    ``credentials`` defaults to :func:`resolve_credentials`. ``retries`` is the number of attempts per request and
+    per transfer (at least 1); a transfer cut short is resumed on the next attempt. ``timeout`` (seconds) bounds
+    connecting and each wait for data, so a server that stops answering fails the attempt instead of hanging.
+    Returns ``{"files", "downloaded", "skipped", "bytes", "verified_by"}`` where ``bytes`` is the total size of
+    the dataset files in ``dest`` and ``verified_by`` is ``"sha256"`` or ``"size"``. Raises
+    :class:`DownloadError` with a one-line message on any failure.
     """
     base_url = _normalise_url(url)
     if not isinstance(retries, int) or retries < 1:
         raise DownloadError(f"retries must be a whole number of at least 1, got {retries!r}")
     if credentials is None:
         credentials = resolve_credentials(base_url)
-    if (
-        not isinstance(credentials, tuple)
-        or len(credentials) != 2
-        or not all(isinstance(item, str) and item for item in credentials)
-    ):
+    if not (isinstance(credentials, tuple) and len(credentials) == 2
+            and all(isinstance(item, str) and item for item in credentials)):
         raise DownloadError("credentials must be a (username, password) pair of non-empty strings")
-
     scrub = _scrubber(credentials)
-
-    def safe_log(line: str) -> None:
-        log(scrub(line))
-
-    session = _Session(credentials, timeout=timeout, retries=retries, log=safe_log)
     try:
-        return _Downloader(Path(dest), base_url, session, safe_log).run()
+        with _Session(base_url, credentials, retries) as session:
+            return _Downloader(Path(dest), base_url, session, retries, timeout, lambda line: log(scrub(line))).run()
     except DownloadError as exc:
         message = scrub(str(exc))
         if message != str(exc):
             raise DownloadError(message) from None
         raise
+    except OSError as exc:  # local files (requests' errors are OSErrors too, but never get this far)
+        raise DownloadError(f"cannot write {exc.filename or dest}: {exc.strerror or exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (1 on a DownloadError)."""
     parser = argparse.ArgumentParser(
         prog="python -m ichseq.physionet",
-        description=(
-            "Download the PhysioNet CT-ICH dataset. Credentials are read from "
-            f"{ENV_USERNAME}/{ENV_PASSWORD} or from ~/.netrc."
-        ),
+        description=f"Download the PhysioNet CT-ICH dataset. Credentials are read from {ENV_USERNAME}/"
+        f"{ENV_PASSWORD} or from ~/.netrc.",
     )
     parser.add_argument("dest", help="destination folder")
     parser.add_argument("--url", default=DEFAULT_URL, help=f"dataset URL (default {DEFAULT_URL})")
     parser.add_argument("--retries", type=int, default=3, help="attempts per request (default 3)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="socket timeout in seconds")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait to connect or for data")
     args = parser.parse_args(argv)
     try:
         summary = download_dataset(args.dest, args.url, timeout=args.timeout, retries=args.retries)
