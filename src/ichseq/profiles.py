@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 
 from .errors import ConfigError
-from .io import temp_dir_beside
+from .atomic import temp_dir_beside
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
 # Snakemake applies profiles/default of the checkout by itself (its "workflow profile");

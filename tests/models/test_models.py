@@ -16,7 +16,7 @@ from transformers import ConvNextConfig, ConvNextForImageClassification, VivitCo
 
 from ichseq.errors import ModelError
 from ichseq.models import ID2LABEL, REGISTRY, available_models, build_model, register
-from ichseq.models.base import SequenceClassifier
+from ichseq.models.base import CTClassifier
 from ichseq.models.vivit import interpolate_temporal_position_embeddings
 
 # 32x32 images, 8x8 patches -> a 4x4 grid; tubelet length 2.
@@ -34,7 +34,7 @@ def _seed():
     torch.manual_seed(0)
 
 
-def tiny(name: str) -> SequenceClassifier:
+def tiny(name: str) -> CTClassifier:
     return build_model(name, VIVIT if name == "vivit" else CONVNEXT).eval()
 
 
@@ -84,7 +84,7 @@ def test_unknown_model_lists_registered_names():
 
 def test_register_adds_a_model_and_rejects_a_clashing_name():
     @register("dummy-test-model")
-    class Dummy(SequenceClassifier):
+    class Dummy(CTClassifier):
         kind = "slice"
 
         @classmethod

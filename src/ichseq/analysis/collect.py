@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import htmlpage
-from .errors import DataError
-from .io import write_csv_atomic, write_text_atomic
+from ..atomic import write_csv_atomic, write_text_atomic
+from ..errors import DataError
+from ..report import htmlpage
 
 RUNS_COLUMNS = ("model", "replicate", "metric", "value")
 

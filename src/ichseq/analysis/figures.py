@@ -2,7 +2,7 @@
 
 Every figure is written twice next to each other: ``STEM.png`` (150 dpi, what the Snakemake
 HTML report shows) and ``STEM.svg`` (vector, text kept as text so it stays editable). Both are
-rendered in memory first and then written with :func:`ichseq.io.write_bytes_atomic`, so a
+rendered in memory first and then written with :func:`ichseq.atomic.write_bytes_atomic`, so a
 failure while plotting leaves no file, or the previous complete ones, behind.
 
 Output is reproducible: no date in the SVG, ``svg.hashsalt`` fixed (stable element ids), and
@@ -43,7 +43,7 @@ from matplotlib.lines import Line2D
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from ichseq.errors import DataError
-from ichseq.io import write_bytes_atomic
+from ichseq.atomic import write_bytes_atomic
 
 #: Resolution of the PNG copies.
 DPI = 150

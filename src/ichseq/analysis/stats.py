@@ -2,7 +2,7 @@
 
 Input is a long table ``model,replicate,metric,value`` -- one row per metric of every run's
 ``metrics.json`` -- where an empty value is an *undefined* metric (``None`` in
-:func:`ichseq.metrics.binary_metrics`, e.g. precision of a model that predicted no positive).
+:func:`ichseq.training.metrics.binary_metrics`, e.g. precision of a model that predicted no positive).
 The confusion counts ``tn, fp, fn, tp, n_test`` are averaged into mean confusion matrices;
 every other metric is a *rate metric* and is tested.
 
@@ -52,18 +52,19 @@ are in the table.
 
 Sign conventions: every effect size and difference is ``model_a`` minus ``model_b`` --
 positive when ``model_a`` scores higher.
+
+This module computes; the tables (Markdown, LaTeX, HTML) and the findings are rendered by
+:mod:`ichseq.report`, and :func:`write_stats` writes both.
 """
 
 from __future__ import annotations
 
 import gc
-import html
 import itertools
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -71,20 +72,14 @@ import pingouin as pg
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
-from tabulate import tabulate
 
-from . import htmlpage
-from .errors import ConfigError, DataError
-from .io import write_csv_atomic, write_text_atomic
+from ..atomic import write_csv_atomic, write_text_atomic
+from ..errors import ConfigError, DataError
+from ..report.findings import render_findings, render_findings_html
+from ..report.formatting import confusion_skipped_line, format_alpha
+from ..report.tables import render_tables, render_tables_html
+from .columns import CONFUSION_COUNTS, COUNT_METRICS, RATE_METRICS, RUN_COLUMNS
 
-#: Columns the runs table must have.
-RUN_COLUMNS = ("model", "replicate", "metric", "value")
-#: Metrics that are counts: averaged into confusion matrices, never tested.
-COUNT_METRICS = ("tn", "fp", "fn", "tp", "n_test")
-#: The counts a mean confusion matrix is made of.
-CONFUSION_COUNTS = ("tn", "fp", "fn", "tp")
-#: Rate metrics in report order (others follow in order of first appearance).
-RATE_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "balanced_accuracy", "roc_auc")
 UNDEFINED_POLICIES = ("drop", "zero")
 #: Values of the ``test`` column of ``tests.csv``.
 TESTS = ("shapiro", "levene", "student_t", "welch_t", "mann_whitney_u", "paired_t", "wilcoxon")
@@ -105,10 +100,6 @@ HOLM_FAMILY = {
 }
 #: Cells that mean "undefined" in the CSV (case-insensitive), besides the empty cell.
 _UNDEFINED_CELLS = {"", "nan", "na", "null", "none"}
-_POLICY_TEXT = {
-    "drop": "undefined values dropped (paired tests drop the replicate from both models)",
-    "zero": "undefined values counted as 0 (as in the study)",
-}
 NAN = float("nan")
 #: What :func:`run_stats` and :func:`write_stats` write: output key -> file name under ``--out``.
 OUTPUT_NAMES = {
@@ -347,13 +338,9 @@ def _levene(a: np.ndarray, b: np.ndarray) -> tuple[float, float, str]:
     return float(res.statistic), float(res.pvalue), ""
 
 
-def _fmt_alpha(alpha: float) -> str:
-    return f"{alpha:g}"
-
-
 def _independent_t(metric, ma, mb, a, b, alpha, sh_a, sh_b, lev, power_alpha) -> dict:
     """Student's or Welch's t by the study's rule, with Cohen's d and power at ``power_alpha``."""
-    al = _fmt_alpha(alpha)
+    al = format_alpha(alpha)
     reasons = []
     for model, p in ((ma, sh_a), (mb, sh_b)):
         if not np.isfinite(p):
@@ -378,7 +365,7 @@ def _independent_t(metric, ma, mb, a, b, alpha, sh_a, sh_b, lev, power_alpha) ->
             effect_size=abs(d), nobs1=a.size, alpha=power_alpha, ratio=b.size / a.size, df=float(res.df)
         )
     )
-    pal = _fmt_alpha(power_alpha)
+    pal = format_alpha(power_alpha)
     note += f"; d: pingouin.compute_effsize (pooled SD); power: statsmodels TTestIndPower at alpha={pal}"
     if test == "welch_t":
         note += " with Welch df"
@@ -415,7 +402,7 @@ def _paired(metric, ma, mb, sa: pd.Series, sb: pd.Series, power_alpha, seed, n_r
     a = sa.loc[common].to_numpy()
     b = sb.loc[common].to_numpy()
     paired = f"paired over {len(common)} replicates present for both models ({ma}: {len(sa)}, {mb}: {len(sb)})"
-    al = _fmt_alpha(power_alpha)
+    al = format_alpha(power_alpha)
     if len(common) < 2:
         undefined = f"{paired}; fewer than 2 pairs: undefined"
         return [
@@ -585,339 +572,6 @@ def mean_confusion(runs: pd.DataFrame, undefined: str = "drop") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-# ----------------------------------------------------------------------------- formatting
-
-
-def format_p(p: float) -> str:
-    """3 significant digits, ``<0.001`` below 0.001, ``n/a`` when undefined."""
-    if p is None or not np.isfinite(p):
-        return "n/a"
-    if p < 0.001:
-        return "<0.001"
-    return f"{p:#.3g}"
-
-
-def _num(x, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA:
-        return "n/a"
-    x = float(x)
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:.{digits}f}"
-
-
-def _int(x) -> str:
-    return "n/a" if x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)) else str(int(x))
-
-
-def _power_differs(alpha: float, power_alpha: float | None) -> bool:
-    return power_alpha is not None and power_alpha != alpha
-
-
-def policy_line(undefined: str, alpha: float, markdown: bool = True, power_alpha: float | None = None) -> str:
-    """The line printed under every table: undefined-value policy, alpha, and the power's
-    alpha when it is not the tests' one."""
-    text = f"Undefined values: {undefined} -- {_POLICY_TEXT[undefined]}."
-    power = _power_differs(alpha, power_alpha)
-    if markdown:
-        extra = f"; power at α = {_fmt_alpha(power_alpha)}" if power else ""
-        return f"*{text.replace(' -- ', ' — ')} α = {_fmt_alpha(alpha)}{extra}.*"
-    extra = f"; power at $\\alpha = {_fmt_alpha(power_alpha)}$" if power else ""
-    return f"{text} $\\alpha = {_fmt_alpha(alpha)}${extra}."
-
-
-def _md_table(headers, rows, align) -> str:
-    cells = [[str(c).replace("|", "\\|") for c in row] for row in rows]
-    return tabulate(cells, headers=headers, tablefmt="pipe", disable_numparse=True, colalign=align)
-
-
-def _tex_table(headers, rows, align) -> str:
-    return tabulate(rows, headers=headers, tablefmt="latex_booktabs", disable_numparse=True, colalign=align)
-
-
-def _holm_text(tests: pd.DataFrame) -> str:
-    n_metrics = tests["metric"].nunique()
-    n_pairs = len(tests[tests["test"] != "shapiro"][["model_a", "model_b"]].drop_duplicates())
-    across = f"{n_metrics} metric{'s' if n_metrics != 1 else ''}" + (f" x {n_pairs} model pairs" if n_pairs > 1 else "")
-    return f"Holm: within each test across {across}."
-
-
-def _power_note(alpha: float, power_alpha: float | None) -> str:
-    if _power_differs(alpha, power_alpha):
-        pal, al = _fmt_alpha(power_alpha), _fmt_alpha(alpha)
-        return f"Power of the test used at alpha = {pal}, not the tests' alpha = {al}."
-    return f"Power of the test used at alpha = {_fmt_alpha(alpha)}."
-
-
-def _confusion_skipped_line(reason: str) -> str:
-    return f"Mean confusion matrices skipped: the runs table has {reason}, which they need."
-
-
-class _Section(NamedTuple):
-    title: str
-    headers: list
-    rows: list
-    align: tuple
-    extra: str  # note after the policy line
-    skipped: str = ""  # the line that replaces a table whose inputs are missing
-
-
-def _sections(tests, summary, confusion, alpha: float, power_alpha: float | None = None):
-    """Every table as a :class:`_Section`, in the study's order. ``confusion`` is the reason
-    string instead of a table when the mean confusion matrices were skipped."""
-    t = tests
-    holm = _holm_text(tests)
-    by = lambda name: t[t["test"] == name]  # noqa: E731
-    pair = lambda r: f"{r.model_a} vs {r.model_b}"  # noqa: E731
-    out = []
-    out.append(_Section(
-        "Table I. Shapiro-Wilk test of normality",
-        ["metric", "model", "n", "W", "p"],
-        [[r.metric, r.model_a, _int(r.n_a), _num(r.statistic), format_p(r.p_value)]
-         for r in by("shapiro").itertuples()],
-        ("left", "left", "right", "right", "right"), "",
-    ))  # fmt: skip
-    out.append(_Section(
-        "Table II. Levene's test of equal variances (median-centred)",
-        ["metric", "models", "W", "p"],
-        [[r.metric, pair(r), _num(r.statistic), format_p(r.p_value)] for r in by("levene").itertuples()],
-        ("left", "left", "right", "right"), "",
-    ))  # fmt: skip
-    ttests = t[t["test"].isin(["student_t", "welch_t"])]
-    names = {"student_t": "Student", "welch_t": "Welch"}
-    out.append(_Section(
-        "Table III. t-tests (Student's if both samples pass Shapiro-Wilk and Levene, else Welch's)",
-        ["metric", "models", "test", "t", "df", "p", "p Holm", "Cohen's d", "power"],
-        [[r.metric, pair(r), names[r.test], _num(r.statistic), _num(r.df, 1), format_p(r.p_value),
-          format_p(r.p_holm), _num(r.effect_size), _num(r.power)] for r in ttests.itertuples()],
-        ("left", "left", "left") + ("right",) * 6, f"{_power_note(alpha, power_alpha)} {holm}",
-    ))  # fmt: skip
-    out.append(_Section(
-        "Table IV. Mann-Whitney U test (two-sided)",
-        ["metric", "models", "U", "p", "p Holm", "rank-biserial r"],
-        [[r.metric, pair(r), _num(r.statistic, 1), format_p(r.p_value), format_p(r.p_holm), _num(r.effect_size)]
-         for r in by("mann_whitney_u").itertuples()],
-        ("left", "left") + ("right",) * 4, holm,
-    ))  # fmt: skip
-    rates = summary[~summary["metric"].isin(COUNT_METRICS)]
-    out.append(_Section(
-        "Table V. Minimum and maximum over replicates",
-        ["metric", "model", "n", "min", "max"],
-        [[r.metric, r.model, _int(r.n), _num(r.min), _num(r.max)] for r in rates.itertuples()],
-        ("left", "left", "right", "right", "right"), "",
-    ))  # fmt: skip
-    out.append(_Section(
-        "Table VI. Means over replicates",
-        ["metric", "model", "n", "undefined", "mean", "sd", "median"],
-        [[r.metric, r.model, _int(r.n), _int(r.n_undefined), _num(r.mean), _num(r.sd), _num(r.median)]
-         for r in rates.itertuples()],
-        ("left", "left") + ("right",) * 5, "sd with ddof 1.",
-    ))  # fmt: skip
-    paired_t = by("paired_t").set_index(["metric", "model_a", "model_b"])
-    rows = []
-    for r in by("wilcoxon").itertuples():
-        p = paired_t.loc[(r.metric, r.model_a, r.model_b)]
-        rows.append([r.metric, pair(r), _int(r.n_a), _num(p.mean_a - p.mean_b), _num(p.statistic), format_p(p.p_value),
-                     format_p(p.p_holm), _num(p.effect_size), _num(r.statistic, 1), format_p(r.p_value),
-                     format_p(r.p_holm), _num(r.effect_size)])  # fmt: skip
-    out.append(_Section(
-        "Table VII. Paired tests by replicate (paired t and Wilcoxon signed-rank)",
-        ["metric", "models", "pairs", "mean diff", "t", "p", "p Holm", "d_z", "Wilcoxon W", "p", "p Holm", "matched r"],
-        rows, ("left", "left") + ("right",) * 10,
-        "Differences are first model minus second; only replicates present for both are paired. " + holm,
-    ))  # fmt: skip
-    rows = [[r.metric, r.model, _num(r.mean), f"[{_num(r.ci_low)}, {_num(r.ci_high)}]", r.ci_method or "n/a"]
-            for r in rates.itertuples()]  # fmt: skip
-    rows += [[r.metric, f"{r.model_a} - {r.model_b} (paired)", _num(r.mean_a - r.mean_b),
-              f"[{_num(r.ci_low)}, {_num(r.ci_high)}]", _ci_method(r.note)]
-             for r in by("paired_t").itertuples()]  # fmt: skip
-    out.append(_Section(
-        "Table VIII. Bootstrap 95% confidence intervals of means and paired mean differences",
-        ["metric", "model / difference", "estimate", "95% CI", "method"],
-        rows, ("left", "left", "right", "right", "left"), "",
-    ))  # fmt: skip
-    skipped = isinstance(confusion, str)
-    out.append(_Section(
-        "Table IX. Mean confusion matrices over replicates",
-        ["model", "replicates", "TN", "FP", "FN", "TP"],
-        [] if skipped else
-        [[r.model, _int(r.n_replicates)] + [f"{_num(getattr(r, c + '_mean'), 1)} ({_num(getattr(r, c + '_sd'), 1)})"
-         for c in ("tn", "fp", "fn", "tp")] for r in confusion.itertuples()],
-        ("left",) + ("right",) * 5, "Mean (sd) of the test-set counts.",
-        _confusion_skipped_line(confusion) if skipped else "",
-    ))  # fmt: skip
-    return out
-
-
-def _ci_method(note: str) -> str:
-    for method in ("BCa", "percentile"):
-        if f"bootstrap {method} " in note:
-            return method
-    return "n/a"
-
-
-def _tex_escape(text: str) -> str:
-    return "".join(
-        {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}"}.get(c, c)
-        for c in text
-    ).replace("Shapiro-Wilk", "Shapiro--Wilk").replace("Mann-Whitney", "Mann--Whitney")
-
-
-def render_tables(
-    tests, summary, confusion, alpha: float, undefined: str, power_alpha: float | None = None,
-    caveats: Sequence[str] = (),
-) -> tuple[str, str]:
-    """``(markdown, latex)`` of the study's tables, each followed by the policy/alpha line.
-
-    ``confusion`` is the :func:`mean_confusion` table, or the reason it was skipped (a
-    string), which then stands in place of Table IX. Each of ``caveats`` (e.g. a biased
-    protocol) stands in bold above the tables.
-    """
-    md = ["# Statistical comparison of models", ""]
-    tex = [
-        "% ichseq stats: the study's tables. Needs \\usepackage{booktabs} in the preamble.",
-        "",
-    ]
-    for caveat in caveats:
-        md += [f"**Caveat: {caveat}**", ""]
-        tex += [f"\\noindent\\textbf{{Caveat: {_tex_escape(caveat)}}}\\par", ""]
-    policy_md = policy_line(undefined, alpha, markdown=True, power_alpha=power_alpha)
-    policy_tex = policy_line(undefined, alpha, markdown=False, power_alpha=power_alpha)
-    for title, headers, rows, align, extra, skipped in _sections(tests, summary, confusion, alpha, power_alpha):
-        md += [f"## {title}", ""]
-        caption = title.split(". ", 1)[1]
-        tex += [f"% {title.split('. ', 1)[0]}", "\\begin{table}[htbp]", "\\centering"]
-        tex += [f"\\caption{{{_tex_escape(caption)}}}"]
-        if skipped:
-            md += [f"*{skipped}*", ""]
-            tex += [f"{{\\footnotesize {_tex_escape(skipped)}}}", "\\end{table}", ""]
-            continue
-        md += [_md_table(headers, rows, align) if rows else "(no rows)", ""]
-        md += [policy_md + (f" {extra}" if extra else ""), ""]
-        tex += [_tex_table(headers, rows, align) if rows else "(no rows)"]  # tabulate escapes cells
-        tex += [f"\\par\\smallskip{{\\footnotesize {policy_tex}"
-                + (f" {_tex_escape(extra)}" if extra else "") + "}", "\\end{table}", ""]  # fmt: skip
-    return "\n".join(md), "\n".join(tex)
-
-
-def render_tables_html(
-    tests, summary, confusion, alpha: float, undefined: str, power_alpha: float | None = None,
-    caveats: Sequence[str] = (),
-) -> str:
-    """The same tables as one self-contained HTML page, for the Snakemake report (which
-    offers CSV and Markdown only as downloads)."""
-    policy = policy_line(undefined, alpha, markdown=True, power_alpha=power_alpha).strip("*")
-    parts = [htmlpage.caveat(f"Caveat: {caveat}") for caveat in caveats]
-    for title, headers, rows, align, extra, skipped in _sections(tests, summary, confusion, alpha, power_alpha):
-        parts.append(htmlpage.heading(title))
-        if skipped:
-            parts.append(htmlpage.note(skipped))
-            continue
-        parts.append(htmlpage.table(headers, rows, align) if rows else htmlpage.note("(no rows)"))
-        parts.append(htmlpage.note(policy + (f" {extra}" if extra else "")))
-    return htmlpage.page("Statistical comparison of models", parts)
-
-
-def _p_is(label: str, p: float) -> str:
-    text = format_p(p)
-    return f"{label} {text[0]} {text[1:]}" if text.startswith("<") else f"{label} = {text}"
-
-
-def render_findings(
-    tests: pd.DataFrame,
-    alpha: float,
-    undefined: str,
-    power_alpha: float | None = None,
-    skipped: Sequence[str] = (),
-    caveats: Sequence[str] = (),
-) -> str:
-    """``summary.md``: each of ``caveats`` in bold, then per metric and model pair the higher
-    mean and the tests' verdicts; then the policy line and one line per ``skipped`` part (e.g.
-    the confusion matrices)."""
-    al = _fmt_alpha(alpha)
-    power_label = f"power (α = {_fmt_alpha(power_alpha)})" if _power_differs(alpha, power_alpha) else "power"
-    lines = ["# Findings", ""]
-    for caveat in caveats:
-        lines += [f"**Caveat: {caveat}**", ""]
-    names = {"student_t": "Student's t-test", "welch_t": "Welch's t-test", "mann_whitney_u": "Mann-Whitney U test",
-             "paired_t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test"}  # fmt: skip
-    symbols = {"student_t": "t", "welch_t": "t", "mann_whitney_u": "U", "paired_t": "t", "wilcoxon": "W"}
-    effects = {"cohen_d": "Cohen's d", "rank_biserial": "rank-biserial r", "cohen_dz": "Cohen's d_z",
-               "matched_pairs_rank_biserial": "matched-pairs rank-biserial r"}  # fmt: skip
-
-    def verdict(r, label: str) -> str:
-        if not np.isfinite(r.p_value):
-            return f"{label}: undefined ({r.note.split('; ')[-1]})"
-        sig = np.isfinite(r.p_holm) and r.p_holm < alpha
-        statistic = _num(r.statistic, 1 if symbols[r.test] in "UW" else 2)
-        text = (f"{label}: {symbols[r.test]} = {statistic}, {_p_is('p', r.p_value)}, "
-                f"{_p_is('Holm p', r.p_holm)}, {effects[r.effect_size_name]} = {_num(r.effect_size, 2)}")  # fmt: skip
-        if r.test in ("student_t", "welch_t", "paired_t"):
-            text += f", {power_label} = {_num(r.power, 2)}"
-        return f"{text} — {'significant' if sig else 'not significant'} at α = {al} after Holm"
-
-    comparisons = tests[tests["test"] != "shapiro"][["metric", "model_a", "model_b"]].drop_duplicates()
-    for c in comparisons.itertuples():
-        rows = tests[(tests["metric"] == c.metric) & (tests["model_a"] == c.model_a) & (tests["model_b"] == c.model_b)]
-        get = {r.test: r for r in rows.itertuples()}
-        t = get["student_t"] if "student_t" in get else get["welch_t"]
-        ma, mb = t.mean_a, t.mean_b
-        if not (np.isfinite(ma) and np.isfinite(mb)):
-            undefined_models = [m for m, v in ((c.model_a, ma), (c.model_b, mb)) if not np.isfinite(v)]
-            head = f"**{c.metric}**, {c.model_a} vs {c.model_b}: no value for {' and '.join(undefined_models)}."
-        elif ma == mb:
-            head = f"**{c.metric}**: {c.model_a} and {c.model_b} have the same mean ({_num(ma)})."
-        else:
-            hi, lo, vhi, vlo = (c.model_a, c.model_b, ma, mb) if ma > mb else (c.model_b, c.model_a, mb, ma)
-            head = f"**{c.metric}**: {hi} has the higher mean ({_num(vhi)} vs {_num(vlo)} for {lo})."
-        why = t.note.split("; ")[0].split(": ", 1)[1]
-        pt = get["paired_t"]
-        lines += [
-            f"- {head}",
-            f"  - {verdict(t, f'{names[t.test]} ({why})')}.",
-            f"  - {verdict(get['mann_whitney_u'], names['mann_whitney_u'])}.",
-            f"  - Paired by replicate ({_int(pt.n_a)} pair{'' if pt.n_a == 1 else 's'}): "
-            f"{verdict(pt, names['paired_t'])}; "
-            f"{verdict(get['wilcoxon'], names['wilcoxon'])}.",
-        ]
-    lines += ["", policy_line(undefined, alpha, markdown=True, power_alpha=power_alpha) + " " + _holm_text(tests), ""]
-    for line in skipped:
-        lines += [line, ""]
-    return "\n".join(lines)
-
-
-def _inline_html(text: str) -> str:
-    # The findings use only **bold** for emphasis.
-    parts = html.escape(text).split("**")
-    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
-
-
-def render_findings_html(markdown: str) -> str:
-    """The findings (the Markdown of :func:`render_findings`: a heading, nested bullet lists,
-    a paragraph) as a small self-contained HTML page, for the Snakemake report, which does
-    not render Markdown."""
-    body, depth, title = [], 0, "Findings"
-    for line in markdown.splitlines():
-        stripped = line.lstrip(" ")
-        level = (len(line) - len(stripped)) // 2 + 1 if stripped.startswith("- ") else 0
-        while depth > level:
-            body.append("</li></ul>")
-            depth -= 1
-        if level:
-            if depth == level:
-                body.append("</li>")
-            while depth < level:
-                body.append("<ul>")
-                depth += 1
-            body.append(f"<li>{_inline_html(stripped[2:])}")
-        elif stripped.startswith("# "):
-            title = stripped[2:]
-        elif stripped:
-            body.append(f"<p>{_inline_html(stripped)}</p>")
-    body += ["</li></ul>"] * depth
-    return htmlpage.page(title, body)
-
-
 def _write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` atomically, ending with exactly one newline if it has none."""
     write_text_atomic(path, text if text.endswith("\n") else text + "\n")
@@ -967,7 +621,7 @@ def write_stats(
     )
     summary = summarise(runs, undefined=undefined, seed=seed, n_resamples=n_resamples)
     confusion = skip if skip else mean_confusion(runs, undefined=undefined)
-    skipped = [_confusion_skipped_line(skip)] if skip else []
+    skipped = [confusion_skipped_line(skip)] if skip else []
     for line in [*(f"WARNING: {caveat}" for caveat in caveats), *skipped]:
         log(line)
     markdown, latex = render_tables(tests, summary, confusion, alpha, undefined, power_alpha, caveats)

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .dataset import open_dataset
-from .io import atomic_dir
-from .errors import DataError
+from .readers import open_dataset
+from ..atomic import atomic_dir
+from ..errors import DataError
 from .fingerprint import MANIFEST_NAME, dataset_manifest, manifest_digest, read_manifest, write_manifest
 from .layout import SUBTYPES
 from .windowing import resize_masks, resize_slices, to_uint8

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .dataset import NiftiDataset, open_dataset
-from .io import temp_dir_beside
-from .errors import DataError
+from .readers import NiftiDataset, open_dataset
+from ..atomic import temp_dir_beside
+from ..errors import DataError
 from .layout import DIAGNOSIS_COLUMNS, JPG_CSV, JPG_MASK_SUFFIX, JPG_ROOT
 from .windowing import brain_window, to_uint8
 

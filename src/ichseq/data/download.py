@@ -62,7 +62,7 @@ from typing import Callable, Mapping, TypeVar
 
 from ichseq import __version__
 from ichseq.errors import DownloadError
-from ichseq.io import write_bytes_atomic
+from ichseq.atomic import write_bytes_atomic
 
 __all__ = ["DEFAULT_URL", "DownloadError", "download_dataset", "main", "resolve_credentials"]
 

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from .errors import DataError
+from ..errors import DataError
 from .layout import (
     DIAGNOSIS_COLUMNS,
     JPG_CSV,

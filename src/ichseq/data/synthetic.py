@@ -33,7 +33,7 @@ import nibabel as nib
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from .io import temp_dir_beside
+from ..atomic import temp_dir_beside
 from .layout import (
     DEMOGRAPHICS_CSV,
     DIAGNOSIS_COLUMNS,

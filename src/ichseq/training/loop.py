@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 from .metrics import binary_metrics
 
 MODES = ("head", "full")

@@ -35,18 +35,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .aggregate import aggregate_predictions, choose_patient_threshold
-from .cache import SliceCache
-from .errors import ConfigError, DataError
-from .features import Samples, autocast, build_samples, extract_features, read_feature_store, write_feature_store
-from .io import atomic_dir, write_csv_atomic, write_json_atomic
+from ..atomic import atomic_dir, write_csv_atomic, write_json_atomic
+from ..data.cache import SliceCache
+from ..data.splits import read_split
+from ..errors import ConfigError, DataError
+from .feature_store import autocast, extract_features, read_feature_store, write_feature_store
+from .loop import (TrainSettings, backbone_seed, fit, init_head_, patient_probabilities, predict_logits, run_seed,
+                   select_device)
 from .metrics import binary_metrics
-from .splits import read_split
-from .training import (TrainSettings, backbone_seed, fit, init_head_, patient_probabilities, predict_logits, run_seed,
-                       select_device)
+from .samples import Samples, build_samples
+from .votes import aggregate_predictions, choose_patient_threshold
 
 if TYPE_CHECKING:
-    from .models.base import SequenceClassifier
+    from ..models.base import CTClassifier
 
 CHECKPOINT_NAME = "resume-checkpoint.pt"
 MODEL_KEYS = ("pretrained", "config", "num_frames", "image_size", "position_embeddings")
@@ -73,11 +74,11 @@ class ModelPlan:
                    TrainSettings.from_dict(d["training"], where=f"models.{d['name']}.training"),
                    dict(d["frames"]), dict(d["aggregation"]))
 
-    def build(self) -> "SequenceClassifier":
+    def build(self) -> "CTClassifier":
         """The model, its random parts drawn from the per-model backbone seed (global RNG untouched)."""
         # Imported here: transformers takes seconds to import, and the Snakefile reads plans
         # (model_plan) on every invocation without building anything.
-        from .models import build_model
+        from ..models import build_model
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(backbone_seed(self.training.seed, self.name))
@@ -121,7 +122,7 @@ def _sha256(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _samples_for(model: "SequenceClassifier", cache: SliceCache, plan: ModelPlan) -> Samples:
+def _samples_for(model: "CTClassifier", cache: SliceCache, plan: ModelPlan) -> Samples:
     return build_samples(cache, model.kind, getattr(model, "num_frames", None),
                          plan.frames.get("policy", "uniform"), plan.frames.get("padding", "edge"))
 

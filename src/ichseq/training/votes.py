@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ichseq.errors import ConfigError
-from ichseq.metrics import as_binary_array, as_probability_array
+from ichseq.training.metrics import as_binary_array, as_probability_array
 
 RULES = ("any", "max_prob", "k_of_n")
 
