@@ -8,9 +8,9 @@ import math
 import pandas as pd
 import pytest
 
-from ichseq.collect import collect, runs_table
+from ichseq.analysis.collect import collect, runs_table
+from ichseq.analysis.stats import read_runs
 from ichseq.errors import DataError
-from ichseq.stats import read_runs, render_findings_html
 
 
 def make_run(root, model, rep, precision=0.5):
@@ -59,12 +59,3 @@ def test_broken_metrics_file_names_the_file(tmp_path):
     (run / "metrics.json").write_text(json.dumps({"model": "a", "replicate": 0}))
     with pytest.raises(DataError, match="no metrics"):
         runs_table([run / "metrics.json"])
-
-
-def test_findings_html_keeps_the_nested_lists_and_escapes():
-    md = ("# Findings\n\n- **f1**: a<b has the higher mean.\n  - t-test: p = 0.01.\n  - U: p = 0.02.\n"
-          "- **recall**: same.\n\nUndefined values: drop.\n")
-    page = render_findings_html(md)
-    assert "<h1>Findings</h1>" in page and "<b>f1</b>: a&lt;b has" in page
-    assert page.count("<ul>") == 2 and page.count("</ul>") == 2 and page.count("<li>") == 4
-    assert "<p>Undefined values: drop.</p>" in page

@@ -16,9 +16,8 @@ from matplotlib.colors import to_rgb
 from PIL import Image
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from ichseq import figures
-from ichseq.errors import DataError
-from ichseq.figures import (
+from ichseq.analysis import figures
+from ichseq.analysis.figures import (
     COST_COLUMNS,
     HISTORY_COLUMNS,
     PREDICTIONS_COLUMNS,
@@ -36,6 +35,7 @@ from ichseq.figures import (
     save_figure,
     training_curves_figure,
 )
+from ichseq.errors import DataError
 
 MODELS = ("vivit", "convnext")  # deliberately not sorted
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -15,19 +15,18 @@ from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 
-from ichseq.cli import main
-from ichseq.errors import ConfigError, DataError
-from ichseq.stats import (
+from ichseq.analysis.stats import (
     TEST_COLUMNS,
     TESTS,
     bootstrap_mean_ci,
     compare_models,
-    format_p,
     read_runs,
     run_stats,
     validate_runs,
     write_stats,
 )
+from ichseq.cli import main
+from ichseq.errors import ConfigError, DataError
 
 ALPHA = 0.05
 FAST = 99  # bootstrap resamples in tests
@@ -396,12 +395,6 @@ def test_summary_and_confusion_files(tmp_path):
             assert conf.loc[model, f"{count}_mean"] == pytest.approx(np.mean(counts[count]))
             assert conf.loc[model, f"{count}_sd"] == pytest.approx(np.std(counts[count], ddof=1))
         assert conf.loc[model, "n_replicates"] == 10
-
-
-def test_format_p():
-    assert [format_p(p) for p in (0.0004, 0.001, 0.01234, 0.5, 1.0, float("nan"))] == [
-        "<0.001", "0.00100", "0.0123", "0.500", "1.00", "n/a",
-    ]  # fmt: skip
 
 
 def test_findings_name_the_higher_model_and_holm_verdict(tmp_path):

@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ichseq import dataset as dataset_module
-from ichseq.cache import MANIFEST_COLUMNS, SliceCache, WindowSpec, build_cache
-from ichseq.cohort import cohort_from_manifest
+from ichseq.data import readers as dataset_module
+from ichseq.data.cache import MANIFEST_COLUMNS, SliceCache, WindowSpec, build_cache
+from ichseq.data.cohort import cohort_from_manifest
+from ichseq.data.fingerprint import MANIFEST_NAME, dataset_fingerprint, dataset_manifest, manifest_digest, read_manifest
+from ichseq.data.layout import NIFTI_CSV, NIFTI_MASK_DIR, NIFTI_SCAN_DIR, SUBTYPES, patient_file
+from ichseq.data.windowing import brain_window, to_uint8
 from ichseq.errors import DataError
-from ichseq.fingerprint import MANIFEST_NAME, dataset_fingerprint, dataset_manifest, manifest_digest, read_manifest
-from ichseq.layout import NIFTI_CSV, NIFTI_MASK_DIR, NIFTI_SCAN_DIR, SUBTYPES, patient_file
-from ichseq.windowing import brain_window, to_uint8
 
 QUIET = {"log": lambda _msg: None}
 

@@ -1,4 +1,4 @@
-"""Tests for ichseq.physionet against a local fake PhysioNet server (no network).
+"""Tests for ichseq.data.download against a local fake PhysioNet server (no network).
 
 The fake serves an in-memory tree under /files/ct-ich/1.3.1/ from a ThreadingHTTPServer on
 127.0.0.1, checks HTTP Basic auth, honours Range requests, and has switches for the
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from ichseq import physionet
+from ichseq.data import download as physionet
+from ichseq.data.download import download_dataset, main, resolve_credentials
 from ichseq.errors import DownloadError
-from ichseq.physionet import download_dataset, main, resolve_credentials
 
 PREFIX = "/files/ct-ich/1.3.1/"
 USER = "alice"

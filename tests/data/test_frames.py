@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ichseq.data.frames import gather_frames, select_frames
 from ichseq.errors import ConfigError
-from ichseq.frames import gather_frames, select_frames
 
 # --------------------------------------------------------------------------- first
 

@@ -1,4 +1,4 @@
-"""Behaviour tests for ichseq.dataset: both CT-ICH layouts, zips, slice order, bad input.
+"""Behaviour tests for ichseq.data.readers: both CT-ICH layouts, zips, slice order, bad input.
 
 The session fixtures ``nifti_dataset`` (v1.3.1) and ``jpg_dataset`` (v1.0.0, exported from the
 same scans) are read-only; a test that damages a dataset works on ``copy_dataset(src)``.
@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ichseq.dataset import JpgDataset, NiftiDataset, open_dataset, read_diagnosis_csv
+from ichseq.data.readers import JpgDataset, NiftiDataset, open_dataset, read_diagnosis_csv
+from ichseq.data.synthetic import positive_patients, synthesize_scan, volume_to_nifti
+from ichseq.data.windowing import brain_window
 from ichseq.errors import DataError
-from ichseq.synthetic import positive_patients, synthesize_scan, volume_to_nifti
-from ichseq.windowing import brain_window
 
 # The layouts' published names, spelled out here rather than imported: a change to them is
 # a change to what the reader accepts, and should fail these tests.

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ichseq.atomic import write_json_atomic
+from ichseq.data.layout import REAL_PATIENT_NUMBERS
+from ichseq.data.splits import PARTS, patient_split, read_split
 from ichseq.errors import ConfigError, DataError
-from ichseq.io import write_json_atomic
-from ichseq.layout import REAL_PATIENT_NUMBERS
-from ichseq.splits import PARTS, patient_split, read_split
 
 
 def _cohort(n: int = 75, n_pos: int = 36, seed: int = 1) -> pd.DataFrame:

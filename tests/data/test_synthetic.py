@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 
-from ichseq import synthetic
-from ichseq.layout import (
+from ichseq.data import synthetic
+from ichseq.data.layout import (
     DEMOGRAPHICS_CSV,
     NIFTI_CSV,
     NIFTI_MASK_DIR,
@@ -23,7 +23,7 @@ from ichseq.layout import (
     SUBTYPES,
     patient_file,
 )
-from ichseq.synthetic import SyntheticSpec, generate_synthetic, positive_patients, synthesize_scan
+from ichseq.data.synthetic import SyntheticSpec, generate_synthetic, positive_patients, synthesize_scan
 
 QUIET = {"log": lambda _msg: None}
 CSV_HEADER = (

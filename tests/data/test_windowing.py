@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ichseq.windowing import brain_window, resize_masks, resize_slices, to_uint8
+from ichseq.data.windowing import brain_window, resize_masks, resize_slices, to_uint8
 
 # --------------------------------------------------------------------------- brain_window
 

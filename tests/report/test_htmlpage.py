@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from ichseq import htmlpage
+from ichseq.report import htmlpage
 
 
 def test_table_escapes_cells_and_right_aligns_numbers(html_tables):

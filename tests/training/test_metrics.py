@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from ichseq.metrics import binary_metrics
+from ichseq.training.metrics import binary_metrics
 
 KEYS = {
     "accuracy", "precision", "recall", "specificity", "f1", "balanced_accuracy",

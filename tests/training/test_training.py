@@ -15,17 +15,15 @@ import torch
 from sklearn.metrics import roc_auc_score
 from transformers import ConvNextConfig, ConvNextForImageClassification
 
-from ichseq.aggregate import aggregate_predictions, choose_patient_threshold
-from ichseq.cache import SliceCache, WindowSpec, build_cache
-from ichseq.cohort import cohort_from_manifest
+from ichseq.atomic import write_json_atomic
+from ichseq.data.cache import SliceCache, WindowSpec, build_cache
+from ichseq.data.cohort import cohort_from_manifest
+from ichseq.data.frames import select_frames
+from ichseq.data.splits import patient_split
+from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
 from ichseq.errors import ConfigError, DataError, ModelError
-from ichseq.features import build_samples, extract_features, read_feature_store
-from ichseq.frames import select_frames
-from ichseq.io import write_json_atomic
-from ichseq.runs import CHECKPOINT_NAME, model_plan, compute_features, train_run
-from ichseq.splits import patient_split
-from ichseq.synthetic import SyntheticSpec, generate_synthetic
-from ichseq.training import (
+from ichseq.training.feature_store import extract_features, read_feature_store
+from ichseq.training.loop import (
     TrainSettings,
     class_weights,
     epoch_order,
@@ -36,6 +34,9 @@ from ichseq.training import (
     predict_logits,
     run_seed,
 )
+from ichseq.training.runs import CHECKPOINT_NAME, model_plan, compute_features, train_run
+from ichseq.training.samples import build_samples
+from ichseq.training.votes import aggregate_predictions, choose_patient_threshold
 
 QUIET = lambda _msg: None  # noqa: E731
 VIVIT = {"config": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
@@ -542,7 +543,7 @@ def test_tiny_vivit_learns_its_training_scans(learnable):
 
 KILL_SCRIPT = """
 import json, os, signal, sys
-from ichseq.runs import model_plan, train_run
+from ichseq.training.runs import model_plan, train_run
 root, out, cfg = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 
 def log(message):
@@ -573,7 +574,7 @@ def test_sigkilled_process_resumes_in_a_new_process(stores, tmp_path):
 
 def test_protocol_caveats_name_the_models_whose_checkpoint_was_chosen_on_test():
     from ichseq.config import validate_config
-    from ichseq.runs import model_plan, protocol_caveats
+    from ichseq.training.runs import model_plan, protocol_caveats
 
     config = validate_config({"models": {"vivit": {}, "convnext": {"training": {"checkpoint_selection": "test"}}}})
     plans = [model_plan(config, name) for name in config["models"]]

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ichseq.aggregate import aggregate_patient, aggregate_predictions, choose_patient_threshold
 from ichseq.errors import ConfigError
+from ichseq.training.votes import aggregate_patient, aggregate_predictions, choose_patient_threshold
 
 PROBS = np.array([0.1, 0.6, 0.4])
 

@@ -5,8 +5,8 @@ import os
 import pandas as pd
 
 from ichseq.analysis import figures
-from ichseq.runlog import run_step
 from ichseq.analysis.stats import read_runs
+from ichseq.runlog import run_step
 
 
 def main(log):

@@ -3,8 +3,8 @@
 import pandas as pd
 
 from ichseq.atomic import write_json_atomic
-from ichseq.runlog import run_step
 from ichseq.data.splits import patient_split
+from ichseq.runlog import run_step
 
 
 def main(log):

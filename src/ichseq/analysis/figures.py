@@ -42,8 +42,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from ichseq.errors import DataError
 from ichseq.atomic import write_bytes_atomic
+from ichseq.errors import DataError
 
 #: Resolution of the PNG copies.
 DPI = 150

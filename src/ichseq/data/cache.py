@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .readers import open_dataset
 from ..atomic import atomic_dir
 from ..errors import DataError
 from .fingerprint import MANIFEST_NAME, dataset_manifest, manifest_digest, read_manifest, write_manifest
 from .layout import SUBTYPES
+from .readers import open_dataset
 from .windowing import resize_masks, resize_slices, to_uint8
 
 MANIFEST_COLUMNS = (

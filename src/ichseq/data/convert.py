@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .readers import NiftiDataset, open_dataset
 from ..atomic import temp_dir_beside
 from ..errors import DataError
 from .layout import DIAGNOSIS_COLUMNS, JPG_CSV, JPG_MASK_SUFFIX, JPG_ROOT
+from .readers import NiftiDataset, open_dataset
 from .windowing import brain_window, to_uint8
 
 BONE_WINDOW = (600.0, 2800.0)

@@ -19,8 +19,8 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import DataError
 from ..atomic import write_json_atomic
+from ..errors import DataError
 
 MANIFEST_NAME = "dataset.json"  # inside the cache folder
 FIELDS = ("path", "size", "mtime_ns", "sha256")

@@ -45,8 +45,9 @@ def render_findings(
             return f"{label}: undefined ({r.note.split('; ')[-1]})"
         sig = np.isfinite(r.p_holm) and r.p_holm < alpha
         statistic = format_float(r.statistic, 1 if symbols[r.test] in "UW" else 2)
-        text = (f"{label}: {symbols[r.test]} = {statistic}, {_p_is('p', r.p_value)}, "
-                f"{_p_is('Holm p', r.p_holm)}, {effects[r.effect_size_name]} = {format_float(r.effect_size, 2)}")  # fmt: skip
+        effect = f"{effects[r.effect_size_name]} = {format_float(r.effect_size, 2)}"
+        p_values = f"{_p_is('p', r.p_value)}, {_p_is('Holm p', r.p_holm)}"
+        text = f"{label}: {symbols[r.test]} = {statistic}, {p_values}, {effect}"
         if r.test in ("student_t", "welch_t", "paired_t"):
             text += f", {power_label} = {format_float(r.power, 2)}"
         return f"{text} — {'significant' if sig else 'not significant'} at α = {al} after Holm"

@@ -64,8 +64,8 @@ def _sections(tests, summary, confusion, alpha: float, power_alpha: float | None
     out.append(_Section(
         "Table IV. Mann-Whitney U test (two-sided)",
         ["metric", "models", "U", "p", "p Holm", "rank-biserial r"],
-        [[r.metric, pair(r), format_float(r.statistic, 1), format_p(r.p_value), format_p(r.p_holm), format_float(r.effect_size)]
-         for r in by("mann_whitney_u").itertuples()],
+        [[r.metric, pair(r), format_float(r.statistic, 1), format_p(r.p_value), format_p(r.p_holm),
+          format_float(r.effect_size)] for r in by("mann_whitney_u").itertuples()],
         ("left", "left") + ("right",) * 4, holm,
     ))  # fmt: skip
     rates = summary[~summary["metric"].isin(COUNT_METRICS)]
@@ -78,25 +78,26 @@ def _sections(tests, summary, confusion, alpha: float, power_alpha: float | None
     out.append(_Section(
         "Table VI. Means over replicates",
         ["metric", "model", "n", "undefined", "mean", "sd", "median"],
-        [[r.metric, r.model, format_int(r.n), format_int(r.n_undefined), format_float(r.mean), format_float(r.sd), format_float(r.median)]
-         for r in rates.itertuples()],
+        [[r.metric, r.model, format_int(r.n), format_int(r.n_undefined), format_float(r.mean), format_float(r.sd),
+          format_float(r.median)] for r in rates.itertuples()],
         ("left", "left") + ("right",) * 5, "sd with ddof 1.",
     ))  # fmt: skip
     paired_t = by("paired_t").set_index(["metric", "model_a", "model_b"])
     rows = []
     for r in by("wilcoxon").itertuples():
         p = paired_t.loc[(r.metric, r.model_a, r.model_b)]
-        rows.append([r.metric, pair(r), format_int(r.n_a), format_float(p.mean_a - p.mean_b), format_float(p.statistic), format_p(p.p_value),
-                     format_p(p.p_holm), format_float(p.effect_size), format_float(r.statistic, 1), format_p(r.p_value),
-                     format_p(r.p_holm), format_float(r.effect_size)])  # fmt: skip
+        rows.append([r.metric, pair(r), format_int(r.n_a), format_float(p.mean_a - p.mean_b),
+                     format_float(p.statistic), format_p(p.p_value), format_p(p.p_holm), format_float(p.effect_size),
+                     format_float(r.statistic, 1), format_p(r.p_value), format_p(r.p_holm),
+                     format_float(r.effect_size)])  # fmt: skip
     out.append(_Section(
         "Table VII. Paired tests by replicate (paired t and Wilcoxon signed-rank)",
         ["metric", "models", "pairs", "mean diff", "t", "p", "p Holm", "d_z", "Wilcoxon W", "p", "p Holm", "matched r"],
         rows, ("left", "left") + ("right",) * 10,
         "Differences are first model minus second; only replicates present for both are paired. " + holm,
     ))  # fmt: skip
-    rows = [[r.metric, r.model, format_float(r.mean), f"[{format_float(r.ci_low)}, {format_float(r.ci_high)}]", r.ci_method or "n/a"]
-            for r in rates.itertuples()]  # fmt: skip
+    rows = [[r.metric, r.model, format_float(r.mean), f"[{format_float(r.ci_low)}, {format_float(r.ci_high)}]",
+             r.ci_method or "n/a"] for r in rates.itertuples()]  # fmt: skip
     rows += [[r.metric, f"{r.model_a} - {r.model_b} (paired)", format_float(r.mean_a - r.mean_b),
               f"[{format_float(r.ci_low)}, {format_float(r.ci_high)}]", _ci_method(r.note)]
              for r in by("paired_t").itertuples()]  # fmt: skip
@@ -110,8 +111,9 @@ def _sections(tests, summary, confusion, alpha: float, power_alpha: float | None
         "Table IX. Mean confusion matrices over replicates",
         ["model", "replicates", "TN", "FP", "FN", "TP"],
         [] if skipped else
-        [[r.model, format_int(r.n_replicates)] + [f"{format_float(getattr(r, c + '_mean'), 1)} ({format_float(getattr(r, c + '_sd'), 1)})"
-         for c in ("tn", "fp", "fn", "tp")] for r in confusion.itertuples()],
+        [[r.model, format_int(r.n_replicates)]
+         + [f"{format_float(getattr(r, c + '_mean'), 1)} ({format_float(getattr(r, c + '_sd'), 1)})"
+            for c in ("tn", "fp", "fn", "tp")] for r in confusion.itertuples()],
         ("left",) + ("right",) * 5, "Mean (sd) of the test-set counts.",
         confusion_skipped_line(confusion) if skipped else "",
     ))  # fmt: skip
