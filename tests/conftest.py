@@ -16,8 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 
-from ichseq.convert import export_jpg_layout
-from ichseq.synthetic import SyntheticSpec, generate_synthetic
+from ichseq.data.convert import export_jpg_layout
+from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import filecmp
 import pytest
 
 from ichseq.cli import build_parser, main
-from ichseq.synthetic import SyntheticSpec, generate_synthetic
+from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
 
 
 def _parsers(parser: argparse.ArgumentParser, name: str = "ichseq"):

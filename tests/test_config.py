@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ichseq.cache import WindowSpec
 from ichseq.config import load_schema, resolve_ref, validate_config
+from ichseq.data.cache import WindowSpec
+from ichseq.data.splits import patient_split
+from ichseq.data.synthetic import SyntheticSpec
 from ichseq.errors import ConfigError
-from ichseq.splits import patient_split
-from ichseq.synthetic import SyntheticSpec
-from ichseq.training import TrainSettings
+from ichseq.training.loop import TrainSettings
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_YAML = REPO / "config.yaml"
@@ -213,7 +213,7 @@ def test_model_image_size_other_than_the_cache_is_refused_naming_both_keys():
 
 
 def test_model_without_image_size_takes_the_cache_size():
-    from ichseq.runs import model_plan
+    from ichseq.training.runs import model_plan
 
     # A 224-px checkpoint with image_size left out reads the 160-px cache at 160 (its
     # embeddings adapted), rather than every batch being upsampled to 224.
@@ -307,7 +307,7 @@ def _layered(*names: str) -> dict:
 
 
 def test_paper_preset_is_the_study_protocol():
-    from ichseq.runs import model_plan
+    from ichseq.training.runs import model_plan
 
     config = _layered("paper.yaml")
     vivit, convnext = model_plan(config, "vivit"), model_plan(config, "convnext")
@@ -324,7 +324,7 @@ def test_paper_preset_is_the_study_protocol():
 
 
 def test_random_init_preset_builds_the_base_architectures_without_the_hub():
-    from ichseq.runs import model_plan
+    from ichseq.training.runs import model_plan
 
     config = _layered("paper.yaml", "paper-random-init.yaml")
     vivit, convnext = model_plan(config, "vivit"), model_plan(config, "convnext")
@@ -345,7 +345,7 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 
 def test_as_published_preset_restores_exactly_the_studys_choices():
-    from ichseq.runs import model_plan
+    from ichseq.training.runs import model_plan
 
     fixed, published = _layered("paper.yaml"), _layered("paper.yaml", "paper-as-published.yaml")
     a, b = _flat(fixed), _flat(published)

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ichseq import fingerprint
-from ichseq.fingerprint import MANIFEST_NAME, dataset_fingerprint, dataset_manifest, manifest_digest, read_manifest
-from ichseq.windowing import brain_window, resize_slices, to_uint8
-from test_workflow import TINY, snakemake
+from ichseq.data import fingerprint
+from ichseq.data.fingerprint import MANIFEST_NAME, dataset_fingerprint, dataset_manifest, manifest_digest, read_manifest
+from ichseq.data.windowing import brain_window, resize_slices, to_uint8
+from tests.test_workflow import TINY, snakemake
 
 SCAN = "ct_scans/051.nii"
 CACHE = "results/data/cache"
@@ -69,7 +69,7 @@ def local(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def synthetic_folder(tmp_path_factory):
-    from ichseq.synthetic import SyntheticSpec, generate_synthetic
+    from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
 
     spec = SyntheticSpec(**TINY["dataset"]["synthetic"])
     dest = tmp_path_factory.mktemp("data") / "ct-ich"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 # The tiny configuration and the Snakemake runner of the end-to-end tests, not a copy of them.
-from test_workflow import snakemake
+from tests.test_workflow import snakemake
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ichseq.splits import patient_split
+from ichseq.data.splits import patient_split
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -165,7 +165,7 @@ def test_wrong_type_names_the_key(tmp_path):
 
 
 def test_local_jpg_layout_gives_the_same_cohort(tiny_run, tmp_path):
-    from ichseq.convert import export_jpg_layout
+    from ichseq.data.convert import export_jpg_layout
 
     jpg = export_jpg_layout(tiny_run / "resources/ct-ich-synthetic", tmp_path / "jpg")
     config = {**TINY, "dataset": {"source": "local", "local": {"path": str(jpg)}}}
@@ -203,7 +203,7 @@ def test_missing_local_path_is_a_config_error(tmp_path):
 
 def test_physionet_source_downloads_then_builds(tiny_run, tmp_path, monkeypatch):
     """The physionet source end to end against a loopback server holding the tiny twin."""
-    from test_physionet import PASSWORD, USER, _start_server
+    from tests.data.test_download import PASSWORD, USER, _start_server
 
     fake, server = _start_server()
     try:

@@ -20,7 +20,7 @@ from .errors import ConfigError, IchseqError
 
 
 def _synthetic(args) -> None:
-    from .synthetic import SyntheticSpec, generate_synthetic
+    from .data.synthetic import SyntheticSpec, generate_synthetic
 
     options = {"n_patients": args.patients, "n_positive": args.positive, "image_size": args.size, "seed": args.seed,
                "min_slices": args.min_slices, "max_slices": args.max_slices, "mimics_per_scan": args.mimics}
@@ -36,19 +36,19 @@ def _synthetic(args) -> None:
 
 
 def _download(args) -> None:
-    from .physionet import DEFAULT_URL, download_dataset
+    from .data.download import DEFAULT_URL, download_dataset
 
     download_dataset(args.dest, args.url or DEFAULT_URL)
 
 
 def _to_jpg(args) -> None:
-    from .convert import export_jpg_layout
+    from .data.convert import export_jpg_layout
 
     print(f"written {export_jpg_layout(args.src, args.dest)}")
 
 
 def _check(args) -> None:
-    from .dataset import open_dataset
+    from .data.readers import open_dataset
 
     ds = open_dataset(args.path)
     pos = ds.labels.groupby("PatientNumber").label.max()
@@ -59,8 +59,8 @@ def _check(args) -> None:
 
 
 def _stats(args) -> None:
-    from .figures import metric_figures
-    from .stats import read_runs, run_stats
+    from .analysis.figures import metric_figures
+    from .analysis.stats import read_runs, run_stats
 
     runs = read_runs(args.metrics_csv)
     # A part whose inputs the table lacks (confusion counts) is skipped with one printed line.
@@ -94,7 +94,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .physionet import DEFAULT_URL
+    from .data.download import DEFAULT_URL
 
     parser = argparse.ArgumentParser(prog="ichseq", description=__doc__.split("\n\n")[0],
                                      formatter_class=_HelpFormatter)

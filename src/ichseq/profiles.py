@@ -21,8 +21,8 @@ import os
 import shutil
 from pathlib import Path
 
+from .atomic import temp_dir_beside
 from .errors import ConfigError
-from .io import temp_dir_beside
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
 # Snakemake applies profiles/default of the checkout by itself (its "workflow profile");

@@ -34,11 +34,12 @@ import numpy as np
 import torch
 import yaml
 
-from ichseq.cache import SliceCache
 from ichseq.config import validate_config
-from ichseq.features import build_samples, extract_features
-from ichseq.runs import model_plan
-from ichseq.training import fit, init_head_, run_seed
+from ichseq.data.cache import SliceCache
+from ichseq.training.feature_store import extract_features
+from ichseq.training.loop import fit, init_head_, run_seed
+from ichseq.training.runs import model_plan
+from ichseq.training.samples import build_samples
 
 ROOT = Path(__file__).resolve().parents[2]
 

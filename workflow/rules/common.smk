@@ -5,8 +5,8 @@ import os
 from snakemake.exceptions import WorkflowError
 
 from ichseq.config import load_schema, validate_config
+from ichseq.data.fingerprint import MANIFEST_NAME, dataset_fingerprint
 from ichseq.errors import ConfigError, IchseqError
-from ichseq.fingerprint import MANIFEST_NAME, dataset_fingerprint
 
 try:
     # The package validates (one-line errors naming the key) and fills in defaults.
@@ -68,7 +68,7 @@ def split_files():
 
 # -- models ------------------------------------------------------------------------------------
 
-from ichseq.runs import model_plan
+from ichseq.training.runs import model_plan
 
 MODELS = list(config["models"])
 PLANS = {name: model_plan(config, name) for name in MODELS}
@@ -91,7 +91,7 @@ def uses_gpu(name, job):
 
 def protocol_caveats():
     """Sentences that must head the statistics (tables, findings) of this config."""
-    from ichseq.runs import protocol_caveats as caveats
+    from ichseq.training.runs import protocol_caveats as caveats
 
     return caveats(PLANS.values())
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ichseq.physionet import download_dataset
+from ichseq.data.download import download_dataset
 from ichseq.runlog import run_step
 
 run_step(

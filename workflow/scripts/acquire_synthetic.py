@@ -1,7 +1,7 @@
 """Rule acquire_synthetic: write the synthetic CT-ICH twin (v1.3.1 layout)."""
 
+from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
 from ichseq.runlog import run_step
-from ichseq.synthetic import SyntheticSpec, generate_synthetic
 
 run_step(
     snakemake.log[0],

@@ -1,6 +1,6 @@
 """Rule brain_window: read every scan once, brain-window it and write the slice cache."""
 
-from ichseq.cache import WindowSpec, build_cache
+from ichseq.data.cache import WindowSpec, build_cache
 from ichseq.runlog import run_step
 
 p = snakemake.params

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ichseq.cohort import cohort_from_manifest, describe_cohort
-from ichseq.io import write_csv_atomic
+from ichseq.atomic import write_csv_atomic
+from ichseq.data.cohort import cohort_from_manifest, describe_cohort
 from ichseq.runlog import run_step
 
 

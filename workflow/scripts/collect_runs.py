@@ -2,7 +2,7 @@
 
 import os
 
-from ichseq.collect import collect
+from ichseq.analysis.collect import collect
 from ichseq.runlog import run_step
 
 

@@ -1,7 +1,7 @@
 """Rule features: one model's frozen-backbone features of every sample of the cohort."""
 
 from ichseq.runlog import run_step
-from ichseq.runs import ModelPlan, compute_features
+from ichseq.training.runs import ModelPlan, compute_features
 
 plan = ModelPlan.from_dict(snakemake.params.plan)
 run_step(

@@ -4,9 +4,9 @@ import os
 
 import pandas as pd
 
-from ichseq import figures
+from ichseq.analysis import figures
+from ichseq.analysis.stats import read_runs
 from ichseq.runlog import run_step
-from ichseq.stats import read_runs
 
 
 def main(log):

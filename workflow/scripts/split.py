@@ -2,9 +2,9 @@
 
 import pandas as pd
 
-from ichseq.io import write_json_atomic
+from ichseq.atomic import write_json_atomic
+from ichseq.data.splits import patient_split
 from ichseq.runlog import run_step
-from ichseq.splits import patient_split
 
 
 def main(log):

@@ -1,7 +1,7 @@
 """Rule statistics: the study's tests and the paired analysis over results/metrics/runs.csv."""
 
+from ichseq.analysis.stats import read_runs, write_stats
 from ichseq.runlog import run_step
-from ichseq.stats import read_runs, write_stats
 
 
 def main(log):

@@ -3,7 +3,7 @@
 import os
 
 from ichseq.runlog import run_step
-from ichseq.runs import ModelPlan, train_run
+from ichseq.training.runs import ModelPlan, train_run
 
 plan = ModelPlan.from_dict(snakemake.params.plan)
 rep = int(snakemake.wildcards.rep)

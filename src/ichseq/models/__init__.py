@@ -1,6 +1,6 @@
 """Model registry: one model = one small module here + one entry under ``models:`` in the config.
 
-A module defines a ``SequenceClassifier`` subclass decorated with ``@register("<name>")``;
+A module defines a ``CTClassifier`` subclass decorated with ``@register("<name>")``;
 ``build_model("<name>", settings)`` then builds it from the config entry (``pretrained``,
 ``config``, ``num_frames``, ``image_size``, ...).
 
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from ..errors import ModelError
 
 if TYPE_CHECKING:
-    from .base import SequenceClassifier
+    from .base import CTClassifier
 
 #: Built-in architectures: registry name -> the module that registers it on import.
 BUILTIN: dict[str, str] = {
@@ -29,13 +29,13 @@ BUILTIN: dict[str, str] = {
 }
 
 #: Architectures whose class is loaded: name -> class.
-REGISTRY: dict[str, type[SequenceClassifier]] = {}
+REGISTRY: dict[str, type[CTClassifier]] = {}
 
 
 def register(name: str):
     """Class decorator: make ``cls`` buildable as ``build_model(name, ...)``."""
 
-    def decorator(cls: type[SequenceClassifier]) -> type[SequenceClassifier]:
+    def decorator(cls: type[CTClassifier]) -> type[CTClassifier]:
         if name in REGISTRY and REGISTRY[name] is not cls:
             raise ModelError(f"model name {name!r} is registered twice ({REGISTRY[name].__name__}, {cls.__name__})")
         REGISTRY[name] = cls
@@ -57,7 +57,7 @@ def unknown_model_message(name: str, entry: str | None = None) -> str:
     return f"{where}: unknown model {name!r}; available: {', '.join(available_models())}"
 
 
-def model_class(name: str) -> type[SequenceClassifier]:
+def model_class(name: str) -> type[CTClassifier]:
     """The class registered as ``name``, importing its built-in module on first use."""
     if name not in REGISTRY and name in BUILTIN:
         importlib.import_module(BUILTIN[name])
@@ -66,7 +66,7 @@ def model_class(name: str) -> type[SequenceClassifier]:
     return REGISTRY[name]
 
 
-def build_model(name: str, settings: dict | None = None, entry: str | None = None) -> SequenceClassifier:
+def build_model(name: str, settings: dict | None = None, entry: str | None = None) -> CTClassifier:
     """Build the registered model ``name`` from its config entry (None or {} = random init defaults).
 
     ``entry`` is the entry's name under ``models:`` when it differs from the architecture
@@ -82,14 +82,14 @@ def build_model(name: str, settings: dict | None = None, entry: str | None = Non
 
 
 def __getattr__(attr: str):
-    # ``from ichseq.models import SequenceClassifier`` keeps working, but importing this
+    # ``from ichseq.models import CTClassifier`` keeps working, but importing this
     # package alone (as config validation does) does not import torch.
-    if attr in ("ID2LABEL", "SequenceClassifier"):
+    if attr in ("ID2LABEL", "CTClassifier"):
         from . import base
 
         return getattr(base, attr)
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
-__all__ = ["BUILTIN", "REGISTRY", "ID2LABEL", "SequenceClassifier", "available_models", "build_model",
+__all__ = ["BUILTIN", "REGISTRY", "ID2LABEL", "CTClassifier", "available_models", "build_model",
            "model_class", "register", "unknown_model_message"]

@@ -33,7 +33,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
 
-class SequenceClassifier(torch.nn.Module, ABC):
+class CTClassifier(torch.nn.Module, ABC):
     """A binary ICH classifier over a scan's frames (``kind="sequence"``) or one slice (``"slice"``)."""
 
     kind: ClassVar[str]  # "sequence" or "slice": what one sample is, for the data loader
@@ -53,7 +53,7 @@ class SequenceClassifier(torch.nn.Module, ABC):
 
     @classmethod
     @abstractmethod
-    def from_settings(cls, settings: dict, name: str) -> "SequenceClassifier":
+    def from_settings(cls, settings: dict, name: str) -> "CTClassifier":
         """Build from a config entry; ``name`` is the entry's key under ``models:`` (named by error messages)."""
 
     @abstractmethod
@@ -102,7 +102,7 @@ class SequenceClassifier(torch.nn.Module, ABC):
     def head_parameters(self) -> Iterator[torch.nn.Parameter]:
         return self.hf_model.classifier.parameters()
 
-    def freeze_backbone(self) -> "SequenceClassifier":
+    def freeze_backbone(self) -> "CTClassifier":
         """Only the classifier stays trainable; the backbone is kept in eval mode from now on
         (see ``train``), so its features are deterministic and may be computed once and cached."""
         for p in self.parameters():
@@ -112,7 +112,7 @@ class SequenceClassifier(torch.nn.Module, ABC):
         self._backbone_frozen = True
         return self.train(self.training)
 
-    def train(self, mode: bool = True) -> "SequenceClassifier":
+    def train(self, mode: bool = True) -> "CTClassifier":
         super().train(mode)
         if self._backbone_frozen:
             # A frozen backbone must not run dropout / stochastic depth during head training.

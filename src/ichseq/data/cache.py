@@ -1,0 +1,174 @@
+"""The windowed-slice cache: every scan read and brain-windowed once, then memory-mapped.
+
+Layout of the cache folder (written to a temporary sibling and renamed when complete)::
+
+    slices.npy     uint8 (N, size, size)  brain window, all patients' slices concatenated
+    masks.npy      uint8 (N, size, size)  0/1 hemorrhage masks (for mask-aware models only)
+    manifest.csv   one row per slice: row, patient, slice, position_mm, label, subtypes,
+                   fracture, has_mask; rows of a patient are contiguous and ordered by position
+    cache.json     how it was made (source, layout, window, size, dataset_sha256) and the counts
+    dataset.json   the dataset's content manifest (each file's size and SHA-256) it was made from
+
+Training opens ``slices.npy`` with ``mmap_mode="r"`` and slices a patient's rows out
+without reading the rest: decoding NIfTI/JPG and windowing happen once per dataset, not
+once per model and replicate.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..atomic import atomic_dir
+from ..errors import DataError
+from .fingerprint import MANIFEST_NAME, dataset_manifest, manifest_digest, read_manifest, write_manifest
+from .layout import SUBTYPES
+from .readers import open_dataset
+from .windowing import resize_masks, resize_slices, to_uint8
+
+MANIFEST_COLUMNS = (
+    "row",
+    "patient",
+    "slice",
+    "position_mm",
+    "label",
+    *SUBTYPES,
+    "fracture",
+    "has_mask",
+)
+
+_WORKER_DATASET = None
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    image_size: int = 128
+    level: float = 40.0
+    width: float = 120.0
+    # v1.3.1 scans hold 0-255 display values, not HU: used as they are, level/width unused.
+    prewindowed: bool = False
+
+
+def _worker_init(path: str, prewindowed: bool) -> None:
+    global _WORKER_DATASET
+    _WORKER_DATASET = open_dataset(path, prewindowed)
+
+
+def _process_patient(patient: int, spec: WindowSpec, dataset=None):
+    dataset = dataset or _WORKER_DATASET
+    scan = dataset.read_scan(patient, spec.level, spec.width)
+    images = to_uint8(resize_slices(scan.images, spec.image_size))
+    masks = resize_masks(scan.masks, spec.image_size).astype(np.uint8)
+    labels = dataset.patient_labels(patient).loc[scan.slice_numbers]
+    rows = pd.DataFrame(
+        {
+            "patient": patient,
+            "slice": scan.slice_numbers,
+            "position_mm": np.round(scan.positions, 3),
+            "label": labels["label"].to_numpy(),
+            **{s: labels[s].to_numpy() for s in SUBTYPES},
+            "fracture": labels["Fracture_Yes_No"].to_numpy(),
+            "has_mask": masks.reshape(len(masks), -1).any(axis=1).astype(int),
+        }
+    )
+    return images, masks, rows
+
+
+def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(), workers: int = 1, log=print) -> dict:
+    """Read every scan of the dataset at ``src`` once and write the cache folder ``out``."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    dataset = open_dataset(src, spec.prewindowed)
+    # Hashed before the scans are read (a file replaced meanwhile then no longer matches its
+    # entry, so the next run hashes it again and sees the change); unchanged files keep the
+    # hashes of the cache being replaced.
+    files = dataset_manifest(src, read_manifest(out / MANIFEST_NAME))
+    digest = manifest_digest(files)
+    log(f"dataset content: {len(files)} files, {sum(f['size'] for f in files)} bytes, sha256 {digest}")
+    log(f"reading {dataset.layout} dataset at {src}: {len(dataset.patients)} patients, {len(dataset.labels)} slices")
+    if workers > 1:
+        with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(str(src), spec.prewindowed)) as pool:
+            results = list(pool.map(_process_patient, dataset.patients, [spec] * len(dataset.patients)))
+    else:
+        results = [_process_patient(p, spec, dataset) for p in dataset.patients]
+
+    n = sum(len(r[0]) for r in results)
+    with atomic_dir(out) as tmp:
+        slices = np.lib.format.open_memmap(tmp / "slices.npy", "w+", np.uint8, (n, spec.image_size, spec.image_size))
+        masks = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (n, spec.image_size, spec.image_size))
+        frames, start = [], 0
+        for images, mask, rows in results:
+            slices[start : start + len(images)] = images
+            masks[start : start + len(images)] = mask
+            rows.insert(0, "row", np.arange(start, start + len(images)))
+            frames.append(rows)
+            start += len(images)
+        slices.flush()
+        masks.flush()
+        del slices, masks
+        manifest = pd.concat(frames, ignore_index=True)[list(MANIFEST_COLUMNS)]
+        manifest.to_csv(tmp / "manifest.csv", index=False)
+        write_manifest(tmp / MANIFEST_NAME, files)
+        meta = {
+            "source": str(src),
+            "dataset_sha256": digest,
+            "layout": dataset.layout,
+            "window": _window_meta(dataset.layout, spec),
+            "image_size": spec.image_size,
+            "patients": len(dataset.patients),
+            "slices": int(n),
+            "positive_slices": int(manifest.label.sum()),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        (tmp / "cache.json").write_text(json.dumps(meta, indent=2) + "\n")
+    log(f"cache written to {out}: {n} slices of {spec.image_size}x{spec.image_size} in {meta['seconds']} s")
+    return meta
+
+
+def _window_meta(layout: str, spec: WindowSpec) -> dict | str:
+    if not layout.startswith("nifti"):
+        return "as published (JPG)"
+    if spec.prewindowed:
+        return "as provided (pre-windowed 0-255 NIfTI, dataset.prewindowed)"
+    return {"level": spec.level, "width": spec.width}
+
+
+class SliceCache:
+    """Read access to a cache folder: the manifest in memory, the pixels memory-mapped."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.manifest = pd.read_csv(self.path / "manifest.csv")
+            self.slices = np.load(self.path / "slices.npy", mmap_mode="r")
+            self.meta = json.loads((self.path / "cache.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{self.path}: not a complete slice cache ({exc}); rerun the brain_window rule") from None
+        if len(self.manifest) != len(self.slices):
+            raise DataError(f"{self.path}: manifest has {len(self.manifest)} rows but slices.npy {len(self.slices)}")
+        self._rows = {int(p): g.row.to_numpy() for p, g in self.manifest.groupby("patient")}
+
+    @property
+    def patients(self) -> list[int]:
+        return sorted(self._rows)
+
+    def masks(self) -> np.ndarray:
+        return np.load(self.path / "masks.npy", mmap_mode="r")
+
+    def patient_rows(self, patient: int) -> np.ndarray:
+        """Row numbers of one patient's slices in slices.npy, ordered by position."""
+        return self._rows[patient]
+
+    def patient_slices(self, patient: int) -> np.ndarray:
+        """uint8 (S, H, W) of one patient, ordered by position (a view into the memmap)."""
+        rows = self._rows[patient]
+        return self.slices[rows[0] : rows[-1] + 1]
+
+    def patient_labels(self, patient: int) -> np.ndarray:
+        return self.manifest.label.to_numpy()[self._rows[patient]]

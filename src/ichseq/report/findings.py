@@ -1,0 +1,114 @@
+"""The findings: per metric and model pair, the higher mean and the tests' verdicts, as
+Markdown (``summary.md``) and as an HTML page."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import htmlpage
+from .formatting import format_alpha, format_float, format_int, format_p, holm_text, policy_line, power_differs
+
+
+def _p_is(label: str, p: float) -> str:
+    text = format_p(p)
+    return f"{label} {text[0]} {text[1:]}" if text.startswith("<") else f"{label} = {text}"
+
+
+def render_findings(
+    tests: pd.DataFrame,
+    alpha: float,
+    undefined: str,
+    power_alpha: float | None = None,
+    skipped: Sequence[str] = (),
+    caveats: Sequence[str] = (),
+) -> str:
+    """``summary.md``: each of ``caveats`` in bold, then per metric and model pair the higher
+    mean and the tests' verdicts; then the policy line and one line per ``skipped`` part (e.g.
+    the confusion matrices)."""
+    al = format_alpha(alpha)
+    power_label = f"power (α = {format_alpha(power_alpha)})" if power_differs(alpha, power_alpha) else "power"
+    lines = ["# Findings", ""]
+    for caveat in caveats:
+        lines += [f"**Caveat: {caveat}**", ""]
+    names = {"student_t": "Student's t-test", "welch_t": "Welch's t-test", "mann_whitney_u": "Mann-Whitney U test",
+             "paired_t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test"}  # fmt: skip
+    symbols = {"student_t": "t", "welch_t": "t", "mann_whitney_u": "U", "paired_t": "t", "wilcoxon": "W"}
+    effects = {"cohen_d": "Cohen's d", "rank_biserial": "rank-biserial r", "cohen_dz": "Cohen's d_z",
+               "matched_pairs_rank_biserial": "matched-pairs rank-biserial r"}  # fmt: skip
+
+    def verdict(r, label: str) -> str:
+        if not np.isfinite(r.p_value):
+            return f"{label}: undefined ({r.note.split('; ')[-1]})"
+        sig = np.isfinite(r.p_holm) and r.p_holm < alpha
+        statistic = format_float(r.statistic, 1 if symbols[r.test] in "UW" else 2)
+        effect = f"{effects[r.effect_size_name]} = {format_float(r.effect_size, 2)}"
+        p_values = f"{_p_is('p', r.p_value)}, {_p_is('Holm p', r.p_holm)}"
+        text = f"{label}: {symbols[r.test]} = {statistic}, {p_values}, {effect}"
+        if r.test in ("student_t", "welch_t", "paired_t"):
+            text += f", {power_label} = {format_float(r.power, 2)}"
+        return f"{text} — {'significant' if sig else 'not significant'} at α = {al} after Holm"
+
+    comparisons = tests[tests["test"] != "shapiro"][["metric", "model_a", "model_b"]].drop_duplicates()
+    for c in comparisons.itertuples():
+        rows = tests[(tests["metric"] == c.metric) & (tests["model_a"] == c.model_a) & (tests["model_b"] == c.model_b)]
+        get = {r.test: r for r in rows.itertuples()}
+        t = get["student_t"] if "student_t" in get else get["welch_t"]
+        ma, mb = t.mean_a, t.mean_b
+        if not (np.isfinite(ma) and np.isfinite(mb)):
+            undefined_models = [m for m, v in ((c.model_a, ma), (c.model_b, mb)) if not np.isfinite(v)]
+            head = f"**{c.metric}**, {c.model_a} vs {c.model_b}: no value for {' and '.join(undefined_models)}."
+        elif ma == mb:
+            head = f"**{c.metric}**: {c.model_a} and {c.model_b} have the same mean ({format_float(ma)})."
+        else:
+            hi, lo, vhi, vlo = (c.model_a, c.model_b, ma, mb) if ma > mb else (c.model_b, c.model_a, mb, ma)
+            head = f"**{c.metric}**: {hi} has the higher mean ({format_float(vhi)} vs {format_float(vlo)} for {lo})."
+        why = t.note.split("; ")[0].split(": ", 1)[1]
+        pt = get["paired_t"]
+        lines += [
+            f"- {head}",
+            f"  - {verdict(t, f'{names[t.test]} ({why})')}.",
+            f"  - {verdict(get['mann_whitney_u'], names['mann_whitney_u'])}.",
+            f"  - Paired by replicate ({format_int(pt.n_a)} pair{'' if pt.n_a == 1 else 's'}): "
+            f"{verdict(pt, names['paired_t'])}; "
+            f"{verdict(get['wilcoxon'], names['wilcoxon'])}.",
+        ]
+    lines += ["", policy_line(undefined, alpha, markdown=True, power_alpha=power_alpha) + " " + holm_text(tests), ""]
+    for line in skipped:
+        lines += [line, ""]
+    return "\n".join(lines)
+
+
+def _inline_html(text: str) -> str:
+    # The findings use only **bold** for emphasis.
+    parts = html.escape(text).split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def render_findings_html(markdown: str) -> str:
+    """The findings (the Markdown of :func:`render_findings`: a heading, nested bullet lists,
+    a paragraph) as a small self-contained HTML page, for the Snakemake report, which does
+    not render Markdown."""
+    body, depth, title = [], 0, "Findings"
+    for line in markdown.splitlines():
+        stripped = line.lstrip(" ")
+        level = (len(line) - len(stripped)) // 2 + 1 if stripped.startswith("- ") else 0
+        while depth > level:
+            body.append("</li></ul>")
+            depth -= 1
+        if level:
+            if depth == level:
+                body.append("</li>")
+            while depth < level:
+                body.append("<ul>")
+                depth += 1
+            body.append(f"<li>{_inline_html(stripped[2:])}")
+        elif stripped.startswith("# "):
+            title = stripped[2:]
+        elif stripped:
+            body.append(f"<p>{_inline_html(stripped)}</p>")
+    body += ["</li></ul>"] * depth
+    return htmlpage.page(title, body)

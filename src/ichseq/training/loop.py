@@ -1,0 +1,394 @@
+"""The training loop: one replicate of one model, resumable and deterministic.
+
+The same loop trains a classifier head on cached backbone features (``head`` mode) and a
+whole model end to end (``full`` mode); it only sees a ``module`` to optimise, a ``forward``
+(inputs -> logits) and a ``fetch`` (sample indices -> inputs). Because the head, its
+initialisation, the batches and the optimiser are the same either way, head training on cached
+features follows exactly the path of training through the frozen backbone.
+
+Determinism and resuming: every random draw of epoch ``e`` (the batch order, and dropout in
+``full`` mode) comes from a seed derived from (run seed, e), not from a generator carried
+across epochs. After each epoch the loop saves a checkpoint (weights, optimiser, scheduler,
+best weights, history) atomically; a killed job restarted with the same inputs continues from
+the last completed epoch and ends with the same weights as an uninterrupted run.
+
+Optimisation follows the study's Hugging Face ``Trainer`` set-up: AdamW, weight decay on
+weight matrices only (not on biases and normalisation weights), a linear schedule with
+warm-up steps, one scheduler step per batch. Early stopping and the choice of the kept
+epoch use the validation patients only -- unless ``checkpoint_selection: test``, the study's
+flawed protocol kept as a switch to measure its bias: then they use the replicate's test
+patients, the log warns on every run, and the history gains ``test_*`` columns.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError, DataError
+from .metrics import binary_metrics
+
+MODES = ("head", "full")
+SCHEDULES = ("linear", "cosine", "constant")
+IMBALANCE = ("none", "weighted", "balanced")
+#: What early stopping watches, and whether lower or higher is better. Under
+#: ``checkpoint_selection: test`` the same score is read on the test patients (``test_loss`` ...).
+MONITORS = {"val_loss": "min", "val_roc_auc": "max", "val_balanced_accuracy": "max"}
+#: Which patients choose the kept epoch and stop training: ``test`` is biased (see TrainSettings).
+CHECKPOINT_SELECTIONS = ("val", "test")
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_roc_auc", "val_balanced_accuracy", "lr", "seconds", "best")
+#: Added to the history (after the val columns) under ``checkpoint_selection: test``.
+TEST_HISTORY_COLUMNS = ("test_loss", "test_roc_auc", "test_balanced_accuracy")
+TEST_SELECTION_WARNING = (
+    "WARNING: training.checkpoint_selection is test: the kept epoch and early stopping are chosen on this "
+    "replicate's TEST patients, so its test metrics are optimistically biased (the study's protocol; use only "
+    "to measure that bias)"
+)
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The ``training`` section of the config (see the schema for what each key means)."""
+
+    mode: str = "head"
+    epochs: int = 20
+    batch_size: int = 10
+    lr: float = 0.005
+    weight_decay: float = 0.01
+    schedule: str = "linear"
+    warmup_steps: int = 2
+    patience: int | None = 5
+    monitor: str = "val_loss"
+    # "test" is the study's biased protocol (the kept epoch chosen on the test patients).
+    checkpoint_selection: str = "val"
+    class_imbalance: str = "weighted"
+    seed: int = 0
+    device: str = "auto"
+    feature_batch_size: int = 32
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "training") -> "TrainSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}: unknown key (allowed here: {', '.join(sorted(known))})")
+        settings = cls(**values)
+        for key, allowed in (("mode", MODES), ("schedule", SCHEDULES), ("class_imbalance", IMBALANCE),
+                             ("monitor", tuple(MONITORS)), ("checkpoint_selection", CHECKPOINT_SELECTIONS),
+                             ("device", ("auto", "cpu", "cuda"))):
+            if getattr(settings, key) not in allowed:
+                raise ConfigError(f"{where}.{key}: must be one of {', '.join(allowed)}, got {getattr(settings, key)!r}")
+        for key in ("epochs", "batch_size", "feature_batch_size"):
+            value = getattr(settings, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{where}.{key}: expected an integer >= 1, got {value!r}")
+        if settings.patience is not None and (not isinstance(settings.patience, int) or settings.patience < 1):
+            raise ConfigError(f"{where}.patience: expected null or an integer >= 1, got {settings.patience!r}")
+        if not settings.lr > 0 or settings.weight_decay < 0 or settings.warmup_steps < 0:
+            raise ConfigError(f"{where}: lr must be > 0, weight_decay and warmup_steps >= 0")
+        return settings
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def monitored(self) -> str:
+        """The history column that picks the kept epoch: ``monitor`` on the selection patients."""
+        return self.monitor if self.checkpoint_selection == "val" else "test_" + self.monitor.removeprefix("val_")
+
+
+# -- seeds ------------------------------------------------------------------------------------
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A 63-bit seed from integers and names (names hashed with CRC-32), via SeedSequence."""
+    entropy = [zlib.crc32(p.encode()) if isinstance(p, str) else int(p) for p in parts]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def backbone_seed(seed: int, model: str) -> int:
+    """Random initialisation of a model's backbone: per model, not per replicate, so a frozen
+    random backbone (and its cached features) is shared by all replicates."""
+    return derive_seed(seed, "backbone", model)
+
+
+def run_seed(seed: int, model: str, replicate: int) -> int:
+    """Everything random in one (model, replicate) run: head initialisation, batch order, dropout."""
+    return derive_seed(seed, "run", model, replicate)
+
+
+def init_head_(head: torch.nn.Linear, seed: int, std: float) -> torch.nn.Linear:
+    """Initialise a classifier as transformers does (weights ~ N(0, std), bias 0), from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        weight = torch.empty(head.weight.shape).normal_(0.0, std, generator=generator)
+        head.weight.copy_(weight)
+        if head.bias is not None:
+            head.bias.zero_()
+    return head
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("training.device: cuda requested but no CUDA device is visible to this job")
+    if preference == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+# -- optimisation -----------------------------------------------------------------------------
+
+
+def make_optimizer(module: torch.nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("training: nothing to train (every parameter is frozen)")
+    # As HF Trainer: no weight decay on biases and normalisation weights (1-D parameters).
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": settings.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=settings.lr)
+
+
+def make_scheduler(optimizer, settings: TrainSettings, total_steps: int):
+    from transformers import (get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup,
+                              get_linear_schedule_with_warmup)
+
+    if settings.schedule == "constant":
+        return get_constant_schedule_with_warmup(optimizer, settings.warmup_steps)
+    make = get_linear_schedule_with_warmup if settings.schedule == "linear" else get_cosine_schedule_with_warmup
+    return make(optimizer, settings.warmup_steps, total_steps)
+
+
+def class_weights(labels: np.ndarray) -> torch.Tensor:
+    """n / (2 n_c) per class: each class contributes equally to the weighted loss."""
+    counts = np.bincount(labels, minlength=2).astype(np.float64)
+    if (counts == 0).any():
+        raise DataError("training: the training samples hold a single class; cannot train a classifier")
+    return torch.tensor(len(labels) / (2.0 * counts), dtype=torch.float32)
+
+
+def epoch_order(labels: np.ndarray, settings: TrainSettings, seed: int) -> np.ndarray:
+    """Positions (into the training samples) in the order one epoch visits them."""
+    generator = torch.Generator().manual_seed(seed)
+    n = len(labels)
+    if settings.class_imbalance == "balanced":
+        # Draw n samples with replacement, each class with total probability 1/2.
+        counts = np.bincount(labels, minlength=2)
+        weights = torch.tensor(1.0 / counts[labels], dtype=torch.float64)
+        return torch.multinomial(weights, n, replacement=True, generator=generator).numpy()
+    return torch.randperm(n, generator=generator).numpy()
+
+
+# -- evaluation -------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict_logits(module, forward, fetch, index: np.ndarray, batch_size: int) -> torch.Tensor:
+    """float32 logits (N, 2) of samples ``index``, the module in eval mode."""
+    module.eval()
+    out = [forward(fetch(index[i : i + batch_size])).float().cpu() for i in range(0, len(index), batch_size)]
+    return torch.cat(out) if out else torch.empty(0, 2)
+
+
+def patient_probabilities(patients: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
+    """Per-patient label (any positive sample) and probability (the highest sample's)."""
+    df = pd.DataFrame({"patient": patients, "label": labels, "probability": probs})
+    return df.groupby("patient", sort=True).agg(label=("label", "max"), probability=("probability", "max")).reset_index()
+
+
+def validation_scores(logits: torch.Tensor, labels: np.ndarray, patients: np.ndarray, prefix: str = "val") -> dict:
+    loss = float(F.cross_entropy(logits, torch.as_tensor(labels)).item())
+    probs = torch.softmax(logits, dim=1)[:, 1].double().numpy()
+    per_patient = patient_probabilities(patients, labels, probs)
+    m = binary_metrics(per_patient.label, (per_patient.probability >= 0.5).astype(int), per_patient.probability)
+    return {f"{prefix}_loss": loss, f"{prefix}_roc_auc": m["roc_auc"],
+            f"{prefix}_balanced_accuracy": m["balanced_accuracy"]}
+
+
+# -- the loop ---------------------------------------------------------------------------------
+
+
+@dataclass
+class FitResult:
+    history: pd.DataFrame
+    best_state: dict  # the kept epoch's state dict of the module
+    best_epoch: int
+    seconds: float  # training time, summed over resumed attempts
+    samples_seen: int
+    resumed_from: int  # last completed epoch found in the checkpoint (0: fresh start)
+
+
+def _improved(score, best, direction: str) -> bool:
+    if score is None:
+        return False
+    if best is None:
+        return True
+    return score < best if direction == "min" else score > best
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path | None, fingerprint: str, log) -> dict | None:
+    if path is None or not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a torn or foreign file: start over rather than fail
+        log(f"ignoring unreadable checkpoint {path} ({type(exc).__name__}); starting from epoch 1")
+        return None
+    if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != fingerprint:
+        log(f"ignoring checkpoint {path}: made for other inputs or settings; starting from epoch 1")
+        return None
+    return state
+
+
+def _cpu_state(module: torch.nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def fit(
+    module: torch.nn.Module,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    fetch: Callable[[np.ndarray], torch.Tensor],
+    labels: np.ndarray,
+    patients: np.ndarray,
+    train_index: np.ndarray,
+    val_index: np.ndarray,
+    settings: TrainSettings,
+    seed: int,
+    checkpoint: str | Path | None = None,
+    fingerprint: str = "",
+    log: Callable[[str], None] = print,
+    test_index: np.ndarray | None = None,
+) -> FitResult:
+    """Train ``module`` on samples ``train_index``, choosing the epoch on ``val_index``.
+
+    ``labels`` and ``patients`` are per sample (all samples, indexed by the index arrays).
+    ``checkpoint`` (a file path) enables resuming; ``fingerprint`` must change whenever the
+    inputs or settings change, so a stale checkpoint is never resumed. Under
+    ``settings.checkpoint_selection == "test"`` (biased, the study's protocol) the epoch is
+    chosen, and training stopped, on ``test_index`` instead; it is unused otherwise.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    train_labels = labels[train_index]
+    val_labels, val_patients = labels[val_index], np.asarray(patients)[val_index]
+    on_test = settings.checkpoint_selection == "test"
+    if on_test:
+        if test_index is None:
+            raise ValueError("checkpoint_selection test needs the test samples (test_index)")
+        test_labels, test_patients = labels[test_index], np.asarray(patients)[test_index]
+        log(TEST_SELECTION_WARNING)
+    monitored = settings.monitored
+    weights = class_weights(train_labels)  # also refuses a single-class training set
+    weight = weights if settings.class_imbalance == "weighted" else None
+    direction = MONITORS[settings.monitor]
+    steps_per_epoch = math.ceil(len(train_index) / settings.batch_size)
+    checkpoint = Path(checkpoint) if checkpoint else None
+
+    optimizer = make_optimizer(module, settings)
+    scheduler = make_scheduler(optimizer, settings, settings.epochs * steps_per_epoch)
+    history: list[dict] = []
+    best_state, best_epoch, best_score, bad_epochs = None, 0, None, 0
+    seconds, samples_seen, start_epoch, finished = 0.0, 0, 1, False
+
+    state = _load_checkpoint(checkpoint, fingerprint, log)
+    if state is not None:
+        module.load_state_dict(state["module"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        best_state, best_epoch, best_score = state["best_state"], state["best_epoch"], state["best_score"]
+        bad_epochs, history, seconds = state["bad_epochs"], list(state["history"]), state["seconds"]
+        samples_seen, finished = state["samples_seen"], state["finished"]
+        start_epoch = state["epoch"] + 1
+        log(f"resuming from the checkpoint after epoch {state['epoch']} ({checkpoint})")
+    resumed_from = start_epoch - 1
+
+    device_of = next(module.parameters()).device
+    weight = weight.to(device_of) if weight is not None else None
+    session_start, session_epochs = time.perf_counter(), 0
+    for epoch in range(start_epoch, settings.epochs + 1):
+        if finished:
+            break
+        t0 = time.perf_counter()
+        epoch_seed = derive_seed(seed, "epoch", epoch)
+        torch.manual_seed(epoch_seed)  # dropout etc. in full mode
+        order = train_index[epoch_order(train_labels, settings, epoch_seed)]
+        module.train()
+        total = 0.0
+        for i in range(0, len(order), settings.batch_size):
+            batch = order[i : i + settings.batch_size]
+            target = torch.as_tensor(labels[batch], device=device_of)
+            logits = forward(fetch(batch)).float()
+            loss = F.cross_entropy(logits, target, weight=weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.item()) * len(batch)
+        samples_seen += len(order)
+        val = validation_scores(predict_logits(module, forward, fetch, val_index, settings.feature_batch_size),
+                                val_labels, val_patients)
+        if on_test:
+            val.update(validation_scores(predict_logits(module, forward, fetch, test_index, settings.feature_batch_size),
+                                         test_labels, test_patients, prefix="test"))
+        epoch_seconds = time.perf_counter() - t0
+        seconds += epoch_seconds
+        improved = _improved(val[monitored], best_score, direction)
+        if improved:
+            best_state, best_epoch, best_score, bad_epochs = _cpu_state(module), epoch, val[monitored], 0
+        else:
+            bad_epochs += 1
+        history.append({"epoch": epoch, "train_loss": total / len(order), **val,
+                        "lr": float(scheduler.get_last_lr()[0]), "seconds": round(epoch_seconds, 4), "best": 0})
+        finished = epoch == settings.epochs or (settings.patience is not None and bad_epochs >= settings.patience)
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, {
+                "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epoch": epoch,
+                "module": _cpu_state(module), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "best_state": best_state, "best_epoch": best_epoch, "best_score": best_score,
+                "bad_epochs": bad_epochs, "history": history, "seconds": seconds, "samples_seen": samples_seen,
+                "finished": finished,
+            })
+        session_epochs += 1
+        elapsed = time.perf_counter() - session_start
+        remaining = elapsed / session_epochs * (settings.epochs - epoch)
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        log(
+            f"epoch {epoch}/{settings.epochs} train_loss {history[-1]['train_loss']:.4f} "
+            f"val_loss {fmt(val['val_loss'])} val_roc_auc {fmt(val['val_roc_auc'])} "
+            f"val_balanced_accuracy {fmt(val['val_balanced_accuracy'])}"
+            + (f" {monitored} {fmt(val[monitored])}" if on_test else "")
+            + f"{' *best' if improved else ''} "
+            f"elapsed {seconds:.1f} s remaining <= {remaining:.0f} s"
+        )
+        if finished and epoch < settings.epochs:
+            log(f"early stop: no {monitored} improvement for {bad_epochs} epochs; keeping epoch {best_epoch}")
+
+    if best_state is None:  # the monitored value was never defined: keep the last epoch
+        best_state, best_epoch = _cpu_state(module), len(history)
+        log(f"{monitored} was undefined on every epoch; keeping the last epoch ({best_epoch})")
+    columns = list(HISTORY_COLUMNS)
+    if on_test:  # right after the val scores
+        at = columns.index("lr")
+        columns[at:at] = TEST_HISTORY_COLUMNS
+    frame = pd.DataFrame(history, columns=columns)
+    frame["best"] = (frame.epoch == best_epoch).astype(int)
+    return FitResult(frame, copy.deepcopy(best_state), best_epoch, seconds, samples_seen, resumed_from)

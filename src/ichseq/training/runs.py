@@ -1,0 +1,324 @@
+"""One model's feature extraction, and one (model, replicate) training run with its outputs.
+
+These are what the ``features`` and ``train`` rules call. A run writes, into its folder
+``results/runs/{model}/rep-{r}/``:
+
+* ``metrics.json``  patient-level test metrics (undefined ones are null), written last;
+* ``predictions.csv``  one row per test patient: patient, label, probability, prediction;
+* ``sample_predictions.csv``  one row per test *sample*: each slice (slice models) or each scan
+  clip with the slice numbers of its frames (sequence models), with its probability;
+* ``history.csv``  per epoch: train loss, val loss, val ROC AUC, val balanced accuracy, lr;
+* ``cost.json``  parameters, feature-extraction and training seconds, samples/s, device;
+* ``model/``  the trained classifier head (head mode: ``head.safetensors``) or the whole fine-tuned
+  model (full mode: Hugging Face ``save_pretrained`` layout), with ``ichseq.json`` saying how it
+  was made.
+
+Under ``training.checkpoint_selection: test`` (the study's biased protocol) the kept epoch is
+chosen on the test patients: metrics.json and cost.json then say ``"checkpoint_selection":
+"test"`` and history.csv has test_loss, test_roc_auc and test_balanced_accuracy columns too.
+
+While it trains, ``resume-checkpoint.pt`` in the same folder lets a killed job continue; it is
+removed once the outputs are complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..atomic import atomic_dir, write_csv_atomic, write_json_atomic
+from ..data.cache import SliceCache
+from ..data.splits import read_split
+from ..errors import ConfigError, DataError
+from .feature_store import autocast, extract_features, read_feature_store, write_feature_store
+from .loop import (TrainSettings, backbone_seed, fit, init_head_, patient_probabilities, predict_logits, run_seed,
+                   select_device)
+from .metrics import binary_metrics
+from .samples import Samples, build_samples
+from .votes import aggregate_predictions, choose_patient_threshold
+
+if TYPE_CHECKING:
+    from ..models.base import CTClassifier
+
+CHECKPOINT_NAME = "resume-checkpoint.pt"
+MODEL_KEYS = ("pretrained", "config", "num_frames", "image_size", "position_embeddings")
+
+
+@dataclass
+class ModelPlan:
+    """Everything that defines one configured model: architecture, weights, training, frames, voting."""
+
+    name: str
+    architecture: str
+    model: dict  # build_model settings: pretrained, config, num_frames, image_size, position_embeddings
+    training: TrainSettings
+    frames: dict = field(default_factory=lambda: {"policy": "uniform", "padding": "edge"})
+    aggregation: dict = field(default_factory=lambda: {"rule": "any", "threshold": 0.5, "k": 2})
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "architecture": self.architecture, "model": self.model,
+                "training": self.training.as_dict(), "frames": self.frames, "aggregation": self.aggregation}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelPlan":
+        return cls(d["name"], d["architecture"], dict(d["model"]),
+                   TrainSettings.from_dict(d["training"], where=f"models.{d['name']}.training"),
+                   dict(d["frames"]), dict(d["aggregation"]))
+
+    def build(self) -> "CTClassifier":
+        """The model, its random parts drawn from the per-model backbone seed (global RNG untouched)."""
+        # Imported here: transformers takes seconds to import, and the Snakefile reads plans
+        # (model_plan) on every invocation without building anything.
+        from ..models import build_model
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(backbone_seed(self.training.seed, self.name))
+            return build_model(self.architecture, self.model, entry=self.name)
+
+
+def model_plan(config: dict, name: str) -> ModelPlan:
+    """The plan of model ``name`` from a validated config: its entry under ``models`` over the
+    global ``training`` / ``frames`` / ``aggregation`` sections. An entry without ``image_size``
+    takes ``preprocess.image_size``, the size of the cached slices, so no batch is resized."""
+    models = config.get("models") or {}
+    if name not in models:
+        raise ConfigError(f"models.{name}: no such model in the config (configured: {', '.join(models) or 'none'})")
+    entry = models[name] or {}
+    training = TrainSettings.from_dict({**config.get("training", {}), **(entry.get("training") or {})},
+                                       where=f"models.{name}.training")
+    frames = {**config.get("frames", {}), **(entry.get("frames") or {})}
+    aggregation = {**config.get("aggregation", {}), **(entry.get("aggregation") or {})}
+    model = {k: entry.get(k) for k in MODEL_KEYS if entry.get(k) is not None}
+    cache_size = (config.get("preprocess") or {}).get("image_size")
+    if "image_size" not in model and cache_size is not None:
+        model["image_size"] = cache_size
+    if model.get("pretrained") is not None:
+        # ``config`` only shapes a randomly initialised model; a checkpoint brings its own.
+        model.pop("config", None)
+    return ModelPlan(name, entry.get("architecture") or name, model, training, frames, aggregation)
+
+
+def protocol_caveats(plans) -> list[str]:
+    """What the statistics of these models must say first: the choices that bias their test
+    metrics (today: a kept epoch chosen on the test patients, the study's protocol)."""
+    on_test = [plan.name for plan in plans if plan.training.checkpoint_selection == "test"]
+    if not on_test:
+        return []
+    return [f"BIASED: the kept epoch of {', '.join(on_test)} was chosen on each replicate's test patients "
+            "(training.checkpoint_selection: test, the study's protocol), so their test metrics are optimistically "
+            "biased; compare them only to measure that bias."]
+
+
+def _sha256(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _samples_for(model: "CTClassifier", cache: SliceCache, plan: ModelPlan) -> Samples:
+    return build_samples(cache, model.kind, getattr(model, "num_frames", None),
+                         plan.frames.get("policy", "uniform"), plan.frames.get("padding", "edge"))
+
+
+def _feature_identity(plan: ModelPlan, kind: str) -> dict:
+    """What the cached features depend on: the backbone and which frames a sample holds."""
+    if kind == "sequence":
+        frames = plan.frames
+    elif plan.model.get("num_frames"):  # a slice model limited to N slices per scan: the policy picks them
+        frames = {"policy": plan.frames.get("policy", "uniform")}
+    else:
+        frames = None
+    return {"model": plan.name, "architecture": plan.architecture, "settings": plan.model,
+            "backbone_seed": backbone_seed(plan.training.seed, plan.name), "frames": frames}
+
+
+def compute_features(plan: ModelPlan, cache_path, out, threads: int = 1, log=print) -> dict:
+    """Backbone features of every sample of the cohort, written as a feature store at ``out``."""
+    torch.set_num_threads(max(1, int(threads)))
+    device = select_device(plan.training.device)
+    cache = SliceCache(cache_path)
+    model = plan.build().freeze_backbone()
+    samples = _samples_for(model, cache, plan)
+    counts = model.parameter_counts()
+    log(f"{plan.name}: {type(model.hf_model).__name__}, {counts['total']:,} parameters, {model.kind} samples: "
+        f"{len(samples)} from {len(cache.patients)} patients, on {device}")
+    t0 = time.perf_counter()
+    features = extract_features(model, cache, samples, plan.training.feature_batch_size, device, log)
+    seconds = time.perf_counter() - t0
+    meta = {
+        **_feature_identity(plan, model.kind),
+        "feature_dim": int(features.shape[1]),
+        "head_init_std": float(getattr(model.hf_model.config, "initializer_range", 0.02)),
+        "image_size": model.image_size,
+        "num_frames": getattr(model, "num_frames", None),
+        "parameters": {"total": counts["total"], "trainable": counts["trainable"]},
+        "device": _device_name(device),
+        "seconds": round(seconds, 3),
+        "samples_per_second": round(len(samples) / seconds, 3) if seconds > 0 else None,
+        "cache": cache.meta,
+    }
+    write_feature_store(out, features, samples, meta)
+    log(f"{len(samples)} feature vectors of size {features.shape[1]} in {seconds:.1f} s -> {out}")
+    return meta
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _split_indices(samples: Samples, split: dict, cache: SliceCache, split_path) -> dict[str, np.ndarray]:
+    known = set(cache.patients)
+    index = {}
+    for part in ("train", "val", "test"):
+        missing = sorted(set(split[part]) - known)
+        if missing:
+            raise DataError(f"{split_path}: {part} patient {missing[0]} is not in the slice cache; rerun the split rule")
+        index[part] = samples.select(split[part])
+    return index
+
+
+def _decide(plan: ModelPlan, kind: str, samples: Samples, index: np.ndarray, probs: np.ndarray,
+            val_index: np.ndarray, val_probs: np.ndarray) -> tuple[pd.DataFrame, dict]:
+    """Patient predictions from sample probabilities, and the decision rule used."""
+    threshold = float(plan.aggregation.get("threshold", 0.5))
+    if kind == "sequence":
+        table = pd.DataFrame({"patient": samples.patient[index], "label": samples.label[index], "probability": probs})
+        table["prediction"] = (table.probability >= threshold).astype(int)
+        return table.sort_values("patient", ignore_index=True), {"rule": "threshold", "threshold": threshold}
+    rule, k = plan.aggregation.get("rule", "any"), plan.aggregation.get("k")
+    patient_threshold = None
+    if rule == "max_prob":
+        val = patient_probabilities(samples.patient[val_index], samples.label[val_index], val_probs)
+        patient_threshold = choose_patient_threshold(val.label, val.probability)
+    slices = pd.DataFrame({"patient": samples.patient[index], "label": samples.label[index], "probability": probs})
+    table = aggregate_predictions(slices, rule, threshold=threshold, k=k, patient_threshold=patient_threshold)
+    decision = {"rule": rule, "threshold": threshold}
+    if rule == "k_of_n":
+        decision["k"] = k
+    if rule == "max_prob":
+        decision["patient_threshold"] = patient_threshold
+    return table, decision
+
+
+def _save_model_dir(out: Path, module: torch.nn.Module, mode: str, info: dict) -> None:
+    from safetensors.torch import save_file
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars would clutter the job log
+    with atomic_dir(out) as tmp:
+        if mode == "head":
+            save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp / "head.safetensors"))
+        else:
+            module.hf_model.save_pretrained(tmp)
+        (tmp / "ichseq.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+
+
+def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, out_dir, features_path=None,
+              threads: int = 1, log=print) -> dict:
+    """Train ``plan`` on replicate ``replicate``'s split and write the run's outputs to ``out_dir``.
+
+    ``features_path`` (the model's feature store) is required in head mode. Returns metrics.json's content.
+    """
+    settings = plan.training
+    torch.set_num_threads(max(1, int(threads)))
+    device = select_device(settings.device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache = SliceCache(cache_path)
+    split = read_split(split_path)
+    seed = run_seed(settings.seed, plan.name, replicate)
+
+    if settings.mode == "head":
+        if features_path is None:
+            raise ConfigError(f"models.{plan.name}: head mode needs the model's feature store (the features rule)")
+        features, samples, meta = read_feature_store(features_path)
+        expected = _feature_identity(plan, samples.kind)
+        if {k: meta.get(k) for k in expected} != json.loads(json.dumps(expected)):
+            raise DataError(f"{features_path}: features were computed for other model settings; rerun the features rule")
+        kind = samples.kind
+        head = init_head_(torch.nn.Linear(meta["feature_dim"], 2), seed, meta["head_init_std"]).to(device)
+        stored = torch.from_numpy(features).to(device)
+        module, forward = head, head
+        fetch = lambda idx: stored[torch.as_tensor(idx, device=device)]  # noqa: E731
+        parameters = {"total": meta["parameters"]["total"], "trainable": sum(p.numel() for p in head.parameters())}
+        feature_seconds, provenance = meta["seconds"], {"features": str(features_path), "feature_store": meta}
+    else:
+        model = plan.build()
+        kind = model.kind
+        init_head_(model.hf_model.classifier, seed, float(getattr(model.hf_model.config, "initializer_range", 0.02)))
+        model.to(device)
+        samples = _samples_for(model, cache, plan)
+
+        def forward(x):
+            with autocast(device):
+                return model(x)
+
+        fetch = lambda idx: model.prepare(samples.pixels(cache, idx))  # noqa: E731
+        module = model
+        parameters = model.parameter_counts()
+        feature_seconds, provenance = 0.0, {"backbone_seed": backbone_seed(settings.seed, plan.name)}
+
+    index = _split_indices(samples, split, cache, split_path)
+    fingerprint = _sha256({"plan": plan.as_dict(), "replicate": replicate, "split": split,
+                           "inputs": provenance, "cache": cache.meta})
+    counts = {p: f"{len(index[p])} samples" for p in index}
+    log(f"{plan.name} rep-{replicate}: {settings.mode} training on {device}; "
+        + ", ".join(f"{p} {c}" for p, c in counts.items()))
+
+    checkpoint = out_dir / CHECKPOINT_NAME
+    biased = settings.checkpoint_selection == "test"
+    result = fit(module, forward, fetch, samples.label, samples.patient, index["train"], index["val"], settings, seed,
+                 checkpoint=checkpoint, fingerprint=fingerprint, log=log,
+                 test_index=index["test"] if biased else None)
+    module.load_state_dict(result.best_state)
+
+    def probabilities(idx):
+        logits = predict_logits(module, forward, fetch, idx, settings.feature_batch_size)
+        return torch.softmax(logits, dim=1)[:, 1].double().numpy()
+
+    test_probs, val_probs = probabilities(index["test"]), probabilities(index["val"])
+    predictions, decision = _decide(plan, kind, samples, index["test"], test_probs, index["val"], val_probs)
+    metrics = binary_metrics(predictions.label, predictions.prediction, predictions.probability)
+
+    sample_table = samples.table(cache).iloc[index["test"]].reset_index(drop=True)
+    sample_table["probability"] = test_probs
+    if kind == "sequence":
+        sample_table = sample_table.drop(columns="slice")
+    else:
+        sample_table = sample_table.drop(columns="frames")
+    cost = {
+        "model": plan.name, "replicate": int(replicate), "mode": settings.mode,
+        "parameters_total": int(parameters["total"]), "parameters_trainable": int(parameters["trainable"]),
+        "feature_seconds": feature_seconds, "training_seconds": round(result.seconds, 3),
+        "samples_per_second": round(result.samples_seen / result.seconds, 3) if result.seconds > 0 else None,
+        "epochs_run": int(len(result.history)), "best_epoch": int(result.best_epoch),
+        "resumed_from_epoch": int(result.resumed_from), "device": _device_name(device),
+    }
+    report = {"model": plan.name, "replicate": int(replicate), "best_epoch": int(result.best_epoch),
+              "decision": decision, "metrics": metrics}
+    if biased:  # only then, so that runs of the default protocol keep their outputs as they were
+        cost["checkpoint_selection"] = report["checkpoint_selection"] = "test"
+
+    write_csv_atomic(sample_table, out_dir / "sample_predictions.csv")
+    write_csv_atomic(predictions[["patient", "label", "probability", "prediction"]], out_dir / "predictions.csv")
+    write_csv_atomic(result.history, out_dir / "history.csv")
+    write_json_atomic(out_dir / "cost.json", cost)
+    _save_model_dir(out_dir / "model", module, settings.mode,
+                    {"plan": plan.as_dict(), "replicate": int(replicate), "best_epoch": int(result.best_epoch),
+                     "decision": decision, **({"feature_dim": int(meta["feature_dim"]), "features": str(features_path)}
+                                             if settings.mode == "head" else {})})
+    write_json_atomic(out_dir / "metrics.json", report)  # last: its presence means the run is complete
+    checkpoint.unlink(missing_ok=True)
+    shown = {k: (None if v is None else round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
+    chosen = " (chosen on the TEST patients: biased)" if biased else ""
+    log(f"{plan.name} rep-{replicate}: best epoch {result.best_epoch}{chosen}; test {shown}")
+    return report

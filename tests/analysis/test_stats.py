@@ -1,0 +1,691 @@
+"""Model comparison statistics: every number against scipy/statsmodels/pingouin on fixed inputs."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pingouin as pg
+import pytest
+from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestIndPower, TTestPower
+
+from ichseq.analysis.stats import (
+    TEST_COLUMNS,
+    TESTS,
+    bootstrap_mean_ci,
+    compare_models,
+    read_runs,
+    run_stats,
+    validate_runs,
+    write_stats,
+)
+from ichseq.cli import main
+from ichseq.errors import ConfigError, DataError
+
+ALPHA = 0.05
+FAST = 99  # bootstrap resamples in tests
+ABSENT = object()  # a replicate with no row at all (not an undefined value)
+OUTPUTS = ("tests.csv", "summary.csv", "confusion.csv", "tables.md", "tables.tex", "tables.html", "summary.md",
+           "findings.html")
+# The command also draws the figures that need only the runs table.
+FIGURES = tuple(f"{stem}.{ext}" for stem in ("metrics_boxplot", "confusion_matrices", "paired_runs") for ext in ("png", "svg"))
+REQUIRED_TEST_COLUMNS = (
+    "metric,test,model_a,model_b,n_a,n_b,statistic,p_value,p_holm,"
+    "effect_size,effect_size_name,power,ci_low,ci_high,note"
+).split(",")
+
+# Perfectly normal samples: standard normal quantiles at (i + 0.5) / n.
+Q = sps.norm.ppf((np.arange(10) + 0.5) / 10)
+
+
+def long_table(data: dict[str, dict[str, list]]) -> pd.DataFrame:
+    """``{model: {metric: values by replicate}}`` -> long table; None = undefined, ABSENT = no row."""
+    rows = []
+    for model, metrics in data.items():
+        for metric, values in metrics.items():
+            for replicate, value in enumerate(values):
+                if value is ABSENT:
+                    continue
+                rows.append({"model": model, "replicate": replicate, "metric": metric, "value": value})
+    return pd.DataFrame(rows, columns=["model", "replicate", "metric", "value"])
+
+
+def write_runs(path: Path, data) -> Path:
+    long_table(data).to_csv(path, index=False)  # None is written as an empty cell
+    return path
+
+
+def one(tests: pd.DataFrame, **where) -> pd.Series:
+    rows = tests
+    for col, value in where.items():
+        rows = rows[rows[col] == value]
+    assert len(rows) == 1, (where, rows)
+    return rows.iloc[0]
+
+
+def ttest_row(tests: pd.DataFrame, metric: str, a: str, b: str) -> pd.Series:
+    rows = tests[(tests.metric == metric) & (tests.model_a == a) & (tests.model_b == b)]
+    rows = rows[rows.test.isin(["student_t", "welch_t"])]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+# Two models, three rate metrics and confusion counts; fixed, unremarkable numbers.
+RNG = np.random.default_rng(20240611)
+VIVIT = {m: np.round(RNG.normal(0.82, 0.04, 10), 4).tolist() for m in ("accuracy", "recall", "roc_auc")}
+CONVNEXT = {m: np.round(RNG.normal(0.77, 0.06, 10), 4).tolist() for m in ("accuracy", "recall", "roc_auc")}
+COUNTS_V = {"tn": [10, 12, 11, 9, 10, 11, 12, 10, 11, 10], "fp": [1, 0, 2, 3, 1, 1, 0, 2, 1, 1],
+            "fn": [2, 1, 1, 2, 3, 1, 2, 1, 2, 2], "tp": [10, 10, 9, 9, 9, 10, 9, 10, 9, 10]}  # fmt: skip
+COUNTS_C = {"tn": [9, 10, 10, 8, 9, 10, 11, 9, 10, 9], "fp": [2, 2, 3, 4, 2, 2, 1, 3, 2, 2],
+            "fn": [3, 2, 2, 3, 4, 2, 3, 2, 3, 3], "tp": [9, 9, 8, 8, 8, 9, 8, 9, 8, 9]}  # fmt: skip
+STUDY = {"vivit": {**VIVIT, **COUNTS_V}, "convnext": {**CONVNEXT, **COUNTS_C}}
+
+
+@pytest.fixture(scope="module")
+def study_tests() -> pd.DataFrame:
+    return compare_models(validate_runs(long_table(STUDY)), alpha=ALPHA, n_resamples=FAST)
+
+
+# --------------------------------------------------------------------------- the study's tests
+
+
+def test_tests_table_shape(study_tests):
+    t = study_tests
+    assert set(REQUIRED_TEST_COLUMNS) <= set(t.columns)
+    assert set(t.test) <= set(TESTS)
+    # Counts are averaged, never tested.
+    assert set(t.metric) == {"accuracy", "recall", "roc_auc"}
+    for metric in ("accuracy", "recall", "roc_auc"):
+        rows = t[t.metric == metric]
+        assert sorted(rows[rows.test == "shapiro"].model_a) == ["convnext", "vivit"]
+        assert (rows[rows.test == "shapiro"].model_b == "").all()
+        pair = rows[rows.test != "shapiro"]
+        # Exactly one of Student/Welch per pair, and one row of every other test.
+        assert pair.test.isin(["student_t", "welch_t"]).sum() == 1
+        for name in ("levene", "mann_whitney_u", "paired_t", "wilcoxon"):
+            assert (pair.test == name).sum() == 1
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "recall", "roc_auc"])
+def test_every_statistic_matches_the_libraries(study_tests, metric):
+    t = study_tests
+    a, b = np.array(VIVIT[metric]), np.array(CONVNEXT[metric])
+
+    for model, x in (("vivit", a), ("convnext", b)):
+        row = one(t, metric=metric, test="shapiro", model_a=model)
+        ref = sps.shapiro(x)
+        assert (row.n_a, row.statistic, row.p_value) == (10, pytest.approx(ref.statistic), pytest.approx(ref.pvalue))
+
+    lev = sps.levene(a, b, center="median")
+    row = one(t, metric=metric, test="levene")
+    assert (row.statistic, row.p_value) == (pytest.approx(lev.statistic), pytest.approx(lev.pvalue))
+
+    row = ttest_row(t, metric, "vivit", "convnext")
+    ref = sps.ttest_ind(a, b, equal_var=row.test == "student_t")
+    d = pg.compute_effsize(a, b, paired=False, eftype="cohen")
+    assert row.statistic == pytest.approx(ref.statistic)
+    assert row.p_value == pytest.approx(ref.pvalue)
+    assert row.df == pytest.approx(ref.df)
+    assert (row.effect_size, row.effect_size_name) == (pytest.approx(d), "cohen_d")
+    power = TTestIndPower().power(effect_size=abs(d), nobs1=10, alpha=ALPHA, ratio=1.0, df=ref.df)
+    assert row.power == pytest.approx(power)
+    if row.test == "student_t":  # pingouin agrees for the equal-variance test
+        assert row.power == pytest.approx(pg.power_ttest2n(10, 10, d=d, alpha=ALPHA))
+
+    row = one(t, metric=metric, test="mann_whitney_u")
+    ref = sps.mannwhitneyu(a, b, alternative="two-sided")
+    assert (row.statistic, row.p_value) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue))
+    # Rank-biserial correlation: 2U/(n_a n_b) - 1, positive when vivit ranks higher.
+    assert row.effect_size == pytest.approx(2 * ref.statistic / 100 - 1)
+    assert row.effect_size == pytest.approx(pg.mwu(a, b)["RBC"].iloc[0])
+    assert row.effect_size_name == "rank_biserial"
+
+
+def test_power_uses_the_configured_alpha_not_the_studys_half():
+    data = {"a": {"accuracy": (0.80 + 0.03 * Q).tolist()}, "b": {"accuracy": (0.77 + 0.03 * Q).tolist()}}
+    runs = validate_runs(long_table(data))
+    strict = ttest_row(compare_models(runs, alpha=0.01, n_resamples=FAST), "accuracy", "a", "b")
+    loose = ttest_row(compare_models(runs, alpha=0.5, n_resamples=FAST), "accuracy", "a", "b")
+    d = strict.effect_size
+    assert strict.power == pytest.approx(TTestIndPower().power(effect_size=abs(d), nobs1=10, alpha=0.01, ratio=1.0))
+    assert loose.power == pytest.approx(TTestIndPower().power(effect_size=abs(d), nobs1=10, alpha=0.5, ratio=1.0))
+    assert strict.power < loose.power
+
+
+# --------------------------------------------------------------------------- Student vs Welch
+
+
+def _choice(a, b) -> pd.Series:
+    runs = validate_runs(long_table({"vivit": {"f1": list(a)}, "convnext": {"f1": list(b)}}))
+    return ttest_row(compare_models(runs, alpha=ALPHA, n_resamples=FAST), "f1", "vivit", "convnext")
+
+
+def test_equal_variance_normal_samples_get_student():
+    a, b = 0.80 + 0.03 * Q, 0.75 + 0.03 * Q[::-1]
+    assert sps.shapiro(a).pvalue >= ALPHA and sps.shapiro(b).pvalue >= ALPHA
+    assert sps.levene(a, b, center="median").pvalue >= ALPHA
+    row = _choice(a, b)
+    assert row.test == "student_t"
+    assert row.statistic == pytest.approx(sps.ttest_ind(a, b, equal_var=True).statistic)
+    assert row.df == 18
+
+
+def test_very_unequal_variances_get_welch():
+    a, b = 0.80 + 0.03 * Q, 0.75 + 0.002 * Q
+    assert sps.shapiro(a).pvalue >= ALPHA and sps.shapiro(b).pvalue >= ALPHA
+    assert sps.levene(a, b, center="median").pvalue < ALPHA
+    row = _choice(a, b)
+    assert row.test == "welch_t"
+    assert "levene p<0.05" in row.note and "shapiro p<" not in row.note
+    ref = sps.ttest_ind(a, b, equal_var=False)
+    assert (row.statistic, row.df) == (pytest.approx(ref.statistic), pytest.approx(ref.df))
+
+
+def test_non_normal_sample_gets_welch():
+    a, b = 0.80 + 0.03 * Q, np.array([0.70] * 9 + [0.95])
+    assert sps.shapiro(b).pvalue < ALPHA
+    assert sps.levene(a, b, center="median").pvalue >= ALPHA
+    row = _choice(a, b)
+    assert row.test == "welch_t"
+    assert "shapiro p<0.05 for convnext" in row.note and "levene p<" not in row.note
+
+
+def test_shapiro_needs_three_values():
+    runs = validate_runs(long_table({"a": {"f1": [0.8, 0.7]}, "b": {"f1": [0.6, 0.5, 0.55]}}))
+    t = compare_models(runs, n_resamples=FAST)
+    row = one(t, test="shapiro", model_a="a")
+    assert np.isnan(row.statistic) and np.isnan(row.p_value)
+    assert "n=2 < 3" in row.note
+    # Normality cannot be established, so the t-test is Welch's.
+    assert ttest_row(t, "f1", "a", "b").test == "welch_t"
+
+
+# --------------------------------------------------------------------------- undefined values
+
+# Hand-made paired table, values exact in binary. Replicate 2 is undefined for vivit, and
+# convnext has no replicate 5 at all.
+PAIRED = {
+    "vivit": {"precision": [0.75, 0.625, None, 0.5, 0.875, 0.9375]},
+    "convnext": {"precision": [0.625, 0.6875, 0.5, 0.375, 0.625, ABSENT]},
+}
+
+
+def test_paired_tests_on_hand_computed_differences():
+    t = compare_models(validate_runs(long_table(PAIRED)), alpha=ALPHA, seed=3, n_resamples=FAST)
+    # drop: replicates 0, 1, 3, 4 are paired; vivit - convnext by hand:
+    diffs = np.array([0.125, -0.0625, 0.125, 0.25])
+    pt = one(t, test="paired_t")
+    assert (pt.n_a, pt.n_b) == (4, 4)
+    assert "paired over 4 replicates" in pt.note
+    assert pt.mean_a - pt.mean_b == pytest.approx(0.109375)
+    assert pt.statistic == pytest.approx(diffs.mean() / (diffs.std(ddof=1) / 2))  # t = mean / (sd / sqrt n)
+    assert pt.df == 3
+    assert pt.p_value == pytest.approx(sps.ttest_1samp(diffs, 0.0).pvalue)
+    assert (pt.effect_size, pt.effect_size_name) == (pytest.approx(diffs.mean() / diffs.std(ddof=1)), "cohen_dz")
+    assert pt.power == pytest.approx(TTestPower().power(effect_size=pt.effect_size, nobs=4, alpha=ALPHA))
+    ci = sps.bootstrap((diffs,), np.mean, n_resamples=FAST, rng=np.random.default_rng(3)).confidence_interval
+    assert (pt.ci_low, pt.ci_high) == (pytest.approx(ci.low), pytest.approx(ci.high))
+
+    w = one(t, test="wilcoxon")
+    # |d| ranks: 0.0625 -> 1, 0.125 -> 2.5 twice, 0.25 -> 4: R+ = 9, R- = 1.
+    assert w.statistic == 1.0
+    assert w.p_value == pytest.approx(sps.wilcoxon(diffs).pvalue)
+    assert (w.effect_size, w.effect_size_name) == (pytest.approx((9 - 1) / 10), "matched_pairs_rank_biserial")
+
+    # The unpaired tests use every defined value of each model.
+    assert (one(t, test="mann_whitney_u").n_a, one(t, test="mann_whitney_u").n_b) == (5, 5)
+
+
+def test_zero_policy_counts_undefined_as_zero_and_keeps_the_pair():
+    t = compare_models(validate_runs(long_table(PAIRED)), undefined="zero", n_resamples=FAST)
+    diffs = np.array([0.125, -0.0625, 0.0 - 0.5, 0.125, 0.25])
+    pt = one(t, test="paired_t")
+    assert (pt.n_a, "paired over 5 replicates" in pt.note) == (5, True)
+    assert pt.statistic == pytest.approx(sps.ttest_1samp(diffs, 0.0).statistic)
+    assert one(t, test="shapiro", model_a="vivit").n_a == 6
+
+
+@pytest.mark.parametrize(
+    ("policy", "n", "mean", "paired"),
+    [("drop", 4, (0.8 + 0.7 + 0.9 + 0.8) / 4, 4), ("zero", 6, (0.8 + 0.7 + 0.9 + 0.8) / 6, 6)],
+)
+def test_undefined_policy_in_every_output(tmp_path, policy, n, mean, paired):
+    data = {
+        "vivit": {"precision": [0.8, None, 0.7, 0.9, None, 0.8]},
+        "convnext": {"precision": [0.6, 0.7, 0.65, 0.7, 0.6, 0.75]},
+    }
+    paths = run_stats(long_table(data), tmp_path, undefined=policy, n_resamples=FAST)
+    summary = pd.read_csv(paths["summary"])
+    row = summary[(summary.model == "vivit") & (summary.metric == "precision")].iloc[0]
+    assert (row.n, row.n_undefined, row["mean"]) == (n, 2, pytest.approx(mean))
+    assert row["min"] == (0.0 if policy == "zero" else 0.7)
+    tests = pd.read_csv(paths["tests"], keep_default_na=False, na_values=[""])
+    assert one(tests, test="shapiro", model_a="vivit").n_a == n
+    assert one(tests, test="paired_t").n_a == paired
+    # Under every table drawn; Table IX (no confusion counts here) is one line saying it is skipped.
+    line = f"Undefined values: {policy}"
+    skipped = "Mean confusion matrices skipped"
+    md = paths["tables_md"].read_text()
+    assert md.count(line) == md.count("## Table") - 1 == 8 and md.count(skipped) == 1
+    tex = paths["tables_tex"].read_text()
+    assert tex.count(line) == tex.count("\\begin{table}") - 1 == 8 and tex.count(skipped) == 1
+    page = paths["tables_html"].read_text()
+    assert page.count(line) == page.count("<table>") == 8 and page.count(skipped) == 1
+    assert line in paths["summary_md"].read_text()
+
+
+def test_degenerate_samples_are_undefined_not_errors(tmp_path):
+    data = {
+        # Equal paired differences (0.1) that floating point makes unequal: 0.9 - 0.8 != 0.5 - 0.4.
+        "vivit": {"precision": [0.5, 0.6, 0.7, 0.8, 0.9], "specificity": [1.0] * 5, "roc_auc": [None] * 5},
+        "convnext": {"precision": [0.4, 0.5, 0.6, 0.7, 0.8], "specificity": [1.0] * 5,
+                     "roc_auc": [0.7, 0.8, 0.75, 0.72, 0.9]},
+    }  # fmt: skip
+    paths = run_stats(long_table(data), tmp_path, n_resamples=FAST)
+    t = pd.read_csv(paths["tests"], keep_default_na=False, na_values=[""])
+
+    pt = one(t, metric="precision", test="paired_t")
+    assert np.isnan(pt.p_value) and "all paired differences are equal (sd 0)" in pt.note
+    w = one(t, metric="precision", test="wilcoxon")  # five tied differences of 0.1
+    assert w.p_value == pytest.approx(sps.wilcoxon(np.full(5, 0.1)).pvalue)
+    assert w.effect_size == 1.0
+
+    spec = t[t.metric == "specificity"].set_index("test")
+    assert spec.loc["shapiro"].note.tolist() == ["all values equal: Shapiro-Wilk undefined"] * 2
+    assert spec[["statistic", "p_value"]].drop(index="mann_whitney_u").isna().all().all()
+    assert "no variance in either sample" in spec.loc["welch_t"].note
+    assert spec.loc["mann_whitney_u"].p_value == 1.0
+
+    auc = t[t.metric == "roc_auc"].set_index("test")
+    assert auc.loc["paired_t"].n_a == 0 and "fewer than 2 pairs" in auc.loc["paired_t"].note
+    assert auc.drop(index="shapiro").p_value.isna().all()
+    summary = pd.read_csv(paths["summary"])
+    row = summary[(summary.model == "vivit") & (summary.metric == "roc_auc")].iloc[0]
+    assert (row.n, row.n_undefined) == (0, 5) and np.isnan(row["mean"])
+    assert "no value for vivit" in paths["summary_md"].read_text()
+
+
+# --------------------------------------------------------------------------- Holm
+
+
+def statsmodels_holm(p) -> np.ndarray:
+    """The reference: statsmodels' Holm (heap frozen: its Holm branch runs a full gc.collect())."""
+    gc.freeze()
+    try:
+        return multipletests(np.asarray(p), alpha=ALPHA, method="holm")[1]
+    finally:
+        gc.unfreeze()
+
+
+def _holm_families(t: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    return {
+        "t": t[t.test.isin(["student_t", "welch_t"])],
+        "mann_whitney_u": t[t.test == "mann_whitney_u"],
+        "paired_t": t[t.test == "paired_t"],
+        "wilcoxon": t[t.test == "wilcoxon"],
+    }
+
+
+def test_holm_equals_statsmodels_across_metrics(study_tests):
+    t = study_tests
+    for name, family in _holm_families(t).items():
+        assert len(family) == 3, name  # 3 metrics, 1 pair
+        expected = statsmodels_holm(family.p_value)
+        np.testing.assert_allclose(family.p_holm.to_numpy(), expected, err_msg=name)
+    # Assumption checks are not corrected.
+    assert t[t.test.isin(["shapiro", "levene"])].p_holm.isna().all()
+
+
+def test_three_models_holm_across_pairs_too(tmp_path):
+    rng = np.random.default_rng(5)
+    data = {m: {k: np.round(rng.normal(mu, 0.05, 8), 4).tolist() for k in ("accuracy", "f1")}
+            for m, mu in (("vivit", 0.85), ("convnext", 0.8), ("timesformer", 0.75))}  # fmt: skip
+    tests = pd.read_csv(run_stats(long_table(data), tmp_path, n_resamples=FAST)["tests"])
+    pairs = set(zip(tests[tests.test == "levene"].model_a, tests[tests.test == "levene"].model_b))
+    assert pairs == {("vivit", "convnext"), ("vivit", "timesformer"), ("convnext", "timesformer")}
+    for name, family in _holm_families(tests).items():
+        assert len(family) == 2 * 3, name  # 2 metrics x 3 pairs in one family
+        expected = statsmodels_holm(family.p_value)
+        np.testing.assert_allclose(family.p_holm.to_numpy(), expected, err_msg=name)
+        # Correcting within one pair only would give smaller (or equal) p-values.
+        per_pair = family.groupby(["model_a", "model_b"]).p_value.transform(
+            lambda p: statsmodels_holm(p)
+        )
+        assert (family.p_holm >= per_pair - 1e-12).all() and (family.p_holm > per_pair).any()
+
+
+# --------------------------------------------------------------------------- bootstrap, summaries
+
+
+def test_bootstrap_ci_is_scipys_bca_with_the_seed():
+    x = np.array([0.71, 0.74, 0.69, 0.8, 0.77, 0.73, 0.75, 0.72])
+    low, high, method = bootstrap_mean_ci(x, n_resamples=FAST, seed=11)
+    ref = sps.bootstrap((x,), np.mean, n_resamples=FAST, method="BCa", rng=np.random.default_rng(11))
+    assert (low, high, method) == (ref.confidence_interval.low, ref.confidence_interval.high, "BCa")
+    assert bootstrap_mean_ci(x, n_resamples=FAST, seed=11) == (low, high, method)
+
+
+def test_bootstrap_falls_back_to_percentile_when_degenerate():
+    assert bootstrap_mean_ci([0.9] * 6, n_resamples=FAST) == (0.9, 0.9, "percentile")
+    low, high, method = bootstrap_mean_ci([0.9], n_resamples=FAST)
+    assert np.isnan(low) and np.isnan(high) and method == ""
+
+
+def test_summary_and_confusion_files(tmp_path):
+    paths = run_stats(long_table(STUDY), tmp_path, seed=2, n_resamples=FAST)
+    summary = pd.read_csv(paths["summary"])
+    assert list(summary.columns[:11]) == "model metric n n_undefined mean sd median min max ci_low ci_high".split()
+    row = summary[(summary.model == "convnext") & (summary.metric == "recall")].iloc[0]
+    x = np.array(CONVNEXT["recall"])
+    assert row["mean"] == pytest.approx(x.mean())
+    assert row["sd"] == pytest.approx(x.std(ddof=1))
+    assert (row["median"], row["min"], row["max"]) == (pytest.approx(np.median(x)), x.min(), x.max())
+    low, high, _ = bootstrap_mean_ci(x, n_resamples=FAST, seed=2)
+    assert (row.ci_low, row.ci_high) == (pytest.approx(low), pytest.approx(high))
+
+    conf = pd.read_csv(paths["confusion"]).set_index("model")
+    for model, counts in (("vivit", COUNTS_V), ("convnext", COUNTS_C)):
+        for count in ("tn", "fp", "fn", "tp"):
+            assert conf.loc[model, f"{count}_mean"] == pytest.approx(np.mean(counts[count]))
+            assert conf.loc[model, f"{count}_sd"] == pytest.approx(np.std(counts[count], ddof=1))
+        assert conf.loc[model, "n_replicates"] == 10
+
+
+def test_findings_name_the_higher_model_and_holm_verdict(tmp_path):
+    data = {"vivit": {"accuracy": (0.90 + 0.01 * Q).tolist()}, "convnext": {"accuracy": (0.70 + 0.01 * Q).tolist()}}
+    text = run_stats(long_table(data), tmp_path, n_resamples=FAST)["summary_md"].read_text()
+    assert "**accuracy**: vivit has the higher mean (0.900 vs 0.700 for convnext)" in text
+    assert "Student's t-test (shapiro p>=0.05 for both models and levene p>=0.05): t = " in text
+    assert ", p < 0.001, Holm p < 0.001, Cohen's d = " in text
+    assert "significant at α = 0.05 after Holm" in text and "not significant" not in text
+
+
+def test_outputs_are_deterministic(tmp_path):
+    first = run_stats(long_table(STUDY), tmp_path / "a", n_resamples=FAST)
+    second = run_stats(long_table(STUDY), tmp_path / "b", n_resamples=FAST)
+    for key in first:
+        assert first[key].read_bytes() == second[key].read_bytes(), key
+    assert not [p for p in (tmp_path / "a").iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+# --------------------------------------------------------------------------- command and errors
+
+
+def test_command_writes_every_file(tmp_path, capsys):
+    csv = write_runs(tmp_path / "metrics.csv", STUDY)
+    out = tmp_path / "stats"
+    args = ["stats", str(csv), "--out", str(out), "--alpha", "0.01", "--undefined", "zero", "--resamples", "50"]
+    assert main([*args, "--seed", "4"]) == 0
+    printed = capsys.readouterr().out
+    for name in OUTPUTS:
+        assert (out / name).stat().st_size > 0, name
+        assert f"written {out / name}" in printed
+    md = (out / "tables.md").read_text()
+    for numeral in ("I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX"):
+        assert f"## Table {numeral}. " in md
+    assert "α = 0.01" in md and "Undefined values: zero" in md
+
+
+def test_html_tables_hold_the_markdown_tables_cells(tmp_path, html_tables):
+    paths = run_stats(long_table(STUDY), tmp_path, n_resamples=FAST)
+    md_tables = [
+        [[cell.strip().replace("\\|", "|") for cell in line.strip("|").split("|")]
+         for line in block.splitlines() if line.startswith("|") and not line.startswith("|:") and "---" not in line]
+        for block in paths["tables_md"].read_text().split("## Table")[1:]
+    ]
+    assert html_tables(paths["tables_html"].read_text()) == md_tables
+    assert "<script" not in paths["tables_html"].read_text()  # shown offline, nothing to run or fetch
+
+
+def test_console_script_end_to_end(tmp_path):
+    csv = write_runs(tmp_path / "metrics.csv", STUDY)
+    script = Path(sys.executable).parent / "ichseq"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "ichseq.cli"]
+    out = tmp_path / "stats"
+    args = ["stats", str(csv), "--out", str(out), "--resamples", "50"]
+    done = subprocess.run([*cmd, *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS + FIGURES)
+    tests = pd.read_csv(out / "tests.csv")
+    assert len(tests) == 3 * (2 + 5)  # 3 metrics x (2 shapiro + levene, t, MWU, paired t, Wilcoxon)
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,replicate,metric\nvivit,0,accuracy\n")
+    done = subprocess.run([*cmd, "stats", str(bad), "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"ichseq stats: {bad}: missing column(s) value")
+
+
+BAD_INPUTS = {
+    "missing column": ("model,replicate,value\nvivit,0,0.8\n", "missing column(s) metric"),
+    "non-numeric": ("model,replicate,metric,value\nvivit,0,accuracy,0.8\nconvnext,0,accuracy,high\n",
+                    "'high' at line 3 is not a number"),
+    "duplicate": ("model,replicate,metric,value\nvivit,0,accuracy,0.8\nvivit,0,accuracy,0.7\nconvnext,0,accuracy,0.6\n",
+                  "duplicate row for model vivit, replicate 0, metric accuracy"),
+    "one model": ("model,replicate,metric,value\nvivit,0,accuracy,0.8\nvivit,1,accuracy,0.7\n", "at least 2 models"),
+    "counts only": ("model,replicate,metric,value\nvivit,0,tp,3\nconvnext,0,tp,4\n", "no rate metric"),
+    "empty file": ("", "empty file"),
+    "infinite": ("model,replicate,metric,value\nvivit,0,accuracy,inf\nconvnext,0,accuracy,0.6\n", "not a number"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_naming_the_file(tmp_path, capsys, case):
+    text, message = BAD_INPUTS[case]
+    csv = tmp_path / "metrics.csv"
+    csv.write_text(text)
+    assert main(["stats", str(csv), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"ichseq stats: {csv}: ")
+    assert message in err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(DataError, match="metrics.csv"):
+        read_runs(csv)
+
+
+def test_missing_file(tmp_path, capsys):
+    assert main(["stats", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err == f"ichseq stats: {tmp_path / 'nope.csv'}: no such file\n"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"alpha": 0.0}, "alpha"), ({"alpha": 1.5}, "alpha"), ({"undefined": "ignore"}, "undefined"),
+     ({"seed": -1}, "seed"), ({"n_resamples": 0}, "n_resamples"), ({"power_alpha": 1.0}, "power_alpha"),
+     ({"power_alpha": "0.5"}, "power_alpha")],
+)  # fmt: skip
+def test_bad_options(tmp_path, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        run_stats(long_table(STUDY), tmp_path, **kwargs)
+
+
+def test_data_frame_input_is_validated_too(tmp_path):
+    runs = long_table({"vivit": {"accuracy": [0.8, 0.9]}})
+    with pytest.raises(DataError, match="runs table: needs at least 2 models"):
+        run_stats(runs, tmp_path)
+
+
+# --------------------------------------------------------------------------- other studies' tables
+
+SKIPPED_TABLE = "Mean confusion matrices skipped: the runs table has no rows for tn, fp, fn, tp, which they need."
+SKIPPED_FIGURE = "Confusion-matrix figure skipped: the runs table has no rows for tn, fp, fn, tp, which it needs."
+CONFUSION_FILES = {"confusion.csv", "confusion_matrices.png", "confusion_matrices.svg"}
+
+
+def published(models, replicates: int, metrics, seed: int = 11) -> dict:
+    """What studies publish per run: a few rates, no confusion counts."""
+    rng = np.random.default_rng(seed)
+    return {m: {k: np.round(rng.uniform(0.6, 0.95, replicates), 3).tolist() for k in metrics} for m in models}
+
+
+@pytest.mark.parametrize(
+    ("models", "replicates", "metrics"),
+    [
+        (("vivit", "convnext", "resnet"), 5, ("accuracy", "precision", "recall", "f1")),
+        (("vivit", "convnext"), 5, ("accuracy",)),
+        (("vivit", "convnext", "resnet"), 2, ("accuracy", "recall")),
+        (("vivit", "convnext"), 4, ("sensitivity", "dice")),  # names this package does not know
+    ],
+)
+def test_command_runs_on_a_published_table_without_confusion_counts(tmp_path, capsys, models, replicates, metrics):
+    data = published(models, replicates, metrics)
+    csv = write_runs(tmp_path / "published.csv", data)
+    out = tmp_path / "stats"
+    assert main(["stats", str(csv), "--out", str(out), "--resamples", "50"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line for line in printed if "skipped" in line] == [SKIPPED_TABLE, SKIPPED_FIGURE]
+    assert sorted(p.name for p in out.iterdir()) == sorted(set(OUTPUTS + FIGURES) - CONFUSION_FILES)
+
+    tests = pd.read_csv(out / "tests.csv", keep_default_na=False, na_values=[""])
+    n_pairs = len(models) * (len(models) - 1) // 2
+    assert set(tests.metric) == set(metrics)
+    assert len(tests) == len(metrics) * (len(models) + 5 * n_pairs)
+    # Still the libraries' numbers, e.g. the first pair on the last metric.
+    a, b = np.array(data[models[0]][metrics[-1]]), np.array(data[models[1]][metrics[-1]])
+    where = {"metric": metrics[-1], "model_a": models[0], "model_b": models[1]}
+    assert one(tests, test="mann_whitney_u", **where).p_value == pytest.approx(sps.mannwhitneyu(a, b).pvalue)
+    assert one(tests, test="paired_t", **where).p_value == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    t = ttest_row(tests, metrics[-1], models[0], models[1])
+    assert t.p_value == pytest.approx(sps.ttest_ind(a, b, equal_var=t.test == "student_t").pvalue)
+
+    # Table IX is one line saying why, in every rendering; the findings end with it.
+    md = (out / "tables.md").read_text()
+    assert md.split("## Table IX. Mean confusion matrices over replicates\n\n")[1] == f"*{SKIPPED_TABLE}*\n"
+    assert SKIPPED_TABLE in (out / "tables.tex").read_text()
+    assert SKIPPED_TABLE in (out / "tables.html").read_text()
+    assert (out / "summary.md").read_text().rstrip().endswith(SKIPPED_TABLE)
+    assert SKIPPED_TABLE in (out / "findings.html").read_text()
+
+
+def test_two_replicates_run_every_test_that_two_values_allow():
+    data = {"a": {"accuracy": [0.70, 0.74], "recall": [0.7, 0.7, 0.8, 0.8]},
+            "b": {"accuracy": [0.80, 0.81], "recall": [0.6, 0.6, 0.9, 0.9]}}  # fmt: skip
+    t = compare_models(validate_runs(long_table(data)), n_resamples=FAST)
+    a, b = np.array(data["a"]["accuracy"]), np.array(data["b"]["accuracy"])
+    acc = t[t.metric == "accuracy"].set_index("test")
+    assert acc.loc["shapiro"].note.tolist() == ["n=2 < 3: Shapiro-Wilk undefined"] * 2
+    # Two values lie equally far from their median, so Levene's W divides by zero: undefined,
+    # not the p of 1e-30 that floating-point noise gives.
+    for metric in ("accuracy", "recall"):  # recall: four values, deviations equal within each model
+        levene = one(t, metric=metric, test="levene")
+        assert np.isnan(levene.p_value) and np.isnan(levene.statistic), metric
+        assert levene.note.startswith("deviations from the median equal within each sample"), metric
+    assert acc.loc["welch_t"].p_value == pytest.approx(sps.ttest_ind(a, b, equal_var=False).pvalue)
+    assert "levene undefined" in acc.loc["welch_t"].note
+    assert acc.loc["mann_whitney_u"].p_value == pytest.approx(sps.mannwhitneyu(a, b).pvalue)
+    assert acc.loc["paired_t"].p_value == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    assert acc.loc["wilcoxon"].p_value == pytest.approx(sps.wilcoxon(a - b).pvalue)
+
+
+def test_one_replicate_leaves_each_test_undefined_with_its_reason(tmp_path):
+    data = {"a": {"accuracy": [0.7]}, "b": {"accuracy": [0.8]}, "c": {"accuracy": [0.75]}}
+    paths = run_stats(long_table(data), tmp_path, n_resamples=FAST, log=lambda _line: None)
+    tests = pd.read_csv(paths["tests"], keep_default_na=False, na_values=[""])
+    undefined = tests[tests.test != "mann_whitney_u"]
+    assert undefined.p_value.isna().all()
+    assert undefined.note.str.contains("undefined").all()
+    assert "undefined (n < 2: t-test undefined)" in paths["summary_md"].read_text()
+
+
+def test_published_table_leaves_no_confusion_results_of_an_earlier_table(tmp_path, capsys):
+    out = tmp_path / "stats"
+    full = write_runs(tmp_path / "full.csv", STUDY)
+    assert main(["stats", str(full), "--out", str(out), "--resamples", "50"]) == 0
+    assert CONFUSION_FILES <= {p.name for p in out.iterdir()}
+    assert "skipped" not in capsys.readouterr().out  # the full table lacks nothing
+    rates = write_runs(tmp_path / "published.csv", published(("vivit", "convnext"), 5, ("accuracy",)))
+    assert main(["stats", str(rates), "--out", str(out), "--resamples", "50"]) == 0
+    assert not CONFUSION_FILES & {p.name for p in out.iterdir()}
+
+
+# --------------------------------------------------------------------------- outputs as a rule declares them
+
+
+def test_write_stats_writes_exactly_the_outputs_asked_for(tmp_path):
+    asked = {"summary_md": tmp_path / "results/summary.md", "tests": tmp_path / "results/stats/t.csv",
+             "findings_html": tmp_path / "page.html"}  # fmt: skip
+    paths = write_stats(long_table(STUDY), asked, n_resamples=FAST)
+    assert paths == asked
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == sorted(asked.values())
+    reference = run_stats(long_table(STUDY), tmp_path / "reference", n_resamples=FAST)
+    for key, path in asked.items():
+        assert path.read_bytes() == reference[key].read_bytes(), key
+
+
+def test_write_stats_refuses_a_confusion_file_it_cannot_fill(tmp_path):
+    csv = write_runs(tmp_path / "runs.csv", published(("vivit", "convnext"), 3, ("accuracy",)))
+    asked = {"tests": tmp_path / "out/tests.csv", "confusion": tmp_path / "out/confusion.csv"}
+    with pytest.raises(DataError) as error:
+        write_stats(read_runs(csv), asked, n_resamples=FAST)
+    assert str(error.value) == (f"{csv}: no rows for tn, fp, fn, tp, which the mean confusion matrices "
+                                f"({tmp_path / 'out/confusion.csv'}) need")  # fmt: skip
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="unknown output key.*findings"):
+        write_stats(long_table(STUDY), {"findings": tmp_path / "f.html"})
+
+
+# --------------------------------------------------------------------------- power at another alpha
+
+POWER = {"a": {"accuracy": (0.80 + 0.03 * Q).tolist()}, "b": {"accuracy": (0.77 + 0.03 * Q[::-1] ** 2).tolist()}}
+
+
+def test_power_alpha_changes_the_power_only():
+    runs = validate_runs(long_table(POWER))
+    tested = compare_models(runs, alpha=0.05, n_resamples=FAST)
+    half = compare_models(runs, alpha=0.05, power_alpha=0.5, n_resamples=FAST)
+    same = [c for c in TEST_COLUMNS if c not in ("power", "note")]
+    pd.testing.assert_frame_equal(tested[same], half[same])  # same tests, choice, p and Holm
+    t = ttest_row(half, "accuracy", "a", "b")
+    expected = TTestIndPower().power(effect_size=abs(t.effect_size), nobs1=10, alpha=0.5, ratio=1.0, df=t.df)
+    assert t.power == pytest.approx(expected) and t.power > ttest_row(tested, "accuracy", "a", "b").power
+    assert "TTestIndPower at alpha=0.5" in t.note
+    pt = one(half, test="paired_t")
+    assert pt.power == pytest.approx(TTestPower().power(effect_size=abs(pt.effect_size), nobs=10, alpha=0.5))
+    assert "TTestPower at alpha=0.5" in pt.note
+
+
+def test_power_alpha_is_named_under_every_table_and_in_the_findings(tmp_path):
+    csv = write_runs(tmp_path / "metrics.csv", STUDY)
+    out = tmp_path / "stats"
+    assert main(["stats", str(csv), "--out", str(out), "--resamples", "50", "--power-alpha", "0.5"]) == 0
+    md = (out / "tables.md").read_text()
+    assert md.count("α = 0.05; power at α = 0.5.") == md.count("## Table") == 9
+    assert "Power of the test used at alpha = 0.5, not the tests' alpha = 0.05." in md
+    assert (out / "tables.tex").read_text().count("$\\alpha = 0.05$; power at $\\alpha = 0.5$.") == 9
+    assert (out / "tables.html").read_text().count("α = 0.05; power at α = 0.5.") == 9
+    findings = (out / "summary.md").read_text()
+    assert "power (α = 0.5) = " in findings and "power at α = 0.5" in findings
+    assert "significant at α = 0.05 after Holm" in findings
+
+
+def test_power_alpha_unset_or_equal_to_alpha_changes_nothing(tmp_path):
+    unset = run_stats(long_table(STUDY), tmp_path / "unset", n_resamples=FAST)
+    equal = run_stats(long_table(STUDY), tmp_path / "equal", power_alpha=ALPHA, n_resamples=FAST)
+    for key in unset:
+        assert unset[key].read_bytes() == equal[key].read_bytes(), key
+    assert "power at" not in unset["tables_md"].read_text()
+
+
+def test_caveats_head_every_table_and_the_findings(tmp_path):
+    caveat = "BIASED: the kept epoch of vivit was chosen on each replicate's test patients"
+    keys = ("tables_md", "tables_tex", "tables_html", "summary_md", "findings_html")
+    logged = []
+    paths = write_stats(long_table(STUDY), {k: tmp_path / k for k in keys}, n_resamples=FAST,
+                        caveats=[caveat], log=logged.append)
+    for key in keys:
+        text = paths[key].read_text()
+        at = text.find("Caveat: BIASED")
+        assert at >= 0, key
+        # Above the first table / finding, not in a footnote.
+        first = min(i for i in (text.find("## "), text.find("<h2>"), text.find("\\begin{table}"), text.find("- **"),
+                                text.find("<ul>")) if i >= 0)
+        assert at < first, key
+    assert any(line.startswith("WARNING: BIASED") for line in logged)
+    plain = write_stats(long_table(STUDY), {"summary_md": tmp_path / "plain.md"}, n_resamples=FAST)
+    assert "Caveat" not in plain["summary_md"].read_text()

@@ -1,0 +1,347 @@
+"""The windowed-slice cache: build, read memory-mapped, cohort table."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from ichseq.data import readers as dataset_module
+from ichseq.data.cache import MANIFEST_COLUMNS, SliceCache, WindowSpec, build_cache
+from ichseq.data.cohort import cohort_from_manifest
+from ichseq.data.fingerprint import MANIFEST_NAME, dataset_fingerprint, dataset_manifest, manifest_digest, read_manifest
+from ichseq.data.layout import NIFTI_CSV, NIFTI_MASK_DIR, NIFTI_SCAN_DIR, SUBTYPES, patient_file
+from ichseq.data.windowing import brain_window, to_uint8
+from ichseq.errors import DataError
+
+QUIET = {"log": lambda _msg: None}
+
+
+def _build(src, out, size, workers=1):
+    return build_cache(src, out, WindowSpec(image_size=size), workers=workers, **QUIET)
+
+
+@pytest.fixture(scope="module")
+def tiny_size(tiny_spec) -> int:
+    return tiny_spec.image_size
+
+
+@pytest.fixture(scope="module")
+def native_cache(nifti_dataset, tiny_size, tmp_path_factory):
+    """Cache of the tiny NIfTI dataset at its own size (no resizing)."""
+    out = tmp_path_factory.mktemp("cache") / "native"
+    meta = _build(nifti_dataset, out, tiny_size)
+    return out, meta
+
+
+@pytest.fixture(scope="module")
+def small_cache(nifti_dataset, tmp_path_factory):
+    """Cache of the tiny NIfTI dataset down-sampled to 32x32, one worker."""
+    out = tmp_path_factory.mktemp("cache") / "small"
+    meta = _build(nifti_dataset, out, 32)
+    return out, meta
+
+
+@pytest.fixture(scope="module")
+def csv_rows(nifti_dataset) -> pd.DataFrame:
+    return pd.read_csv(nifti_dataset / NIFTI_CSV, encoding="utf-8-sig")
+
+
+def _manifest(path) -> pd.DataFrame:
+    return pd.read_csv(path / "manifest.csv")
+
+
+# --------------------------------------------------------------------------- build_cache
+
+
+def test_cache_files_shapes_and_dtypes(small_cache, csv_rows):
+    out, meta = small_cache
+    assert sorted(p.name for p in out.iterdir()) == ["cache.json", "dataset.json", "manifest.csv", "masks.npy", "slices.npy"]
+    slices = np.load(out / "slices.npy")
+    masks = np.load(out / "masks.npy")
+    n = len(csv_rows)
+    assert slices.dtype == np.uint8 and masks.dtype == np.uint8
+    assert slices.shape == (n, 32, 32) and masks.shape == (n, 32, 32)
+    assert set(np.unique(masks)) <= {0, 1}
+    manifest = _manifest(out)
+    assert list(manifest.columns) == list(MANIFEST_COLUMNS)
+    assert len(manifest) == n
+    assert manifest.row.tolist() == list(range(n))
+
+
+def test_manifest_rows_are_contiguous_per_patient_and_ordered_by_position(small_cache, csv_rows):
+    manifest = _manifest(small_cache[0])
+    assert sorted(manifest.patient.unique()) == sorted(csv_rows.PatientNumber.unique())
+    # Each patient appears as one block of consecutive rows.
+    changes = (manifest.patient != manifest.patient.shift()).sum()
+    assert changes == manifest.patient.nunique()
+    for patient, g in manifest.groupby("patient"):
+        assert np.all(np.diff(g.row) == 1)
+        assert np.all(np.diff(g.position_mm) > 0)
+        np.testing.assert_allclose(np.diff(g.position_mm), 5.0, atol=1e-3)  # 5 mm slices
+        expected = sorted(csv_rows.loc[csv_rows.PatientNumber == patient, "SliceNumber"])
+        assert sorted(g.slice) == expected
+
+
+def test_manifest_labels_match_the_csv(small_cache, csv_rows):
+    manifest = _manifest(small_cache[0])
+    merged = manifest.merge(csv_rows, left_on=["patient", "slice"], right_on=["PatientNumber", "SliceNumber"])
+    assert len(merged) == len(manifest)
+    assert (merged.label == 1 - merged.No_Hemorrhage).all()
+    for s in SUBTYPES:
+        assert (merged[f"{s}_x"] == merged[f"{s}_y"]).all(), s
+    assert (merged.fracture == merged.Fracture_Yes_No).all()
+
+
+def test_has_mask_and_labels_agree_with_masks_npy(small_cache):
+    out, _ = small_cache
+    manifest = _manifest(out)
+    masks = np.load(out / "masks.npy")
+    nonempty = masks.reshape(len(masks), -1).any(axis=1)
+    np.testing.assert_array_equal(manifest.has_mask.to_numpy().astype(bool), nonempty)
+    # Down-sampling 64 -> 32 keeps every labelled lesion; the synthetic twin has no mask
+    # without a label either.
+    np.testing.assert_array_equal(manifest.label.to_numpy().astype(bool), nonempty)
+    assert manifest.label.sum() > 0
+
+
+def test_cache_json_counts(small_cache, csv_rows):
+    out, meta = small_cache
+    on_disk = json.loads((out / "cache.json").read_text())
+    assert on_disk == meta
+    assert meta["layout"] == "nifti-v1.3.1"
+    assert meta["image_size"] == 32
+    assert meta["window"] == {"level": 40.0, "width": 120.0}
+    assert meta["patients"] == csv_rows.PatientNumber.nunique()
+    assert meta["slices"] == len(csv_rows)
+    assert meta["positive_slices"] == int((csv_rows.No_Hemorrhage == 0).sum())
+
+
+def test_cache_records_the_content_of_the_dataset_it_was_built_from(small_cache, nifti_dataset):
+    out, meta = small_cache
+    files = read_manifest(out / MANIFEST_NAME)
+    assert files == dataset_manifest(nifti_dataset)
+    assert meta["dataset_sha256"] == manifest_digest(files) == dataset_fingerprint(nifti_dataset)
+
+
+def test_cached_pixels_are_the_brain_window_of_the_nifti_hu(native_cache, nifti_dataset, tiny_size):
+    """Independent of the reader: load the NIfTI with nibabel and window it here."""
+    out, _ = native_cache
+    manifest = _manifest(out)
+    slices = np.load(out / "slices.npy")
+    masks = np.load(out / "masks.npy")
+    for patient in manifest.patient.unique()[:3]:
+        rows = manifest[manifest.patient == patient]
+        hu = np.asanyarray(nib.load(nifti_dataset / NIFTI_SCAN_DIR / patient_file(patient)).dataobj)
+        mask = np.asanyarray(nib.load(nifti_dataset / NIFTI_MASK_DIR / patient_file(patient)).dataobj)
+        idx = rows.slice.to_numpy() - 1  # file order of each cached slice
+        expected = to_uint8(brain_window(hu.transpose(2, 1, 0)[idx]))
+        np.testing.assert_array_equal(slices[rows.row], expected)
+        np.testing.assert_array_equal(masks[rows.row], (mask.transpose(2, 1, 0)[idx] > 0).astype(np.uint8))
+    assert slices.shape[1:] == (tiny_size, tiny_size)
+
+
+def test_downsampled_cache_is_close_to_the_native_one(native_cache, small_cache):
+    native = np.load(native_cache[0] / "slices.npy").astype(np.float32)
+    small = np.load(small_cache[0] / "slices.npy").astype(np.float32)
+    pooled = native.reshape(len(native), 32, 2, 32, 2).mean(axis=(2, 4))
+    assert np.abs(pooled - small).mean() < 6
+    np.testing.assert_allclose(small.mean(axis=(1, 2)), native.mean(axis=(1, 2)), atol=3)
+
+
+def test_workers_give_identical_arrays(nifti_dataset, small_cache, tmp_path):
+    out, meta = small_cache
+    _build(nifti_dataset, tmp_path / "par", 32, workers=2)
+    for name in ("slices.npy", "masks.npy", "manifest.csv"):
+        assert (tmp_path / "par" / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_rebuilding_replaces_the_previous_cache(nifti_dataset, tmp_path):
+    out = tmp_path / "cache"
+    _build(nifti_dataset, out, 32)
+    (out / "stale.txt").write_text("left over")
+    _build(nifti_dataset, out, 16)
+    assert not (out / "stale.txt").exists()
+    assert np.load(out / "slices.npy").shape[1:] == (16, 16)
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"]
+
+
+def test_inverted_stack_is_put_the_right_way_up(nifti_dataset, small_cache, copy_dataset, tmp_path):
+    """A scan stored superior -> inferior gives the same cached rows (slice numbers reversed)."""
+    src = copy_dataset(nifti_dataset)
+    patient = 49
+    for folder in (NIFTI_SCAN_DIR, NIFTI_MASK_DIR):
+        path = src / folder / patient_file(patient)
+        img = nib.load(path)
+        data = np.asanyarray(img.dataobj)
+        n = data.shape[2]
+        flip = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, -1, n - 1], [0, 0, 0, 1]], dtype=float)
+        new = nib.Nifti1Image(np.ascontiguousarray(data[:, :, ::-1]), img.affine @ flip, img.header)
+        new.set_qform(img.affine @ flip, code=1)
+        new.set_sform(img.affine @ flip, code=1)
+        nib.save(new, path)
+    csv = pd.read_csv(src / NIFTI_CSV, encoding="utf-8-sig")
+    sel = csv.PatientNumber == patient
+    n = int(sel.sum())
+    csv.loc[sel, "SliceNumber"] = n + 1 - csv.loc[sel, "SliceNumber"]
+    csv.to_csv(src / NIFTI_CSV, index=False, encoding="utf-8-sig")
+
+    out = tmp_path / "flipped-cache"
+    _build(src, out, 32)
+    ref_manifest, new_manifest = _manifest(small_cache[0]), _manifest(out)
+    ref_rows = ref_manifest[ref_manifest.patient == patient]
+    new_rows = new_manifest[new_manifest.patient == patient]
+    assert new_rows.slice.tolist() == list(range(n, 0, -1))
+    np.testing.assert_allclose(new_rows.position_mm.to_numpy(), ref_rows.position_mm.to_numpy(), atol=1e-3)
+    assert new_rows.label.tolist() == ref_rows.label.tolist()
+    ref_slices = np.load(small_cache[0] / "slices.npy")
+    new_slices = np.load(out / "slices.npy")
+    np.testing.assert_array_equal(new_slices[new_rows.row], ref_slices[ref_rows.row])
+
+
+# --------------------------------------------------------------------------- SliceCache
+
+
+def test_slice_cache_is_memory_mapped_and_returns_patient_blocks(small_cache):
+    out, meta = small_cache
+    cache = SliceCache(out)
+    assert isinstance(cache.slices, np.memmap)
+    assert isinstance(cache.masks(), np.memmap)
+    assert not cache.slices.flags.writeable
+    full = np.load(out / "slices.npy")
+    manifest = _manifest(out)
+    assert cache.patients == sorted(manifest.patient.unique())
+    assert cache.meta == meta
+    for patient in cache.patients:
+        rows = manifest[manifest.patient == patient]
+        block = cache.patient_slices(patient)
+        assert block.shape == (len(rows), 32, 32)
+        np.testing.assert_array_equal(block, full[rows.row])
+        np.testing.assert_array_equal(cache.patient_labels(patient), rows.label.to_numpy())
+
+
+def test_slice_cache_rejects_incomplete_or_inconsistent_folders(small_cache, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(small_cache[0], broken)
+    (broken / "slices.npy").unlink()
+    with pytest.raises(DataError, match="broken"):
+        SliceCache(broken)
+    short = tmp_path / "short"
+    shutil.copytree(small_cache[0], short)
+    manifest = _manifest(short)
+    manifest.iloc[:-1].to_csv(short / "manifest.csv", index=False)
+    with pytest.raises(DataError, match="rows"):
+        SliceCache(short)
+
+
+# --------------------------------------------------------------------------- JPG layout
+
+
+def test_jpg_cache_is_close_to_the_nifti_cache(jpg_dataset, native_cache, tmp_path):
+    out = tmp_path / "jpg-cache"
+    meta = _build(jpg_dataset, out, native_cache[1]["image_size"])
+    assert meta["layout"] == "jpg-v1.0.0"
+    ref_manifest, manifest = _manifest(native_cache[0]), _manifest(out)
+    assert len(manifest) == len(ref_manifest)
+    assert manifest.patient.tolist() == ref_manifest.patient.tolist()
+    assert manifest.slice.tolist() == ref_manifest.slice.tolist()
+    for col in ("label", *SUBTYPES, "fracture", "has_mask"):
+        assert manifest[col].tolist() == ref_manifest[col].tolist(), col
+    ref = np.load(native_cache[0] / "slices.npy").astype(np.int16)
+    jpg = np.load(out / "slices.npy").astype(np.int16)
+    diff = np.abs(ref - jpg)
+    assert diff.mean() < 2.0  # JPEG at quality 95
+    assert np.percentile(diff, 99) <= 12
+    ref_masks = np.load(native_cache[0] / "masks.npy").astype(bool)
+    jpg_masks = np.load(out / "masks.npy").astype(bool)
+    assert (ref_masks != jpg_masks).mean() < 0.002
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def _leftovers(parent, name):
+    return [p.name for p in parent.iterdir() if p.name.startswith(f".{name}")]
+
+
+def test_failed_read_leaves_no_output_and_no_temp_folder(nifti_dataset, monkeypatch, tmp_path):
+    original = dataset_module.NiftiDataset.read_scan
+    calls = []
+
+    def failing(self, patient, *args, **kwargs):
+        calls.append(patient)
+        if len(calls) == 3:
+            raise DataError(f"patient {patient}: corrupt NIfTI (injected)")
+        return original(self, patient, *args, **kwargs)
+
+    monkeypatch.setattr(dataset_module.NiftiDataset, "read_scan", failing)
+    out = tmp_path / "cache"
+    with pytest.raises(DataError, match="injected"):
+        _build(nifti_dataset, out, 32)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failure_while_writing_cleans_up_and_keeps_the_previous_cache(nifti_dataset, monkeypatch, tmp_path):
+    out = tmp_path / "cache"
+    _build(nifti_dataset, out, 32)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def boom(self, *args, **kwargs):
+        raise OSError("disk full (injected)")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", boom)
+    with pytest.raises(OSError, match="injected"):
+        _build(nifti_dataset, out, 16)
+    monkeypatch.undo()
+    assert _leftovers(tmp_path, "cache") == []
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+# --------------------------------------------------------------------------- cohort
+
+
+def test_cohort_from_manifest_is_consistent_with_the_manifest(small_cache, csv_rows, tiny_spec):
+    manifest = _manifest(small_cache[0])
+    cohort = cohort_from_manifest(manifest)
+    assert cohort.patient.tolist() == sorted(manifest.patient.unique())
+    assert len(cohort) == tiny_spec.n_patients
+    assert int(cohort.label.sum()) == tiny_spec.n_positive
+    for row in cohort.itertuples():
+        g = manifest[manifest.patient == row.patient]
+        c = csv_rows[csv_rows.PatientNumber == row.patient]
+        assert row.n_slices == len(g) == len(c)
+        assert row.n_positive_slices == int(g.label.sum()) == int((c.No_Hemorrhage == 0).sum())
+        assert row.label == int(row.n_positive_slices > 0)
+        present = [s for s in SUBTYPES if c[s].any()]
+        assert row.subtypes == ";".join(present)
+        assert row.fracture == int(c.Fracture_Yes_No.any())
+    assert cohort.n_slices.sum() == len(manifest)
+    assert cohort.n_positive_slices.sum() == manifest.label.sum()
+
+
+# --------------------------------------------------------------------------- pre-windowed scans
+
+
+def test_prewindowed_scans_need_the_option_and_are_then_cached_as_they_are(nifti_dataset, copy_dataset, tiny_size, tmp_path):
+    src = copy_dataset(nifti_dataset)
+    display = {}
+    for path in sorted((src / NIFTI_SCAN_DIR).glob("*.nii")):
+        img = nib.load(path)
+        display[int(path.stem)] = to_uint8(brain_window(np.asarray(img.dataobj, dtype=np.float32)))
+        nib.save(nib.Nifti1Image(display[int(path.stem)], img.affine), path)
+    out = tmp_path / "cache"
+    with pytest.raises(DataError, match=r"ct_scans/\d{3}\.nii: values 0\.\.255 .*dataset\.prewindowed: true"):
+        _build(src, out, tiny_size)
+    assert not out.exists()
+    meta = build_cache(src, out, WindowSpec(image_size=tiny_size, prewindowed=True), workers=2, **QUIET)
+    assert "pre-windowed" in meta["window"]
+    manifest, slices = _manifest(out), np.load(out / "slices.npy")
+    for patient, values in display.items():
+        rows = manifest[manifest.patient == patient]
+        np.testing.assert_array_equal(slices[rows.row], values.transpose(2, 1, 0)[rows.slice.to_numpy() - 1])
