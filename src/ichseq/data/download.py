@@ -16,7 +16,7 @@ this module adds what is specific to the dataset:
   on it never sees a failed or partial download as done.
 - A 401/403 explains the data-use agreement; every failure is one :class:`DownloadError` line naming the file.
 
-Command line: ``python -m ichseq.physionet DEST [--url URL] [--retries N] [--timeout S]``.
+Command line: ``python -m ichseq.data.download DEST [--url URL] [--retries N] [--timeout S]``.
 """
 
 from __future__ import annotations
@@ -602,7 +602,7 @@ def download_dataset(
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (1 on a DownloadError)."""
     parser = argparse.ArgumentParser(
-        prog="python -m ichseq.physionet",
+        prog="python -m ichseq.data.download",
         description=f"Download the PhysioNet CT-ICH dataset. Credentials are read from {ENV_USERNAME}/"
         f"{ENV_PASSWORD} or from ~/.netrc.",
     )
