@@ -39,6 +39,7 @@ def _identity(report: dict, path: Path) -> tuple[str, int]:
 
 
 def _runs_table(reports: list[tuple[Path, dict]]) -> pd.DataFrame:
+    """The long table of every run's metrics; undefined metrics stay NaN (empty in the CSV)."""
     rows = []
     for path, report in reports:
         model, replicate = _identity(report, path)
@@ -49,11 +50,6 @@ def _runs_table(reports: list[tuple[Path, dict]]) -> pd.DataFrame:
     if not rows:
         raise DataError("no metrics.json to collect")
     return pd.DataFrame(rows, columns=list(RUNS_COLUMNS))
-
-
-def runs_table(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
-    """The long table of every run's metrics; undefined metrics stay NaN (empty in the CSV)."""
-    return _runs_table([(path, _read_json(path)) for path in map(Path, metrics_files)])
 
 
 def _stack(runs: list[tuple[Path, str, int]], name: str) -> pd.DataFrame:
