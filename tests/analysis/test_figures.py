@@ -26,7 +26,6 @@ from ichseq.analysis.figures import (
     confusion_summary,
     cost_plot_figure,
     interpolate_roc,
-    mean_roc,
     metric_boxplot_figure,
     metric_figures,
     model_palette,
@@ -465,12 +464,6 @@ def test_interpolate_roc_takes_the_top_of_vertical_steps_and_is_linear_between()
     np.testing.assert_allclose(interpolate_roc(fpr, tpr, grid), [0.5, 0.75, 1.0, 1.0, 1.0])
 
 
-def test_mean_roc_by_hand():
-    curves = [([0.0, 0.0, 0.5, 1.0], [0.0, 0.5, 1.0, 1.0]), ([0.0, 1.0], [0.0, 1.0])]
-    grid = [0.0, 0.25, 0.5, 0.75, 1.0]
-    np.testing.assert_allclose(mean_roc(curves, grid), [0.25, 0.5, 0.75, 0.875, 1.0])
-
-
 def test_interpolation_of_an_sklearn_curve_with_ties():
     # Tied scores make diagonal segments, several positives at one FPR vertical steps.
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1])
@@ -497,11 +490,6 @@ def test_interpolate_roc_rejects_curves_that_are_not_roc_curves(fpr, tpr):
         interpolate_roc(fpr, tpr, [0.0, 1.0])
 
 
-def test_mean_roc_of_nothing_is_an_error():
-    with pytest.raises(ValueError, match="no ROC curve"):
-        mean_roc([])
-
-
 def test_roc_legend_gives_mean_and_sd_of_the_runs_auc():
     predictions = make_predictions(n_reps=3)
     fig = roc_curves_figure(predictions)
@@ -521,7 +509,7 @@ def test_roc_mean_curve_is_the_vertical_average_of_the_runs():
     fig = roc_curves_figure(predictions)
     runs = predictions[predictions["model"] == "vivit"]
     curves = [roc_curve(run["label"], run["probability"])[:2] for _, run in runs.groupby("replicate")]
-    expected = mean_roc(curves, figures.ROC_GRID)
+    expected = np.mean([interpolate_roc(f, t, figures.ROC_GRID) for f, t in curves], axis=0)
     ax = fig.axes[1]
     bold = [ln for ln in ax.lines if ln.get_linewidth() > 2]
     assert len(bold) == 1

@@ -530,16 +530,6 @@ def interpolate_roc(fpr: Sequence[float], tpr: Sequence[float], grid: Sequence[f
     return tpr[left] + weight * (tpr[right] - tpr[left])
 
 
-def mean_roc(
-    curves: Iterable[tuple[Sequence[float], Sequence[float]]], grid: Sequence[float] = ROC_GRID
-) -> np.ndarray:
-    """Mean TPR over ``(fpr, tpr)`` curves on a common FPR ``grid`` (vertical averaging)."""
-    stacked = [interpolate_roc(fpr, tpr, grid) for fpr, tpr in curves]
-    if not stacked:
-        raise ValueError("no ROC curve to average")
-    return np.mean(np.vstack(stacked), axis=0)
-
-
 def _predictions(predictions: pd.DataFrame) -> pd.DataFrame:
     df = _table(predictions, PREDICTIONS_COLUMNS, "predictions")
     _numeric(df, "label", "predictions", allow_nan=False)
