@@ -17,11 +17,11 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from ichseq.analysis import figures
+from ichseq.analysis.columns import RUN_COLUMNS
 from ichseq.analysis.figures import (
     COST_COLUMNS,
     HISTORY_COLUMNS,
     PREDICTIONS_COLUMNS,
-    RUNS_COLUMNS,
     confusion_matrices_figure,
     confusion_summary,
     cost_plot_figure,
@@ -53,7 +53,7 @@ def make_runs(n_reps: int = 4, metrics=("accuracy", "recall", "precision", "roc_
                 rows.append((model, r, metric, float(value)))
             for k, metric in enumerate(metrics):
                 rows.append((model, r, metric, round(0.5 + 0.1 * m_i + 0.03 * r + 0.01 * k, 4)))
-    return pd.DataFrame(rows, columns=list(RUNS_COLUMNS))
+    return pd.DataFrame(rows, columns=list(RUN_COLUMNS))
 
 
 def make_predictions(n_reps: int = 3, n_patients: int = 12) -> pd.DataFrame:
@@ -405,7 +405,7 @@ def test_confusion_summary_mean_and_sd_by_hand():
     for r, (tn, fp, fn, tp) in enumerate([(10, 2, 1, 7), (12, 0, 3, 5)]):
         for metric, value in zip(("tn", "fp", "fn", "tp"), (tn, fp, fn, tp)):
             rows.append(("m", r, metric, value))
-    summary = confusion_summary(pd.DataFrame(rows, columns=list(RUNS_COLUMNS)))
+    summary = confusion_summary(pd.DataFrame(rows, columns=list(RUN_COLUMNS)))
     cell = summary.set_index(["true", "predicted"])
     assert cell.loc[(0, 0), "mean"] == 11.0 and cell.loc[(0, 1), "mean"] == 1.0
     assert cell.loc[(1, 0), "mean"] == 2.0 and cell.loc[(1, 1), "mean"] == 6.0
@@ -420,7 +420,7 @@ def test_confusion_panels_are_annotated_mean_pm_sd_in_matrix_layout():
         for metric, value in zip(("tn", "fp", "fn", "tp"), (tn, fp, fn, tp)):
             rows.append(("b", r, metric, value))
             rows.append(("a", r, metric, value + 1))
-    fig = confusion_matrices_figure(pd.DataFrame(rows, columns=list(RUNS_COLUMNS)))
+    fig = confusion_matrices_figure(pd.DataFrame(rows, columns=list(RUN_COLUMNS)))
     assert axis_titles(fig) == ["a (mean of 2 runs)", "b (mean of 2 runs)"]
     ax = fig.axes[1]
     # Heatmap annotations run row by row: (true no, pred no), (no, yes), (yes, no), (yes, yes).

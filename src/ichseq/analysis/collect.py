@@ -20,8 +20,7 @@ import pandas as pd
 from ..atomic import write_csv_atomic, write_text_atomic
 from ..errors import DataError
 from ..report import htmlpage
-
-RUNS_COLUMNS = ("model", "replicate", "metric", "value")
+from .columns import RUN_COLUMNS
 
 
 def _read_json(path: Path) -> dict:
@@ -49,7 +48,7 @@ def _runs_table(reports: list[tuple[Path, dict]]) -> pd.DataFrame:
         rows += [(model, replicate, k, float("nan") if v is None else float(v)) for k, v in metrics.items()]
     if not rows:
         raise DataError("no metrics.json to collect")
-    return pd.DataFrame(rows, columns=list(RUNS_COLUMNS))
+    return pd.DataFrame(rows, columns=list(RUN_COLUMNS))
 
 
 def _stack(runs: list[tuple[Path, str, int]], name: str) -> pd.DataFrame:

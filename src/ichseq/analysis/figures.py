@@ -42,6 +42,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from ichseq.analysis.columns import RUN_COLUMNS
 from ichseq.atomic import write_bytes_atomic
 from ichseq.errors import DataError
 
@@ -61,7 +62,6 @@ RATE_METRICS = (
 #: Confusion-matrix counts (and the test-set size) of a run.
 COUNT_METRICS = ("tn", "fp", "fn", "tp", "n_test")
 
-RUNS_COLUMNS = ("model", "replicate", "metric", "value")
 PREDICTIONS_COLUMNS = ("model", "replicate", "patient", "label", "probability", "prediction")
 HISTORY_COLUMNS = (
     "model",
@@ -218,7 +218,7 @@ def _no_duplicates(df: pd.DataFrame, keys: Sequence[str], table: str) -> None:
 
 
 def _runs(runs: pd.DataFrame) -> pd.DataFrame:
-    df = _table(runs, RUNS_COLUMNS, "runs")
+    df = _table(runs, RUN_COLUMNS, "runs")
     df["metric"] = df["metric"].astype(str)
     _numeric(df, "value", "runs")
     _no_duplicates(df, ("model", "replicate", "metric"), "runs")
