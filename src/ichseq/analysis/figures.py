@@ -42,25 +42,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from ichseq.analysis.columns import RUN_COLUMNS
+from ichseq.analysis.columns import COUNT_METRICS, RATE_METRICS, RUN_COLUMNS
 from ichseq.atomic import write_bytes_atomic
 from ichseq.errors import DataError
 
 #: Resolution of the PNG copies.
 DPI = 150
 
-#: Rates in [0, 1], in the order the panels are drawn.
-RATE_METRICS = (
-    "accuracy",
-    "precision",
-    "recall",
-    "specificity",
-    "f1",
-    "balanced_accuracy",
-    "roc_auc",
-)
-#: Confusion-matrix counts (and the test-set size) of a run.
-COUNT_METRICS = ("tn", "fp", "fn", "tp", "n_test")
 
 PREDICTIONS_COLUMNS = ("model", "replicate", "patient", "label", "probability", "prediction")
 HISTORY_COLUMNS = (
