@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from ichseq.data.download import MARKER_FILE
 from ichseq.data.splits import patient_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,7 +222,7 @@ def test_physionet_source_downloads_then_builds(tiny_run, tmp_path, monkeypatch)
     pd.testing.assert_frame_equal(
         pd.read_csv(tiny_run / "results/data/cohort.csv"), pd.read_csv(tmp_path / "results/data/cohort.csv")
     )
-    assert (tmp_path / "downloads/ct-ich/.ichseq-download-complete").exists()
+    assert (tmp_path / "downloads/ct-ich" / MARKER_FILE).exists()
     # The password is nowhere: not in logs, results, Snakemake's metadata or its output.
     assert PASSWORD not in proc.stdout + proc.stderr
     for path in tmp_path.rglob("*"):

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from ichseq.analysis.collect import collect, runs_table
+from ichseq.analysis.collect import collect
 from ichseq.analysis.stats import read_runs
 from ichseq.errors import DataError
 
@@ -55,7 +55,7 @@ def test_broken_metrics_file_names_the_file(tmp_path):
     run = make_run(tmp_path, "a", 0)
     (run / "metrics.json").write_text("{")
     with pytest.raises(DataError, match=r"a/rep-0/metrics.json: unreadable"):
-        runs_table([run / "metrics.json"])
+        collect([run], tmp_path / "out")
     (run / "metrics.json").write_text(json.dumps({"model": "a", "replicate": 0}))
     with pytest.raises(DataError, match="no metrics"):
-        runs_table([run / "metrics.json"])
+        collect([run], tmp_path / "out")

@@ -17,16 +17,15 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from ichseq.analysis import figures
+from ichseq.analysis.columns import RUN_COLUMNS
 from ichseq.analysis.figures import (
     COST_COLUMNS,
     HISTORY_COLUMNS,
     PREDICTIONS_COLUMNS,
-    RUNS_COLUMNS,
     confusion_matrices_figure,
     confusion_summary,
     cost_plot_figure,
     interpolate_roc,
-    mean_roc,
     metric_boxplot_figure,
     metric_figures,
     model_palette,
@@ -54,7 +53,7 @@ def make_runs(n_reps: int = 4, metrics=("accuracy", "recall", "precision", "roc_
                 rows.append((model, r, metric, float(value)))
             for k, metric in enumerate(metrics):
                 rows.append((model, r, metric, round(0.5 + 0.1 * m_i + 0.03 * r + 0.01 * k, 4)))
-    return pd.DataFrame(rows, columns=list(RUNS_COLUMNS))
+    return pd.DataFrame(rows, columns=list(RUN_COLUMNS))
 
 
 def make_predictions(n_reps: int = 3, n_patients: int = 12) -> pd.DataFrame:
@@ -406,7 +405,7 @@ def test_confusion_summary_mean_and_sd_by_hand():
     for r, (tn, fp, fn, tp) in enumerate([(10, 2, 1, 7), (12, 0, 3, 5)]):
         for metric, value in zip(("tn", "fp", "fn", "tp"), (tn, fp, fn, tp)):
             rows.append(("m", r, metric, value))
-    summary = confusion_summary(pd.DataFrame(rows, columns=list(RUNS_COLUMNS)))
+    summary = confusion_summary(pd.DataFrame(rows, columns=list(RUN_COLUMNS)))
     cell = summary.set_index(["true", "predicted"])
     assert cell.loc[(0, 0), "mean"] == 11.0 and cell.loc[(0, 1), "mean"] == 1.0
     assert cell.loc[(1, 0), "mean"] == 2.0 and cell.loc[(1, 1), "mean"] == 6.0
@@ -421,7 +420,7 @@ def test_confusion_panels_are_annotated_mean_pm_sd_in_matrix_layout():
         for metric, value in zip(("tn", "fp", "fn", "tp"), (tn, fp, fn, tp)):
             rows.append(("b", r, metric, value))
             rows.append(("a", r, metric, value + 1))
-    fig = confusion_matrices_figure(pd.DataFrame(rows, columns=list(RUNS_COLUMNS)))
+    fig = confusion_matrices_figure(pd.DataFrame(rows, columns=list(RUN_COLUMNS)))
     assert axis_titles(fig) == ["a (mean of 2 runs)", "b (mean of 2 runs)"]
     ax = fig.axes[1]
     # Heatmap annotations run row by row: (true no, pred no), (no, yes), (yes, no), (yes, yes).
@@ -465,12 +464,6 @@ def test_interpolate_roc_takes_the_top_of_vertical_steps_and_is_linear_between()
     np.testing.assert_allclose(interpolate_roc(fpr, tpr, grid), [0.5, 0.75, 1.0, 1.0, 1.0])
 
 
-def test_mean_roc_by_hand():
-    curves = [([0.0, 0.0, 0.5, 1.0], [0.0, 0.5, 1.0, 1.0]), ([0.0, 1.0], [0.0, 1.0])]
-    grid = [0.0, 0.25, 0.5, 0.75, 1.0]
-    np.testing.assert_allclose(mean_roc(curves, grid), [0.25, 0.5, 0.75, 0.875, 1.0])
-
-
 def test_interpolation_of_an_sklearn_curve_with_ties():
     # Tied scores make diagonal segments, several positives at one FPR vertical steps.
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1])
@@ -497,11 +490,6 @@ def test_interpolate_roc_rejects_curves_that_are_not_roc_curves(fpr, tpr):
         interpolate_roc(fpr, tpr, [0.0, 1.0])
 
 
-def test_mean_roc_of_nothing_is_an_error():
-    with pytest.raises(ValueError, match="no ROC curve"):
-        mean_roc([])
-
-
 def test_roc_legend_gives_mean_and_sd_of_the_runs_auc():
     predictions = make_predictions(n_reps=3)
     fig = roc_curves_figure(predictions)
@@ -521,7 +509,7 @@ def test_roc_mean_curve_is_the_vertical_average_of_the_runs():
     fig = roc_curves_figure(predictions)
     runs = predictions[predictions["model"] == "vivit"]
     curves = [roc_curve(run["label"], run["probability"])[:2] for _, run in runs.groupby("replicate")]
-    expected = mean_roc(curves, figures.ROC_GRID)
+    expected = np.mean([interpolate_roc(f, t, figures.ROC_GRID) for f, t in curves], axis=0)
     ax = fig.axes[1]
     bold = [ln for ln in ax.lines if ln.get_linewidth() > 2]
     assert len(bold) == 1

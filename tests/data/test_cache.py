@@ -218,7 +218,7 @@ def test_slice_cache_is_memory_mapped_and_returns_patient_blocks(small_cache):
     assert cache.meta == meta
     for patient in cache.patients:
         rows = manifest[manifest.patient == patient]
-        block = cache.patient_slices(patient)
+        block = cache.slices[cache.patient_rows(patient)]
         assert block.shape == (len(rows), 32, 32)
         np.testing.assert_array_equal(block, full[rows.row])
         np.testing.assert_array_equal(cache.patient_labels(patient), rows.label.to_numpy())

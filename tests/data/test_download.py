@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from ichseq.data import download as physionet
-from ichseq.data.download import download_dataset, main, resolve_credentials
+from ichseq.data.download import MARKER_FILE, download_dataset, main, resolve_credentials
 from ichseq.errors import DownloadError
 
 PREFIX = "/files/ct-ich/1.3.1/"
@@ -255,7 +255,7 @@ def test_download_with_checksums(run, fake):
     total = sum(len(data) for data in fake.files.values())
     assert summary == {"files": 3, "downloaded": 3, "skipped": 0, "bytes": total, "verified_by": "sha256"}
     _assert_tree(run.dest, fake)
-    marker = json.loads((run.dest / ".ichseq-download-complete").read_text())
+    marker = json.loads((run.dest / MARKER_FILE).read_text())
     assert marker["url"] == fake.url and marker["files"] == 3 and marker["verified_by"] == "sha256"
     assert marker["completed_at"]
     assert (run.dest / "SHA256SUMS.txt").read_text() == fake.sums()
@@ -289,7 +289,7 @@ def test_checksum_mismatch_keeps_no_file(run, fake):
     assert fake.gets(MASK) == [None, None]
     assert not (run.dest / MASK).exists()
     assert not (run.dest / (MASK + ".part")).exists()
-    assert not (run.dest / ".ichseq-download-complete").exists()
+    assert not (run.dest / MARKER_FILE).exists()
 
 
 def test_corruption_fixed_on_retry_from_scratch(run, fake):
@@ -321,11 +321,11 @@ def test_wrong_password_gives_dua_message(run, fake):
 
 def test_forbidden_gives_dua_message(run, fake):
     (run.dest).mkdir(parents=True)
-    (run.dest / ".ichseq-download-complete").write_text("{}")
+    (run.dest / MARKER_FILE).write_text("{}")
     fake.force_status = 403
     message = run.fails()
     assert "403" in message and "data-use agreement" in message and DUA_URL in message
-    assert not (run.dest / ".ichseq-download-complete").exists()  # stale marker removed
+    assert not (run.dest / MARKER_FILE).exists()  # stale marker removed
 
 
 def test_403_on_a_file_names_the_file(run, fake):
@@ -409,13 +409,13 @@ def test_resume_across_calls(run, fake):
     assert SCAN in message and "after 1 attempt(s)" in message and "049.nii.part is kept" in message
     assert (run.dest / (SCAN + ".part")).stat().st_size == half
     assert not (run.dest / SCAN).exists()
-    assert not (run.dest / ".ichseq-download-complete").exists()
+    assert not (run.dest / MARKER_FILE).exists()
 
     summary = run(retries=1)
     assert summary["files"] == 3
     assert fake.gets(SCAN) == [None, f"bytes={half}-"]
     _assert_tree(run.dest, fake)
-    assert (run.dest / ".ichseq-download-complete").exists()
+    assert (run.dest / MARKER_FILE).exists()
 
 
 def test_stalled_transfer_times_out_and_resumes(run, fake):
@@ -458,7 +458,7 @@ def test_fallback_crawls_listing_and_checks_sizes(run, fake):
     paths = {path for _, path, *_ in fake.requests}
     assert paths == {PREFIX + p for p in ["SHA256SUMS.txt", "", "ct_scans/", "masks/", CSV, SCAN, MASK]}
     assert {(m, p) for m, p, *_ in fake.requests if m == "HEAD"} == {("HEAD", PREFIX + r) for r in fake.files}
-    marker = json.loads((run.dest / ".ichseq-download-complete").read_text())
+    marker = json.loads((run.dest / MARKER_FILE).read_text())
     assert marker["verified_by"] == "size"
 
     fake.requests.clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ichseq.data.frames import gather_frames, select_frames
+from ichseq.data.frames import select_frames
 from ichseq.errors import ConfigError
 
 # --------------------------------------------------------------------------- first
@@ -110,46 +110,3 @@ def test_unknown_padding_names_the_key_and_choices():
 def test_non_positive_sizes_raise_value_error(n, num_frames):
     with pytest.raises(ValueError, match="at least 1"):
         select_frames(n, num_frames, "first")
-
-
-# --------------------------------------------------------------------------- gather_frames
-
-
-def _stack(s: int, h: int = 2, w: int = 3) -> np.ndarray:
-    # Slice k is filled with k + 1 so a blank (0) frame cannot be confused with slice 0.
-    return np.stack([np.full((h, w), k + 1, dtype=np.uint8) for k in range(s)])
-
-
-def test_gather_picks_slices_and_blanks_minus_one():
-    out = gather_frames(_stack(4), np.array([0, 2, 3, -1, -1]))
-    assert out.shape == (5, 2, 3)
-    assert out.dtype == np.uint8
-    assert out[:, 0, 0].tolist() == [1, 3, 4, 0, 0]
-    assert np.all(out[3:] == 0)
-
-
-def test_gather_with_select_frames_zero_padding():
-    slices = _stack(3)
-    out = gather_frames(slices, select_frames(3, 5, "first", padding="zeros"))
-    assert out[:, 1, 2].tolist() == [1, 2, 3, 0, 0]
-
-
-def test_gather_accepts_a_list_and_repeats():
-    out = gather_frames(_stack(2), [1, 1, 0])
-    assert out[:, 0, 0].tolist() == [2, 2, 1]
-
-
-@pytest.mark.parametrize("indices", [[0, 4], [0, -2]])
-def test_gather_rejects_out_of_range_indices(indices):
-    with pytest.raises(ValueError, match="outside"):
-        gather_frames(_stack(4), indices)
-
-
-def test_gather_rejects_non_3d_slices():
-    with pytest.raises(ValueError, match=r"\(S, H, W\)"):
-        gather_frames(np.zeros((4, 5), dtype=np.uint8), [0])
-
-
-def test_gather_rejects_float_indices():
-    with pytest.raises(ValueError, match="integer"):
-        gather_frames(_stack(4), np.array([0.0, 1.0]))

@@ -5,6 +5,7 @@ import os
 from snakemake.exceptions import WorkflowError
 
 from ichseq.config import load_schema, validate_config
+from ichseq.data.download import MARKER_FILE
 from ichseq.data.fingerprint import MANIFEST_NAME, dataset_fingerprint
 from ichseq.errors import ConfigError, IchseqError
 
@@ -29,13 +30,13 @@ def raw_dataset():
     if SOURCE == "synthetic":
         return DATASET["synthetic"]["dir"]
     if SOURCE == "physionet":
-        return os.path.join(DATASET["physionet"]["dir"], ".ichseq-download-complete")
+        return os.path.join(DATASET["physionet"]["dir"], MARKER_FILE)
     return DATASET["local"]["path"]
 
 
 def dataset_root(path):
     """The dataset folder behind raw_dataset() (the download marker lives inside it)."""
-    return os.path.dirname(path) if path.endswith(".ichseq-download-complete") else path
+    return os.path.dirname(path) if os.path.basename(path) == MARKER_FILE else path
 
 
 def dataset_content(wildcards):

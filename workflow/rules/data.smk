@@ -27,7 +27,7 @@ rule acquire_physionet:
     output:
         # A marker file, not the folder: on failure Snakemake deletes only the marker and
         # the partial downloads (*.part) stay for the resumed run.
-        os.path.join(DATASET["physionet"]["dir"], ".ichseq-download-complete"),
+        os.path.join(DATASET["physionet"]["dir"], MARKER_FILE),
     params:
         url=DATASET["physionet"]["url"],
     log:

@@ -20,8 +20,7 @@ import pandas as pd
 from ..atomic import write_csv_atomic, write_text_atomic
 from ..errors import DataError
 from ..report import htmlpage
-
-RUNS_COLUMNS = ("model", "replicate", "metric", "value")
+from .columns import RUN_COLUMNS
 
 
 def _read_json(path: Path) -> dict:
@@ -39,6 +38,7 @@ def _identity(report: dict, path: Path) -> tuple[str, int]:
 
 
 def _runs_table(reports: list[tuple[Path, dict]]) -> pd.DataFrame:
+    """The long table of every run's metrics; undefined metrics stay NaN (empty in the CSV)."""
     rows = []
     for path, report in reports:
         model, replicate = _identity(report, path)
@@ -48,12 +48,7 @@ def _runs_table(reports: list[tuple[Path, dict]]) -> pd.DataFrame:
         rows += [(model, replicate, k, float("nan") if v is None else float(v)) for k, v in metrics.items()]
     if not rows:
         raise DataError("no metrics.json to collect")
-    return pd.DataFrame(rows, columns=list(RUNS_COLUMNS))
-
-
-def runs_table(metrics_files: Iterable[str | Path]) -> pd.DataFrame:
-    """The long table of every run's metrics; undefined metrics stay NaN (empty in the CSV)."""
-    return _runs_table([(path, _read_json(path)) for path in map(Path, metrics_files)])
+    return pd.DataFrame(rows, columns=list(RUN_COLUMNS))
 
 
 def _stack(runs: list[tuple[Path, str, int]], name: str) -> pd.DataFrame:

@@ -42,26 +42,14 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from ichseq.analysis.columns import COUNT_METRICS, RATE_METRICS, RUN_COLUMNS
 from ichseq.atomic import write_bytes_atomic
 from ichseq.errors import DataError
 
 #: Resolution of the PNG copies.
 DPI = 150
 
-#: Rates in [0, 1], in the order the panels are drawn.
-RATE_METRICS = (
-    "accuracy",
-    "precision",
-    "recall",
-    "specificity",
-    "f1",
-    "balanced_accuracy",
-    "roc_auc",
-)
-#: Confusion-matrix counts (and the test-set size) of a run.
-COUNT_METRICS = ("tn", "fp", "fn", "tp", "n_test")
 
-RUNS_COLUMNS = ("model", "replicate", "metric", "value")
 PREDICTIONS_COLUMNS = ("model", "replicate", "patient", "label", "probability", "prediction")
 HISTORY_COLUMNS = (
     "model",
@@ -218,7 +206,7 @@ def _no_duplicates(df: pd.DataFrame, keys: Sequence[str], table: str) -> None:
 
 
 def _runs(runs: pd.DataFrame) -> pd.DataFrame:
-    df = _table(runs, RUNS_COLUMNS, "runs")
+    df = _table(runs, RUN_COLUMNS, "runs")
     df["metric"] = df["metric"].astype(str)
     _numeric(df, "value", "runs")
     _no_duplicates(df, ("model", "replicate", "metric"), "runs")
@@ -528,16 +516,6 @@ def interpolate_roc(fpr: Sequence[float], tpr: Sequence[float], grid: Sequence[f
     span = fpr[right] - fpr[left]
     weight = np.divide(grid - fpr[left], span, out=np.zeros_like(grid), where=span > 0)
     return tpr[left] + weight * (tpr[right] - tpr[left])
-
-
-def mean_roc(
-    curves: Iterable[tuple[Sequence[float], Sequence[float]]], grid: Sequence[float] = ROC_GRID
-) -> np.ndarray:
-    """Mean TPR over ``(fpr, tpr)`` curves on a common FPR ``grid`` (vertical averaging)."""
-    stacked = [interpolate_roc(fpr, tpr, grid) for fpr, tpr in curves]
-    if not stacked:
-        raise ValueError("no ROC curve to average")
-    return np.mean(np.vstack(stacked), axis=0)
 
 
 def _predictions(predictions: pd.DataFrame) -> pd.DataFrame:

@@ -165,10 +165,5 @@ class SliceCache:
         """Row numbers of one patient's slices in slices.npy, ordered by position."""
         return self._rows[patient]
 
-    def patient_slices(self, patient: int) -> np.ndarray:
-        """uint8 (S, H, W) of one patient, ordered by position (a view into the memmap)."""
-        rows = self._rows[patient]
-        return self.slices[rows[0] : rows[-1] + 1]
-
     def patient_labels(self, patient: int) -> np.ndarray:
         return self.manifest.label.to_numpy()[self._rows[patient]]

@@ -20,8 +20,6 @@ Padding (only ``first`` on a scan shorter than ``num_frames``):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from ichseq.errors import ConfigError
@@ -81,27 +79,3 @@ def select_frames(
     missing = num_frames - taken.size
     fill = n_slices - 1 if padding == "edge" else BLANK
     return np.concatenate([taken, np.full(missing, fill, dtype=np.int64)])
-
-
-def gather_frames(slices: np.ndarray, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-    """Stack ``slices[indices]`` into ``(N, H, W)``, with zeros wherever an index is ``-1``.
-
-    The dtype of ``slices`` is kept (uint8 in the cache), so a blank frame is black.
-    """
-    slices = np.asarray(slices)
-    if slices.ndim != 3:
-        raise ValueError(f"slices must have shape (S, H, W), got {slices.shape}")
-    idx = np.asarray(indices)
-    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
-        raise ValueError(f"indices must be a 1-D integer array, got {idx.dtype} {idx.shape}")
-    # Negative indices other than BLANK would silently wrap around to superior slices.
-    bad = (idx < BLANK) | (idx >= slices.shape[0])
-    if bad.any():
-        raise ValueError(
-            f"frame index {int(idx[bad][0])} is outside 0..{slices.shape[0] - 1} "
-            f"(or {BLANK} for a blank frame)"
-        )
-    out = np.zeros((idx.size, *slices.shape[1:]), dtype=slices.dtype)
-    real = idx != BLANK
-    out[real] = slices[idx[real]]
-    return out
