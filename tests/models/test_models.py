@@ -198,6 +198,14 @@ def test_head_of_features_equals_hf_logits(name, shape):
 
 
 @pytest.mark.parametrize("name", ["vivit", "convnext"])
+def test_model_exposes_its_head_and_head_init_std(name):
+    # runs.py reaches the head only through this interface, never through hf_model.
+    model = tiny(name)
+    assert model.classifier is model.hf_model.classifier
+    assert model.head_init_std == model.hf_model.config.initializer_range
+
+
+@pytest.mark.parametrize("name", ["vivit", "convnext"])
 def test_freeze_backbone_leaves_only_the_classifier_trainable(name):
     model = tiny(name)
     counts = model.parameter_counts()

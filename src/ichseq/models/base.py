@@ -90,6 +90,16 @@ class CTClassifier(torch.nn.Module, ABC):
 
     # -- forward -------------------------------------------------------------------------
 
+    @property
+    def classifier(self) -> torch.nn.Module:
+        """The head module: trained in head mode, re-initialised from ``head_init_std``."""
+        return self.hf_model.classifier
+
+    @property
+    def head_init_std(self) -> float:
+        """Standard deviation the head is initialised with (the HF config's ``initializer_range``)."""
+        return float(getattr(self.hf_model.config, "initializer_range", 0.02))
+
     def head(self, features: torch.Tensor) -> torch.Tensor:
         """Logits (B, 2) from features: exactly the HF model's classifier."""
         return self.hf_model.classifier(features)

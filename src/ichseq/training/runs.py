@@ -155,7 +155,7 @@ def compute_features(plan: ModelPlan, cache_path, out, threads: int = 1, log=pri
     meta = {
         **_feature_identity(plan, model.kind),
         "feature_dim": int(features.shape[1]),
-        "head_init_std": float(getattr(model.hf_model.config, "initializer_range", 0.02)),
+        "head_init_std": model.head_init_std,
         "image_size": model.image_size,
         "num_frames": getattr(model, "num_frames", None),
         "parameters": {"total": counts["total"], "trainable": counts["trainable"]},
@@ -254,7 +254,7 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, out_dir, 
     else:
         model = plan.build()
         kind = model.kind
-        init_head_(model.hf_model.classifier, seed, float(getattr(model.hf_model.config, "initializer_range", 0.02)))
+        init_head_(model.classifier, seed, model.head_init_std)
         model.to(device)
         samples = _samples_for(model, cache, plan)
 
