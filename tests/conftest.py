@@ -108,3 +108,13 @@ def html_tables():
         return parser.tables
 
     return parse
+
+
+#: The train rule's outputs by name, as files of one run folder (train_run writes what it is given).
+RUN_FILES = {"metrics": "metrics.json", "predictions": "predictions.csv", "sample_predictions": "sample_predictions.csv",
+             "history": "history.csv", "cost": "cost.json", "model": "model"}
+
+
+def run_outputs(folder) -> dict[str, Path]:
+    """train_run's ``outputs`` for a run folder laid out as the train rule lays it out."""
+    return {key: Path(folder) / name for key, name in RUN_FILES.items()}

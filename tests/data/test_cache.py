@@ -210,7 +210,7 @@ def test_slice_cache_is_memory_mapped_and_returns_patient_blocks(small_cache):
     out, meta = small_cache
     cache = SliceCache(out)
     assert isinstance(cache.slices, np.memmap)
-    assert isinstance(cache.masks(), np.memmap)
+    assert isinstance(cache.masks, np.memmap)
     assert not cache.slices.flags.writeable
     full = np.load(out / "slices.npy")
     manifest = _manifest(out)

@@ -22,19 +22,20 @@ from ichseq.data.frames import select_frames
 from ichseq.data.splits import patient_split
 from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
 from ichseq.errors import ConfigError, DataError, ModelError
+from ichseq.models.base import Batch
 from ichseq.training.feature_store import extract_features, read_feature_store
 from ichseq.training.loop import (
     TrainSettings,
     class_weights,
     epoch_order,
     fit,
-    init_head_,
     make_scheduler,
     make_optimizer,
     predict_logits,
     run_seed,
 )
 from ichseq.training.runs import CHECKPOINT_NAME, model_plan, compute_features, train_run
+from tests.conftest import run_outputs
 from ichseq.training.samples import build_samples
 from ichseq.training.votes import aggregate_predictions, choose_patient_threshold
 
@@ -65,17 +66,6 @@ def config(**sections) -> dict:
 
 
 @pytest.fixture(scope="module")
-def cohort_dir(nifti_dataset, tmp_path_factory):
-    """The tiny conftest dataset as a 32-px cache plus three replicate splits."""
-    root = tmp_path_factory.mktemp("training")
-    build_cache(nifti_dataset, root / "cache", WindowSpec(32), log=QUIET)
-    cohort = cohort_from_manifest(pd.read_csv(root / "cache" / "manifest.csv"))
-    for rep in range(3):
-        write_json_atomic(root / f"rep-{rep}.json", patient_split(cohort, rep, 0, 0.25, 0.34))
-    return root
-
-
-@pytest.fixture(scope="module")
 def stores(cohort_dir):
     """Feature stores of both tiny models (head mode)."""
     for name in ("vivit", "convnext"):
@@ -86,7 +76,7 @@ def stores(cohort_dir):
 def run(cohort_dir, out, name="vivit", rep=0, cfg=None, log=QUIET):
     plan = model_plan(cfg or config(), name)
     features = cohort_dir / f"features-{name}" if plan.training.mode == "head" else None
-    return train_run(plan, rep, cohort_dir / f"rep-{rep}.json", cohort_dir / "cache", out, features, log=log)
+    return train_run(plan, rep, cohort_dir / f"rep-{rep}.json", cohort_dir / "cache", run_outputs(out), features, log=log)
 
 
 def read_outputs(out) -> dict:
@@ -166,20 +156,22 @@ def test_head_on_cached_features_equals_training_through_the_frozen_backbone(coh
     cache = SliceCache(cohort_dir / "cache")
     split = json.loads((cohort_dir / "rep-0.json").read_text())
     model = plan.build().freeze_backbone()
-    samples = build_samples(cache, model.kind, getattr(model, "num_frames", None))
+    samples = build_samples(cache, model.kind, model.num_frames)
     train, val = samples.select(split["train"]), samples.select(split["val"])
-    seed, std = run_seed(0, name, 0), model.hf_model.config.initializer_range
+    seed = run_seed(0, name, 0)
 
-    # Cached: features once (batches of 8), then a separate Linear head.
+    # Cached: features once (batches of 8), then the classifier alone on them.
     stored = torch.from_numpy(extract_features(model, cache, samples, 8, torch.device("cpu"), log=QUIET))
-    head = init_head_(torch.nn.Linear(stored.shape[1], 2), seed, std)
-    cached = fit(head, head, lambda i: stored[torch.as_tensor(i)], samples.label, samples.patient, train, val,
-                 plan.training, seed, log=QUIET)
+    model.init_classifier_(seed)
+    initial = {k: v.clone() for k, v in model.classifier.state_dict().items()}
+    cached = fit(model, model.classifier, lambda i: samples.batch(model, cache, i, features=stored), samples.label,
+                 samples.patient, train, val, plan.training, seed, log=QUIET)
 
     # End to end: pixels through the frozen backbone (dropout / drop-path configured, so a
     # backbone left in train mode would give different features) into the HF classifier.
-    init_head_(model.hf_model.classifier, seed, std)
-    direct = fit(model, model, lambda i: model.prepare(samples.pixels(cache, i)), samples.label, samples.patient,
+    model.init_classifier_(seed)
+    assert all(torch.equal(v, initial[k]) for k, v in model.classifier.state_dict().items())
+    direct = fit(model, model, lambda i: samples.batch(model, cache, i), samples.label, samples.patient,
                  train, val, plan.training, seed, log=QUIET)
 
     for column in ("train_loss", "val_loss"):
@@ -188,7 +180,7 @@ def test_head_on_cached_features_equals_training_through_the_frozen_backbone(coh
     for key, value in cached.best_state.items():
         torch.testing.assert_close(value, direct.best_state[f"hf_model.classifier.{key}"], rtol=1e-5, atol=1e-7)
     # Training changed the head, and only the head.
-    assert not torch.equal(cached.best_state["weight"], init_head_(torch.nn.Linear(stored.shape[1], 2), seed, std).weight)
+    assert not torch.equal(cached.best_state["weight"], initial["weight"])
     fresh = plan.build()
     for key, value in direct.best_state.items():
         if not key.startswith("hf_model.classifier."):
@@ -342,11 +334,12 @@ def test_checkpoint_selection_is_validated_and_test_needs_the_test_samples(store
     with pytest.raises(ConfigError, match=r"training\.checkpoint_selection: must be one of val, test"):
         TrainSettings.from_dict({"checkpoint_selection": "train"})
     settings = TrainSettings(checkpoint_selection="test", epochs=1)
-    head = torch.nn.Linear(3, 2)
+    model = model_plan(config(), "convnext").build().freeze_backbone()
     labels, patients = np.array([0, 1, 0, 1]), np.arange(4)
+    fetch = lambda i: Batch(torch.as_tensor(labels[i]), features=torch.zeros(len(i), 16))  # noqa: E731
     with pytest.raises(ValueError, match="test_index"):
-        fit(head, head, lambda i: torch.zeros(len(i), 3), labels, patients, np.array([0, 1]), np.array([2, 3]),
-            settings, 0, log=QUIET)
+        fit(model, model.classifier, fetch, labels, patients, np.array([0, 1]), np.array([2, 3]), settings, 0,
+            log=QUIET)
 
 
 def test_warning_messages_reach_the_job_log_at_warning_level(tmp_path):
@@ -385,7 +378,7 @@ def test_sequence_model_sees_the_frames_of_its_policy(cohort_dir, tmp_path, poli
     cfg = config(models={"vivit": vivit}, frames={"policy": policy, "padding": padding})
     plan = model_plan(cfg, "vivit")
     compute_features(plan, cohort_dir / "cache", tmp_path / "features", log=QUIET)
-    train_run(plan, 0, cohort_dir / "rep-0.json", cohort_dir / "cache", tmp_path / "out", tmp_path / "features", log=QUIET)
+    train_run(plan, 0, cohort_dir / "rep-0.json", cohort_dir / "cache", run_outputs(tmp_path / "out"), tmp_path / "features", log=QUIET)
     cache = SliceCache(cohort_dir / "cache")
     clips = pd.read_csv(tmp_path / "out/sample_predictions.csv")
     for patient, frames in zip(clips.patient, clips.frames):
@@ -419,7 +412,7 @@ def test_slice_model_limited_to_n_slices_per_scan(cohort_dir, tmp_path, policy):
     assert plan.build().num_frames == 14
     meta = compute_features(plan, cohort_dir / "cache", tmp_path / "features", log=QUIET)
     assert meta["frames"] == {"policy": policy}
-    train_run(plan, 0, cohort_dir / "rep-0.json", cohort_dir / "cache", tmp_path / "out", tmp_path / "features", log=QUIET)
+    train_run(plan, 0, cohort_dir / "rep-0.json", cohort_dir / "cache", run_outputs(tmp_path / "out"), tmp_path / "features", log=QUIET)
     tested = pd.read_csv(tmp_path / "out/sample_predictions.csv")
     split = json.loads((cohort_dir / "rep-0.json").read_text())
     expected = samples.select(split["test"])
@@ -428,7 +421,7 @@ def test_slice_model_limited_to_n_slices_per_scan(cohort_dir, tmp_path, policy):
     other = model_plan(config(models={"convnext": {**CONVNEXT, "num_frames": 14}},
                               frames={"policy": "uniform" if policy == "first" else "first"}), "convnext")
     with pytest.raises(DataError, match="rerun the features rule"):
-        train_run(other, 0, cohort_dir / "rep-0.json", cohort_dir / "cache", tmp_path / "other", tmp_path / "features",
+        train_run(other, 0, cohort_dir / "rep-0.json", cohort_dir / "cache", run_outputs(tmp_path / "other"), tmp_path / "features",
                   log=QUIET)
 
 
@@ -469,7 +462,7 @@ def test_pretrained_weights_from_a_local_folder(cohort_dir, tmp_path):
     assert torch.equal(model.hf_model.convnext.encoder.stages[0].layers[0].dwconv.weight,
                        checkpoint.convnext.encoder.stages[0].layers[0].dwconv.weight)
     assert meta["feature_dim"] == 16
-    train_run(plan, 0, cohort_dir / "rep-0.json", cohort_dir / "cache", tmp_path / "out", tmp_path / "features",
+    train_run(plan, 0, cohort_dir / "rep-0.json", cohort_dir / "cache", run_outputs(tmp_path / "out"), tmp_path / "features",
               log=QUIET)
     assert (tmp_path / "out/metrics.json").is_file()
 
@@ -513,7 +506,7 @@ def test_tiny_convnext_detects_bleeds_above_chance_on_unseen_patients(learnable,
     aucs = []
     for rep in range(3):
         out = tmp_path / f"rep-{rep}"
-        train_run(plan, rep, learnable / f"rep-{rep}.json", learnable / "cache", out,
+        train_run(plan, rep, learnable / f"rep-{rep}.json", learnable / "cache", run_outputs(out),
                   learnable / "features-convnext", threads=2, log=QUIET)
         slices = pd.read_csv(out / "sample_predictions.csv")  # test patients' slices only
         aucs.append(roc_auc_score(slices.label, slices.probability))
@@ -531,12 +524,12 @@ def test_tiny_vivit_learns_its_training_scans(learnable):
     stored = torch.from_numpy(extract_features(model, cache, samples, 8, torch.device("cpu"), log=QUIET))
     split = json.loads((learnable / "rep-0.json").read_text())
     train = samples.select(split["train"])
-    head = init_head_(torch.nn.Linear(stored.shape[1], 2), 1, 0.02)
-    fetch = lambda i: stored[torch.as_tensor(i)]  # noqa: E731
-    before = roc_auc_score(samples.label[train], torch.softmax(predict_logits(head, head, fetch, train, 8), 1)[:, 1])
-    result = fit(head, head, fetch, samples.label, samples.patient, train, samples.select(split["val"]),
+    model.init_classifier_(1)
+    fetch = lambda i: samples.batch(model, cache, i, features=stored)  # noqa: E731
+    before = roc_auc_score(samples.label[train], torch.softmax(predict_logits(model, fetch, train, 8), 1)[:, 1])
+    result = fit(model, model.classifier, fetch, samples.label, samples.patient, train, samples.select(split["val"]),
                  plan.training, seed=1, log=QUIET)
-    after = roc_auc_score(samples.label[train], torch.softmax(predict_logits(head, head, fetch, train, 8), 1)[:, 1])
+    after = roc_auc_score(samples.label[train], torch.softmax(predict_logits(model, fetch, train, 8), 1)[:, 1])
     assert result.history.train_loss.iloc[-1] < result.history.train_loss.iloc[0]
     assert after > 0.8 and after > before, (before, after)
 
@@ -544,14 +537,14 @@ def test_tiny_vivit_learns_its_training_scans(learnable):
 KILL_SCRIPT = """
 import json, os, signal, sys
 from ichseq.training.runs import model_plan, train_run
-root, out, cfg = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+root, outputs, cfg = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 
 def log(message):
     if message.startswith("epoch 2/"):
         os.kill(os.getpid(), signal.SIGKILL)  # as a scheduler's time limit or the OOM killer would
 
 plan = model_plan(cfg, "convnext")
-train_run(plan, 0, f"{root}/rep-0.json", f"{root}/cache", out, f"{root}/features-convnext", log=log)
+train_run(plan, 0, f"{root}/rep-0.json", f"{root}/cache", outputs, f"{root}/features-convnext", log=log)
 """
 
 
@@ -561,7 +554,8 @@ def test_sigkilled_process_resumes_in_a_new_process(stores, tmp_path):
     import sys
 
     out = tmp_path / "resumed"
-    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(stores), str(out), json.dumps(config())],
+    outputs = json.dumps({key: str(path) for key, path in run_outputs(out).items()})
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(stores), outputs, json.dumps(config())],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == [CHECKPOINT_NAME]

@@ -1,6 +1,4 @@
-"""Rule train: one (model, replicate) run -> results/runs/{model}/rep-{rep}/."""
-
-import os
+"""Rule train: one (model, replicate) run -> the rule's declared outputs."""
 
 from ichseq.runlog import run_step
 from ichseq.training.runs import ModelPlan, train_run
@@ -10,7 +8,7 @@ rep = int(snakemake.wildcards.rep)
 run_step(
     snakemake.log[0],
     lambda log: train_run(
-        plan, rep, snakemake.input.split, snakemake.input.cache, os.path.dirname(snakemake.output.metrics),
+        plan, rep, snakemake.input.split, snakemake.input.cache, snakemake.output,
         features_path=snakemake.input.get("features"), threads=snakemake.threads, log=log,
     ),
     name=f"train {plan.name} rep-{rep}",

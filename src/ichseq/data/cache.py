@@ -16,6 +16,7 @@ once per model and replicate.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -158,8 +159,13 @@ class SliceCache:
     def patients(self) -> list[int]:
         return sorted(self._rows)
 
+    @functools.cached_property
     def masks(self) -> np.ndarray:
-        return np.load(self.path / "masks.npy", mmap_mode="r")
+        """uint8 0/1 (N, size, size) hemorrhage masks, memory-mapped on first use."""
+        try:
+            return np.load(self.path / "masks.npy", mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{self.path}: unreadable masks.npy ({exc}); rerun the brain_window rule") from None
 
     def patient_rows(self, patient: int) -> np.ndarray:
         """Row numbers of one patient's slices in slices.npy, ordered by position."""

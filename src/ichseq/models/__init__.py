@@ -1,20 +1,24 @@
 """Model registry: one model = one small module here + one entry under ``models:`` in the config.
 
-A module defines a ``CTClassifier`` subclass decorated with ``@register("<name>")``;
+A module defines a ``CTClassifier`` subclass (``HFClassifier`` for a Hugging Face model; see
+:mod:`ichseq.models.base` for the interface) decorated with ``@register("<name>")``;
 ``build_model("<name>", settings)`` then builds it from the config entry (``pretrained``,
 ``config``, ``num_frames``, ``image_size``, ...).
 
-The registry is lazy: the built-in architectures are listed by name in ``BUILTIN`` (name ->
-module, like transformers' auto mappings) and their module, which imports torch and
-transformers (seconds), is imported only when one is built. So the Snakefile can check every
-configured architecture name on each invocation (``available_models``) for free. A model
-defined elsewhere (a plugin, a test) registers itself with ``@register`` when its module is
-imported.
+The registry is lazy: the built-in architectures are found by reading (not importing) the
+modules of this package for ``@register("<name>")`` decorators, giving ``BUILTIN`` (name ->
+module, like transformers' auto mappings); a module, which imports torch and transformers
+(seconds), is imported only when one of its models is built. So the Snakefile can check every
+configured architecture name on each invocation (``available_models``) for free, and adding a
+model is adding its module: no list to edit. A model defined elsewhere (a plugin, a test)
+registers itself with ``@register`` when its module is imported.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ModelError
@@ -22,11 +26,34 @@ from ..errors import ModelError
 if TYPE_CHECKING:
     from .base import CTClassifier
 
-#: Built-in architectures: registry name -> the module that registers it on import.
-BUILTIN: dict[str, str] = {
-    "convnext": "ichseq.models.convnext",
-    "vivit": "ichseq.models.vivit",
-}
+
+
+def _registered_names(path: Path) -> list[str]:
+    """The names a module registers: the string arguments of its ``@register("...")`` decorators."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.ClassDef):
+            for deco in node.decorator_list:
+                if (isinstance(deco, ast.Call) and getattr(deco.func, "id", None) == "register" and deco.args
+                        and isinstance(deco.args[0], ast.Constant) and isinstance(deco.args[0].value, str)):
+                    names.append(deco.args[0].value)
+    return names
+
+
+def _builtin() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        if path.name in ("__init__.py", "base.py"):
+            continue
+        for name in _registered_names(path):
+            if name in found:
+                raise ModelError(f"model name {name!r} is registered twice ({found[name]}, {__name__}.{path.stem})")
+            found[name] = f"{__name__}.{path.stem}"
+    return found
+
+
+#: Built-in architectures: registry name -> the module of this package that registers it on import.
+BUILTIN: dict[str, str] = _builtin()
 
 #: Architectures whose class is loaded: name -> class.
 REGISTRY: dict[str, type[CTClassifier]] = {}
@@ -81,15 +108,20 @@ def build_model(name: str, settings: dict | None = None, entry: str | None = Non
     return model_class(name).from_settings(settings, name=key)
 
 
+def load_model(name: str, directory, settings: dict | None = None, entry: str | None = None) -> CTClassifier:
+    """The model ``name`` saved in ``directory`` by its ``save`` (``settings``: its config entry)."""
+    return model_class(name).load(directory, entry or name, settings or {})
+
+
 def __getattr__(attr: str):
     # ``from ichseq.models import CTClassifier`` keeps working, but importing this
     # package alone (as config validation does) does not import torch.
-    if attr in ("ID2LABEL", "CTClassifier"):
+    if attr in ("ID2LABEL", "Batch", "CTClassifier", "HFClassifier"):
         from . import base
 
         return getattr(base, attr)
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
-__all__ = ["BUILTIN", "REGISTRY", "ID2LABEL", "CTClassifier", "available_models", "build_model",
-           "model_class", "register", "unknown_model_message"]
+__all__ = ["BUILTIN", "REGISTRY", "ID2LABEL", "Batch", "CTClassifier", "HFClassifier", "available_models",
+           "build_model", "load_model", "model_class", "register", "unknown_model_message"]

@@ -1,9 +1,13 @@
-"""The interface every model implements, and the shared loading / preprocessing helpers.
+"""The interface every model implements (:class:`CTClassifier`, :class:`Batch`), the Hugging Face
+implementation of it (:class:`HFClassifier`), and the shared loading / preprocessing helpers.
 
-A model wraps a Hugging Face classification model (``self.hf_model``) and splits it into a
-backbone (``features``) and the HF classifier (``head``), so head-only training and a full
-forward pass go through exactly the same modules: ``head(features(x))`` is the HF model's
-``forward(pixel_values=x).logits``.
+A model splits into a backbone (``features``) and a classifier (``head``), so head-only
+training on cached features and a full forward pass go through exactly the same modules:
+``head(features(x))`` is ``forward(x)``. The training code sees only this interface: it builds a
+:class:`Batch`, calls ``forward_batch``, ``loss`` and ``logits``, initialises, saves and loads the
+classifier or the whole model through the methods below. A model that is not a Hugging Face
+``*ForXxxClassification``, or that has its own loss or needs masks, subclasses
+:class:`CTClassifier` directly in its own module.
 
 Preprocessing is done with plain tensor ops instead of the HF image processors: without
 torchvision those fall back to slow PIL code, and our input is already a windowed uint8 array.
@@ -15,6 +19,7 @@ import json
 import os
 import re
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
@@ -32,22 +37,52 @@ NUM_LABELS = 2
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
+#: What a model may ask the data loader for besides pixels and labels (``CTClassifier.needs``).
+OPTIONAL_INPUTS = ("masks", "positions")
+#: Files of a saved model / classifier (``save``, ``save_classifier``).
+CLASSIFIER_FILE = "head.safetensors"
+WEIGHTS_FILE = "model.safetensors"
+SETTINGS_FILE = "model_settings.json"  # a non-HF model's build settings (HF models: config.json)
+PREPROCESSOR_FILE = "preprocessor_config.json"
+
+
+@dataclass
+class Batch:
+    """One batch of samples as a model consumes it; tensors on the model's device.
+
+    Exactly one of ``pixels`` (normalised ``pixel_values`` from :meth:`CTClassifier.prepare`:
+    end-to-end training) and ``features`` (cached backbone features: head-only training) is
+    set. ``masks`` and ``positions`` are filled only for a model whose ``needs`` names them.
+    """
+
+    labels: torch.Tensor  # int64 (B,): 1 = hemorrhage
+    pixels: torch.Tensor | None = None  # float (B, 3, S, S) slices or (B, T, 3, S, S) clips
+    features: torch.Tensor | None = None  # float (B, D)
+    masks: torch.Tensor | None = None  # float 0/1 (B, S, S) or (B, T, S, S), at the model's image size
+    positions: torch.Tensor | None = None  # float (B,) or (B, T): slice position in mm, NaN for a blank frame
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
 
 class CTClassifier(torch.nn.Module, ABC):
     """A binary ICH classifier over a scan's frames (``kind="sequence"``) or one slice (``"slice"``)."""
 
     kind: ClassVar[str]  # "sequence" or "slice": what one sample is, for the data loader
-    hf_model: torch.nn.Module  # the wrapped HF *ForXxxClassification model
+    #: Which of OPTIONAL_INPUTS the model's ``forward_batch`` / ``loss`` read from the Batch.
+    needs: ClassVar[frozenset[str]] = frozenset()
+    #: Frames per sample the data loader gives it (sequence models; a slice model: slices per
+    #: scan, None = all).
+    num_frames: int | None = None
 
-    def __init__(self, hf_model: torch.nn.Module, image_size: int, mean, std, name: str | None = None):
+    def __init__(self, image_size: int, mean, std, name: str | None = None):
         super().__init__()
-        self.hf_model = hf_model
         # The entry's key under ``models:`` (e.g. vivit_first), which error messages name.
         self.entry = name or type(self).__name__.lower()
         self.image_size = int(image_size)
         self._backbone_frozen = False
         # Non-persistent buffers: they follow .to(device) but stay out of the state dict,
-        # which then holds exactly the HF weights.
+        # which then holds exactly the network's weights.
         self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(3, 1, 1), persistent=False)
 
@@ -59,6 +94,20 @@ class CTClassifier(torch.nn.Module, ABC):
     @abstractmethod
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The backbone output that feeds the classifier, shape (B, D)."""
+
+    @property
+    @abstractmethod
+    def classifier(self) -> torch.nn.Module:
+        """The head module: the only part trained in head mode."""
+
+    @property
+    def head_init_std(self) -> float:
+        """Standard deviation of the classifier's initial weights (see ``init_classifier_``)."""
+        return 0.02
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
 
     # -- preprocessing -------------------------------------------------------------------
 
@@ -88,29 +137,59 @@ class CTClassifier(torch.nn.Module, ABC):
         x = (x - self.pixel_mean) / self.pixel_std
         return x.reshape(*lead, 3, self.image_size, self.image_size)
 
-    # -- forward -------------------------------------------------------------------------
+    def prepare_masks(self, masks_uint8: torch.Tensor) -> torch.Tensor:
+        """0/1 uint8 masks (B, [T,] H, W) -> float (B, [T,] S, S) on the model's device; resized by
+        nearest neighbour, so a mask stays 0/1."""
+        lead = masks_uint8.shape[:-2]
+        h, w = masks_uint8.shape[-2:]
+        m = masks_uint8.to(self.pixel_mean.device).float().reshape(-1, 1, h, w)
+        if (h, w) != (self.image_size, self.image_size):
+            m = F.interpolate(m, size=(self.image_size, self.image_size), mode="nearest")
+        return m.reshape(*lead, self.image_size, self.image_size)
 
-    @property
-    def classifier(self) -> torch.nn.Module:
-        """The head module: trained in head mode, re-initialised from ``head_init_std``."""
-        return self.hf_model.classifier
-
-    @property
-    def head_init_std(self) -> float:
-        """Standard deviation the head is initialised with (the HF config's ``initializer_range``)."""
-        return float(getattr(self.hf_model.config, "initializer_range", 0.02))
+    # -- forward and loss ----------------------------------------------------------------
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
-        """Logits (B, 2) from features: exactly the HF model's classifier."""
-        return self.hf_model.classifier(features)
+        """Logits (B, 2) from features."""
+        return self.classifier(features)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor) -> Any:
         return self.head(self.features(pixel_values))
 
-    # -- head-only training --------------------------------------------------------------
+    def forward_batch(self, batch: Batch) -> Any:
+        """The model's outputs for a batch: through the classifier alone when the batch holds
+        cached features, through the whole model when it holds pixels."""
+        if batch.features is not None:
+            return self.head(batch.features)
+        return self(batch.pixels)
+
+    def logits(self, outputs: Any) -> torch.Tensor:
+        """The (B, 2) classification logits in ``outputs`` (a model whose forward returns more,
+        e.g. a mask too, overrides this and ``loss``)."""
+        return outputs
+
+    def loss(self, outputs: Any, batch: Batch, class_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The training loss of a batch: cross-entropy of the logits, each class weighted by
+        ``class_weight`` (``training.class_imbalance: weighted``) when given."""
+        return F.cross_entropy(self.logits(outputs).float(), batch.labels, weight=class_weight)
+
+    # -- the classifier: initialisation, head-only training ------------------------------
+
+    def init_classifier_(self, seed: int) -> "CTClassifier":
+        """Initialise the classifier from ``seed`` as transformers does: every Linear's weights
+        ~ N(0, ``head_init_std``) drawn in module order, biases 0."""
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for layer in self.classifier.modules():
+                if isinstance(layer, torch.nn.Linear):
+                    weight = torch.empty(layer.weight.shape).normal_(0.0, self.head_init_std, generator=generator)
+                    layer.weight.copy_(weight)
+                    if layer.bias is not None:
+                        layer.bias.zero_()
+        return self
 
     def head_parameters(self) -> Iterator[torch.nn.Parameter]:
-        return self.hf_model.classifier.parameters()
+        return self.classifier.parameters()
 
     def freeze_backbone(self) -> "CTClassifier":
         """Only the classifier stays trainable; the backbone is kept in eval mode from now on
@@ -126,8 +205,9 @@ class CTClassifier(torch.nn.Module, ABC):
         super().train(mode)
         if self._backbone_frozen:
             # A frozen backbone must not run dropout / stochastic depth during head training.
-            self.hf_model.eval()
-            self.hf_model.classifier.train(mode)
+            for module in self.children():
+                module.eval()
+            self.classifier.train(mode)
         return self
 
     def parameter_counts(self) -> dict[str, int]:
@@ -135,6 +215,95 @@ class CTClassifier(torch.nn.Module, ABC):
             "total": sum(p.numel() for p in self.parameters()),
             "trainable": sum(p.numel() for p in self.parameters() if p.requires_grad),
         }
+
+    # -- saving and loading --------------------------------------------------------------
+
+    def save_classifier(self, directory: str | Path) -> None:
+        """The classifier's weights alone (a head-mode run): ``head.safetensors`` in ``directory``."""
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().contiguous().cpu() for k, v in self.classifier.state_dict().items()}
+        save_file(state, str(Path(directory) / CLASSIFIER_FILE))
+
+    def load_classifier(self, directory: str | Path) -> "CTClassifier":
+        """Load what ``save_classifier`` wrote (the backbone is the one this model was built with)."""
+        from safetensors.torch import load_file
+
+        self.classifier.load_state_dict(load_file(str(Path(directory) / CLASSIFIER_FILE)), strict=True)
+        return self
+
+    def preprocessor_settings(self) -> dict:
+        """What ``prepare`` applies, in the keys ``mean_std`` reads back: pixels scaled to [0, 1],
+        then normalised per channel."""
+        return {"image_mean": self.pixel_mean.flatten().tolist(), "image_std": self.pixel_std.flatten().tolist(),
+                "rescale_factor": 1 / 255, "offset": False, "size": {"height": self.image_size,
+                                                                      "width": self.image_size}}
+
+    def save(self, directory: str | Path, settings: dict | None = None) -> None:
+        """The whole model into ``directory`` (existing), loadable with ``load``. This default, for
+        a model that is not a Hugging Face one: its build ``settings`` (the config entry; None:
+        none) and its weights as safetensors."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_FILE))
+        (directory / SETTINGS_FILE).write_text(json.dumps(settings or {}, indent=2, default=str) + "\n")
+        (directory / PREPROCESSOR_FILE).write_text(json.dumps(self.preprocessor_settings(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path, name: str, settings: dict | None = None) -> "CTClassifier":
+        """A model written by ``save``: built from the settings saved with it (``settings``, the
+        config entry, is not needed here), then its weights loaded."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        try:
+            settings = json.loads((directory / SETTINGS_FILE).read_text())
+            state = load_file(str(directory / WEIGHTS_FILE))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{directory}: not a saved {cls.__name__} ({exc})") from None
+        model = cls.from_settings({k: v for k, v in settings.items() if k != "pretrained"}, name=name)
+        model.load_state_dict(state, strict=True)
+        return model
+
+
+class HFClassifier(CTClassifier):
+    """A CTClassifier around a Hugging Face ``*ForXxxClassification`` model (``self.hf_model``):
+    the classifier is the HF model's own, so ``head(features(x))`` is the HF model's
+    ``forward(pixel_values=x).logits``, and a saved model is a ``save_pretrained`` folder that
+    loads as any checkpoint does (``pretrained: <folder>``)."""
+
+    hf_model: torch.nn.Module
+
+    def __init__(self, hf_model: torch.nn.Module, image_size: int, mean, std, name: str | None = None):
+        super().__init__(image_size, mean, std, name=name)
+        self.hf_model = hf_model
+
+    @property
+    def classifier(self) -> torch.nn.Module:
+        return self.hf_model.classifier
+
+    @property
+    def head_init_std(self) -> float:
+        """The HF config's ``initializer_range``, as transformers initialises a new head."""
+        return float(getattr(self.hf_model.config, "initializer_range", 0.02))
+
+    def save(self, directory: str | Path, settings: dict | None = None) -> None:
+        """``save_pretrained`` (weights and config.json) plus ``preprocessor_config.json`` with the
+        normalisation ``prepare`` applies, so the folder loads as ``pretrained: <folder>`` with the
+        same preprocessing."""
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # "Writing model shards" bars would clutter the job log
+        self.hf_model.save_pretrained(directory)
+        (Path(directory) / PREPROCESSOR_FILE).write_text(json.dumps(self.preprocessor_settings(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path, name: str, settings: dict | None = None) -> "CTClassifier":
+        """A folder written by ``save``, loaded as a checkpoint (its config gives the geometry)."""
+        keep = {k: v for k, v in (settings or {}).items() if k in ("num_frames", "image_size")}
+        return cls.from_settings({**keep, "pretrained": str(directory)}, name=name)
 
 
 # -- settings and loading helpers shared by the model modules ---------------------------------

@@ -11,7 +11,7 @@ from transformers import ConvNextConfig, ConvNextForImageClassification
 
 from ..errors import ModelError
 from . import register
-from .base import CTClassifier, check_int, load_pretrained, mean_std, random_config
+from .base import HFClassifier, check_int, load_pretrained, mean_std, random_config
 
 # ImageNet statistics, which the facebook/convnext-* checkpoints were trained with.
 DEFAULT_MEAN = (0.485, 0.456, 0.406)
@@ -19,7 +19,7 @@ DEFAULT_STD = (0.229, 0.224, 0.225)
 
 
 @register("convnext")
-class ConvNeXt(CTClassifier):
+class ConvNeXt(HFClassifier):
     """ConvNeXt on single slices; features = the pooled, layer-normed last stage."""
 
     kind = "slice"

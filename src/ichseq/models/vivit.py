@@ -20,7 +20,7 @@ from transformers import VivitConfig, VivitForVideoClassification
 
 from ..errors import ModelError
 from . import register
-from .base import CTClassifier, check_int, load_pretrained, mean_std, random_config
+from .base import HFClassifier, check_int, load_pretrained, mean_std, random_config
 
 # google/vivit-b-16x2-kinetics400 normalises with mean 0.5 / std 0.5 per channel: [0, 1] -> [-1, 1].
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
@@ -122,7 +122,7 @@ def _resize_position_embeddings(
 
 
 @register("vivit")
-class ViViT(CTClassifier):
+class ViViT(HFClassifier):
     """ViViT over a scan's ``num_frames`` slices; features = the CLS token of the last layer."""
 
     kind = "sequence"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +21,12 @@ import torch
 from ..atomic import atomic_dir
 from ..data.cache import SliceCache
 from ..errors import DataError
+from .loop import autocast
 from .samples import Samples
 
 FEATURES_FILE = "features.npy"
 SAMPLES_FILE = "samples.csv"
 META_FILE = "features.json"
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (features and logits are returned as float32); none on CPU,
-    where float32 keeps reruns bit-identical."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 @torch.no_grad()

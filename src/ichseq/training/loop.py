@@ -1,8 +1,10 @@
 """The training loop: one replicate of one model, resumable and deterministic.
 
 The same loop trains a classifier head on cached backbone features (``head`` mode) and a
-whole model end to end (``full`` mode); it only sees a ``module`` to optimise, a ``forward``
-(inputs -> logits) and a ``fetch`` (sample indices -> inputs). Because the head, its
+whole model end to end (``full`` mode); it sees the model only through its interface
+(:class:`~ichseq.models.base.CTClassifier`: ``forward_batch``, ``loss``, ``logits``), a
+``module`` to optimise (the classifier or the whole model) and a ``fetch`` (sample indices ->
+:class:`~ichseq.models.base.Batch` of features or pixels). Because the head, its
 initialisation, the batches and the optimiser are the same either way, head training on cached
 features follows exactly the path of training through the frozen backbone.
 
@@ -28,8 +30,10 @@ import os
 import time
 import zlib
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -38,6 +42,9 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
 from .metrics import binary_metrics
+
+if TYPE_CHECKING:
+    from ..models.base import Batch, CTClassifier
 
 MODES = ("head", "full")
 SCHEDULES = ("linear", "cosine", "constant")
@@ -129,17 +136,6 @@ def run_seed(seed: int, model: str, replicate: int) -> int:
     return derive_seed(seed, "run", model, replicate)
 
 
-def init_head_(head: torch.nn.Linear, seed: int, std: float) -> torch.nn.Linear:
-    """Initialise a classifier as transformers does (weights ~ N(0, std), bias 0), from ``seed``."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        weight = torch.empty(head.weight.shape).normal_(0.0, std, generator=generator)
-        head.weight.copy_(weight)
-        if head.bias is not None:
-            head.bias.zero_()
-    return head
-
-
 def select_device(preference: str = "auto") -> torch.device:
     if preference == "cuda" and not torch.cuda.is_available():
         raise ConfigError("training.device: cuda requested but no CUDA device is visible to this job")
@@ -196,11 +192,28 @@ def epoch_order(labels: np.ndarray, settings: TrainSettings, seed: int) -> np.nd
 # -- evaluation -------------------------------------------------------------------------------
 
 
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (features and logits are returned as float32); none on CPU,
+    where float32 keeps reruns bit-identical."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def model_outputs(model: "CTClassifier", batch: "Batch"):
+    """``model.forward_batch(batch)``, under autocast when the batch runs the backbone (pixels)."""
+    if batch.pixels is None:
+        return model.forward_batch(batch)
+    with autocast(model.device):
+        return model.forward_batch(batch)
+
+
 @torch.no_grad()
-def predict_logits(module, forward, fetch, index: np.ndarray, batch_size: int) -> torch.Tensor:
-    """float32 logits (N, 2) of samples ``index``, the module in eval mode."""
-    module.eval()
-    out = [forward(fetch(index[i : i + batch_size])).float().cpu() for i in range(0, len(index), batch_size)]
+def predict_logits(model: "CTClassifier", fetch, index: np.ndarray, batch_size: int) -> torch.Tensor:
+    """float32 logits (N, 2) of samples ``index``, the model in eval mode."""
+    model.eval()
+    out = [model.logits(model_outputs(model, fetch(index[i : i + batch_size]))).float().cpu()
+           for i in range(0, len(index), batch_size)]
     return torch.cat(out) if out else torch.empty(0, 2)
 
 
@@ -265,9 +278,9 @@ def _cpu_state(module: torch.nn.Module) -> dict:
 
 
 def fit(
+    model: "CTClassifier",
     module: torch.nn.Module,
-    forward: Callable[[torch.Tensor], torch.Tensor],
-    fetch: Callable[[np.ndarray], torch.Tensor],
+    fetch: Callable[[np.ndarray], "Batch"],
     labels: np.ndarray,
     patients: np.ndarray,
     train_index: np.ndarray,
@@ -279,9 +292,10 @@ def fit(
     log: Callable[[str], None] = print,
     test_index: np.ndarray | None = None,
 ) -> FitResult:
-    """Train ``module`` on samples ``train_index``, choosing the epoch on ``val_index``.
+    """Train ``module`` (``model``'s classifier, or the whole ``model``) on samples
+    ``train_index`` with ``model.loss``, choosing the epoch on ``val_index``.
 
-    ``labels`` and ``patients`` are per sample (all samples, indexed by the index arrays).
+    ``fetch`` gives the Batch of sample indices; ``labels`` and ``patients`` are per sample (all samples, indexed by the index arrays).
     ``checkpoint`` (a file path) enables resuming; ``fingerprint`` must change whenever the
     inputs or settings change, so a stale checkpoint is never resumed. Under
     ``settings.checkpoint_selection == "test"`` (biased, the study's protocol) the epoch is
@@ -334,20 +348,18 @@ def fit(
         module.train()
         total = 0.0
         for i in range(0, len(order), settings.batch_size):
-            batch = order[i : i + settings.batch_size]
-            target = torch.as_tensor(labels[batch], device=device_of)
-            logits = forward(fetch(batch)).float()
-            loss = F.cross_entropy(logits, target, weight=weight)
+            batch = fetch(order[i : i + settings.batch_size])
+            loss = model.loss(model_outputs(model, batch), batch, class_weight=weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             total += float(loss.item()) * len(batch)
         samples_seen += len(order)
-        val = validation_scores(predict_logits(module, forward, fetch, val_index, settings.feature_batch_size),
+        val = validation_scores(predict_logits(model, fetch, val_index, settings.feature_batch_size),
                                 val_labels, val_patients)
         if on_test:
-            val.update(validation_scores(predict_logits(module, forward, fetch, test_index, settings.feature_batch_size),
+            val.update(validation_scores(predict_logits(model, fetch, test_index, settings.feature_batch_size),
                                          test_labels, test_patients, prefix="test"))
         epoch_seconds = time.perf_counter() - t0
         seconds += epoch_seconds

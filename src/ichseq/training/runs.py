@@ -1,7 +1,7 @@
 """One model's feature extraction, and one (model, replicate) training run with its outputs.
 
-These are what the ``features`` and ``train`` rules call. A run writes, into its folder
-``results/runs/{model}/rep-{r}/``:
+These are what the ``features`` and ``train`` rules call. A run writes exactly the paths it is
+given (the ``train`` rule's outputs, keyed by name, see ``RUN_OUTPUTS``):
 
 * ``metrics.json``  patient-level test metrics (undefined ones are null), written last;
 * ``predictions.csv``  one row per test patient: patient, label, probability, prediction;
@@ -9,16 +9,17 @@ These are what the ``features`` and ``train`` rules call. A run writes, into its
   clip with the slice numbers of its frames (sequence models), with its probability;
 * ``history.csv``  per epoch: train loss, val loss, val ROC AUC, val balanced accuracy, lr;
 * ``cost.json``  parameters, feature-extraction and training seconds, samples/s, device;
-* ``model/``  the trained classifier head (head mode: ``head.safetensors``) or the whole fine-tuned
-  model (full mode: Hugging Face ``save_pretrained`` layout), with ``ichseq.json`` saying how it
-  was made.
+* ``model``  a folder: the trained classifier (head mode: the model's ``save_classifier``,
+  ``head.safetensors``) or the whole fine-tuned model (full mode: the model's ``save``; Hugging
+  Face ``save_pretrained`` layout for HF models), with ``ichseq.json`` saying how it was made.
 
 Under ``training.checkpoint_selection: test`` (the study's biased protocol) the kept epoch is
 chosen on the test patients: metrics.json and cost.json then say ``"checkpoint_selection":
 "test"`` and history.csv has test_loss, test_roc_auc and test_balanced_accuracy columns too.
 
-While it trains, ``resume-checkpoint.pt`` in the same folder lets a killed job continue; it is
-removed once the outputs are complete.
+While it trains, ``resume-checkpoint.pt`` beside metrics.json lets a killed job continue; it is
+removed once the outputs are complete. It is the one file a run writes that no rule declares:
+Snakemake deletes the declared outputs of a failed job, which would defeat resuming.
 """
 
 from __future__ import annotations
@@ -39,9 +40,8 @@ from ..atomic import atomic_dir, write_csv_atomic, write_json_atomic
 from ..data.cache import SliceCache
 from ..data.splits import read_split
 from ..errors import ConfigError, DataError
-from .feature_store import autocast, extract_features, read_feature_store, write_feature_store
-from .loop import (TrainSettings, backbone_seed, fit, init_head_, patient_probabilities, predict_logits, run_seed,
-                   select_device)
+from .feature_store import extract_features, read_feature_store, write_feature_store
+from .loop import TrainSettings, backbone_seed, fit, patient_probabilities, predict_logits, run_seed, select_device
 from .metrics import binary_metrics
 from .samples import Samples, build_samples
 from .votes import aggregate_predictions, choose_patient_threshold
@@ -50,6 +50,10 @@ if TYPE_CHECKING:
     from ..models.base import CTClassifier
 
 CHECKPOINT_NAME = "resume-checkpoint.pt"
+#: What ``train_run`` writes, by the names of the train rule's outputs.
+RUN_OUTPUTS = ("metrics", "predictions", "sample_predictions", "history", "cost", "model")
+#: The model folder's description of how it was made (read back by ``load_run_model``).
+RUN_MODEL_INFO = "ichseq.json"
 MODEL_KEYS = ("pretrained", "config", "num_frames", "image_size", "position_embeddings")
 
 
@@ -123,7 +127,7 @@ def _sha256(obj) -> str:
 
 
 def _samples_for(model: "CTClassifier", cache: SliceCache, plan: ModelPlan) -> Samples:
-    return build_samples(cache, model.kind, getattr(model, "num_frames", None),
+    return build_samples(cache, model.kind, model.num_frames,
                          plan.frames.get("policy", "uniform"), plan.frames.get("padding", "edge"))
 
 
@@ -147,7 +151,7 @@ def compute_features(plan: ModelPlan, cache_path, out, threads: int = 1, log=pri
     model = plan.build().freeze_backbone()
     samples = _samples_for(model, cache, plan)
     counts = model.parameter_counts()
-    log(f"{plan.name}: {type(model.hf_model).__name__}, {counts['total']:,} parameters, {model.kind} samples: "
+    log(f"{plan.name}: {type(model).__name__}, {counts['total']:,} parameters, {model.kind} samples: "
         f"{len(samples)} from {len(cache.patients)} patients, on {device}")
     t0 = time.perf_counter()
     features = extract_features(model, cache, samples, plan.training.feature_batch_size, device, log)
@@ -157,7 +161,7 @@ def compute_features(plan: ModelPlan, cache_path, out, threads: int = 1, log=pri
         "feature_dim": int(features.shape[1]),
         "head_init_std": model.head_init_std,
         "image_size": model.image_size,
-        "num_frames": getattr(model, "num_frames", None),
+        "num_frames": model.num_frames,
         "parameters": {"total": counts["total"], "trainable": counts["trainable"]},
         "device": _device_name(device),
         "seconds": round(seconds, 3),
@@ -209,33 +213,60 @@ def _decide(plan: ModelPlan, kind: str, samples: Samples, index: np.ndarray, pro
     return table, decision
 
 
-def _save_model_dir(out: Path, module: torch.nn.Module, mode: str, info: dict) -> None:
-    from safetensors.torch import save_file
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # "Writing model shards" bars would clutter the job log
+def _save_model_dir(out: Path, model: "CTClassifier", mode: str, info: dict) -> None:
     with atomic_dir(out) as tmp:
         if mode == "head":
-            save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp / "head.safetensors"))
+            model.save_classifier(tmp)
         else:
-            module.hf_model.save_pretrained(tmp)
-        (tmp / "ichseq.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+            model.save(tmp, settings=info["plan"]["model"])
+        (tmp / RUN_MODEL_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
 
 
-def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, out_dir, features_path=None,
+def load_run_model(model_dir) -> tuple["CTClassifier", dict]:
+    """The trained model of a run (its ``model`` output folder) in eval mode, and its ``ichseq.json``.
+
+    A head-mode run saved only the classifier: the backbone is rebuilt from the run's plan (the
+    same seed or checkpoint its features came from)."""
+    from ..models import load_model
+
+    model_dir = Path(model_dir)
+    try:
+        info = json.loads((model_dir / RUN_MODEL_INFO).read_text())
+        plan = ModelPlan.from_dict(info["plan"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{model_dir}: not a trained model folder ({exc}); rerun the train rule") from None
+    if plan.training.mode == "head":
+        model = plan.build().load_classifier(model_dir)
+    else:
+        model = load_model(plan.architecture, model_dir, plan.model, entry=plan.name)
+    return model.eval(), info
+
+
+def _check_outputs(outputs) -> dict[str, Path]:
+    try:
+        return {key: Path(outputs[key]) for key in RUN_OUTPUTS}
+    except (KeyError, IndexError, AttributeError) as exc:
+        raise ConfigError(f"train_run: outputs must name {', '.join(RUN_OUTPUTS)} (missing {exc})") from None
+
+
+def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, features_path=None,
               threads: int = 1, log=print) -> dict:
-    """Train ``plan`` on replicate ``replicate``'s split and write the run's outputs to ``out_dir``.
+    """Train ``plan`` on replicate ``replicate``'s split and write the run's outputs: ``outputs``
+    maps each name of ``RUN_OUTPUTS`` to its path (the train rule's ``snakemake.output``).
 
     ``features_path`` (the model's feature store) is required in head mode. Returns metrics.json's content.
     """
     settings = plan.training
     torch.set_num_threads(max(1, int(threads)))
     device = select_device(settings.device)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = _check_outputs(outputs)
+    for key in RUN_OUTPUTS:
+        paths[key].parent.mkdir(parents=True, exist_ok=True)
     cache = SliceCache(cache_path)
     split = read_split(split_path)
     seed = run_seed(settings.seed, plan.name, replicate)
+    model = plan.build()
+    kind = model.kind
 
     if settings.mode == "head":
         if features_path is None:
@@ -244,26 +275,19 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, out_dir, 
         expected = _feature_identity(plan, samples.kind)
         if {k: meta.get(k) for k in expected} != json.loads(json.dumps(expected)):
             raise DataError(f"{features_path}: features were computed for other model settings; rerun the features rule")
-        kind = samples.kind
-        head = init_head_(torch.nn.Linear(meta["feature_dim"], 2), seed, meta["head_init_std"]).to(device)
+        # Only the classifier trains, on the stored features: the backbone never runs.
+        model.freeze_backbone().init_classifier_(seed).to(device)
+        module = model.classifier
         stored = torch.from_numpy(features).to(device)
-        module, forward = head, head
-        fetch = lambda idx: stored[torch.as_tensor(idx, device=device)]  # noqa: E731
-        parameters = {"total": meta["parameters"]["total"], "trainable": sum(p.numel() for p in head.parameters())}
+        fetch = lambda idx: samples.batch(model, cache, idx, features=stored)  # noqa: E731
+        parameters = {"total": meta["parameters"]["total"],
+                      "trainable": sum(p.numel() for p in module.parameters())}
         feature_seconds, provenance = meta["seconds"], {"features": str(features_path), "feature_store": meta}
     else:
-        model = plan.build()
-        kind = model.kind
-        init_head_(model.classifier, seed, model.head_init_std)
-        model.to(device)
-        samples = _samples_for(model, cache, plan)
-
-        def forward(x):
-            with autocast(device):
-                return model(x)
-
-        fetch = lambda idx: model.prepare(samples.pixels(cache, idx))  # noqa: E731
+        model.init_classifier_(seed).to(device)
         module = model
+        samples = _samples_for(model, cache, plan)
+        fetch = lambda idx: samples.batch(model, cache, idx)  # noqa: E731
         parameters = model.parameter_counts()
         feature_seconds, provenance = 0.0, {"backbone_seed": backbone_seed(settings.seed, plan.name)}
 
@@ -274,15 +298,15 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, out_dir, 
     log(f"{plan.name} rep-{replicate}: {settings.mode} training on {device}; "
         + ", ".join(f"{p} {c}" for p, c in counts.items()))
 
-    checkpoint = out_dir / CHECKPOINT_NAME
+    checkpoint = paths["metrics"].parent / CHECKPOINT_NAME
     biased = settings.checkpoint_selection == "test"
-    result = fit(module, forward, fetch, samples.label, samples.patient, index["train"], index["val"], settings, seed,
+    result = fit(model, module, fetch, samples.label, samples.patient, index["train"], index["val"], settings, seed,
                  checkpoint=checkpoint, fingerprint=fingerprint, log=log,
                  test_index=index["test"] if biased else None)
     module.load_state_dict(result.best_state)
 
     def probabilities(idx):
-        logits = predict_logits(module, forward, fetch, idx, settings.feature_batch_size)
+        logits = predict_logits(model, fetch, idx, settings.feature_batch_size)
         return torch.softmax(logits, dim=1)[:, 1].double().numpy()
 
     test_probs, val_probs = probabilities(index["test"]), probabilities(index["val"])
@@ -308,15 +332,15 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, out_dir, 
     if biased:  # only then, so that runs of the default protocol keep their outputs as they were
         cost["checkpoint_selection"] = report["checkpoint_selection"] = "test"
 
-    write_csv_atomic(sample_table, out_dir / "sample_predictions.csv")
-    write_csv_atomic(predictions[["patient", "label", "probability", "prediction"]], out_dir / "predictions.csv")
-    write_csv_atomic(result.history, out_dir / "history.csv")
-    write_json_atomic(out_dir / "cost.json", cost)
-    _save_model_dir(out_dir / "model", module, settings.mode,
+    write_csv_atomic(sample_table, paths["sample_predictions"])
+    write_csv_atomic(predictions[["patient", "label", "probability", "prediction"]], paths["predictions"])
+    write_csv_atomic(result.history, paths["history"])
+    write_json_atomic(paths["cost"], cost)
+    _save_model_dir(paths["model"], model, settings.mode,
                     {"plan": plan.as_dict(), "replicate": int(replicate), "best_epoch": int(result.best_epoch),
                      "decision": decision, **({"feature_dim": int(meta["feature_dim"]), "features": str(features_path)}
                                              if settings.mode == "head" else {})})
-    write_json_atomic(out_dir / "metrics.json", report)  # last: its presence means the run is complete
+    write_json_atomic(paths["metrics"], report)  # last: its presence means the run is complete
     checkpoint.unlink(missing_ok=True)
     shown = {k: (None if v is None else round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
     chosen = " (chosen on the TEST patients: biased)" if biased else ""

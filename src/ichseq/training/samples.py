@@ -11,6 +11,7 @@ cache only when a batch needs them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,9 @@ import torch
 
 from ..data.cache import SliceCache
 from ..data.frames import BLANK, select_frames
+
+if TYPE_CHECKING:
+    from ..models.base import Batch, CTClassifier
 
 
 @dataclass
@@ -47,6 +51,42 @@ class Samples:
         if self.kind == "slice":
             out = out[:, 0]
         return torch.from_numpy(out)
+
+    def masks(self, cache: SliceCache, index: np.ndarray) -> torch.Tensor:
+        """uint8 0/1 hemorrhage masks of samples ``index``, shaped as ``pixels`` (a blank frame
+        and a slice without a mask: all 0)."""
+        rows = self.rows[np.asarray(index)]
+        out = np.zeros((*rows.shape, *cache.masks.shape[1:]), dtype=np.uint8)
+        real = rows != BLANK
+        out[real] = cache.masks[rows[real]]
+        return torch.from_numpy(out[:, 0] if self.kind == "slice" else out)
+
+    def positions(self, cache: SliceCache, index: np.ndarray) -> torch.Tensor:
+        """float32 slice positions in mm of samples ``index``: (B,) for slices, (B, T) for clips,
+        NaN for a blank frame."""
+        rows = self.rows[np.asarray(index)]
+        position = cache.manifest.position_mm.to_numpy(np.float32)
+        out = np.where(rows == BLANK, np.float32("nan"), position[np.maximum(rows, 0)])
+        return torch.from_numpy(out[:, 0] if self.kind == "slice" else out)
+
+    def batch(self, model: "CTClassifier", cache: SliceCache, index: np.ndarray,
+              features: torch.Tensor | None = None) -> "Batch":
+        """The :class:`~ichseq.models.base.Batch` of samples ``index`` for ``model``: its cached
+        backbone ``features`` (rows = samples) when given, else its prepared pixels; masks and
+        positions when the model needs them."""
+        from ..models.base import Batch
+
+        device = model.device
+        labels = torch.as_tensor(self.label[np.asarray(index)], device=device)
+        if features is not None:
+            batch = Batch(labels, features=features[torch.as_tensor(index, device=features.device)])
+        else:
+            batch = Batch(labels, pixels=model.prepare(self.pixels(cache, index)))
+        if "masks" in model.needs:
+            batch.masks = model.prepare_masks(self.masks(cache, index))
+        if "positions" in model.needs:
+            batch.positions = self.positions(cache, index).to(device)
+        return batch
 
     def table(self, cache: SliceCache) -> pd.DataFrame:
         """One row per sample: patient, slice, label and the slice numbers of its frames."""
