@@ -37,7 +37,7 @@ import yaml
 from ichseq.config import validate_config
 from ichseq.data.cache import SliceCache
 from ichseq.training.feature_store import extract_features
-from ichseq.training.loop import fit, init_head_, run_seed
+from ichseq.training.loop import fit, run_seed
 from ichseq.training.runs import model_plan
 from ichseq.training.samples import build_samples
 
@@ -69,22 +69,22 @@ def cached_vs_end_to_end(threads: int) -> list[str]:
         plan.training = dataclasses.replace(plan.training, patience=None)
         quiet = lambda _m: None  # noqa: E731
         model = plan.build().freeze_backbone()
-        samples = build_samples(cache, model.kind, getattr(model, "num_frames", None), **plan.frames)
+        samples = build_samples(cache, model.kind, model.num_frames, **plan.frames)
         train, val = samples.select(split["train"]), samples.select(split["val"])
-        seed, std = run_seed(plan.training.seed, name, 0), model.hf_model.config.initializer_range
+        seed = run_seed(plan.training.seed, name, 0)
 
         t0 = time.perf_counter()
         stored = torch.from_numpy(extract_features(model, cache, samples, plan.training.feature_batch_size,
                                                    torch.device("cpu"), log=quiet))
         t_features = time.perf_counter() - t0
-        head = init_head_(torch.nn.Linear(stored.shape[1], 2), seed, std)
-        cached = fit(head, head, lambda i: stored[torch.as_tensor(i)], samples.label, samples.patient, train, val,
-                     plan.training, seed, log=quiet)
+        model.init_classifier_(seed)
+        cached = fit(model, model.classifier, lambda i: samples.batch(model, cache, i, features=stored),
+                     samples.label, samples.patient, train, val, plan.training, seed, log=quiet)
         t_cached = time.perf_counter() - t0
 
-        init_head_(model.hf_model.classifier, seed, std)
+        model.init_classifier_(seed)
         t0 = time.perf_counter()
-        direct = fit(model, model, lambda i: model.prepare(samples.pixels(cache, i)), samples.label,
+        direct = fit(model, model, lambda i: samples.batch(model, cache, i), samples.label,
                      samples.patient, train, val, plan.training, seed, log=quiet)
         t_direct = time.perf_counter() - t0
         same = np.allclose(cached.history.train_loss, direct.history.train_loss, rtol=1e-5)
