@@ -26,9 +26,20 @@ def make_run(root, model, rep, precision=0.5):
     return run
 
 
+def inputs(runs) -> dict:
+    names = {"metrics": "metrics.json", "predictions": "predictions.csv", "history": "history.csv", "cost": "cost.json"}
+    return {key: [run / name for run in runs] for key, name in names.items()}
+
+
+def outputs(folder) -> dict:
+    names = {"runs": "runs.csv", "predictions": "predictions.csv", "history": "history.csv", "cost": "cost.csv",
+             "runs_html": "runs.html", "cost_html": "cost.html"}
+    return {key: folder / name for key, name in names.items()}
+
+
 def test_collect_writes_long_tables_with_undefined_metrics_empty(tmp_path, html_tables):
     runs = [make_run(tmp_path, "a", 0), make_run(tmp_path, "a", 1, precision=None), make_run(tmp_path, "b", 0)]
-    paths = collect(runs, tmp_path / "out")
+    paths = collect(inputs(runs), outputs(tmp_path / "out"))
     table = pd.read_csv(paths["runs"])
     assert list(table.columns) == ["model", "replicate", "metric", "value"]
     assert len(table) == 3 * 4
@@ -55,7 +66,22 @@ def test_broken_metrics_file_names_the_file(tmp_path):
     run = make_run(tmp_path, "a", 0)
     (run / "metrics.json").write_text("{")
     with pytest.raises(DataError, match=r"a/rep-0/metrics.json: unreadable"):
-        collect([run], tmp_path / "out")
+        collect(inputs([run]), outputs(tmp_path / "out"))
     (run / "metrics.json").write_text(json.dumps({"model": "a", "replicate": 0}))
     with pytest.raises(DataError, match="no metrics"):
-        collect([run], tmp_path / "out")
+        collect(inputs([run]), outputs(tmp_path / "out"))
+
+
+def test_collect_writes_exactly_the_outputs_it_is_given(tmp_path):
+    runs = [make_run(tmp_path, "a", 0), make_run(tmp_path, "b", 0)]
+    out = tmp_path / "out"
+    out.mkdir()
+    paths = collect(inputs(runs), {"runs": out / "r.csv", "cost_html": out / "c.html"})
+    assert set(paths) == {"runs", "cost_html"}
+    assert sorted(p.name for p in out.iterdir()) == ["c.html", "r.csv"]
+    with pytest.raises(ValueError, match="unknown output"):
+        collect(inputs(runs), {"summary": out / "s.csv"})
+    uneven = inputs(runs)
+    uneven["cost"] = uneven["cost"][:1]
+    with pytest.raises(ValueError, match="differ in number of runs"):
+        collect(uneven, outputs(out))

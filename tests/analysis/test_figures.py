@@ -31,6 +31,7 @@ from ichseq.analysis.figures import (
     model_palette,
     paired_plot_figure,
     roc_curves_figure,
+    figure_paths,
     save_figure,
     training_curves_figure,
 )
@@ -145,7 +146,7 @@ def strip_points(ax) -> np.ndarray:
 def test_writer_produces_valid_reproducible_png_and_svg(tmp_path, name):
     writer, make = WRITERS[name]
     np.random.seed(1)  # the caller's global random state must not matter
-    paths = writer(make(), tmp_path / "fig")
+    paths = writer(make(), figure_paths(tmp_path / "fig"))
     assert paths == [tmp_path / "fig.png", tmp_path / "fig.svg"]
     check_png(paths[0])
     check_svg(paths[1])
@@ -153,13 +154,13 @@ def test_writer_produces_valid_reproducible_png_and_svg(tmp_path, name):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png", "fig.svg"]
     # The same input again gives byte-identical files.
     np.random.seed(2)
-    again = writer(make(), tmp_path / "again")
+    again = writer(make(), figure_paths(tmp_path / "again"))
     for first, second in zip(paths, again):
         assert first.read_bytes() == second.read_bytes(), first.suffix
 
 
 def test_svg_has_no_date_and_keeps_text(tmp_path):
-    _, svg = figures.confusion_matrices(make_runs(), tmp_path / "cm")
+    _, svg = figures.confusion_matrices(make_runs(), figure_paths(tmp_path / "cm"))
     content = svg.read_text()
     assert "<dc:date>" not in content
     assert "vivit" in svg_text(svg) and "convnext" in svg_text(svg)
@@ -172,7 +173,7 @@ def test_missing_column_names_the_column_and_the_table(tmp_path, name):
     df = make()
     column = df.columns[2]
     with pytest.raises(DataError, match=rf"{table.get(name, 'runs')} table lacks column\(s\) {column}"):
-        writer(df.drop(columns=[column]), tmp_path / "fig")
+        writer(df.drop(columns=[column]), figure_paths(tmp_path / "fig"))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -180,7 +181,7 @@ def test_missing_column_names_the_column_and_the_table(tmp_path, name):
 def test_empty_table_is_an_error(tmp_path, name):
     writer, make = WRITERS[name]
     with pytest.raises(DataError, match="is empty"):
-        writer(make().iloc[0:0], tmp_path / "fig")
+        writer(make().iloc[0:0], figure_paths(tmp_path / "fig"))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -189,8 +190,8 @@ def test_figures_leave_pyplot_numpy_and_rcparams_untouched(tmp_path):
     np.random.seed(123)
     expected_next = np.random.random()
     np.random.seed(123)
-    figures.metric_boxplot(make_runs(), tmp_path / "box")  # seaborn's stripplot jitter
-    figures.confusion_matrices(make_runs(), tmp_path / "cm")  # seaborn's heatmap
+    figures.metric_boxplot(make_runs(), figure_paths(tmp_path / "box"))  # seaborn's stripplot jitter
+    figures.confusion_matrices(make_runs(), figure_paths(tmp_path / "cm"))  # seaborn's heatmap
     assert plt.get_fignums() == []
     assert dict(matplotlib.rcParams) == rc_before
     # stripplot's jitter is seeded locally; the caller's random stream goes on unchanged.
@@ -212,12 +213,12 @@ def test_failure_while_rendering_leaves_no_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        figures.metric_boxplot(make_runs(), tmp_path / "box")
+        figures.metric_boxplot(make_runs(), figure_paths(tmp_path / "box"))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_failure_while_rendering_keeps_the_previous_files(tmp_path, monkeypatch):
-    png, svg = figures.paired_plot(make_runs(), tmp_path / "paired")
+    png, svg = figures.paired_plot(make_runs(), figure_paths(tmp_path / "paired"))
     before = png.read_bytes(), svg.read_bytes()
     real = matplotlib.figure.Figure.savefig
 
@@ -228,7 +229,7 @@ def test_failure_while_rendering_keeps_the_previous_files(tmp_path, monkeypatch)
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", svg_breaks)
     with pytest.raises(RuntimeError, match="svg writer broke"):
-        figures.paired_plot(make_runs(n_reps=2), tmp_path / "paired")
+        figures.paired_plot(make_runs(n_reps=2), figure_paths(tmp_path / "paired"))
     assert (png.read_bytes(), svg.read_bytes()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["paired.png", "paired.svg"]
 
@@ -244,13 +245,24 @@ def test_failure_while_writing_leaves_no_half_pair(tmp_path, monkeypatch):
     monkeypatch.setattr(figures, "write_bytes_atomic", svg_write_fails)
     fig = confusion_matrices_figure(make_runs())
     with pytest.raises(OSError, match="no space"):
-        save_figure(fig, tmp_path / "cm")
+        save_figure(fig, figure_paths(tmp_path / "cm"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_save_figure_writes_the_formats_its_paths_name_and_refuses_others(tmp_path):
+    fig = confusion_matrices_figure(make_runs())
+    paths = save_figure(fig, [tmp_path / "a.pdf", tmp_path / "b.png"])
+    assert paths[0].read_bytes().startswith(b"%PDF") and paths[1].read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pdf", "b.png"]
+    with pytest.raises(ValueError, match="must end in .png, .svg, .pdf"):
+        save_figure(fig, [tmp_path / "c.jpg"])
+    with pytest.raises(TypeError, match="list of files"):
+        save_figure(fig, tmp_path / "d.png")
 
 
 def test_stem_with_a_dot_keeps_its_name_and_folders_are_created(tmp_path):
     fig = confusion_matrices_figure(make_runs())
-    paths = save_figure(fig, tmp_path / "sub" / "rep.1")
+    paths = save_figure(fig, figure_paths(tmp_path / "sub" / "rep.1"))
     assert [p.name for p in paths] == ["rep.1.png", "rep.1.svg"]
     assert all(p.is_file() for p in paths)
 
@@ -339,7 +351,7 @@ def test_boxplot_leaves_out_undefined_values_and_counts_them(tmp_path):
     assert not np.isnan(strip_points(precision)).any()
     assert tick_labels(precision) == ["convnext\n(2 undefined)", "vivit"]
     assert tick_labels(accuracy) == ["convnext", "vivit"]
-    _, svg = save_figure(fig, tmp_path / "box")
+    _, svg = save_figure(fig, figure_paths(tmp_path / "box"))
     assert "(2 undefined)" in svg_text(svg)
 
 
@@ -574,7 +586,7 @@ def test_training_curves_without_validation_loss_mark_on_the_training_loss(tmp_p
     np.testing.assert_allclose(stars, best[["epoch", "train_loss"]].to_numpy())
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert legend == ["train loss (mean)", "chosen epoch"]
-    paths = save_figure(fig, tmp_path / "train")
+    paths = save_figure(fig, figure_paths(tmp_path / "train"))
     check_png(paths[0])
 
 

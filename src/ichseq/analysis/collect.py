@@ -1,4 +1,7 @@
-"""Fan-in: every (model, replicate) run folder into the long tables the statistics read.
+"""Fan-in: every (model, replicate) run's files into the long tables the statistics read.
+
+The collect_runs rule passes its inputs (per run: metrics, predictions, history, cost, in the
+same run order) and its outputs, by name:
 
 * ``runs.csv``         ``model,replicate,metric,value`` from every ``metrics.json`` (an empty
                        value is an undefined metric);
@@ -12,7 +15,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -51,15 +53,14 @@ def _runs_table(reports: list[tuple[Path, dict]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(RUN_COLUMNS))
 
 
-def _stack(runs: list[tuple[Path, str, int]], name: str) -> pd.DataFrame:
-    """Every run's ``name`` table with ``model, replicate`` in front; ``runs`` holds
-    (folder, model, replicate)."""
+def _stack(files: list[Path], runs: list[tuple[str, int]], name: str) -> pd.DataFrame:
+    """Every run's table ``files[i]`` with ``model, replicate`` (``runs[i]``) in front."""
     frames = []
-    for run, model, replicate in runs:
+    for path, (model, replicate) in zip(files, runs):
         try:
-            table = pd.read_csv(run / name)
+            table = pd.read_csv(path)
         except (OSError, ValueError) as exc:
-            raise DataError(f"{run / name}: unreadable ({exc}); rerun the train rule for this run") from None
+            raise DataError(f"{path}: unreadable ({exc}); rerun the train rule for this run") from None
         table.insert(0, "replicate", replicate)
         table.insert(0, "model", model)
         frames.append(table)
@@ -84,24 +85,42 @@ def _html_pages(tables: dict[str, pd.DataFrame]) -> dict[str, str]:
     }
 
 
-def collect(run_dirs: Iterable[str | Path], out_dir: str | Path) -> dict[str, Path]:
-    """Write runs.csv, predictions.csv, history.csv, cost.csv, runs.html and cost.html for
-    ``run_dirs`` into ``out_dir``; returns their paths keyed by name (``runs_html`` etc.)."""
-    run_dirs = [Path(p) for p in run_dirs]
-    out = Path(out_dir)
-    reports = [(p / "metrics.json", _read_json(p / "metrics.json")) for p in run_dirs]  # each read once
-    runs = [(p, *_identity(report, path)) for p, (path, report) in zip(run_dirs, reports)]
+#: What collect reads per run, and what it writes, by the collect_runs rule's input/output names.
+INPUT_NAMES = ("metrics", "predictions", "history", "cost")
+OUTPUT_NAMES = ("runs", "predictions", "history", "cost", "runs_html", "cost_html")
+
+
+def collect(inputs, outputs) -> dict[str, Path]:
+    """Write the long tables of every run: ``inputs`` maps each of :data:`INPUT_NAMES` to the
+    runs' files (one per run, the same run order in each), ``outputs`` maps names of
+    :data:`OUTPUT_NAMES` to the paths to write (any subset; nothing else is written). Returns the
+    written paths by name."""
+    try:
+        files = {key: [Path(p) for p in inputs[key]] for key in INPUT_NAMES}
+    except (KeyError, AttributeError) as exc:
+        raise ValueError(f"collect: inputs must name {', '.join(INPUT_NAMES)} (missing {exc})") from None
+    unknown = [key for key in outputs.keys() if key not in OUTPUT_NAMES]
+    if unknown:
+        raise ValueError(f"collect: unknown output(s) {', '.join(unknown)}; known: {', '.join(OUTPUT_NAMES)}")
+    if len({len(v) for v in files.values()}) != 1:
+        raise ValueError("collect: inputs " + ", ".join(f"{k} {len(v)}" for k, v in files.items())
+                         + " differ in number of runs")
+    reports = [(path, _read_json(path)) for path in files["metrics"]]  # each read once
+    runs = [_identity(report, path) for path, report in reports]
     tables = {
         "runs": _runs_table(reports),
-        "predictions": _stack(runs, "predictions.csv"),
-        "history": _stack(runs, "history.csv"),
-        "cost": pd.DataFrame([_read_json(p / "cost.json") for p in run_dirs]),
+        "predictions": _stack(files["predictions"], runs, "predictions"),
+        "history": _stack(files["history"], runs, "history"),
+        "cost": pd.DataFrame([_read_json(p) for p in files["cost"]]),
     }
+    pages = _html_pages(tables)
     paths = {}
-    for name, table in tables.items():
-        paths[name] = out / f"{name}.csv"
-        write_csv_atomic(table, paths[name])
-    for name, text in _html_pages(tables).items():
-        paths[f"{name}_html"] = out / f"{name}.html"
-        write_text_atomic(paths[f"{name}_html"], text)
+    for key in OUTPUT_NAMES:
+        if key not in outputs.keys():
+            continue
+        paths[key] = Path(outputs[key])
+        if key.endswith("_html"):
+            write_text_atomic(paths[key], pages[key.removesuffix("_html")])
+        else:
+            write_csv_atomic(tables[key], paths[key])
     return paths

@@ -105,29 +105,38 @@ _RC = {
     "figure.titlesize": 11,
     "legend.fontsize": 8,
 }
-_METADATA = {"png": {}, "svg": {"Date": None}}
+# No dates in the files, so that an unchanged figure is an unchanged file.
+_METADATA = {"png": {}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
 
 
 # --------------------------------------------------------------------------- writing
 
 
-def _paths(stem: str | Path) -> tuple[Path, Path]:
+def figure_paths(stem: str | Path) -> tuple[Path, Path]:
+    """``STEM.png`` and ``STEM.svg``: the pair ``ichseq stats`` writes into its folder."""
     stem = Path(stem)
     # Not with_suffix: a stem such as "rep.1" must keep its dot.
     return stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")
 
 
-def save_figure(fig: Figure, stem: str | Path, dpi: int = DPI) -> list[Path]:
-    """Write ``fig`` as ``STEM.png`` and ``STEM.svg``; return both paths.
+def save_figure(fig: Figure, paths: Sequence[str | Path], dpi: int = DPI) -> list[Path]:
+    """Write ``fig`` to each of ``paths`` in the format its suffix names (png, svg or pdf);
+    return the paths.
 
-    Both images are rendered in memory before either file is touched, so a rendering error
-    leaves existing files as they were. Each file is then written atomically; if the second
-    write fails, both names are removed so that no half-updated pair is left.
+    Every image is rendered in memory before any file is touched, so a rendering error leaves
+    existing files as they were. Each file is then written atomically; if a later write fails,
+    all the names are removed so that no half-updated set is left.
     """
-    png, svg = _paths(stem)
+    if isinstance(paths, (str, Path)):
+        raise TypeError("save_figure: paths must be a list of files (e.g. figure_paths(stem)), not one path")
+    paths = [Path(p) for p in paths]
+    bad = [str(p) for p in paths if p.suffix.lower().lstrip(".") not in _METADATA]
+    if bad or not paths:
+        raise ValueError(f"save_figure: each path must end in {', '.join('.' + f for f in _METADATA)}; got {bad or paths}")
     rendered: list[tuple[Path, bytes]] = []
     with matplotlib.rc_context(_RC):
-        for path, fmt in ((png, "png"), (svg, "svg")):
+        for path in paths:
+            fmt = path.suffix.lower().lstrip(".")
             buffer = io.BytesIO()
             fig.savefig(buffer, format=fmt, dpi=dpi, metadata=dict(_METADATA[fmt]))
             rendered.append((path, buffer.getvalue()))
@@ -138,7 +147,7 @@ def save_figure(fig: Figure, stem: str | Path, dpi: int = DPI) -> list[Path]:
         for path, _ in rendered:
             path.unlink(missing_ok=True)
         raise
-    return [png, svg]
+    return paths
 
 
 @contextmanager
@@ -346,10 +355,10 @@ def metric_boxplot_figure(runs: pd.DataFrame, metrics: Iterable[str] | str | Non
 
 
 def metric_boxplot(
-    runs: pd.DataFrame, stem: str | Path, metrics: Iterable[str] | str | None = None
+    runs: pd.DataFrame, paths: Sequence[str | Path], metrics: Iterable[str] | str | None = None
 ) -> list[Path]:
-    """Write :func:`metric_boxplot_figure` as ``STEM.png`` and ``STEM.svg``."""
-    return save_figure(metric_boxplot_figure(runs, metrics), stem)
+    """Write :func:`metric_boxplot_figure` to ``paths`` (see :func:`save_figure`)."""
+    return save_figure(metric_boxplot_figure(runs, metrics), paths)
 
 
 # --------------------------------------------------------------------------- confusion matrices
@@ -438,9 +447,9 @@ def confusion_matrices_figure(runs: pd.DataFrame) -> Figure:
     return fig
 
 
-def confusion_matrices(runs: pd.DataFrame, stem: str | Path) -> list[Path]:
-    """Write :func:`confusion_matrices_figure` as ``STEM.png`` and ``STEM.svg``."""
-    return save_figure(confusion_matrices_figure(runs), stem)
+def confusion_matrices(runs: pd.DataFrame, paths: Sequence[str | Path]) -> list[Path]:
+    """Write :func:`confusion_matrices_figure` to ``paths`` (see :func:`save_figure`)."""
+    return save_figure(confusion_matrices_figure(runs), paths)
 
 
 # --------------------------------------------------------------------------- paired runs
@@ -483,10 +492,10 @@ def paired_plot_figure(runs: pd.DataFrame, metrics: Iterable[str] | str | None =
 
 
 def paired_plot(
-    runs: pd.DataFrame, stem: str | Path, metrics: Iterable[str] | str | None = None
+    runs: pd.DataFrame, paths: Sequence[str | Path], metrics: Iterable[str] | str | None = None
 ) -> list[Path]:
-    """Write :func:`paired_plot_figure` as ``STEM.png`` and ``STEM.svg``."""
-    return save_figure(paired_plot_figure(runs, metrics), stem)
+    """Write :func:`paired_plot_figure` to ``paths`` (see :func:`save_figure`)."""
+    return save_figure(paired_plot_figure(runs, metrics), paths)
 
 
 # --------------------------------------------------------------------------- ROC curves
@@ -597,9 +606,9 @@ def roc_curves_figure(predictions: pd.DataFrame, grid: Sequence[float] = ROC_GRI
     return fig
 
 
-def roc_curves(predictions: pd.DataFrame, stem: str | Path) -> list[Path]:
-    """Write :func:`roc_curves_figure` as ``STEM.png`` and ``STEM.svg``."""
-    return save_figure(roc_curves_figure(predictions), stem)
+def roc_curves(predictions: pd.DataFrame, paths: Sequence[str | Path]) -> list[Path]:
+    """Write :func:`roc_curves_figure` to ``paths`` (see :func:`save_figure`)."""
+    return save_figure(roc_curves_figure(predictions), paths)
 
 
 # --------------------------------------------------------------------------- training curves
@@ -657,9 +666,9 @@ def training_curves_figure(history: pd.DataFrame) -> Figure:
     return fig
 
 
-def training_curves(history: pd.DataFrame, stem: str | Path) -> list[Path]:
-    """Write :func:`training_curves_figure` as ``STEM.png`` and ``STEM.svg``."""
-    return save_figure(training_curves_figure(history), stem)
+def training_curves(history: pd.DataFrame, paths: Sequence[str | Path]) -> list[Path]:
+    """Write :func:`training_curves_figure` to ``paths`` (see :func:`save_figure`)."""
+    return save_figure(training_curves_figure(history), paths)
 
 
 # --------------------------------------------------------------------------- cost
@@ -736,9 +745,9 @@ def cost_plot_figure(cost: pd.DataFrame) -> Figure:
     return fig
 
 
-def cost_plot(cost: pd.DataFrame, stem: str | Path) -> list[Path]:
-    """Write :func:`cost_plot_figure` as ``STEM.png`` and ``STEM.svg``."""
-    return save_figure(cost_plot_figure(cost), stem)
+def cost_plot(cost: pd.DataFrame, paths: Sequence[str | Path]) -> list[Path]:
+    """Write :func:`cost_plot_figure` to ``paths`` (see :func:`save_figure`)."""
+    return save_figure(cost_plot_figure(cost), paths)
 
 
 # --------------------------------------------------------------------------- all metric figures
@@ -767,8 +776,8 @@ def metric_figures(
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     for fig, stem in figures:
-        paths += save_figure(fig, out_dir / stem)
+        paths += save_figure(fig, figure_paths(out_dir / stem))
     if absent:
-        for path in _paths(out_dir / "confusion_matrices"):
+        for path in figure_paths(out_dir / "confusion_matrices"):
             path.unlink(missing_ok=True)
     return paths
