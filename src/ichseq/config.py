@@ -2,11 +2,18 @@
 
 Errors are one line naming the key (``splits.replicates: expected integer, got '10'``),
 not jsonschema's multi-line dump, so a typo in ``config.yaml`` is fixed in seconds.
+
+The schema is the one place where defaults are written: ``validate_config`` fills them in, and
+the code that takes a section without the workflow (``TrainSettings``, ``model_plan``) reads
+them with ``section_defaults``. It is the schema rather than the dataclasses because the schema
+is what Snakemake validates against and what the README and error messages point users to;
+it also carries each key's allowed values and description, which a dataclass default does not.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import jsonschema
@@ -24,6 +31,33 @@ _TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "a strin
 def load_schema(path: str | Path | None = None) -> dict:
     with open(path or SCHEMA_PATH) as fh:
         return yaml.safe_load(fh)
+
+
+@functools.lru_cache(maxsize=None)
+def _schema() -> dict:
+    return load_schema()
+
+
+def section_schema(name: str) -> dict:
+    """The schema of a shared section (``training``, ``frames``, ``aggregation``: under ``$defs``)."""
+    return copy.deepcopy(_schema()["$defs"][name])
+
+
+def section_defaults(name: str) -> dict:
+    """The schema's default of every key of a shared section, e.g. ``section_defaults("frames")``."""
+    return {key: copy.deepcopy(sub["default"]) for key, sub in _schema()["$defs"][name]["properties"].items()
+            if "default" in sub}
+
+
+def validate_section(values: dict, name: str, where: str) -> dict:
+    """``values`` checked against section ``name`` (one-line ConfigError naming ``where.<key>``),
+    with the section's defaults filled in."""
+    validator = jsonschema.Draft202012Validator(section_schema(name))
+    errors = sorted(validator.iter_errors(values), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    if errors:
+        message = _describe(errors[0])
+        raise ConfigError(f"{where}.{message}" if not message.startswith("(top level)") else f"{where}{message[11:]}")
+    return {**section_defaults(name), **copy.deepcopy(values)}
 
 
 def resolve_ref(node: dict, root: dict) -> dict:

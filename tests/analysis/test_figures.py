@@ -17,7 +17,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from ichseq.analysis import figures
-from ichseq.analysis.columns import RUN_COLUMNS
+from ichseq.columns import RUN_COLUMNS
 from ichseq.analysis.figures import (
     COST_COLUMNS,
     HISTORY_COLUMNS,
@@ -76,7 +76,7 @@ def make_history(n_reps: int = 3) -> pd.DataFrame:
             for e in range(n_epochs):
                 train = 1.0 / (e + 1) + 0.1 * m_i
                 val = 1.2 / (e + 1) + 0.05 * e
-                rows.append((model, r, e, train, val, 0.7, 0.6, 2.0, int(e == 2 + r % 2)))
+                rows.append((model, r, e, train, val, 0.7, 0.6, 0.001, 2.0, int(e == 2 + r % 2)))
     return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
 
 
@@ -85,9 +85,9 @@ def make_cost(n_reps: int = 3) -> pd.DataFrame:
     for model in MODELS:
         for r in range(n_reps):
             if model == "vivit":
-                rows.append((model, r, 88_600_000, 1_538, 0.0, 30.0 + r, 100.0 + 10 * r, "cpu"))
+                rows.append((model, r, "head", 88_600_000, 1_538, 0.0, 30.0 + r, 100.0 + 10 * r, 20, 7, 0, "cpu"))
             else:
-                rows.append((model, r, 27_800_000, 27_800_000, 120.0, 60.0 + 2 * r, 50.0, "cpu"))
+                rows.append((model, r, "full", 27_800_000, 27_800_000, 120.0, 60.0 + 2 * r, 50.0, 9, 9, 0, "cpu"))
     return pd.DataFrame(rows, columns=list(COST_COLUMNS))
 
 

@@ -689,3 +689,28 @@ def test_caveats_head_every_table_and_the_findings(tmp_path):
     assert any(line.startswith("WARNING: BIASED") for line in logged)
     plain = write_stats(long_table(STUDY), {"summary_md": tmp_path / "plain.md"}, n_resamples=FAST)
     assert "Caveat" not in plain["summary_md"].read_text()
+
+
+def test_run_stats_passes_caveats_to_every_page(tmp_path):
+    caveat = "BIASED: the kept epoch of vivit was chosen on each replicate's test patients"
+    paths = run_stats(long_table(STUDY), tmp_path, n_resamples=FAST, caveats=[caveat], log=lambda _line: None)
+    assert "Caveat: BIASED" in paths["summary_md"].read_text() and "Caveat: BIASED" in paths["tables_md"].read_text()
+
+
+def test_a_runs_table_is_validated_once_where_it_enters(tmp_path, monkeypatch):
+    import ichseq.analysis.stats as stats_module
+
+    checked = []
+    real = stats_module._parse_value
+    monkeypatch.setattr(stats_module, "_parse_value", lambda v: checked.append(v) or real(v))
+    runs = validate_runs(long_table(STUDY))
+    once = len(checked)
+    assert once == len(runs)
+    assert validate_runs(runs) is runs and len(checked) == once  # the returned table passes as it is
+    run_stats(runs, tmp_path, n_resamples=FAST, log=lambda _line: None)
+    assert len(checked) == once  # neither run_stats nor write_stats checked it again
+    # Any other frame is checked: a copy, and a subset that is no longer valid.
+    validate_runs(runs.copy())
+    assert len(checked) == 2 * once
+    with pytest.raises(DataError, match="needs at least 2 models"):
+        validate_runs(runs[runs.model == runs.model.iloc[0]])

@@ -22,7 +22,7 @@ import pandas as pd
 from ..atomic import write_csv_atomic, write_text_atomic
 from ..errors import DataError
 from ..report import htmlpage
-from .columns import RUN_COLUMNS
+from ..columns import RUN_COLUMNS
 
 
 def _read_json(path: Path) -> dict:

@@ -42,7 +42,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from ichseq.analysis.columns import COUNT_METRICS, RATE_METRICS, RUN_COLUMNS
+from ichseq.columns import COST_COLUMNS, COST_NUMBERS, COUNT_METRICS, PREDICTION_COLUMNS, RATE_METRICS, RUN_COLUMNS, RUN_KEYS
+from ichseq.columns import HISTORY_COLUMNS as RUN_HISTORY_COLUMNS
+from ichseq.analysis.checked import is_validated, mark_validated
 from ichseq.atomic import write_bytes_atomic
 from ichseq.errors import DataError
 
@@ -50,28 +52,9 @@ from ichseq.errors import DataError
 DPI = 150
 
 
-PREDICTIONS_COLUMNS = ("model", "replicate", "patient", "label", "probability", "prediction")
-HISTORY_COLUMNS = (
-    "model",
-    "replicate",
-    "epoch",
-    "train_loss",
-    "val_loss",
-    "val_roc_auc",
-    "val_balanced_accuracy",
-    "seconds",
-    "best",
-)
-COST_COLUMNS = (
-    "model",
-    "replicate",
-    "parameters_total",
-    "parameters_trainable",
-    "feature_seconds",
-    "training_seconds",
-    "samples_per_second",
-    "device",
-)
+#: What each figure reads from the collected tables: a run's own columns behind RUN_KEYS.
+PREDICTIONS_COLUMNS = (*RUN_KEYS, *PREDICTION_COLUMNS)
+HISTORY_COLUMNS = (*RUN_KEYS, *RUN_HISTORY_COLUMNS)
 
 #: Common false-positive-rate grid of the mean ROC curve.
 ROC_GRID = np.linspace(0.0, 1.0, 101)
@@ -215,11 +198,13 @@ def _no_duplicates(df: pd.DataFrame, keys: Sequence[str], table: str) -> None:
 
 
 def _runs(runs: pd.DataFrame) -> pd.DataFrame:
+    if is_validated(runs, "runs"):  # e.g. from stats.read_runs, or validated by metric_figures
+        return runs
     df = _table(runs, RUN_COLUMNS, "runs")
     df["metric"] = df["metric"].astype(str)
     _numeric(df, "value", "runs")
     _no_duplicates(df, ("model", "replicate", "metric"), "runs")
-    return df
+    return mark_validated(df, "runs")
 
 
 def _choose_metrics(df: pd.DataFrame, metrics: Iterable[str] | str | None) -> list[str]:
@@ -676,7 +661,7 @@ def training_curves(history: pd.DataFrame, paths: Sequence[str | Path]) -> list[
 
 def _cost(cost: pd.DataFrame) -> pd.DataFrame:
     df = _table(cost, COST_COLUMNS, "cost")
-    for column in COST_COLUMNS[2:-1]:
+    for column in COST_NUMBERS:
         _numeric(df, column, "cost")
     df["device"] = df["device"].fillna("?").astype(str)
     _no_duplicates(df, ("model", "replicate"), "cost")
@@ -766,7 +751,8 @@ def metric_figures(
     figure drawn before anything is written.
     """
     out_dir = Path(out_dir)
-    absent = _absent_counts(_runs(runs))
+    runs = _runs(runs)  # validated once here; the figures below take it as it is
+    absent = _absent_counts(runs)
     figures = [(metric_boxplot_figure(runs), "metrics_boxplot")]
     if not absent:
         figures.append((confusion_matrices_figure(runs), "confusion_matrices"))

@@ -78,7 +78,8 @@ from ..errors import ConfigError, DataError
 from ..report.findings import render_findings, render_findings_html
 from ..report.formatting import confusion_skipped_line, format_alpha
 from ..report.tables import render_tables, render_tables_html
-from .columns import CONFUSION_COUNTS, COUNT_METRICS, RATE_METRICS, RUN_COLUMNS
+from .checked import is_validated, mark_validated
+from ..columns import CONFUSION_COUNTS, COUNT_METRICS, RATE_METRICS, RUN_COLUMNS
 
 UNDEFINED_POLICIES = ("drop", "zero")
 #: Values of the ``test`` column of ``tests.csv``.
@@ -143,6 +144,9 @@ def validate_runs(df: pd.DataFrame, source: str = "runs table", *, csv_lines: bo
     located by row position, or by CSV line number (header = line 1) when ``csv_lines``.
     """
 
+    if is_validated(df, "runs"):  # the very table returned by this function: checked already
+        return df
+
     def where(i: int) -> str:
         return f"line {i + 2}" if csv_lines else f"row {i}"
 
@@ -188,7 +192,7 @@ def validate_runs(df: pd.DataFrame, source: str = "runs table", *, csv_lines: bo
     if not _rate_metrics(out):
         raise DataError(f"{source}: no rate metric to compare (only {', '.join(sorted(set(out['metric'])))})")
     out.attrs["source"] = source
-    return out
+    return mark_validated(out, "runs")
 
 
 def read_runs(path: str | Path) -> pd.DataFrame:
@@ -652,6 +656,7 @@ def run_stats(
     n_resamples: int = 9999,
     power_alpha: float | None = None,
     log: Callable[[str], None] = print,
+    caveats: Sequence[str] = (),
 ) -> dict[str, Path]:
     """:func:`write_stats` into ``out_dir`` under the fixed names of :data:`OUTPUT_NAMES`.
 
@@ -664,7 +669,7 @@ def run_stats(
     out = Path(out_dir)
     skip_confusion = confusion_skip_reason(runs) is not None
     outputs = {key: out / name for key, name in OUTPUT_NAMES.items() if not (skip_confusion and key == "confusion")}
-    paths = write_stats(runs, outputs, alpha, undefined, seed, n_resamples, power_alpha, log)
+    paths = write_stats(runs, outputs, alpha, undefined, seed, n_resamples, power_alpha, log, caveats)
     if skip_confusion:
         (out / OUTPUT_NAMES["confusion"]).unlink(missing_ok=True)
     return paths

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from tabulate import tabulate
 
-from ..analysis.columns import COUNT_METRICS
+from ..columns import COUNT_METRICS
 from . import htmlpage
 from .formatting import (confusion_skipped_line, format_float, format_int, format_p, holm_text, policy_line,
                          power_note)

@@ -31,7 +31,7 @@ import time
 import zlib
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,23 +40,18 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..columns import HISTORY_COLUMNS, TEST_HISTORY_COLUMNS
+from ..config import section_defaults, validate_section
 from ..errors import ConfigError, DataError
 from .metrics import binary_metrics
 
 if TYPE_CHECKING:
     from ..models.base import Batch, CTClassifier
 
-MODES = ("head", "full")
-SCHEDULES = ("linear", "cosine", "constant")
-IMBALANCE = ("none", "weighted", "balanced")
-#: What early stopping watches, and whether lower or higher is better. Under
-#: ``checkpoint_selection: test`` the same score is read on the test patients (``test_loss`` ...).
+#: What early stopping watches, and whether lower or higher is better (the schema's
+#: ``training.monitor`` values). Under ``checkpoint_selection: test`` the same score is read on
+#: the test patients (``test_loss`` ...).
 MONITORS = {"val_loss": "min", "val_roc_auc": "max", "val_balanced_accuracy": "max"}
-#: Which patients choose the kept epoch and stop training: ``test`` is biased (see TrainSettings).
-CHECKPOINT_SELECTIONS = ("val", "test")
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_roc_auc", "val_balanced_accuracy", "lr", "seconds", "best")
-#: Added to the history (after the val columns) under ``checkpoint_selection: test``.
-TEST_HISTORY_COLUMNS = ("test_loss", "test_roc_auc", "test_balanced_accuracy")
 TEST_SELECTION_WARNING = (
     "WARNING: training.checkpoint_selection is test: the kept epoch and early stopping are chosen on this "
     "replicate's TEST patients, so its test metrics are optimistically biased (the study's protocol; use only "
@@ -65,47 +60,35 @@ TEST_SELECTION_WARNING = (
 CHECKPOINT_FORMAT = 1
 
 
+_DEFAULTS = section_defaults("training")
+
+
 @dataclass(frozen=True)
 class TrainSettings:
-    """The ``training`` section of the config (see the schema for what each key means)."""
+    """The ``training`` section of the config. What each key means, its allowed values and its
+    default are in the schema (``$defs.training``), the only place they are written."""
 
-    mode: str = "head"
-    epochs: int = 20
-    batch_size: int = 10
-    lr: float = 0.005
-    weight_decay: float = 0.01
-    schedule: str = "linear"
-    warmup_steps: int = 2
-    patience: int | None = 5
-    monitor: str = "val_loss"
+    mode: str = _DEFAULTS["mode"]
+    epochs: int = _DEFAULTS["epochs"]
+    batch_size: int = _DEFAULTS["batch_size"]
+    lr: float = _DEFAULTS["lr"]
+    weight_decay: float = _DEFAULTS["weight_decay"]
+    schedule: str = _DEFAULTS["schedule"]
+    warmup_steps: int = _DEFAULTS["warmup_steps"]
+    patience: int | None = _DEFAULTS["patience"]
+    monitor: str = _DEFAULTS["monitor"]
     # "test" is the study's biased protocol (the kept epoch chosen on the test patients).
-    checkpoint_selection: str = "val"
-    class_imbalance: str = "weighted"
-    seed: int = 0
-    device: str = "auto"
-    feature_batch_size: int = 32
+    checkpoint_selection: str = _DEFAULTS["checkpoint_selection"]
+    class_imbalance: str = _DEFAULTS["class_imbalance"]
+    seed: int = _DEFAULTS["seed"]
+    device: str = _DEFAULTS["device"]
+    feature_batch_size: int = _DEFAULTS["feature_batch_size"]
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "training") -> "TrainSettings":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}: unknown key (allowed here: {', '.join(sorted(known))})")
-        settings = cls(**values)
-        for key, allowed in (("mode", MODES), ("schedule", SCHEDULES), ("class_imbalance", IMBALANCE),
-                             ("monitor", tuple(MONITORS)), ("checkpoint_selection", CHECKPOINT_SELECTIONS),
-                             ("device", ("auto", "cpu", "cuda"))):
-            if getattr(settings, key) not in allowed:
-                raise ConfigError(f"{where}.{key}: must be one of {', '.join(allowed)}, got {getattr(settings, key)!r}")
-        for key in ("epochs", "batch_size", "feature_batch_size"):
-            value = getattr(settings, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{where}.{key}: expected an integer >= 1, got {value!r}")
-        if settings.patience is not None and (not isinstance(settings.patience, int) or settings.patience < 1):
-            raise ConfigError(f"{where}.patience: expected null or an integer >= 1, got {settings.patience!r}")
-        if not settings.lr > 0 or settings.weight_decay < 0 or settings.warmup_steps < 0:
-            raise ConfigError(f"{where}: lr must be > 0, weight_decay and warmup_steps >= 0")
-        return settings
+        """Settings from a (partial) ``training`` mapping, checked against the schema; one-line
+        ConfigError naming ``where.<key>``."""
+        return cls(**validate_section(values, "training", where))
 
     def as_dict(self) -> dict:
         return asdict(self)

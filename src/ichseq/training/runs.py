@@ -37,6 +37,8 @@ import pandas as pd
 import torch
 
 from ..atomic import atomic_dir, write_csv_atomic, write_json_atomic
+from ..config import section_defaults, validate_section
+from ..columns import COST_COLUMNS, PREDICTION_COLUMNS
 from ..data.cache import SliceCache
 from ..data.splits import read_split
 from ..errors import ConfigError, DataError
@@ -65,8 +67,9 @@ class ModelPlan:
     architecture: str
     model: dict  # build_model settings: pretrained, config, num_frames, image_size, position_embeddings
     training: TrainSettings
-    frames: dict = field(default_factory=lambda: {"policy": "uniform", "padding": "edge"})
-    aggregation: dict = field(default_factory=lambda: {"rule": "any", "threshold": 0.5, "k": 2})
+    # Defaults: the schema's (see ichseq.config).
+    frames: dict = field(default_factory=lambda: section_defaults("frames"))
+    aggregation: dict = field(default_factory=lambda: section_defaults("aggregation"))
 
     def as_dict(self) -> dict:
         return {"name": self.name, "architecture": self.architecture, "model": self.model,
@@ -99,8 +102,12 @@ def model_plan(config: dict, name: str) -> ModelPlan:
     entry = models[name] or {}
     training = TrainSettings.from_dict({**config.get("training", {}), **(entry.get("training") or {})},
                                        where=f"models.{name}.training")
-    frames = {**config.get("frames", {}), **(entry.get("frames") or {})}
-    aggregation = {**config.get("aggregation", {}), **(entry.get("aggregation") or {})}
+    # The schema's defaults under the global section under the entry's own (the config may
+    # come unvalidated, from a test or a script).
+    frames = validate_section({**config.get("frames", {}), **(entry.get("frames") or {})}, "frames",
+                              f"models.{name}.frames")
+    aggregation = validate_section({**config.get("aggregation", {}), **(entry.get("aggregation") or {})},
+                                   "aggregation", f"models.{name}.aggregation")
     model = {k: entry.get(k) for k in MODEL_KEYS if entry.get(k) is not None}
     cache_size = (config.get("preprocess") or {}).get("image_size")
     if "image_size" not in model and cache_size is not None:
@@ -127,8 +134,7 @@ def _sha256(obj) -> str:
 
 
 def _samples_for(model: "CTClassifier", cache: SliceCache, plan: ModelPlan) -> Samples:
-    return build_samples(cache, model.kind, model.num_frames,
-                         plan.frames.get("policy", "uniform"), plan.frames.get("padding", "edge"))
+    return build_samples(cache, model.kind, model.num_frames, plan.frames["policy"], plan.frames["padding"])
 
 
 def _feature_identity(plan: ModelPlan, kind: str) -> dict:
@@ -136,7 +142,7 @@ def _feature_identity(plan: ModelPlan, kind: str) -> dict:
     if kind == "sequence":
         frames = plan.frames
     elif plan.model.get("num_frames"):  # a slice model limited to N slices per scan: the policy picks them
-        frames = {"policy": plan.frames.get("policy", "uniform")}
+        frames = {"policy": plan.frames["policy"]}
     else:
         frames = None
     return {"model": plan.name, "architecture": plan.architecture, "settings": plan.model,
@@ -193,12 +199,12 @@ def _split_indices(samples: Samples, split: dict, cache: SliceCache, split_path)
 def _decide(plan: ModelPlan, kind: str, samples: Samples, index: np.ndarray, probs: np.ndarray,
             val_index: np.ndarray, val_probs: np.ndarray) -> tuple[pd.DataFrame, dict]:
     """Patient predictions from sample probabilities, and the decision rule used."""
-    threshold = float(plan.aggregation.get("threshold", 0.5))
+    threshold = float(plan.aggregation["threshold"])
     if kind == "sequence":
         table = pd.DataFrame({"patient": samples.patient[index], "label": samples.label[index], "probability": probs})
         table["prediction"] = (table.probability >= threshold).astype(int)
         return table.sort_values("patient", ignore_index=True), {"rule": "threshold", "threshold": threshold}
-    rule, k = plan.aggregation.get("rule", "any"), plan.aggregation.get("k")
+    rule, k = plan.aggregation["rule"], plan.aggregation["k"]
     patient_threshold = None
     if rule == "max_prob":
         val = patient_probabilities(samples.patient[val_index], samples.label[val_index], val_probs)
@@ -319,7 +325,7 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
         sample_table = sample_table.drop(columns="slice")
     else:
         sample_table = sample_table.drop(columns="frames")
-    cost = {
+    values = {
         "model": plan.name, "replicate": int(replicate), "mode": settings.mode,
         "parameters_total": int(parameters["total"]), "parameters_trainable": int(parameters["trainable"]),
         "feature_seconds": feature_seconds, "training_seconds": round(result.seconds, 3),
@@ -327,13 +333,14 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
         "epochs_run": int(len(result.history)), "best_epoch": int(result.best_epoch),
         "resumed_from_epoch": int(result.resumed_from), "device": _device_name(device),
     }
+    cost = {key: values[key] for key in COST_COLUMNS}
     report = {"model": plan.name, "replicate": int(replicate), "best_epoch": int(result.best_epoch),
               "decision": decision, "metrics": metrics}
     if biased:  # only then, so that runs of the default protocol keep their outputs as they were
         cost["checkpoint_selection"] = report["checkpoint_selection"] = "test"
 
     write_csv_atomic(sample_table, paths["sample_predictions"])
-    write_csv_atomic(predictions[["patient", "label", "probability", "prediction"]], paths["predictions"])
+    write_csv_atomic(predictions[list(PREDICTION_COLUMNS)], paths["predictions"])
     write_csv_atomic(result.history, paths["history"])
     write_json_atomic(paths["cost"], cost)
     _save_model_dir(paths["model"], model, settings.mode,

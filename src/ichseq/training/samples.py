@@ -17,11 +17,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..config import section_defaults
 from ..data.cache import SliceCache
 from ..data.frames import BLANK, select_frames
 
 if TYPE_CHECKING:
     from ..models.base import Batch, CTClassifier
+
+_FRAMES = section_defaults("frames")  # the defaults of the config's frames section
 
 
 @dataclass
@@ -110,8 +113,8 @@ def _slice_rows(cache: SliceCache, num_frames: int, policy: str) -> np.ndarray:
     return np.concatenate(taken) if taken else np.empty(0, np.int64)
 
 
-def build_samples(cache: SliceCache, kind: str, num_frames: int | None = None, policy: str = "uniform",
-                  padding: str = "edge") -> Samples:
+def build_samples(cache: SliceCache, kind: str, num_frames: int | None = None, policy: str = _FRAMES["policy"],
+                  padding: str = _FRAMES["padding"]) -> Samples:
     """Every sample of the cohort in ``cache`` for a model of ``kind``.
 
     For a slice model ``num_frames`` (None: all) limits each scan to that many slices, chosen by
