@@ -118,3 +118,22 @@ RUN_FILES = {"metrics": "metrics.json", "predictions": "predictions.csv", "sampl
 def run_outputs(folder) -> dict[str, Path]:
     """train_run's ``outputs`` for a run folder laid out as the train rule lays it out."""
     return {key: Path(folder) / name for key, name in RUN_FILES.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_run_source(tmp_path_factory):
+    """The end-to-end run of the tiny configuration, made once per test session."""
+    from tests.test_workflow import snakemake
+
+    workdir = tmp_path_factory.mktemp("tiny-run")
+    proc = snakemake(workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_run_source, tmp_path_factory):
+    """A test module's own copy of the tiny run (its tests may force reruns or break files)."""
+    dest = tmp_path_factory.mktemp("run") / "run"
+    shutil.copytree(tiny_run_source, dest, symlinks=True)
+    return dest

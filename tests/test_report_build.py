@@ -13,14 +13,6 @@ from tests.test_workflow import snakemake
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("run")
-    proc = snakemake(workdir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return workdir
-
-
 def test_report_build_prints_no_docutils_warning(tiny_run):
     # A category named like the report's own "Statistics" panel made docutils print
     # 'Duplicate explicit target name: "statistics"' once per caption.

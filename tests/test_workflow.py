@@ -45,14 +45,6 @@ def snakemake(workdir: Path, *args: str, config: dict | None = None) -> subproce
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("run")
-    proc = snakemake(workdir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return workdir
-
-
 def test_default_target_builds_cohort_and_splits(tiny_run):
     cohort = pd.read_csv(tiny_run / "results/data/cohort.csv")
     assert list(cohort.columns[:4]) == ["patient", "label", "n_slices", "n_positive_slices"]
