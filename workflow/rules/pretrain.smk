@@ -68,3 +68,24 @@ rule pretrain:
         runtime=lambda wc, attempt: 240 * attempt,
     script:
         "../scripts/pretrain.py"
+
+
+localrules:
+    pretrain_summary,
+
+
+rule pretrain_summary:
+    input:
+        metrics=expand("results/pretrain/{model}/metrics.json", model=PRETRAINED),
+        history=expand("results/pretrain/{model}/history.csv", model=PRETRAINED),
+    output:
+        table="results/pretrain/summary.csv",
+        page=report("results/pretrain/summary.html", caption="../report/pretrain_summary.rst", category="Data",
+                    subcategory="Pretraining cohort"),
+        curves=report("results/figures/pretraining_curves.png", caption="../report/pretraining_curves.rst",
+                      category="Training", subcategory="Pretraining"),
+        curves_svg="results/figures/pretraining_curves.svg",
+    log:
+        "logs/pretrain/summary.log",
+    script:
+        "../scripts/pretrain_summary.py"

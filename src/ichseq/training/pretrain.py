@@ -144,3 +144,44 @@ def pretrain_model(plan: ModelPlan, settings: TrainSettings, cache_path, study_c
     log(f"{plan.name}: kept epoch {result.best_epoch}, held-out patient ROC AUC "
         f"{'n/a' if auc is None else f'{auc:.3f}'} ({time.perf_counter() - t0:.0f} s)")
     return report
+
+
+#: What ``summarise_pretraining`` reads per model and writes, by the pretrain_summary rule's names.
+SUMMARY_INPUTS = ("metrics", "history")
+SUMMARY_OUTPUTS = ("table", "page", "curves", "curves_svg")
+
+
+def summarise_pretraining(inputs, outputs) -> dict[str, Path]:
+    """One row per pretrained model (cohort size, held-out AUC, kept epoch, seconds) as a CSV and an
+    HTML page, and the pretraining curves (the training-curves figure; ``val`` = held out).
+    ``inputs`` maps SUMMARY_INPUTS to per-model file lists (same model order); ``outputs`` maps
+    SUMMARY_OUTPUTS to paths."""
+    import pandas as pd
+
+    from ..analysis.figures import training_curves
+    from ..report import htmlpage
+
+    reports = [json.loads(Path(p).read_text()) for p in inputs["metrics"]]
+    table = pd.DataFrame([{
+        "model": r["model"], "cohort": r["cohort"], "patients_train": r["patients"]["train"],
+        "patients_holdout": r["patients"]["holdout"], "holdout_positive": r["patients"]["holdout_positive"],
+        "samples_train": r["samples"]["train"], "best_epoch": r["best_epoch"],
+        "holdout_roc_auc": r["holdout_roc_auc"], "holdout_balanced_accuracy": r["holdout_balanced_accuracy"],
+        "training_seconds": r["training_seconds"], "device": r["device"],
+    } for r in reports])
+    histories = []
+    for report, path in zip(reports, inputs["history"]):
+        history = pd.read_csv(path)
+        history.insert(0, "replicate", 0)
+        history.insert(0, "model", report["model"])
+        histories.append(history)
+    paths = {key: Path(outputs[key]) for key in SUMMARY_OUTPUTS}
+    write_csv_atomic(table, paths["table"])
+    from ..atomic import write_text_atomic
+
+    write_text_atomic(paths["page"], htmlpage.page("Pretraining", [
+        htmlpage.note("Each backbone was pretrained on the pretraining cohort below, which shares no scan with the "
+                      "study cohort; the held-out AUC is read on its held-out patients, never on study patients."),
+        htmlpage.frame_table(table)]))
+    training_curves(pd.concat(histories, ignore_index=True), [paths["curves"], paths["curves_svg"]])
+    return paths
