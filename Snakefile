@@ -15,6 +15,7 @@ configfile: "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/stats.smk"
 
@@ -29,4 +30,6 @@ rule all:
         rules.collect_runs.output,
         rules.statistics.output,
         rules.figures.output,
+        # The pretraining's summary and curves, when a model is pretrained here.
+        rules.pretrain_summary.output if PRETRAINED else [],
     default_target: True

@@ -43,10 +43,12 @@ def test_repo_config_validates_unchanged_but_for_the_sections_it_leaves_to_the_s
     from ichseq.config import section_defaults
 
     validated = validate_config(repo_config)
-    left = ("training", "frames", "aggregation")  # config.yaml uses their defaults: written in the schema only
+    # config.yaml uses their defaults: written in the schema only.
+    left = ("training", "frames", "aggregation", "pretrain")
     assert not set(left) & set(repo_config)
     assert {k: v for k, v in validated.items() if k not in left} == repo_config
-    assert all(validated[name] == section_defaults(name) for name in left)
+    assert all(validated[name] == section_defaults(name) for name in left[:3])
+    assert validated["pretrain"] == validate_config({})["pretrain"]
 
 
 def test_code_defaults_are_the_schemas():

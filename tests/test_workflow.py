@@ -220,3 +220,26 @@ def test_physionet_source_downloads_then_builds(tiny_run, tmp_path, monkeypatch)
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert PASSWORD.encode() not in path.read_bytes(), path
+
+
+def test_pretrain_stage_runs_before_features_and_reaches_the_report(tmp_path):
+    # convnext opts in; vivit keeps its random backbone. A tiny pretraining cohort of its own.
+    config = json.loads(json.dumps(TINY))
+    config["models"]["convnext"]["pretrained"] = "pretrain"
+    config["pretrain"] = {"dataset": {"synthetic": {"n_patients": 10, "n_positive": 5, "image_size": 64,
+                                                    "min_slices": 12, "max_slices": 16}},
+                          "training": {"epochs": 2, "batch_size": 16}}
+    proc = snakemake(tmp_path, config=config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rule pretrain:" in proc.stdout + proc.stderr
+    saved = tmp_path / "results/pretrained/convnext"
+    assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= {p.name for p in saved.iterdir()}
+    assert not (tmp_path / "results/pretrained/vivit").exists()
+    meta = json.loads((tmp_path / "results/features/convnext/features.json").read_text())
+    assert meta["settings"]["pretrained"] == "results/pretrained/convnext"
+    summary = pd.read_csv(tmp_path / "results/pretrain/summary.csv")
+    assert summary.model.tolist() == ["convnext"] and summary.patients_train.item() + summary.patients_holdout.item() == 10
+    assert "shares no scan with the study cohort" in (tmp_path / "logs/pretrain/convnext.log").read_text()
+    proc = snakemake(tmp_path, "--report", "results/report.html", config=config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Pretraining cohort" in (tmp_path / "results/report.html").read_text()

@@ -61,14 +61,21 @@ def validate_section(values: dict, name: str, where: str) -> dict:
 
 
 def resolve_ref(node: dict, root: dict) -> dict:
-    """``node`` with a local ``$ref`` ("#/$defs/name") merged in (the node's own keys win)."""
+    """``node`` with a local ``$ref`` ("#/$defs/name") merged in (the node's own keys win).
+
+    ``properties`` merge key by key, so a node can give a referenced section other defaults
+    (``pretrain.dataset.synthetic`` is the study's synthetic spec with its own dir and seed)."""
     ref = node.get("$ref")
     if not ref:
         return node
     target = root
     for part in ref.removeprefix("#/").split("/"):
         target = target[part]
-    return {**resolve_ref(target, root), **{k: v for k, v in node.items() if k != "$ref"}}
+    merged = {**resolve_ref(target, root), **{k: v for k, v in node.items() if k not in ("$ref", "properties")}}
+    if "properties" in node:
+        base = merged.get("properties", {})
+        merged["properties"] = {**base, **{k: {**base.get(k, {}), **v} for k, v in node["properties"].items()}}
+    return merged
 
 
 def _fill_defaults(instance: dict, schema: dict, root: dict | None = None) -> None:
@@ -120,7 +127,26 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
         raise ConfigError("invalid configuration: dataset.local.path: required when dataset.source is local")
     for name, entry in config["models"].items():
         _check_model_entry(name, entry or {}, config["preprocess"]["image_size"])
+    _check_pretrain(config)
     return config
+
+
+def _check_pretrain(config: dict) -> None:
+    users = [name for name, entry in config["models"].items() if (entry or {}).get("pretrained") == "pretrain"]
+    for name, entry in config["models"].items():
+        if (entry or {}).get("pretrain") and name not in users:
+            raise ConfigError(f"invalid configuration: models.{name}.pretrain: applies only with "
+                              f"models.{name}.pretrained: pretrain")
+    if not users:
+        return
+    dataset = config["pretrain"]["dataset"]
+    if dataset["source"] == "local" and not dataset["local"]["path"]:
+        raise ConfigError("invalid configuration: pretrain.dataset.local.path: required when pretrain.dataset.source "
+                          f"is local (models {', '.join(users)} use pretrained: pretrain)")
+    if (dataset["source"] == "synthetic" and config["dataset"]["source"] == "synthetic"
+            and Path(dataset["synthetic"]["dir"]) == Path(config["dataset"]["synthetic"]["dir"])):
+        raise ConfigError(f"invalid configuration: pretrain.dataset.synthetic.dir: {dataset['synthetic']['dir']} is "
+                          "the study cohort's folder (dataset.synthetic.dir); the pretraining cohort needs its own")
 
 
 def _check_model_entry(name: str, entry: dict, cache_size: int) -> None:

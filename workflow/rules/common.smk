@@ -25,13 +25,15 @@ if SOURCE == "local" and not os.path.exists(DATASET["local"]["path"]):
     raise WorkflowError(f"dataset.local.path: {DATASET['local']['path']} does not exist")
 
 
-def raw_dataset():
-    """What the brain_window rule reads: the acquired folder, or the user's folder/zip."""
-    if SOURCE == "synthetic":
-        return DATASET["synthetic"]["dir"]
-    if SOURCE == "physionet":
-        return os.path.join(DATASET["physionet"]["dir"], MARKER_FILE)
-    return DATASET["local"]["path"]
+def raw_dataset(dataset=None):
+    """What a brain-window rule reads: the acquired folder, or the user's folder/zip
+    (``dataset``: a validated dataset section; default the study's)."""
+    dataset = dataset or DATASET
+    if dataset["source"] == "synthetic":
+        return dataset["synthetic"]["dir"]
+    if dataset["source"] == "physionet":
+        return os.path.join(dataset["physionet"]["dir"], MARKER_FILE)
+    return dataset["local"]["path"]
 
 
 def dataset_root(path):
@@ -39,8 +41,9 @@ def dataset_root(path):
     return os.path.dirname(path) if os.path.basename(path) == MARKER_FILE else path
 
 
-def dataset_content(wildcards):
-    """brain_window's ``dataset`` parameter: the SHA-256 of the dataset's content manifest.
+def dataset_content(dataset, cache):
+    """A brain-window rule's ``dataset`` parameter (a function of the wildcards): the SHA-256 of
+    the content manifest of ``dataset`` (a validated dataset section) whose cache is ``cache``.
 
     The rule's input alone cannot see a scan replaced inside a dataset folder (the folder's
     time stamp does not move), so a changed digest reruns the rule as any changed parameter
@@ -53,14 +56,18 @@ def dataset_content(wildcards):
     first and so rebuild the cache on the next invocation. Those folders are the acquire
     rule's outputs, which Snakemake already tracks.
     """
-    if SOURCE != "local":
-        return f"dataset written by rule acquire_{SOURCE}"
-    try:
-        digest = dataset_fingerprint(dataset_root(raw_dataset()), os.path.join("results/data/cache", MANIFEST_NAME))
-    except IchseqError as exc:
-        raise WorkflowError(str(exc)) from None
-    # Labelled: Snakemake's "params have changed" reason prints the value before and now.
-    return f"dataset content sha256 {digest}"
+
+    def content(wildcards):
+        if dataset["source"] != "local":
+            return f"dataset written by rule acquire_{dataset['source']}"
+        try:
+            digest = dataset_fingerprint(dataset_root(raw_dataset(dataset)), os.path.join(cache, MANIFEST_NAME))
+        except IchseqError as exc:
+            raise WorkflowError(str(exc)) from None
+        # Labelled: Snakemake's "params have changed" reason prints the value before and now.
+        return f"dataset content sha256 {digest}"
+
+    return content
 
 
 def split_files():
@@ -69,10 +76,13 @@ def split_files():
 
 # -- models ------------------------------------------------------------------------------------
 
+from ichseq.training.pretrain import pretrain_settings
 from ichseq.training.runs import model_plan
 
 MODELS = list(config["models"])
 PLANS = {name: model_plan(config, name) for name in MODELS}
+# Models whose weights come from the pretrain stage (pretrained: pretrain).
+PRETRAINED = [name for name in MODELS if PLANS[name].pretrain]
 
 
 def plan_of(wildcards):
@@ -97,10 +107,20 @@ def protocol_caveats():
     return caveats(PLANS.values())
 
 
+def pretrained_input(wildcards):
+    """The pretrain stage's folder, for a model whose weights come from it."""
+    return {"pretrained": f"results/pretrained/{wildcards.model}"} if PLANS[wildcards.model].pretrain else {}
+
+
+def features_inputs(wildcards):
+    return {"cache": "results/data/cache", **pretrained_input(wildcards)}
+
+
 def train_inputs(wildcards):
     inputs = {
         "split": f"results/splits/rep-{wildcards.rep}.json",
         "cache": "results/data/cache",
+        **pretrained_input(wildcards),
     }
     if PLANS[wildcards.model].training.mode == "head":
         inputs["features"] = f"results/features/{wildcards.model}"

@@ -47,7 +47,7 @@ rule brain_window:
     params:
         root=dataset_root(raw_dataset()),
         # Content, not time stamps: a scan replaced inside the folder reruns this rule.
-        dataset=dataset_content,
+        dataset=dataset_content(DATASET, "results/data/cache"),
         level=config["preprocess"]["window"]["level"],
         width=config["preprocess"]["window"]["width"],
         image_size=config["preprocess"]["image_size"],

@@ -10,7 +10,7 @@ rule features:
     # Frozen backbone, eval mode, no augmentation: every replicate's head trains on the same
     # features, so they are computed once per model.
     input:
-        "results/data/cache",
+        unpack(features_inputs),
     output:
         directory("results/features/{model}"),
     params:

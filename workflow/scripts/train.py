@@ -4,6 +4,8 @@ from ichseq.runlog import run_step
 from ichseq.training.runs import ModelPlan, train_run
 
 plan = ModelPlan.from_dict(snakemake.params.plan)
+if "pretrained" in snakemake.input.keys():  # weights from the pretrain stage's folder
+    plan = plan.with_weights(snakemake.input.pretrained)
 rep = int(snakemake.wildcards.rep)
 run_step(
     snakemake.log[0],

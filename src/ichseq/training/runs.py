@@ -57,6 +57,8 @@ RUN_OUTPUTS = ("metrics", "predictions", "sample_predictions", "history", "cost"
 #: The model folder's description of how it was made (read back by ``load_run_model``).
 RUN_MODEL_INFO = "ichseq.json"
 MODEL_KEYS = ("pretrained", "config", "num_frames", "image_size", "position_embeddings")
+#: ``pretrained`` value of an entry whose weights come from the pretrain stage.
+PRETRAIN = "pretrain"
 
 
 @dataclass
@@ -70,16 +72,29 @@ class ModelPlan:
     # Defaults: the schema's (see ichseq.config).
     frames: dict = field(default_factory=lambda: section_defaults("frames"))
     aggregation: dict = field(default_factory=lambda: section_defaults("aggregation"))
+    # The weights come from the pretrain stage (``pretrained: pretrain``): ``model`` then builds
+    # the model the stage trains, and ``with_weights`` gives the plan that loads its folder.
+    pretrain: bool = False
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "architecture": self.architecture, "model": self.model,
-                "training": self.training.as_dict(), "frames": self.frames, "aggregation": self.aggregation}
+        d = {"name": self.name, "architecture": self.architecture, "model": self.model,
+             "training": self.training.as_dict(), "frames": self.frames, "aggregation": self.aggregation}
+        if self.pretrain:
+            d["pretrain"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelPlan":
         return cls(d["name"], d["architecture"], dict(d["model"]),
                    TrainSettings.from_dict(d["training"], where=f"models.{d['name']}.training"),
-                   dict(d["frames"]), dict(d["aggregation"]))
+                   dict(d["frames"]), dict(d["aggregation"]), bool(d.get("pretrain", False)))
+
+    def with_weights(self, folder) -> "ModelPlan":
+        """This plan with its weights loaded from ``folder`` (the pretrain stage's output),
+        as from any local checkpoint."""
+        model = {k: v for k, v in self.model.items() if k != "config"}
+        return ModelPlan(self.name, self.architecture, {**model, "pretrained": str(folder)}, self.training,
+                         dict(self.frames), dict(self.aggregation))
 
     def build(self) -> "CTClassifier":
         """The model, its random parts drawn from the per-model backbone seed (global RNG untouched)."""
@@ -112,10 +127,13 @@ def model_plan(config: dict, name: str) -> ModelPlan:
     cache_size = (config.get("preprocess") or {}).get("image_size")
     if "image_size" not in model and cache_size is not None:
         model["image_size"] = cache_size
-    if model.get("pretrained") is not None:
+    pretrain = model.get("pretrained") == PRETRAIN
+    if pretrain:  # the pretrain stage builds it from ``config``; features load the stage's folder
+        model.pop("pretrained")
+    elif model.get("pretrained") is not None:
         # ``config`` only shapes a randomly initialised model; a checkpoint brings its own.
         model.pop("config", None)
-    return ModelPlan(name, entry.get("architecture") or name, model, training, frames, aggregation)
+    return ModelPlan(name, entry.get("architecture") or name, model, training, frames, aggregation, pretrain)
 
 
 def protocol_caveats(plans) -> list[str]:

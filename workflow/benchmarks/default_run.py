@@ -1,0 +1,118 @@
+"""The README's main command, measured: wall time and what the default config learns.
+
+    .venv/bin/python workflow/benchmarks/default_run.py [--cores 2] [--keep DIR] [--configfile F ...]
+
+Runs the whole main job (all stages, pretraining included) and the report build from scratch
+in a temporary working directory, then prints, from its results/metrics/runs.csv, every
+model's patient ROC AUC over the replicates (mean, sd, min, max), the pretraining's held-out
+AUC, and for each sequence model how often its frames miss every positive slice of a positive
+study scan (that bounds its recall). Prints a Markdown table for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPU cores ({cpu})"
+
+
+def run(cmd: list[str], work: Path) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def frames_missing_bleeds(work: Path, config: dict) -> dict[str, float]:
+    """Per sequence model: the share of positive study scans whose selected frames hold no positive slice."""
+    from ichseq.data.cache import SliceCache
+    from ichseq.data.frames import select_frames
+    from ichseq.training.runs import model_plan
+
+    cache = SliceCache(work / "results/data/cache")
+    out = {}
+    for name in config["models"]:
+        plan = model_plan(config, name)
+        num_frames = plan.model.get("num_frames")
+        if not num_frames or plan.build().kind != "sequence":
+            continue
+        missed = positive = 0
+        for patient in cache.patients:
+            labels = cache.patient_labels(patient)
+            if not labels.any():
+                continue
+            positive += 1
+            index = select_frames(len(labels), num_frames, plan.frames["policy"], plan.frames["padding"])
+            missed += not labels[index[index >= 0]].any()
+        out[name] = missed / positive if positive else float("nan")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cores", type=int, default=2, help="snakemake --cores (default 2)")
+    parser.add_argument("--keep", type=Path, help="keep the working directory here instead of deleting it")
+    parser.add_argument("--configfile", nargs="*", default=[], help="extra config files layered on config.yaml")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    work = Path(tempfile.mkdtemp(prefix="ichseq-default-"))
+    snakemake = str(Path(sys.executable).with_name("snakemake"))
+    # The Snakefile's `configfile: "config.yaml"` is read from the working directory: name it.
+    base = [snakemake, "-s", str(ROOT / "Snakefile"), "-d", str(work), "--cores", str(args.cores),
+            "--configfile", str(ROOT / "config.yaml"), *map(str, args.configfile)]
+    main_s = run(base, work)
+    report_s = run([*base, "--report", "results/report.html"], work)
+
+    import yaml
+
+    from ichseq.config import validate_config
+
+    config = validate_config(yaml.safe_load((ROOT / "config.yaml").read_text()))
+    for extra in args.configfile:
+        config = validate_config({**config, **yaml.safe_load(Path(extra).read_text())})
+    runs = pd.read_csv(work / "results/metrics/runs.csv")
+    auc = runs[runs.metric == "roc_auc"].groupby("model").value
+    pretrain = {p.parent.name: json.loads(p.read_text()) for p in sorted(work.glob("results/pretrain/*/metrics.json"))}
+    misses = frames_missing_bleeds(work, config)
+    print(f"machine: {machine()}; main job {main_s / 60:.1f} min, report {report_s:.1f} s")
+    print("| model | patient ROC AUC, mean ± sd (min–max), n | pretraining held-out AUC (s) | frames missing every bleed |")
+    print("|---|---|---|---|")
+    for model, values in auc:
+        v = values.dropna().to_numpy()
+        pre = pretrain.get(model)
+        pre_text = "—" if pre is None else f"{pre['holdout_roc_auc']:.3f} ({pre['training_seconds']:.0f} s)"
+        miss = f"{misses[model]:.0%} of positive scans" if model in misses else "— (every slice)"
+        print(f"| {model} | {v.mean():.3f} ± {np.std(v, ddof=1):.3f} ({v.min():.3f}–{v.max():.3f}), {len(v)} | "
+              f"{pre_text} | {miss} |")
+    if args.keep:
+        shutil.copytree(work, args.keep, dirs_exist_ok=True)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
