@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -26,18 +25,8 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPU cores ({cpu})"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' helpers
+from machine import describe  # noqa: E402
 
 
 def run(cmd: list[str], work: Path) -> float:
@@ -99,7 +88,7 @@ def main() -> None:
     auc = runs[runs.metric == "roc_auc"].groupby("model").value
     pretrain = {p.parent.name: json.loads(p.read_text()) for p in sorted(work.glob("results/pretrain/*/metrics.json"))}
     misses = frames_missing_bleeds(work, config)
-    print(f"machine: {machine()}; main job {main_s / 60:.1f} min, report {report_s:.1f} s")
+    print(f"machine: {describe()}; main job {main_s / 60:.1f} min, report {report_s:.1f} s")
     print("| model | patient ROC AUC, mean ± sd (min–max), n | pretraining held-out AUC (s) | frames missing every bleed |")
     print("|---|---|---|---|")
     for model, values in auc:

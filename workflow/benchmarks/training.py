@@ -20,7 +20,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -42,19 +41,8 @@ from ichseq.training.runs import model_plan
 from ichseq.training.samples import build_samples
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{os.cpu_count()} CPU cores ({cpu}){gpu}, torch {torch.__version__}"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' helpers
+from machine import describe  # noqa: E402
 
 
 def cached_vs_end_to_end(threads: int) -> list[str]:
@@ -150,7 +138,7 @@ def main() -> None:
     parser.add_argument("--skip-paper", action="store_true", help="only (a) (and (c) on a GPU)")
     parser.add_argument("--keep", type=Path, help="copy the paper run's results/ here")
     args = parser.parse_args()
-    print(f"machine: {machine()}\n")
+    print(f"machine: {describe()}\n")
     print("| model | cached features + head | end to end (frozen backbone) | ratio | same losses |")
     print("|---|---|---|---|---|")
     cached_vs_end_to_end(args.cores)
