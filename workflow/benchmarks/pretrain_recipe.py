@@ -16,12 +16,14 @@ Needs the study cohort's slice cache and splits, as the default workflow writes 
     PYTHONPATH=src python workflow/benchmarks/pretrain_recipe.py --model vivit --study /tmp/r13 --work /tmp/pt
 
 Status (2026-12-03, 150 pretraining patients, seed 7, a 2-core machine shared with other jobs):
-NEITHER TARGET IS REACHED. ConvNeXt (defaults below: patch 2, 3 stages, layer scale 1, max pooling,
-stage-1 mask loss, balanced batches): held-out slice AUC 0.936 but downstream patient AUC 0.65 +- 0.09
-over 10 replicates, pretraining ~350 s on 1 thread; the pretrained model's own slice AUC on the study
-cohort is 0.88 and its max-slice patient AUC 0.60: single-slice false positives, not the head, cap
-it. ViViT (random 16-slice clips, per-tubelet mask loss): held-out scan AUC <= 0.69, downstream
-0.54 +- 0.10. ``--pooling max`` patches ConvNeXt.features in this process only.
+NEITHER TARGET IS REACHED. ConvNeXt with the defaults below (patch 2, 3 stages [24, 48, 96] x [1, 1, 2],
+layer scale 1, max pooling, stage-1 mask loss, balanced batches, 12 epochs, kept epoch by held-out
+patient AUC): held-out slice AUC 0.902 / patient 0.880 (epoch 7), downstream patient AUC 0.892 +- 0.063
+over 10 replicates (target 0.95), pretraining 969 s with 2 threads on the loaded machine (budget 60-90 s).
+With 8 epochs and the epoch kept by slice AUC: 0.652 +- 0.091; that model's own max-slice patient AUC
+on the study cohort was 0.60 (slice AUC 0.88): single-slice false positives cap a slice model.
+ViViT (random 16-slice clips, per-tubelet mask loss): held-out scan AUC <= 0.69, downstream
+0.54 +- 0.10 (target 0.85). ``--pooling max`` patches ConvNeXt.features in this process only.
 
 Every random draw comes from ``--seed`` (cohort, held-out split, initialisation, batch order and
 augmentation). ``--threads`` sets torch's CPU threads for the whole script.
