@@ -389,3 +389,25 @@ def test_offline_hub_id_without_cache_fails_fast_with_one_line(tmp_path, monkeyp
     assert "offline" in message
     assert "huggingface-cli download google/vivit-b-16x2-kinetics400" in message
     assert "HF_HOME" in message
+
+
+def test_convnext_max_pooling_is_the_layernormed_grid_maximum():
+    mean_model = tiny("convnext")
+    max_model = build_model("convnext", {**CONVNEXT, "pooling": "max"}).eval()
+    max_model.load_state_dict(mean_model.state_dict())  # same weights, only the pooling differs
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        grid = mean_model.hf_model.convnext(x).last_hidden_state
+        expected = mean_model.hf_model.convnext.layernorm(grid.amax(dim=(-2, -1)))
+        torch.testing.assert_close(max_model.features(x), expected)
+        torch.testing.assert_close(mean_model.features(x), mean_model.hf_model.convnext.layernorm(grid.mean((-2, -1))))
+        assert not torch.allclose(max_model.features(x), mean_model.features(x))
+        # The logits go through the same classifier.
+        torch.testing.assert_close(max_model(x), max_model.classifier(expected))
+
+
+def test_pooling_is_refused_where_it_does_not_apply():
+    with pytest.raises(ModelError, match=r"models\.convnext\.pooling: must be one of mean, max"):
+        build_model("convnext", {**CONVNEXT, "pooling": "sum"})
+    with pytest.raises(ModelError, match=r"models\.vivit\.pooling: ViViT's feature is its CLS token"):
+        build_model("vivit", {**VIVIT, "pooling": "max"})

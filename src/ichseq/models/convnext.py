@@ -13,6 +13,8 @@ from ..errors import ModelError
 from . import register
 from .base import HFClassifier, check_int, load_pretrained, mean_std, random_config
 
+#: ``pooling`` entry option: how the last stage's grid becomes the feature vector.
+POOLINGS = ("mean", "max")
 # ImageNet statistics, which the facebook/convnext-* checkpoints were trained with.
 DEFAULT_MEAN = (0.485, 0.456, 0.406)
 DEFAULT_STD = (0.229, 0.224, 0.225)
@@ -20,14 +22,17 @@ DEFAULT_STD = (0.229, 0.224, 0.225)
 
 @register("convnext")
 class ConvNeXt(HFClassifier):
-    """ConvNeXt on single slices; features = the pooled, layer-normed last stage."""
+    """ConvNeXt on single slices; features = the pooled (``pooling``: mean, as transformers, or
+    max), layer-normed last stage."""
 
     kind = "slice"
 
-    def __init__(self, hf_model, image_size: int, mean, std, name: str = "convnext", num_frames: int | None = None):
+    def __init__(self, hf_model, image_size: int, mean, std, name: str = "convnext", num_frames: int | None = None,
+                 pooling: str = "mean"):
         super().__init__(hf_model, image_size, mean, std, name=name)
         # Slices taken per scan (None: all of them); the data loader reads it, the network does not.
         self.num_frames = num_frames
+        self.pooling = pooling
 
     @classmethod
     def from_settings(cls, settings: dict, name: str = "convnext") -> "ConvNeXt":
@@ -35,6 +40,9 @@ class ConvNeXt(HFClassifier):
             raise ModelError(f"models.{name}.position_embeddings: ConvNeXt has no position embeddings (a ViViT option)")
         image_size = check_int(settings, "image_size", name)
         num_frames = check_int(settings, "num_frames", name)
+        pooling = settings.get("pooling") or "mean"
+        if pooling not in POOLINGS:
+            raise ModelError(f"models.{name}.pooling: must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         pretrained = settings.get("pretrained")
         if pretrained is None:
             config = random_config(ConvNextConfig, settings, name, image_size=image_size)
@@ -44,7 +52,13 @@ class ConvNeXt(HFClassifier):
             mean, std = mean_std(preprocessor, DEFAULT_MEAN, DEFAULT_STD, name)
         # A CNN takes any size, so no weights depend on it: it only sets what prepare() resizes to
         # (default: the checkpoint's training size).
-        return cls(hf, image_size or int(hf.config.image_size), mean, std, name=name, num_frames=num_frames)
+        return cls(hf, image_size or int(hf.config.image_size), mean, std, name=name, num_frames=num_frames,
+                   pooling=pooling)
 
     def features(self, pixel_values):
-        return self.hf_model.convnext(pixel_values).pooler_output
+        out = self.hf_model.convnext(pixel_values)
+        if self.pooling == "mean":
+            return out.pooler_output  # layernorm(mean over the last stage's grid), as transformers pools
+        # The same final LayerNorm over the grid's maximum: a finding a few pixels wide is not
+        # averaged away over the whole slice.
+        return self.hf_model.convnext.layernorm(out.last_hidden_state.amax(dim=(-2, -1)))

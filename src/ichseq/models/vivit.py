@@ -133,6 +133,8 @@ class ViViT(HFClassifier):
 
     @classmethod
     def from_settings(cls, settings: dict, name: str = "vivit") -> "ViViT":
+        if settings.get("pooling") is not None:
+            raise ModelError(f"models.{name}.pooling: ViViT's feature is its CLS token (pooling is a ConvNeXt option)")
         num_frames = check_int(settings, "num_frames", name)
         image_size = check_int(settings, "image_size", name)
         position_embeddings = settings.get("position_embeddings") or "interpolate"

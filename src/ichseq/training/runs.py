@@ -56,7 +56,7 @@ CHECKPOINT_NAME = "resume-checkpoint.pt"
 RUN_OUTPUTS = ("metrics", "predictions", "sample_predictions", "history", "cost", "model")
 #: The model folder's description of how it was made (read back by ``load_run_model``).
 RUN_MODEL_INFO = "ichseq.json"
-MODEL_KEYS = ("pretrained", "config", "num_frames", "image_size", "position_embeddings")
+MODEL_KEYS = ("pretrained", "config", "num_frames", "image_size", "position_embeddings", "pooling")
 #: ``pretrained`` value of an entry whose weights come from the pretrain stage.
 PRETRAIN = "pretrain"
 
