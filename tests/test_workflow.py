@@ -222,8 +222,10 @@ def test_physionet_source_downloads_then_builds(tiny_run, tmp_path, monkeypatch)
             assert PASSWORD.encode() not in path.read_bytes(), path
 
 
-def test_pretrain_stage_runs_before_features_and_reaches_the_report(tmp_path):
+def test_pretrain_stage_runs_before_features_and_reaches_the_report(tiny_run, tmp_path):
     # convnext opts in; vivit keeps its random backbone. A tiny pretraining cohort of its own.
+    # On a copy of the tiny run: only the pretraining and what depends on it run again.
+    shutil.copytree(tiny_run, tmp_path, symlinks=True, dirs_exist_ok=True)
     config = json.loads(json.dumps(TINY))
     config["models"]["convnext"]["pretrained"] = "pretrain"
     config["pretrain"] = {"dataset": {"synthetic": {"n_patients": 10, "n_positive": 5, "image_size": 64,
@@ -232,6 +234,7 @@ def test_pretrain_stage_runs_before_features_and_reaches_the_report(tmp_path):
     proc = snakemake(tmp_path, config=config)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rule pretrain:" in proc.stdout + proc.stderr
+    assert "rule brain_window:" not in proc.stdout + proc.stderr  # the study's data stage is reused
     saved = tmp_path / "results/pretrained/convnext"
     assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= {p.name for p in saved.iterdir()}
     assert not (tmp_path / "results/pretrained/vivit").exists()
