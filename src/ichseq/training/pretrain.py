@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import atomic_dir, write_csv_atomic, write_json_atomic
+from ..atomic import atomic_dir, write_csv_atomic, write_json_atomic, write_text_atomic
 from ..data.cache import SliceCache
 from ..errors import ConfigError, DataError
 from .loop import TrainSettings, derive_seed, fit, select_device
-from .runs import CHECKPOINT_NAME, ModelPlan, _device_name, _samples_for, _sha256
+from .runs import CHECKPOINT_NAME, ModelPlan, _device_name, _samples_for, _sha256, output_paths
 
 #: What ``pretrain_model`` writes, by the pretrain rule's output names.
 PRETRAIN_OUTPUTS = ("model", "history", "metrics")
@@ -94,12 +94,7 @@ def pretrain_model(plan: ModelPlan, settings: TrainSettings, cache_path, study_c
     """Pretrain ``plan``'s model on the cohort at ``cache_path`` and write ``outputs`` (by the
     names of ``PRETRAIN_OUTPUTS``): the saved model folder, the history and metrics.json."""
     torch.set_num_threads(max(1, int(threads)))
-    try:
-        paths = {key: Path(outputs[key]) for key in PRETRAIN_OUTPUTS}
-    except (KeyError, IndexError, AttributeError) as exc:
-        raise ConfigError(f"pretrain_model: outputs must name {', '.join(PRETRAIN_OUTPUTS)} (missing {exc})") from None
-    for path in paths.values():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    paths = output_paths(outputs, PRETRAIN_OUTPUTS, "pretrain_model")
     cache, study = SliceCache(cache_path), SliceCache(study_cache_path)
     check_disjoint(cache, study, log=log)
 
@@ -175,10 +170,8 @@ def summarise_pretraining(inputs, outputs) -> dict[str, Path]:
         history.insert(0, "replicate", 0)
         history.insert(0, "model", report["model"])
         histories.append(history)
-    paths = {key: Path(outputs[key]) for key in SUMMARY_OUTPUTS}
+    paths = output_paths(outputs, SUMMARY_OUTPUTS, "summarise_pretraining")
     write_csv_atomic(table, paths["table"])
-    from ..atomic import write_text_atomic
-
     write_text_atomic(paths["page"], htmlpage.page("Pretraining", [
         htmlpage.note("Each backbone was pretrained on the pretraining cohort below, which shares no scan with the "
                       "study cohort; the held-out AUC is read on its held-out patients, never on study patients."),

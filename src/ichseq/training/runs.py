@@ -266,11 +266,16 @@ def load_run_model(model_dir) -> tuple["CTClassifier", dict]:
     return model.eval(), info
 
 
-def _check_outputs(outputs) -> dict[str, Path]:
+def output_paths(outputs, names, caller: str) -> dict[str, Path]:
+    """``outputs`` (a rule's ``snakemake.output`` or a mapping) as paths by ``names``, their
+    folders created; a missing name is a one-line ConfigError naming ``caller``."""
     try:
-        return {key: Path(outputs[key]) for key in RUN_OUTPUTS}
+        paths = {key: Path(outputs[key]) for key in names}
     except (KeyError, IndexError, AttributeError) as exc:
-        raise ConfigError(f"train_run: outputs must name {', '.join(RUN_OUTPUTS)} (missing {exc})") from None
+        raise ConfigError(f"{caller}: outputs must name {', '.join(names)} (missing {exc})") from None
+    for path in paths.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return paths
 
 
 def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, features_path=None,
@@ -283,9 +288,7 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
     settings = plan.training
     torch.set_num_threads(max(1, int(threads)))
     device = select_device(settings.device)
-    paths = _check_outputs(outputs)
-    for key in RUN_OUTPUTS:
-        paths[key].parent.mkdir(parents=True, exist_ok=True)
+    paths = output_paths(outputs, RUN_OUTPUTS, "train_run")
     cache = SliceCache(cache_path)
     split = read_split(split_path)
     seed = run_seed(settings.seed, plan.name, replicate)
