@@ -44,6 +44,9 @@ CLASSIFIER_FILE = "head.safetensors"
 WEIGHTS_FILE = "model.safetensors"
 SETTINGS_FILE = "model_settings.json"  # a non-HF model's build settings (HF models: config.json)
 PREPROCESSOR_FILE = "preprocessor_config.json"
+#: Build settings that describe the input rather than the network: kept when a saved folder is
+#: reloaded, and written to its preprocessor_config.json (``input_windows``).
+INPUT_KEYS = ("input_windows", "cache_window")
 
 
 @dataclass
@@ -85,6 +88,14 @@ class CTClassifier(torch.nn.Module, ABC):
         # which then holds exactly the network's weights.
         self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(3, 1, 1), persistent=False)
+        # The small head that predicts hemorrhage from an early feature map (``use_mask_loss``);
+        # it serves training only and is never saved with the model.
+        self.aux_mask_head: torch.nn.Module | None = None
+        # Input windows (``set_input_windows``): None = the cached slice in all three channels.
+        self.input_windows: list[dict] | None = None
+        self.cache_window: dict | None = None
+        self.register_buffer("window_scale", torch.ones(3, 1, 1), persistent=False)
+        self.register_buffer("window_offset", torch.zeros(3, 1, 1), persistent=False)
 
     @classmethod
     @abstractmethod
@@ -132,8 +143,11 @@ class CTClassifier(torch.nn.Module, ABC):
                 x, size=(self.image_size, self.image_size), mode="bilinear",
                 align_corners=False, antialias=downsampling,
             )
-        # Pretrained backbones expect RGB: the grayscale slice goes to all three channels.
+        # Pretrained backbones expect RGB: the grayscale slice goes to all three channels, or each
+        # channel shows the slice through its own HU window (``input_windows``).
         x = x.expand(-1, 3, -1, -1)
+        if self.input_windows is not None:
+            x = (x * self.window_scale + self.window_offset).clamp_(0.0, 1.0)
         x = (x - self.pixel_mean) / self.pixel_std
         return x.reshape(*lead, 3, self.image_size, self.image_size)
 
@@ -146,6 +160,30 @@ class CTClassifier(torch.nn.Module, ABC):
         if (h, w) != (self.image_size, self.image_size):
             m = F.interpolate(m, size=(self.image_size, self.image_size), mode="nearest")
         return m.reshape(*lead, self.image_size, self.image_size)
+
+    def set_input_windows(self, windows: list[dict] | None, cache_window: dict | None) -> "CTClassifier":
+        """Show the cached slice, whose pixels 0-255 span the HU window ``cache_window``
+        ({level, width}), through ``windows`` (1 or 3 HU windows, one per input channel; one is
+        repeated) instead of as it is. A window is a linear map of a cached pixel clipped to
+        [0, 1], so it adds no resampling and any window inside the cached one is exact.
+
+        Why: a randomly initialised network's first layer normalises each position over its
+        channels (ConvNeXt's stem LayerNorm, ViViT's pre-LayerNorm), which divides out the
+        brightness of a flat region when the three channels are equal: a bleed's 50-90 HU
+        interior then looks like the brain's. Three windows (brain, blood, calcification)
+        make brightness a pattern across channels, which survives the normalisation. The
+        multi-window input is a standard trick of CT hemorrhage models (RSNA 2019)."""
+        if windows is None:
+            self.input_windows = self.cache_window = None
+            self.window_scale.fill_(1.0)
+            self.window_offset.fill_(0.0)
+            return self
+        scale, offset = window_channels(windows, cache_window, self.entry)
+        self.input_windows = [{"level": float(w["level"]), "width": float(w["width"])} for w in windows]
+        self.cache_window = {"level": float(cache_window["level"]), "width": float(cache_window["width"])}
+        self.window_scale.copy_(torch.tensor(scale, dtype=torch.float32).view(3, 1, 1))
+        self.window_offset.copy_(torch.tensor(offset, dtype=torch.float32).view(3, 1, 1))
+        return self
 
     # -- forward and loss ----------------------------------------------------------------
 
@@ -165,13 +203,55 @@ class CTClassifier(torch.nn.Module, ABC):
 
     def logits(self, outputs: Any) -> torch.Tensor:
         """The (B, 2) classification logits in ``outputs`` (a model whose forward returns more,
-        e.g. a mask too, overrides this and ``loss``)."""
-        return outputs
+        e.g. a mask too, overrides this and ``loss``; a training forward with the auxiliary
+        mask loss returns ``(logits, mask_logits)``)."""
+        return outputs[0] if isinstance(outputs, tuple) else outputs
 
     def loss(self, outputs: Any, batch: Batch, class_weight: torch.Tensor | None = None) -> torch.Tensor:
         """The training loss of a batch: cross-entropy of the logits, each class weighted by
-        ``class_weight`` (``training.class_imbalance: weighted``) when given."""
-        return F.cross_entropy(self.logits(outputs).float(), batch.labels, weight=class_weight)
+        ``class_weight`` (``training.class_imbalance: weighted``) when given; plus
+        ``mask_loss_weight`` times the auxiliary mask loss when the outputs carry mask logits."""
+        loss = F.cross_entropy(self.logits(outputs).float(), batch.labels, weight=class_weight)
+        if isinstance(outputs, tuple) and self.mask_loss_weight:
+            loss = loss + self.mask_loss_weight * self.mask_loss(outputs[1].float(), batch.masks)
+        return loss
+
+    # -- auxiliary mask supervision (training.mask_loss_weight) ----------------------------
+
+    mask_loss_weight: float = 0.0
+    #: A cell of the mask logits counts as positive when any of its pixels is; bleed cells are
+    #: a few percent of a slice, so they weigh this much more than the others.
+    MASK_POS_WEIGHT = 10.0
+
+    def use_mask_loss(self, weight: float, seed: int) -> "CTClassifier":
+        """Train with the auxiliary mask loss of ``weight`` (full mode): the hemorrhage masks
+        as dense extra supervision, so the early layers learn where blood is, not only whether
+        a slice holds some. A model supports it by overriding this (build ``aux_mask_head`` from
+        ``seed``, call ``_enable_mask_loss``) and returning ``(logits, mask_logits)`` from a
+        training ``forward_batch``; ``mask_loss`` then compares the logits' grid with the masks."""
+        raise ModelError(f"models.{self.entry}: {type(self).__name__} has no auxiliary mask loss; "
+                         f"set training.mask_loss_weight (or pretrain.training.mask_loss_weight) to 0")
+
+    def _enable_mask_loss(self, head: torch.nn.Module, weight: float, seed: int) -> "CTClassifier":
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in head.parameters():
+                if p.ndim > 1:
+                    p.copy_(torch.empty(p.shape).normal_(0.0, 0.02, generator=generator))
+                else:
+                    p.zero_()
+        self.aux_mask_head = head.to(self.device)
+        self.mask_loss_weight = float(weight)
+        self.needs = self.needs | {"masks"}  # the data loader then fetches masks for it
+        return self
+
+    def mask_loss(self, mask_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy of per-cell ``mask_logits`` (B, [T,] h, w) against ``masks``
+        (B, [T,] S, S) max-pooled to that grid."""
+        logits = mask_logits.reshape(-1, 1, *mask_logits.shape[-2:])
+        target = F.adaptive_max_pool2d(masks.reshape(-1, 1, *masks.shape[-2:]).float(), logits.shape[-2:])
+        return F.binary_cross_entropy_with_logits(
+            logits, target, pos_weight=torch.tensor(self.MASK_POS_WEIGHT, device=logits.device))
 
     # -- the classifier: initialisation, head-only training ------------------------------
 
@@ -235,9 +315,12 @@ class CTClassifier(torch.nn.Module, ABC):
     def preprocessor_settings(self) -> dict:
         """What ``prepare`` applies, in the keys ``mean_std`` reads back: pixels scaled to [0, 1],
         then normalised per channel."""
-        return {"image_mean": self.pixel_mean.flatten().tolist(), "image_std": self.pixel_std.flatten().tolist(),
-                "rescale_factor": 1 / 255, "offset": False, "size": {"height": self.image_size,
-                                                                      "width": self.image_size}}
+        settings = {"image_mean": self.pixel_mean.flatten().tolist(), "image_std": self.pixel_std.flatten().tolist(),
+                    "rescale_factor": 1 / 255, "offset": False, "size": {"height": self.image_size,
+                                                                          "width": self.image_size}}
+        if self.input_windows is not None:  # read back by ``input_settings``
+            settings.update(input_windows=self.input_windows, cache_window=self.cache_window)
+        return settings
 
     def save(self, directory: str | Path, settings: dict | None = None) -> None:
         """The whole model into ``directory`` (existing), loadable with ``load``. This default, for
@@ -246,7 +329,8 @@ class CTClassifier(torch.nn.Module, ABC):
         from safetensors.torch import save_file
 
         directory = Path(directory)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
+                 if not k.startswith("aux_mask_head.")}  # a training aid, not part of the model
         save_file(state, str(directory / WEIGHTS_FILE))
         (directory / SETTINGS_FILE).write_text(json.dumps(settings or {}, indent=2, default=str) + "\n")
         (directory / PREPROCESSOR_FILE).write_text(json.dumps(self.preprocessor_settings(), indent=2) + "\n")
@@ -302,7 +386,7 @@ class HFClassifier(CTClassifier):
     @classmethod
     def load(cls, directory: str | Path, name: str, settings: dict | None = None) -> "CTClassifier":
         """A folder written by ``save``, loaded as a checkpoint (its config gives the geometry)."""
-        keep = {k: v for k, v in (settings or {}).items() if k in ("num_frames", "image_size")}
+        keep = {k: v for k, v in (settings or {}).items() if k in ("num_frames", "image_size", *INPUT_KEYS)}
         return cls.from_settings({**keep, "pretrained": str(directory)}, name=name)
 
 
@@ -415,6 +499,45 @@ def load_pretrained(hf_cls, pretrained: Any, name: str, filename_for_mean_std: s
         except (OSError, ValueError) as exc:
             raise ModelError(f"{key}: unreadable {pre_path} ({exc})") from exc
     return model, preprocessor
+
+
+def window_channels(windows, cache_window, name: str) -> tuple[list[float], list[float]]:
+    """Per-channel (scale, offset) that map a cached pixel scaled to [0, 1] (spanning the HU
+    window ``cache_window``) to its value in each of ``windows`` (before clipping to [0, 1]).
+    One-line ModelError naming ``models.<name>.input_windows`` for a bad window."""
+    key = f"models.{name}.input_windows"
+    if not isinstance(windows, (list, tuple)) or len(windows) not in (1, 3):
+        raise ModelError(f"{key}: expected 1 or 3 HU windows ({{level, width}}, one per input channel), got {windows!r}")
+    if not isinstance(cache_window, dict) or not {"level", "width"} <= set(cache_window):
+        raise ModelError(f"{key}: needs the cached slices' window (preprocess.window {{level, width}}), got {cache_window!r}")
+    cache_low, cache_width = float(cache_window["level"]) - float(cache_window["width"]) / 2, float(cache_window["width"])
+    scale, offset = [], []
+    for i, window in enumerate(windows):
+        try:
+            level, width = float(window["level"]), float(window["width"])
+        except (TypeError, KeyError, ValueError):
+            raise ModelError(f"{key}[{i}]: expected {{level, width}} in HU, got {window!r}") from None
+        low = level - width / 2
+        if not width > 0 or low >= cache_low + cache_width or low + width <= cache_low:
+            raise ModelError(
+                f"{key}[{i}]: the window {level:g}/{width:g} HU (level/width) lies outside the cached slices' "
+                f"{cache_low:g} to {cache_low + cache_width:g} HU (preprocess.window): choose one inside it"
+            )
+        # hu = cache_low + x * cache_width; channel = (hu - low) / width
+        scale.append(cache_width / width)
+        offset.append((cache_low - low) / width)
+    if len(windows) == 1:
+        scale, offset = scale * 3, offset * 3
+    return scale, offset
+
+
+def input_settings(settings: dict, preprocessor: dict | None) -> tuple[list | None, dict | None]:
+    """(input_windows, cache_window) of a model: the entry's, else the checkpoint's
+    preprocessor_config.json's (a folder the pretrain stage wrote), else none."""
+    preprocessor = preprocessor or {}
+    windows = settings.get("input_windows") or preprocessor.get("input_windows")
+    cache_window = settings.get("cache_window") or preprocessor.get("cache_window")
+    return windows, (cache_window if windows else None)
 
 
 def mean_std(

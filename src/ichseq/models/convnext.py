@@ -7,11 +7,12 @@ as the study's ConvNeXt loop did with N = 19), for training and test alike.
 
 from __future__ import annotations
 
+import torch
 from transformers import ConvNextConfig, ConvNextForImageClassification
 
 from ..errors import ModelError
 from . import register
-from .base import HFClassifier, check_int, load_pretrained, mean_std, random_config
+from .base import HFClassifier, check_int, input_settings, load_pretrained, mean_std, random_config
 
 #: ``pooling`` entry option: how the last stage's grid becomes the feature vector.
 POOLINGS = ("mean", "max")
@@ -46,19 +47,35 @@ class ConvNeXt(HFClassifier):
         pretrained = settings.get("pretrained")
         if pretrained is None:
             config = random_config(ConvNextConfig, settings, name, image_size=image_size)
-            hf, mean, std = ConvNextForImageClassification(config), DEFAULT_MEAN, DEFAULT_STD
+            hf, mean, std, preprocessor = ConvNextForImageClassification(config), DEFAULT_MEAN, DEFAULT_STD, None
         else:
             hf, preprocessor = load_pretrained(ConvNextForImageClassification, pretrained, name)
             mean, std = mean_std(preprocessor, DEFAULT_MEAN, DEFAULT_STD, name)
         # A CNN takes any size, so no weights depend on it: it only sets what prepare() resizes to
         # (default: the checkpoint's training size).
-        return cls(hf, image_size or int(hf.config.image_size), mean, std, name=name, num_frames=num_frames,
-                   pooling=pooling)
+        model = cls(hf, image_size or int(hf.config.image_size), mean, std, name=name, num_frames=num_frames,
+                    pooling=pooling)
+        return model.set_input_windows(*input_settings(settings, preprocessor))
 
     def features(self, pixel_values):
-        out = self.hf_model.convnext(pixel_values)
+        return self._pool(self.hf_model.convnext(pixel_values))
+
+    def _pool(self, out):
         if self.pooling == "mean":
             return out.pooler_output  # layernorm(mean over the last stage's grid), as transformers pools
         # The same final LayerNorm over the grid's maximum: a finding a few pixels wide is not
         # averaged away over the whole slice.
         return self.hf_model.convnext.layernorm(out.last_hidden_state.amax(dim=(-2, -1)))
+
+    def use_mask_loss(self, weight: float, seed: int) -> "ConvNeXt":
+        # A 1x1 conv reads the first stage's map, the finest: a bleed a few pixels wide is still
+        # a few cells there, so the stem and first blocks learn to find it.
+        head = torch.nn.Conv2d(self.hf_model.config.hidden_sizes[0], 1, kernel_size=1)
+        return self._enable_mask_loss(head, weight, seed)
+
+    def forward_batch(self, batch):
+        if self.aux_mask_head is None or batch.pixels is None or not self.training:
+            return super().forward_batch(batch)
+        out = self.hf_model.convnext(batch.pixels, output_hidden_states=True)
+        # hidden_states[0] is the stem's output, [1] the first stage's.
+        return self.classifier(self._pool(out)), self.aux_mask_head(out.hidden_states[1])[:, 0]

@@ -20,7 +20,7 @@ from transformers import VivitConfig, VivitForVideoClassification
 
 from ..errors import ModelError
 from . import register
-from .base import HFClassifier, check_int, load_pretrained, mean_std, random_config
+from .base import HFClassifier, check_int, input_settings, load_pretrained, mean_std, random_config
 
 # google/vivit-b-16x2-kinetics400 normalises with mean 0.5 / std 0.5 per channel: [0, 1] -> [-1, 1].
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
@@ -147,7 +147,8 @@ class ViViT(HFClassifier):
             config = random_config(VivitConfig, settings, name, num_frames=num_frames, image_size=image_size)
             _check_geometry(config, config.num_frames, _square(config.image_size, name), name)
             mean, std = mean_std(None, DEFAULT_MEAN, DEFAULT_STD, name, **DEFAULT_RESCALE)
-            return cls(VivitForVideoClassification(config), mean, std, name=name)
+            model = cls(VivitForVideoClassification(config), mean, std, name=name)
+            return model.set_input_windows(*input_settings(settings, None))
 
         # Load with the checkpoint's own geometry (so nothing is reset), then adapt it.
         hf, preprocessor = load_pretrained(VivitForVideoClassification, pretrained, name)
@@ -157,7 +158,7 @@ class ViViT(HFClassifier):
         if (num_frames, image_size) != (hf.config.num_frames, _square(hf.config.image_size, name)):
             hf = _resize_position_embeddings(hf, num_frames, image_size, name, position_embeddings)
         mean, std = mean_std(preprocessor, DEFAULT_MEAN, DEFAULT_STD, name, **DEFAULT_RESCALE)
-        return cls(hf, mean, std, name=name)
+        return cls(hf, mean, std, name=name).set_input_windows(*input_settings(settings, preprocessor))
 
     def prepare(self, batch_uint8: torch.Tensor) -> torch.Tensor:
         # ViViT's position embeddings fix the clip length: fail here with a readable message

@@ -61,6 +61,8 @@ CHECKPOINT_FORMAT = 1
 
 
 _DEFAULTS = section_defaults("training")
+#: Training settings that act on pixels or the backbone, hence only in full mode.
+FULL_MODE_ONLY = ("augment_flip", "augment_shift", "random_clips", "mask_loss_weight")
 
 
 @dataclass(frozen=True)
@@ -83,12 +85,30 @@ class TrainSettings:
     seed: int = _DEFAULTS["seed"]
     device: str = _DEFAULTS["device"]
     feature_batch_size: int = _DEFAULTS["feature_batch_size"]
+    samples_per_epoch: int | None = _DEFAULTS["samples_per_epoch"]
+    # Full mode only (they change what the backbone sees or learns from): see the schema.
+    augment_flip: bool = _DEFAULTS["augment_flip"]
+    augment_shift: int = _DEFAULTS["augment_shift"]
+    random_clips: bool = _DEFAULTS["random_clips"]
+    mask_loss_weight: float = _DEFAULTS["mask_loss_weight"]
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "training") -> "TrainSettings":
         """Settings from a (partial) ``training`` mapping, checked against the schema; one-line
         ConfigError naming ``where.<key>``."""
-        return cls(**validate_section(values, "training", where))
+        settings = cls(**validate_section(values, "training", where))
+        if settings.mode == "head":
+            for key in FULL_MODE_ONLY:
+                if getattr(settings, key) != _DEFAULTS[key]:
+                    raise ConfigError(f"{where}.{key}: applies to mode full only (head mode trains the classifier "
+                                      f"on features cached once, before any augmentation); set {where}.mode: full "
+                                      f"or remove it")
+        return settings
+
+    @property
+    def augments(self) -> bool:
+        """Whether training samples are drawn or transformed at random (``Samples.batch``'s ``augment``)."""
+        return self.augment_flip or self.augment_shift > 0 or self.random_clips
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -163,13 +183,15 @@ def class_weights(labels: np.ndarray) -> torch.Tensor:
 def epoch_order(labels: np.ndarray, settings: TrainSettings, seed: int) -> np.ndarray:
     """Positions (into the training samples) in the order one epoch visits them."""
     generator = torch.Generator().manual_seed(seed)
-    n = len(labels)
+    n = settings.samples_per_epoch or len(labels)
     if settings.class_imbalance == "balanced":
         # Draw n samples with replacement, each class with total probability 1/2.
         counts = np.bincount(labels, minlength=2)
         weights = torch.tensor(1.0 / counts[labels], dtype=torch.float64)
         return torch.multinomial(weights, n, replacement=True, generator=generator).numpy()
-    return torch.randperm(n, generator=generator).numpy()
+    # Every sample once per pass, as many passes (the last one cut short) as n asks for.
+    passes = [torch.randperm(len(labels), generator=generator).numpy() for _ in range(-(-n // len(labels)))]
+    return np.concatenate(passes)[:n]
 
 
 # -- evaluation -------------------------------------------------------------------------------
@@ -274,6 +296,7 @@ def fit(
     fingerprint: str = "",
     log: Callable[[str], None] = print,
     test_index: np.ndarray | None = None,
+    train_fetch: Callable[[np.ndarray, torch.Generator], "Batch"] | None = None,
 ) -> FitResult:
     """Train ``module`` (``model``'s classifier, or the whole ``model``) on samples
     ``train_index`` with ``model.loss``, choosing the epoch on ``val_index``.
@@ -283,6 +306,9 @@ def fit(
     inputs or settings change, so a stale checkpoint is never resumed. Under
     ``settings.checkpoint_selection == "test"`` (biased, the study's protocol) the epoch is
     chosen, and training stopped, on ``test_index`` instead; it is unused otherwise.
+    ``train_fetch`` (optional) gives training batches instead of ``fetch``, drawing what is
+    random in them (augmentation, random clips) from the generator it is passed, which is
+    seeded per epoch: a resumed run draws the same.
     """
     labels = np.asarray(labels, dtype=np.int64)
     train_labels = labels[train_index]
@@ -297,7 +323,7 @@ def fit(
     weights = class_weights(train_labels)  # also refuses a single-class training set
     weight = weights if settings.class_imbalance == "weighted" else None
     direction = MONITORS[settings.monitor]
-    steps_per_epoch = math.ceil(len(train_index) / settings.batch_size)
+    steps_per_epoch = math.ceil((settings.samples_per_epoch or len(train_index)) / settings.batch_size)
     checkpoint = Path(checkpoint) if checkpoint else None
 
     optimizer = make_optimizer(module, settings)
@@ -330,8 +356,10 @@ def fit(
         order = train_index[epoch_order(train_labels, settings, epoch_seed)]
         module.train()
         total = 0.0
+        augment_generator = torch.Generator().manual_seed(derive_seed(epoch_seed, "augment"))
         for i in range(0, len(order), settings.batch_size):
-            batch = fetch(order[i : i + settings.batch_size])
+            index = order[i : i + settings.batch_size]
+            batch = fetch(index) if train_fetch is None else train_fetch(index, augment_generator)
             loss = model.loss(model_outputs(model, batch), batch, class_weight=weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -30,7 +30,8 @@ from ..atomic import atomic_dir, write_csv_atomic, write_json_atomic, write_text
 from ..data.cache import SliceCache
 from ..errors import ConfigError, DataError
 from .loop import TrainSettings, derive_seed, fit, select_device
-from .runs import CHECKPOINT_NAME, ModelPlan, _device_name, _samples_for, _sha256, output_paths
+from .runs import (CHECKPOINT_NAME, ModelPlan, _device_name, _samples_for, _sha256, full_mode_fetches,
+                   output_paths)
 
 #: What ``pretrain_model`` writes, by the pretrain rule's output names.
 PRETRAIN_OUTPUTS = ("model", "history", "metrics")
@@ -106,7 +107,9 @@ def pretrain_model(plan: ModelPlan, settings: TrainSettings, cache_path, study_c
     train, held = holdout_split(patients, labels, holdout_fraction, seed)
     train_index, held_index = samples.select(train), samples.select(held)
     run_seed = derive_seed(settings.seed, "pretrain", plan.name)
-    model.init_classifier_(run_seed).to(device)
+    model.init_classifier_(run_seed)
+    fetch, train_fetch = full_mode_fetches(model, samples, cache, settings, run_seed)
+    model.to(device)
     counts = model.parameter_counts()
     log(f"{plan.name}: pretraining {type(model).__name__} ({counts['total']:,} parameters) on {device}: "
         f"{len(train)} patients ({len(train_index)} samples), {len(held)} held out ({len(held_index)} samples)")
@@ -114,9 +117,9 @@ def pretrain_model(plan: ModelPlan, settings: TrainSettings, cache_path, study_c
     fingerprint = _sha256({"plan": plan.as_dict(), "settings": settings.as_dict(), "holdout": held,
                            "cache": cache.meta})
     t0 = time.perf_counter()
-    result = fit(model, model, lambda idx: samples.batch(model, cache, idx), samples.label, samples.patient,
-                 train_index, held_index, settings, run_seed, checkpoint=paths["metrics"].parent / CHECKPOINT_NAME,
-                 fingerprint=fingerprint, log=log)
+    result = fit(model, model, fetch, samples.label, samples.patient, train_index, held_index, settings, run_seed,
+                 checkpoint=paths["metrics"].parent / CHECKPOINT_NAME, fingerprint=fingerprint, log=log,
+                 train_fetch=train_fetch)
     model.load_state_dict(result.best_state)
     best = result.history.loc[result.history.best == 1].iloc[0]
     report = {

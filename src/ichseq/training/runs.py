@@ -43,7 +43,7 @@ from ..data.cache import SliceCache
 from ..data.splits import read_split
 from ..errors import ConfigError, DataError
 from .feature_store import extract_features, read_feature_store, write_feature_store
-from .loop import TrainSettings, backbone_seed, fit, patient_probabilities, predict_logits, run_seed, select_device
+from .loop import TrainSettings, backbone_seed, derive_seed, fit, patient_probabilities, predict_logits, run_seed, select_device
 from .metrics import binary_metrics
 from .samples import Samples, build_samples
 from .votes import aggregate_predictions, choose_patient_threshold
@@ -56,7 +56,7 @@ CHECKPOINT_NAME = "resume-checkpoint.pt"
 RUN_OUTPUTS = ("metrics", "predictions", "sample_predictions", "history", "cost", "model")
 #: The model folder's description of how it was made (read back by ``load_run_model``).
 RUN_MODEL_INFO = "ichseq.json"
-MODEL_KEYS = ("pretrained", "config", "num_frames", "image_size", "position_embeddings", "pooling")
+MODEL_KEYS = ("pretrained", "config", "num_frames", "image_size", "position_embeddings", "pooling", "input_windows")
 #: ``pretrained`` value of an entry whose weights come from the pretrain stage.
 PRETRAIN = "pretrain"
 
@@ -107,6 +107,19 @@ class ModelPlan:
             return build_model(self.architecture, self.model, entry=self.name)
 
 
+def full_mode_fetches(model: "CTClassifier", samples, cache, settings: TrainSettings, seed: int):
+    """(fetch, train_fetch) of a model trained whole: ``fetch`` gives a batch as it is (held-out
+    and test samples); ``train_fetch`` (None when nothing is random) a training batch with the
+    settings' random clips and flips/shifts. Turns the model's auxiliary mask loss on when
+    ``mask_loss_weight`` asks for it (its head initialised from ``seed``)."""
+    if settings.mask_loss_weight:
+        model.use_mask_loss(settings.mask_loss_weight, derive_seed(seed, "mask_head"))
+    fetch = lambda idx: samples.batch(model, cache, idx)  # noqa: E731
+    if not settings.augments:
+        return fetch, None
+    return fetch, lambda idx, generator: samples.batch(model, cache, idx, augment=settings, generator=generator)
+
+
 def model_plan(config: dict, name: str) -> ModelPlan:
     """The plan of model ``name`` from a validated config: its entry under ``models`` over the
     global ``training`` / ``frames`` / ``aggregation`` sections. An entry without ``image_size``
@@ -127,6 +140,11 @@ def model_plan(config: dict, name: str) -> ModelPlan:
     cache_size = (config.get("preprocess") or {}).get("image_size")
     if "image_size" not in model and cache_size is not None:
         model["image_size"] = cache_size
+    if "input_windows" in model:  # HU windows are rendered from the cached slices, which span this window
+        window = (config.get("preprocess") or {}).get("window")
+        if not window:
+            raise ConfigError(f"models.{name}.input_windows: needs preprocess.window (the cached slices' HU window)")
+        model["cache_window"] = {"level": window["level"], "width": window["width"]}
     pretrain = model.get("pretrained") == PRETRAIN
     if pretrain:  # the pretrain stage builds it from ``config``; features load the stage's folder
         model.pop("pretrained")
@@ -307,14 +325,16 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
         module = model.classifier
         stored = torch.from_numpy(features).to(device)
         fetch = lambda idx: samples.batch(model, cache, idx, features=stored)  # noqa: E731
+        train_fetch = None
         parameters = {"total": meta["parameters"]["total"],
                       "trainable": sum(p.numel() for p in module.parameters())}
         feature_seconds, provenance = meta["seconds"], {"features": str(features_path), "feature_store": meta}
     else:
-        model.init_classifier_(seed).to(device)
-        module = model
+        model.init_classifier_(seed)
         samples = _samples_for(model, cache, plan)
-        fetch = lambda idx: samples.batch(model, cache, idx)  # noqa: E731
+        fetch, train_fetch = full_mode_fetches(model, samples, cache, settings, seed)
+        model.to(device)
+        module = model
         parameters = model.parameter_counts()
         feature_seconds, provenance = 0.0, {"backbone_seed": backbone_seed(settings.seed, plan.name)}
 
@@ -329,7 +349,8 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
     biased = settings.checkpoint_selection == "test"
     result = fit(model, module, fetch, samples.label, samples.patient, index["train"], index["val"], settings, seed,
                  checkpoint=checkpoint, fingerprint=fingerprint, log=log,
-                 test_index=index["test"] if biased else None)
+                 test_index=index["test"] if biased else None,
+                 train_fetch=train_fetch if settings.mode == "full" else None)
     module.load_state_dict(result.best_state)
 
     def probabilities(idx):

@@ -23,6 +23,7 @@ from ..data.frames import BLANK, select_frames
 
 if TYPE_CHECKING:
     from ..models.base import Batch, CTClassifier
+    from .loop import TrainSettings
 
 _FRAMES = section_defaults("frames")  # the defaults of the config's frames section
 
@@ -44,9 +45,10 @@ class Samples:
         """Indices of the samples that belong to ``patients``."""
         return np.flatnonzero(np.isin(self.patient, np.asarray(list(patients), dtype=np.int64)))
 
-    def pixels(self, cache: SliceCache, index: np.ndarray) -> torch.Tensor:
-        """uint8 pixels of samples ``index``: (B, T, H, W) for clips, (B, H, W) for slices."""
-        rows = self.rows[np.asarray(index)]
+    def pixels(self, cache: SliceCache, index: np.ndarray, rows: np.ndarray | None = None) -> torch.Tensor:
+        """uint8 pixels of samples ``index``: (B, T, H, W) for clips, (B, H, W) for slices
+        (``rows``: other cache rows of those samples' frames, e.g. random clips)."""
+        rows = self.rows[np.asarray(index)] if rows is None else rows
         size = cache.slices.shape[1:]
         out = np.zeros((*rows.shape, *size), dtype=np.uint8)
         real = rows != BLANK
@@ -55,40 +57,57 @@ class Samples:
             out = out[:, 0]
         return torch.from_numpy(out)
 
-    def masks(self, cache: SliceCache, index: np.ndarray) -> torch.Tensor:
+    def masks(self, cache: SliceCache, index: np.ndarray, rows: np.ndarray | None = None) -> torch.Tensor:
         """uint8 0/1 hemorrhage masks of samples ``index``, shaped as ``pixels`` (a blank frame
         and a slice without a mask: all 0)."""
-        rows = self.rows[np.asarray(index)]
+        rows = self.rows[np.asarray(index)] if rows is None else rows
         out = np.zeros((*rows.shape, *cache.masks.shape[1:]), dtype=np.uint8)
         real = rows != BLANK
         out[real] = cache.masks[rows[real]]
         return torch.from_numpy(out[:, 0] if self.kind == "slice" else out)
 
-    def positions(self, cache: SliceCache, index: np.ndarray) -> torch.Tensor:
+    def positions(self, cache: SliceCache, index: np.ndarray, rows: np.ndarray | None = None) -> torch.Tensor:
         """float32 slice positions in mm of samples ``index``: (B,) for slices, (B, T) for clips,
         NaN for a blank frame."""
-        rows = self.rows[np.asarray(index)]
+        rows = self.rows[np.asarray(index)] if rows is None else rows
         position = cache.manifest.position_mm.to_numpy(np.float32)
         out = np.where(rows == BLANK, np.float32("nan"), position[np.maximum(rows, 0)])
         return torch.from_numpy(out[:, 0] if self.kind == "slice" else out)
 
     def batch(self, model: "CTClassifier", cache: SliceCache, index: np.ndarray,
-              features: torch.Tensor | None = None) -> "Batch":
+              features: torch.Tensor | None = None, augment: "TrainSettings | None" = None,
+              generator: torch.Generator | None = None) -> "Batch":
         """The :class:`~ichseq.models.base.Batch` of samples ``index`` for ``model``: its cached
         backbone ``features`` (rows = samples) when given, else its prepared pixels; masks and
-        positions when the model needs them."""
+        positions when the model needs them.
+
+        ``augment`` (training settings; with ``generator``, which every random draw comes from)
+        makes it a training batch: with ``random_clips`` each clip is a new random one of its
+        scan, labelled by its own slices; then ``augment_flip`` / ``augment_shift`` move every
+        sample's pixels and mask alike."""
         from ..models.base import Batch
 
         device = model.device
-        labels = torch.as_tensor(self.label[np.asarray(index)], device=device)
+        index = np.asarray(index)
+        rows, labels = self.rows[index], self.label[index]
+        if augment is not None and augment.random_clips and self.kind == "sequence":
+            rows = np.stack([random_clip(cache.patient_rows(p), rows.shape[1], generator) for p in self.patient[index]])
+            # A random clip of a positive scan may miss its bleed: then it shows none.
+            labels = cache.manifest.label.to_numpy(np.int64)[rows].max(axis=1)
+        labels = torch.as_tensor(labels, device=device)
         if features is not None:
             batch = Batch(labels, features=features[torch.as_tensor(index, device=features.device)])
+            pixels = masks = None
         else:
-            batch = Batch(labels, pixels=model.prepare(self.pixels(cache, index)))
+            pixels = self.pixels(cache, index, rows)
+            masks = self.masks(cache, index, rows) if "masks" in model.needs else None
+            if augment is not None and (augment.augment_flip or augment.augment_shift):
+                pixels, masks = flip_shift(pixels, masks, augment.augment_flip, augment.augment_shift, generator)
+            batch = Batch(labels, pixels=model.prepare(pixels))
         if "masks" in model.needs:
-            batch.masks = model.prepare_masks(self.masks(cache, index))
+            batch.masks = model.prepare_masks(masks if masks is not None else self.masks(cache, index, rows))
         if "positions" in model.needs:
-            batch.positions = self.positions(cache, index).to(device)
+            batch.positions = self.positions(cache, index, rows).to(device)
         return batch
 
     def table(self, cache: SliceCache) -> pd.DataFrame:
@@ -98,6 +117,38 @@ class Samples:
         return pd.DataFrame(
             {"patient": self.patient, "slice": self.slice, "label": self.label, "frames": frames}
         )
+
+
+def random_clip(patient_rows: np.ndarray, num_frames: int, generator: torch.Generator) -> np.ndarray:
+    """``num_frames`` of a scan's cache rows in scan order, drawn at random: distinct slices when
+    the scan has enough (spread like the uniform policy's on average, jittered), else every slice
+    with random ones repeated."""
+    n = len(patient_rows)
+    if n >= num_frames:
+        chosen = torch.randperm(n, generator=generator)[:num_frames].numpy()
+    else:
+        chosen = np.concatenate([np.arange(n), torch.randint(0, n, (num_frames - n,), generator=generator).numpy()])
+    return patient_rows[np.sort(chosen)]
+
+
+def flip_shift(pixels: torch.Tensor, masks: torch.Tensor | None, flip: bool, shift: int,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each sample (first axis) of ``pixels`` (uint8, (B, [T,] H, W)), and its mask alike,
+    flipped left-right with probability 1/2 (``flip``) and rolled by up to ``shift`` pixels along
+    each axis. A roll wraps round, which is harmless: a CT slice's border is air."""
+    pixels = pixels.clone()
+    masks = masks.clone() if masks is not None else None
+    for i in range(len(pixels)):
+        flipped = flip and bool(torch.rand((), generator=generator) < 0.5)
+        dy, dx = torch.randint(-shift, shift + 1, (2,), generator=generator).tolist() if shift else (0, 0)
+        for tensor in (pixels, masks):
+            if tensor is None:
+                continue
+            if flipped:
+                tensor[i] = tensor[i].flip(-1)
+            if dy or dx:
+                tensor[i] = tensor[i].roll((dy, dx), dims=(-2, -1))
+    return pixels, masks
 
 
 def _slice_rows(cache: SliceCache, num_frames: int, policy: str) -> np.ndarray:
