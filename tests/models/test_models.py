@@ -407,7 +407,20 @@ def test_convnext_max_pooling_is_the_layernormed_grid_maximum():
 
 
 def test_pooling_is_refused_where_it_does_not_apply():
-    with pytest.raises(ModelError, match=r"models\.convnext\.pooling: must be one of mean, max"):
-        build_model("convnext", {**CONVNEXT, "pooling": "sum"})
-    with pytest.raises(ModelError, match=r"models\.vivit\.pooling: ViViT's feature is its CLS token"):
-        build_model("vivit", {**VIVIT, "pooling": "max"})
+    with pytest.raises(ModelError, match=r"models\.convnext\.pooling: must be one of mean, max for ConvNeXt"):
+        build_model("convnext", {**CONVNEXT, "pooling": "cls"})
+    with pytest.raises(ModelError, match=r"models\.vivit\.pooling: must be one of cls, mean, max for ViViT"):
+        build_model("vivit", {**VIVIT, "pooling": "sum"})
+
+
+def test_vivit_pooling_reads_the_cls_token_or_pools_the_tubelet_tokens():
+    cls_model = tiny("vivit")
+    x = torch.randn(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        last = cls_model.hf_model.vivit(x).last_hidden_state  # (2, 1 + 2*4*4, 32)
+        torch.testing.assert_close(cls_model.features(x), last[:, 0])
+        for pooling, expected in (("max", last[:, 1:].amax(1)), ("mean", last[:, 1:].mean(1))):
+            model = build_model("vivit", {**VIVIT, "pooling": pooling}).eval()
+            model.load_state_dict(cls_model.state_dict())
+            torch.testing.assert_close(model.features(x), expected)
+            torch.testing.assert_close(model(x), model.classifier(expected))

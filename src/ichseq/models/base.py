@@ -96,6 +96,7 @@ class CTClassifier(torch.nn.Module, ABC):
         self.cache_window: dict | None = None
         self.register_buffer("window_scale", torch.ones(3, 1, 1), persistent=False)
         self.register_buffer("window_offset", torch.zeros(3, 1, 1), persistent=False)
+        self.register_buffer("window_band", torch.zeros(3, 1, 1, dtype=torch.bool), persistent=False)
 
     @classmethod
     @abstractmethod
@@ -147,7 +148,9 @@ class CTClassifier(torch.nn.Module, ABC):
         # channel shows the slice through its own HU window (``input_windows``).
         x = x.expand(-1, 3, -1, -1)
         if self.input_windows is not None:
-            x = (x * self.window_scale + self.window_offset).clamp_(0.0, 1.0)
+            x = x * self.window_scale + self.window_offset
+            # A band window shows only its range: what lies above it is black, not white.
+            x = torch.where(self.window_band & (x > 1.0), 0.0, x).clamp_(0.0, 1.0)
         x = (x - self.pixel_mean) / self.pixel_std
         return x.reshape(*lead, 3, self.image_size, self.image_size)
 
@@ -172,14 +175,20 @@ class CTClassifier(torch.nn.Module, ABC):
         brightness of a flat region when the three channels are equal: a bleed's 50-90 HU
         interior then looks like the brain's. Three windows (brain, blood, calcification)
         make brightness a pattern across channels, which survives the normalisation. The
-        multi-window input is a standard trick of CT hemorrhage models (RSNA 2019)."""
+        multi-window input is a standard trick of CT hemorrhage models (RSNA 2019). A window
+        with ``band: true`` shows only its range (above it black, as below): a blood band that
+        bone does not light up."""
         if windows is None:
             self.input_windows = self.cache_window = None
             self.window_scale.fill_(1.0)
             self.window_offset.fill_(0.0)
+            self.window_band.fill_(False)
             return self
         scale, offset = window_channels(windows, cache_window, self.entry)
-        self.input_windows = [{"level": float(w["level"]), "width": float(w["width"])} for w in windows]
+        self.input_windows = [{"level": float(w["level"]), "width": float(w["width"]),
+                               **({"band": True} if w.get("band") else {})} for w in windows]
+        band = [bool(w.get("band")) for w in windows]
+        self.window_band.copy_(torch.tensor(band * 3 if len(band) == 1 else band).view(3, 1, 1))
         self.cache_window = {"level": float(cache_window["level"]), "width": float(cache_window["width"])}
         self.window_scale.copy_(torch.tensor(scale, dtype=torch.float32).view(3, 1, 1))
         self.window_offset.copy_(torch.tensor(offset, dtype=torch.float32).view(3, 1, 1))
@@ -515,8 +524,10 @@ def window_channels(windows, cache_window, name: str) -> tuple[list[float], list
     for i, window in enumerate(windows):
         try:
             level, width = float(window["level"]), float(window["width"])
-        except (TypeError, KeyError, ValueError):
-            raise ModelError(f"{key}[{i}]: expected {{level, width}} in HU, got {window!r}") from None
+            if not isinstance(window.get("band", False), bool):
+                raise ValueError
+        except (TypeError, KeyError, ValueError, AttributeError):
+            raise ModelError(f"{key}[{i}]: expected {{level, width[, band: true]}} in HU, got {window!r}") from None
         low = level - width / 2
         if not width > 0 or low >= cache_low + cache_width or low + width <= cache_low:
             raise ModelError(

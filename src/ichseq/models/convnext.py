@@ -43,7 +43,7 @@ class ConvNeXt(HFClassifier):
         num_frames = check_int(settings, "num_frames", name)
         pooling = settings.get("pooling") or "mean"
         if pooling not in POOLINGS:
-            raise ModelError(f"models.{name}.pooling: must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+            raise ModelError(f"models.{name}.pooling: must be one of {', '.join(POOLINGS)} for ConvNeXt, got {pooling!r}")
         pretrained = settings.get("pretrained")
         if pretrained is None:
             config = random_config(ConvNextConfig, settings, name, image_size=image_size)

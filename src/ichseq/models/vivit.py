@@ -28,6 +28,8 @@ DEFAULT_STD = (0.5, 0.5, 0.5)
 # VivitImageProcessor rescales by 1/127.5 with offset (pixels in [-1, 1]) before normalising.
 DEFAULT_RESCALE = {"rescale_factor": 1 / 127.5, "offset": True}
 POSITION_KEY = "vivit.embeddings.position_embeddings"
+#: ``pooling`` entry option: what of the last layer feeds the classifier.
+POOLINGS = ("cls", "mean", "max")
 #: ``position_embeddings`` entry option: what a checkpoint's embeddings become for another geometry.
 POSITION_EMBEDDINGS = ("interpolate", "reset")
 
@@ -123,18 +125,21 @@ def _resize_position_embeddings(
 
 @register("vivit")
 class ViViT(HFClassifier):
-    """ViViT over a scan's ``num_frames`` slices; features = the CLS token of the last layer."""
+    """ViViT over a scan's ``num_frames`` slices; features = the last layer's CLS token
+    (``pooling: cls``, transformers' and the study's) or the mean / maximum over its tubelet tokens."""
 
     kind = "sequence"
 
-    def __init__(self, hf_model: VivitForVideoClassification, mean, std, name: str = "vivit"):
+    def __init__(self, hf_model: VivitForVideoClassification, mean, std, name: str = "vivit", pooling: str = "cls"):
         super().__init__(hf_model, _square(hf_model.config.image_size, name), mean, std, name=name)
         self.num_frames = int(hf_model.config.num_frames)
+        self.pooling = pooling
 
     @classmethod
     def from_settings(cls, settings: dict, name: str = "vivit") -> "ViViT":
-        if settings.get("pooling") is not None:
-            raise ModelError(f"models.{name}.pooling: ViViT's feature is its CLS token (pooling is a ConvNeXt option)")
+        pooling = settings.get("pooling") or "cls"
+        if pooling not in POOLINGS:
+            raise ModelError(f"models.{name}.pooling: must be one of {', '.join(POOLINGS)} for ViViT, got {pooling!r}")
         num_frames = check_int(settings, "num_frames", name)
         image_size = check_int(settings, "image_size", name)
         position_embeddings = settings.get("position_embeddings") or "interpolate"
@@ -147,7 +152,7 @@ class ViViT(HFClassifier):
             config = random_config(VivitConfig, settings, name, num_frames=num_frames, image_size=image_size)
             _check_geometry(config, config.num_frames, _square(config.image_size, name), name)
             mean, std = mean_std(None, DEFAULT_MEAN, DEFAULT_STD, name, **DEFAULT_RESCALE)
-            model = cls(VivitForVideoClassification(config), mean, std, name=name)
+            model = cls(VivitForVideoClassification(config), mean, std, name=name, pooling=pooling)
             return model.set_input_windows(*input_settings(settings, None))
 
         # Load with the checkpoint's own geometry (so nothing is reset), then adapt it.
@@ -158,7 +163,8 @@ class ViViT(HFClassifier):
         if (num_frames, image_size) != (hf.config.num_frames, _square(hf.config.image_size, name)):
             hf = _resize_position_embeddings(hf, num_frames, image_size, name, position_embeddings)
         mean, std = mean_std(preprocessor, DEFAULT_MEAN, DEFAULT_STD, name, **DEFAULT_RESCALE)
-        return cls(hf, mean, std, name=name).set_input_windows(*input_settings(settings, preprocessor))
+        model = cls(hf, mean, std, name=name, pooling=pooling)
+        return model.set_input_windows(*input_settings(settings, preprocessor))
 
     def prepare(self, batch_uint8: torch.Tensor) -> torch.Tensor:
         # ViViT's position embeddings fix the clip length: fail here with a readable message
@@ -171,4 +177,34 @@ class ViViT(HFClassifier):
         return super().prepare(batch_uint8)
 
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.hf_model.vivit(pixel_values).last_hidden_state[:, 0]
+        return self._pool(self.hf_model.vivit(pixel_values).last_hidden_state)
+
+    def _pool(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "cls":
+            return last_hidden_state[:, 0]
+        tokens = last_hidden_state[:, 1:]  # the tubelets, after the final LayerNorm
+        # max: a bleed filling a few tubelets of 512 is the whole feature, not 1/100 of a mean.
+        return tokens.amax(dim=1) if self.pooling == "max" else tokens.mean(dim=1)
+
+    def use_mask_loss(self, weight: float, seed: int) -> "ViViT":
+        # Each tubelet token of the last layer predicts whether its block holds hemorrhage.
+        head = torch.nn.Linear(self.hf_model.config.hidden_size, 1)
+        return self._enable_mask_loss(head, weight, seed)
+
+    def forward_batch(self, batch):
+        if self.aux_mask_head is None or batch.pixels is None or not self.training:
+            return super().forward_batch(batch)
+        last = self.hf_model.vivit(batch.pixels).last_hidden_state
+        t, ph, pw = self.hf_model.config.tubelet_size
+        grid = (self.num_frames // t, self.image_size // ph, self.image_size // pw)
+        # Tubelet tokens are time-major (the Conv3d's output flattened): (B, T', H', W').
+        return self.classifier(self._pool(last)), self.aux_mask_head(last[:, 1:])[..., 0].reshape(-1, *grid)
+
+    def mask_loss(self, mask_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """A tubelet is positive when any pixel of any of its frames is: the masks (B, T, S, S)
+        max-pooled over each tubelet's time and space."""
+        t, ph, pw = self.hf_model.config.tubelet_size
+        b, frames, h, w = masks.shape
+        target = masks.reshape(b, frames // t, t, h // ph, ph, w // pw, pw).amax(dim=(2, 4, 6)).float()
+        return F.binary_cross_entropy_with_logits(
+            mask_logits, target, pos_weight=torch.tensor(self.MASK_POS_WEIGHT, device=mask_logits.device))
