@@ -341,7 +341,8 @@ def test_paper_preset_is_the_study_protocol():
 
     config = _layered("paper.yaml")
     vivit, convnext = model_plan(config, "vivit"), model_plan(config, "convnext")
-    assert vivit.model == {"pretrained": "google/vivit-b-16x2-kinetics400", "num_frames": 18, "image_size": 224}
+    assert vivit.model == {"pretrained": "google/vivit-b-16x2-kinetics400", "num_frames": 18, "image_size": 224,
+                           "pooling": "cls"}
     # pooling: mean and no input windows: the study's, whatever the demo entry sets
     assert convnext.model == {"pretrained": "facebook/convnext-tiny-224", "image_size": 224, "pooling": "mean"}
     for plan in (vivit, convnext):

@@ -91,6 +91,11 @@ def _fill_defaults(instance: dict, schema: dict, root: dict | None = None) -> No
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
+    if error.validator == "anyOf" and error.instance is not None and error.context:
+        # "null or a section": say what is wrong inside the section, not "no schema matched".
+        inner = [e for e in error.context if e.validator != "type" or e.validator_value != "null"]
+        if inner:
+            return _describe(jsonschema.exceptions.best_match(inner))
     path = ".".join(str(p) for p in error.absolute_path)
     v = error.validator
     if v == "additionalProperties":

@@ -56,7 +56,10 @@ CHECKPOINT_NAME = "resume-checkpoint.pt"
 RUN_OUTPUTS = ("metrics", "predictions", "sample_predictions", "history", "cost", "model")
 #: The model folder's description of how it was made (read back by ``load_run_model``).
 RUN_MODEL_INFO = "ichseq.json"
-MODEL_KEYS = ("pretrained", "config", "num_frames", "image_size", "position_embeddings", "pooling", "input_windows")
+MODEL_KEYS = ("pretrained", "config", "num_frames", "image_size", "position_embeddings", "pooling", "input_windows",
+              "mean_filters")
+#: Entry keys that only shape a randomly initialised model (a checkpoint brings its own weights).
+INIT_KEYS = ("config", "mean_filters")
 #: ``pretrained`` value of an entry whose weights come from the pretrain stage.
 PRETRAIN = "pretrain"
 
@@ -92,7 +95,7 @@ class ModelPlan:
     def with_weights(self, folder) -> "ModelPlan":
         """This plan with its weights loaded from ``folder`` (the pretrain stage's output),
         as from any local checkpoint."""
-        model = {k: v for k, v in self.model.items() if k != "config"}
+        model = {k: v for k, v in self.model.items() if k not in INIT_KEYS}
         return ModelPlan(self.name, self.architecture, {**model, "pretrained": str(folder)}, self.training,
                          dict(self.frames), dict(self.aggregation))
 
@@ -150,7 +153,8 @@ def model_plan(config: dict, name: str) -> ModelPlan:
         model.pop("pretrained")
     elif model.get("pretrained") is not None:
         # ``config`` only shapes a randomly initialised model; a checkpoint brings its own.
-        model.pop("config", None)
+        for key in INIT_KEYS:
+            model.pop(key, None)
     return ModelPlan(name, entry.get("architecture") or name, model, training, frames, aggregation, pretrain)
 
 
