@@ -89,9 +89,9 @@ def test_empty_config_gets_the_documented_defaults():
 
 
 def test_partial_section_keeps_given_values_and_fills_the_rest():
-    config = validate_config({"splits": {"replicates": 3}, "preprocess": {"window": {"level": 50}}})
+    config = validate_config({"splits": {"replicates": 3}, "preprocess": {"window": {"width": 150}}})
     assert config["splits"] == {"replicates": 3, "test_fraction": 0.3, "val_fraction": 0.2, "seed": 0, "stratify": True}
-    assert config["preprocess"]["window"] == {"level": 50, "width": 120}
+    assert config["preprocess"]["window"] == {"level": 40, "width": 150}
     assert config["preprocess"]["image_size"] == 128
 
 
@@ -341,10 +341,11 @@ def test_paper_preset_is_the_study_protocol():
 
     config = _layered("paper.yaml")
     vivit, convnext = model_plan(config, "vivit"), model_plan(config, "convnext")
+    brain = {"cache_window": {"level": 40, "width": 120}}  # what the cached slices hold, for any input windows
     assert vivit.model == {"pretrained": "google/vivit-b-16x2-kinetics400", "num_frames": 18, "image_size": 224,
-                           "pooling": "cls"}
+                           "pooling": "cls", **brain}
     # pooling: mean and no input windows: the study's, whatever the demo entry sets
-    assert convnext.model == {"pretrained": "facebook/convnext-tiny-224", "image_size": 224, "pooling": "mean"}
+    assert convnext.model == {"pretrained": "facebook/convnext-tiny-224", "image_size": 224, "pooling": "mean", **brain}
     for plan in (vivit, convnext):
         t = plan.training
         assert (t.mode, t.lr, t.weight_decay, t.schedule, t.warmup_steps, t.epochs, t.batch_size) == (

@@ -132,6 +132,7 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
         raise ConfigError("invalid configuration: dataset.local.path: required when dataset.source is local")
     for name, entry in config["models"].items():
         _check_model_entry(name, entry or {}, config["preprocess"]["image_size"])
+        _check_input_windows(name, entry or {}, config["preprocess"]["window"])
     _check_pretrain(config)
     return config
 
@@ -152,6 +153,25 @@ def _check_pretrain(config: dict) -> None:
             and Path(dataset["synthetic"]["dir"]) == Path(config["dataset"]["synthetic"]["dir"])):
         raise ConfigError(f"invalid configuration: pretrain.dataset.synthetic.dir: {dataset['synthetic']['dir']} is "
                           "the study cohort's folder (dataset.synthetic.dir); the pretraining cohort needs its own")
+
+
+def _check_input_windows(name: str, entry: dict, cache_window: dict) -> None:
+    """Found when the config is read rather than when a job builds the model: 1 or 3 windows,
+    each inside the window the slices are cached with (what lies outside it is not in the cache)."""
+    windows = entry.get("input_windows")
+    if not windows:
+        return
+    if len(windows) not in (1, 3):
+        raise ConfigError(f"invalid configuration: models.{name}.input_windows: expected 1 or 3 windows (one per "
+                          f"input channel, or one for all three), got {len(windows)}")
+    low, high = cache_window["level"] - cache_window["width"] / 2, cache_window["level"] + cache_window["width"] / 2
+    for i, window in enumerate(windows):
+        w_low, w_high = window["level"] - window["width"] / 2, window["level"] + window["width"] / 2
+        if w_low < low - 1e-9 or w_high > high + 1e-9:
+            raise ConfigError(
+                f"invalid configuration: models.{name}.input_windows[{i}]: {w_low:g} to {w_high:g} HU is not inside "
+                f"preprocess.window ({low:g} to {high:g} HU), the only HU range the cached slices hold"
+            )
 
 
 def _check_model_entry(name: str, entry: dict, cache_size: int) -> None:

@@ -529,9 +529,10 @@ def window_channels(windows, cache_window, name: str) -> tuple[list[float], list
         except (TypeError, KeyError, ValueError, AttributeError):
             raise ModelError(f"{key}[{i}]: expected {{level, width[, band: true]}} in HU, got {window!r}") from None
         low = level - width / 2
-        if not width > 0 or low >= cache_low + cache_width or low + width <= cache_low:
+        # Inside the cached window only: beyond it the cache holds no information (clipped).
+        if not width > 0 or low < cache_low - 1e-9 or low + width > cache_low + cache_width + 1e-9:
             raise ModelError(
-                f"{key}[{i}]: the window {level:g}/{width:g} HU (level/width) lies outside the cached slices' "
+                f"{key}[{i}]: the window {level:g}/{width:g} HU (level/width) is not inside the cached slices' "
                 f"{cache_low:g} to {cache_low + cache_width:g} HU (preprocess.window): choose one inside it"
             )
         # hu = cache_low + x * cache_width; channel = (hu - low) / width
@@ -543,8 +544,9 @@ def window_channels(windows, cache_window, name: str) -> tuple[list[float], list
 
 
 def input_settings(settings: dict, preprocessor: dict | None) -> tuple[list | None, dict | None]:
-    """(input_windows, cache_window) of a model: the entry's, else the checkpoint's
-    preprocessor_config.json's (a folder the pretrain stage wrote), else none."""
+    """(input_windows, cache_window) of a model: the entry's windows, else the checkpoint's
+    preprocessor_config.json's (a folder the pretrain stage wrote), else none; the cache window
+    is the current one (``settings``, from preprocess.window) when known, else the checkpoint's."""
     preprocessor = preprocessor or {}
     windows = settings.get("input_windows") or preprocessor.get("input_windows")
     cache_window = settings.get("cache_window") or preprocessor.get("cache_window")

@@ -143,11 +143,13 @@ def model_plan(config: dict, name: str) -> ModelPlan:
     cache_size = (config.get("preprocess") or {}).get("image_size")
     if "image_size" not in model and cache_size is not None:
         model["image_size"] = cache_size
-    if "input_windows" in model:  # HU windows are rendered from the cached slices, which span this window
-        window = (config.get("preprocess") or {}).get("window")
-        if not window:
-            raise ConfigError(f"models.{name}.input_windows: needs preprocess.window (the cached slices' HU window)")
+    # HU input windows are rendered from the cached slices, which span this window (also for the
+    # windows a checkpoint folder brings: they must be rendered from this config's cache).
+    window = (config.get("preprocess") or {}).get("window")
+    if window:
         model["cache_window"] = {"level": window["level"], "width": window["width"]}
+    elif "input_windows" in model:
+        raise ConfigError(f"models.{name}.input_windows: needs preprocess.window (the cached slices' HU window)")
     pretrain = model.get("pretrained") == PRETRAIN
     if pretrain:  # the pretrain stage builds it from ``config``; features load the stage's folder
         model.pop("pretrained")
