@@ -23,12 +23,18 @@ TINY = {
     "dataset": {"synthetic": {"n_patients": 10, "n_positive": 5, "image_size": 64, "min_slices": 12, "max_slices": 16}},
     "preprocess": {"image_size": 32},
     "splits": {"replicates": 3, "test_fraction": 0.3, "val_fraction": 0.25},
-    # Deep-merged over config.yaml by Snakemake, so every architecture key is spelled out.
+    # Deep-merged over config.yaml by Snakemake, so every architecture key is spelled out, and
+    # the demo entries' pretraining recipe is switched off: random backbones, plain input (the
+    # pretrain stage has its own test below, on a copy of this run).
     "models": {
-        "vivit": {"config": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "vivit": {"pretrained": None, "pretrain": None, "pooling": "cls", "input_windows": None, "mean_filters": None,
+                  "config": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
                              "intermediate_size": 32, "tubelet_size": [2, 8, 8]},
                   "num_frames": 4, "image_size": 32},
-        "convnext": {"config": {"hidden_sizes": [8, 8, 16, 16], "depths": [1, 1, 1, 1]}, "image_size": 32},
+        "convnext": {"pretrained": None, "pooling": "mean", "input_windows": None,
+                     "config": {"patch_size": 4, "num_stages": 4, "hidden_sizes": [8, 8, 16, 16],
+                                "depths": [1, 1, 1, 1], "layer_scale_init_value": 1.0e-6},
+                     "image_size": 32},
     },
     "training": {"epochs": 3, "batch_size": 4},
 }

@@ -144,3 +144,11 @@ def test_config_checks_of_the_pretrain_stage():
     with pytest.raises(ConfigError, match=r"models\.convnext\.pretrain\.mode"):
         pretrain_settings(validate_config({**CONFIG, "models": {"convnext": {**CONVNEXT, "pretrain": {"mode": "head"}}}}),
                           "convnext")
+
+
+def test_pretraining_runs_where_the_model_trains_unless_told_otherwise():
+    config = validate_config({**CONFIG, "training": {**CONFIG["training"], "device": "cpu"}})
+    assert pretrain_settings(config, "convnext").device == "cpu"  # e.g. a cluster without GPUs
+    config["models"]["convnext"]["pretrain"] = {"device": "cuda"}
+    assert pretrain_settings(config, "convnext").device == "cuda"
+    assert pretrain_settings(validate_config(CONFIG), "convnext").device == "auto"

@@ -84,6 +84,10 @@ def pretrain_settings(config: dict, name: str) -> TrainSettings:
     """The pretraining settings of model ``name``: ``pretrain.training`` under its entry's ``pretrain``."""
     entry = config["models"][name] or {}
     values = {**(config.get("pretrain") or {}).get("training", {}), **(entry.get("pretrain") or {})}
+    if values.get("device", "auto") == "auto":
+        # Where a model trains is a property of the machine, not of the recipe: training.device
+        # (cpu on a cluster without GPUs, say) holds for its pretraining too unless set here.
+        values["device"] = {**config.get("training", {}), **(entry.get("training") or {})}.get("device", "auto")
     settings = TrainSettings.from_dict(values, where=f"models.{name}.pretrain")
     if settings.mode != "full":
         raise ConfigError(f"models.{name}.pretrain.mode: pretraining trains the whole model (full), got {settings.mode!r}")
