@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "workflow/tools/slurm_test_cluster.sh"
@@ -76,9 +77,20 @@ def _snakemake(workdir: Path, *args: str, env: dict | None = None, timeout: int 
     return proc
 
 
+def _user_checkout(copy_checkout, folder: Path) -> Path:
+    """A user's checkout whose config.yaml pretrains on a smaller cohort, for 1 epoch: the pretrain
+    jobs still run as Slurm jobs, in a fraction of the default's minutes."""
+    workdir = copy_checkout(folder)
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["pretrain"] = {"dataset": {"synthetic": {"n_patients": 24, "n_positive": 12}}, "training": {"epochs": 1}}
+    config["models"]["vivit"]["pretrain"]["epochs"] = 1
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return workdir
+
+
 @pytest.fixture(scope="module")
 def slurm_run(cluster, tmp_path_factory, copy_checkout):
-    workdir = copy_checkout(tmp_path_factory.mktemp("slurm-run") / "ichseq")
+    workdir = _user_checkout(copy_checkout, tmp_path_factory.mktemp("slurm-run") / "ichseq")
     _snakemake(workdir, *SLURM_PROFILES, env=cluster)
     _snakemake(workdir, *SLURM_PROFILES, "--report", "results/report.html", env=cluster)
     return workdir
@@ -86,7 +98,7 @@ def slurm_run(cluster, tmp_path_factory, copy_checkout):
 
 @pytest.fixture(scope="module")
 def local_run(slurm_run, tmp_path_factory, copy_checkout):
-    workdir = copy_checkout(tmp_path_factory.mktemp("local-run") / "ichseq")
+    workdir = _user_checkout(copy_checkout, tmp_path_factory.mktemp("local-run") / "ichseq")
     _snakemake(workdir, "--cores", "2")
     return workdir
 
@@ -123,9 +135,16 @@ def test_training_and_features_ran_as_slurm_jobs_on_the_right_partition(slurm_ru
         assert job["JobState"] == "COMPLETED", job
         # The rule's gpu=1 became a GPU request, and the partition file sent it to `gpu`.
         assert job["Partition"] == "gpu" and "gpu:1" in job.get("TresPerNode", "") + job.get("TresPerJob", ""), job
+    # Both demo models are pretrained, each in a GPU job of its own before its features job.
+    pretrain = _job_ids(slurm_run, "pretrain")
+    assert sorted(pretrain) == sorted(MODELS)
+    for (job_id,) in pretrain.values():
+        job = _slurm_job(cluster, job_id)
+        assert job["JobState"] == "COMPLETED" and job["Partition"] == "gpu", job
     # Bookkeeping rules ran in the main process, not as jobs.
     slurm_rules = {p.name for p in (slurm_run / ".snakemake/slurm_logs").iterdir()}
-    assert slurm_rules == {"rule_acquire_synthetic", "rule_brain_window", "rule_features", "rule_train"}
+    assert slurm_rules == {"rule_acquire_synthetic", "rule_brain_window", "rule_features", "rule_train",
+                           "rule_acquire_pretrain_synthetic", "rule_pretrain_window", "rule_pretrain"}
 
 
 def _comparable(path: Path) -> bytes:
@@ -139,6 +158,7 @@ def test_outputs_equal_a_local_run(slurm_run, local_run):
              "results/stats/tests.csv", "results/stats/summary.csv", "results/stats/confusion.csv",
              "results/stats/tables.md", "results/summary.md"]  # fmt: skip
     names += [f"results/splits/rep-{r}.json" for r in range(REPLICATES)]
+    names += [f"results/pretrain/{m}/history.csv" for m in MODELS]
     names += [f"results/runs/{m}/rep-{r}/{f}" for m in MODELS for r in range(REPLICATES)
               for f in ("metrics.json", "predictions.csv", "sample_predictions.csv", "history.csv")]  # fmt: skip
     different = [n for n in names if _comparable(slurm_run / n) != _comparable(local_run / n)]
