@@ -197,7 +197,7 @@ def test_rerun_of_one_replicate_touches_nothing_else(slurm_run, cluster):
     for key, (digest, mtime) in before.items():
         if key.startswith(run + "/"):
             continue
-        if key.startswith(fan_in):
+        if key.startswith(fan_in) and "pretraining_curves" not in key:  # the pretraining is not rerun
             assert after[key][1] != mtime, f"{key} was not refreshed"
         else:
             assert after[key] == (digest, mtime), f"{key} changed"
