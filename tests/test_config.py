@@ -363,7 +363,11 @@ def test_random_init_preset_builds_the_base_architectures_without_the_hub():
     vivit, convnext = model_plan(config, "vivit"), model_plan(config, "convnext")
     assert "pretrained" not in vivit.model and "pretrained" not in convnext.model  # random init
     assert vivit.model["config"]["hidden_size"] == 768 and vivit.model["num_frames"] == 18
-    assert convnext.model["config"]["depths"] == [3, 3, 9, 3]
+    # Merged over the demo entries: none of the demo's shape or recipe may leak into the base architectures.
+    assert convnext.model["config"] == {"patch_size": 4, "num_stages": 4, "hidden_sizes": [96, 192, 384, 768],
+                                        "depths": [3, 3, 9, 3], "layer_scale_init_value": 1e-6}
+    assert "mean_filters" not in vivit.model and "input_windows" not in vivit.model
+    assert "input_windows" not in convnext.model and (vivit.model["pooling"], convnext.model["pooling"]) == ("cls", "mean")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
