@@ -19,8 +19,9 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, ModelError
 from .models import available_models, unknown_model_message
+from .models.windows import window_channels
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -156,22 +157,13 @@ def _check_pretrain(config: dict) -> None:
 
 
 def _check_input_windows(name: str, entry: dict, cache_window: dict) -> None:
-    """Found when the config is read rather than when a job builds the model: 1 or 3 windows,
-    each inside the window the slices are cached with (what lies outside it is not in the cache)."""
-    windows = entry.get("input_windows")
-    if not windows:
-        return
-    if len(windows) not in (1, 3):
-        raise ConfigError(f"invalid configuration: models.{name}.input_windows: expected 1 or 3 windows (one per "
-                          f"input channel, or one for all three), got {len(windows)}")
-    low, high = cache_window["level"] - cache_window["width"] / 2, cache_window["level"] + cache_window["width"] / 2
-    for i, window in enumerate(windows):
-        w_low, w_high = window["level"] - window["width"] / 2, window["level"] + window["width"] / 2
-        if w_low < low - 1e-9 or w_high > high + 1e-9:
-            raise ConfigError(
-                f"invalid configuration: models.{name}.input_windows[{i}]: {w_low:g} to {w_high:g} HU is not inside "
-                f"preprocess.window ({low:g} to {high:g} HU), the only HU range the cached slices hold"
-            )
+    """Found when the config is read rather than when a job builds the model: the models' own
+    check (1 or 3 windows, each inside the window the slices are cached with)."""
+    if entry.get("input_windows"):
+        try:
+            window_channels(entry["input_windows"], cache_window, name)
+        except ModelError as exc:
+            raise ConfigError(f"invalid configuration: {exc}") from None
 
 
 def _check_model_entry(name: str, entry: dict, cache_size: int) -> None:

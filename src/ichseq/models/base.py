@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ModelError
+from .windows import window_channels  # noqa: F401  (part of this module's interface)
 
 # Binary task: index 1 is the positive class so that softmax(logits)[:, 1] is P(hemorrhage).
 ID2LABEL = {0: "no_hemorrhage", 1: "hemorrhage"}
@@ -255,12 +256,17 @@ class CTClassifier(torch.nn.Module, ABC):
         return self
 
     def mask_loss(self, mask_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """Binary cross-entropy of per-cell ``mask_logits`` (B, [T,] h, w) against ``masks``
-        (B, [T,] S, S) max-pooled to that grid."""
-        logits = mask_logits.reshape(-1, 1, *mask_logits.shape[-2:])
-        target = F.adaptive_max_pool2d(masks.reshape(-1, 1, *masks.shape[-2:]).float(), logits.shape[-2:])
+        """Binary cross-entropy of per-cell ``mask_logits`` against ``mask_targets``."""
         return F.binary_cross_entropy_with_logits(
-            logits, target, pos_weight=torch.tensor(self.MASK_POS_WEIGHT, device=logits.device))
+            mask_logits, self.mask_targets(masks, mask_logits.shape),
+            pos_weight=torch.tensor(self.MASK_POS_WEIGHT, device=mask_logits.device))
+
+    def mask_targets(self, masks: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """The 0/1 target of each cell of mask logits of ``shape`` (B, [T,] h, w): the masks
+        (B, [T,] S, S) max-pooled to that grid, frame by frame (a model whose cells span several
+        frames overrides this)."""
+        target = F.adaptive_max_pool2d(masks.reshape(-1, 1, *masks.shape[-2:]).float(), shape[-2:])
+        return target.reshape(shape)
 
     # -- the classifier: initialisation, head-only training ------------------------------
 
@@ -508,39 +514,6 @@ def load_pretrained(hf_cls, pretrained: Any, name: str, filename_for_mean_std: s
         except (OSError, ValueError) as exc:
             raise ModelError(f"{key}: unreadable {pre_path} ({exc})") from exc
     return model, preprocessor
-
-
-def window_channels(windows, cache_window, name: str) -> tuple[list[float], list[float]]:
-    """Per-channel (scale, offset) that map a cached pixel scaled to [0, 1] (spanning the HU
-    window ``cache_window``) to its value in each of ``windows`` (before clipping to [0, 1]).
-    One-line ModelError naming ``models.<name>.input_windows`` for a bad window."""
-    key = f"models.{name}.input_windows"
-    if not isinstance(windows, (list, tuple)) or len(windows) not in (1, 3):
-        raise ModelError(f"{key}: expected 1 or 3 HU windows ({{level, width}}, one per input channel), got {windows!r}")
-    if not isinstance(cache_window, dict) or not {"level", "width"} <= set(cache_window):
-        raise ModelError(f"{key}: needs the cached slices' window (preprocess.window {{level, width}}), got {cache_window!r}")
-    cache_low, cache_width = float(cache_window["level"]) - float(cache_window["width"]) / 2, float(cache_window["width"])
-    scale, offset = [], []
-    for i, window in enumerate(windows):
-        try:
-            level, width = float(window["level"]), float(window["width"])
-            if not isinstance(window.get("band", False), bool):
-                raise ValueError
-        except (TypeError, KeyError, ValueError, AttributeError):
-            raise ModelError(f"{key}[{i}]: expected {{level, width[, band: true]}} in HU, got {window!r}") from None
-        low = level - width / 2
-        # Inside the cached window only: beyond it the cache holds no information (clipped).
-        if not width > 0 or low < cache_low - 1e-9 or low + width > cache_low + cache_width + 1e-9:
-            raise ModelError(
-                f"{key}[{i}]: the window {level:g}/{width:g} HU (level/width) is not inside the cached slices' "
-                f"{cache_low:g} to {cache_low + cache_width:g} HU (preprocess.window): choose one inside it"
-            )
-        # hu = cache_low + x * cache_width; channel = (hu - low) / width
-        scale.append(cache_width / width)
-        offset.append((cache_low - low) / width)
-    if len(windows) == 1:
-        scale, offset = scale * 3, offset * 3
-    return scale, offset
 
 
 def input_settings(settings: dict, preprocessor: dict | None) -> tuple[list | None, dict | None]:
