@@ -232,11 +232,9 @@ class ViViT(HFClassifier):
         # Tubelet tokens are time-major (the Conv3d's output flattened): (B, T', H', W').
         return self.classifier(self._pool(last)), self.aux_mask_head(last[:, 1:])[..., 0].reshape(-1, *grid)
 
-    def mask_loss(self, mask_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def mask_targets(self, masks: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         """A tubelet is positive when any pixel of any of its frames is: the masks (B, T, S, S)
-        max-pooled over each tubelet's time and space."""
+        max-pooled over each tubelet's time and space, (B, T', H', W')."""
         t, ph, pw = self.hf_model.config.tubelet_size
         b, frames, h, w = masks.shape
-        target = masks.reshape(b, frames // t, t, h // ph, ph, w // pw, pw).amax(dim=(2, 4, 6)).float()
-        return F.binary_cross_entropy_with_logits(
-            mask_logits, target, pos_weight=torch.tensor(self.MASK_POS_WEIGHT, device=mask_logits.device))
+        return masks.reshape(b, frames // t, t, h // ph, ph, w // pw, pw).amax(dim=(2, 4, 6)).float()
