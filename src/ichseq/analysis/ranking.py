@@ -180,3 +180,84 @@ def leaderboard(
     board.insert(0, "rank", range(1, len(board) + 1))
     board.attrs["sorted_by"] = key
     return board
+
+
+#: What :func:`write_comparison` writes: output key -> file name. The leaderboard keys are
+#: written for any number of models, :data:`FRIEDMAN_OUTPUTS` only with 3 or more.
+COMPARISON_NAMES = {
+    "leaderboard": "leaderboard.csv",
+    "leaderboard_md": "leaderboard.md",
+    "leaderboard_html": "leaderboard.html",
+    "leaderboard_png": "leaderboard.png",
+    "leaderboard_svg": "leaderboard.svg",
+    "friedman": "friedman.csv",
+    "mean_ranks": "mean_ranks.csv",
+    "posthoc": "posthoc.csv",
+    "friedman_html": "friedman.html",
+    "critical_difference_png": "critical_difference.png",
+    "critical_difference_svg": "critical_difference.svg",
+}
+FRIEDMAN_OUTPUTS = ("friedman", "mean_ranks", "posthoc", "friedman_html", "critical_difference_png",
+                    "critical_difference_svg")  # fmt: skip
+
+
+def comparison_outputs(n_models: int) -> list[str]:
+    """The output keys of :func:`write_comparison` for a table of ``n_models`` models."""
+    return [k for k in COMPARISON_NAMES if n_models >= MIN_MODELS or k not in FRIEDMAN_OUTPUTS]
+
+
+def write_comparison(
+    runs: pd.DataFrame,
+    outputs,
+    cost: pd.DataFrame | None = None,
+    pretrained: dict[str, str | None] | None = None,
+    alpha: float = 0.05,
+    undefined: str = "drop",
+    seed: int = 0,
+    n_resamples: int = 9999,
+) -> dict:
+    """Write exactly ``outputs`` (keys of :data:`COMPARISON_NAMES` -> paths); return the paths.
+
+    Asking for a Friedman output of a table with fewer than 3 models is an error: with two
+    models the pairwise tests of :mod:`ichseq.analysis.stats` are the comparison.
+    """
+    from pathlib import Path
+
+    from ..atomic import write_csv_atomic, write_text_atomic
+    from ..errors import DataError
+    from ..report.ranking import friedman_html, leaderboard_html, leaderboard_markdown
+    from . import figures
+    from .stats import _check_options, validate_runs
+
+    unknown = [k for k in outputs if k not in COMPARISON_NAMES]
+    if unknown:
+        raise ValueError(f"unknown output key(s) {', '.join(unknown)}; known: {', '.join(COMPARISON_NAMES)}")
+    _check_options(alpha, undefined, seed, n_resamples)
+    runs = validate_runs(runs, source=runs.attrs.get("source", "runs table"))
+    n_models = runs["model"].nunique()
+    paths = {k: Path(outputs[k]) for k in COMPARISON_NAMES if k in outputs}
+    wanted = [k for k in paths if k in FRIEDMAN_OUTPUTS]
+    if wanted and n_models < MIN_MODELS:
+        raise DataError(f"{runs.attrs['source']}: {n_models} models; the Friedman comparison "
+                        f"({', '.join(wanted)}) needs at least {MIN_MODELS}")  # fmt: skip
+    board = leaderboard(runs, cost, pretrained, undefined, seed, n_resamples)
+    if "leaderboard" in paths:
+        write_csv_atomic(board, paths["leaderboard"])
+    if "leaderboard_md" in paths:
+        write_text_atomic(paths["leaderboard_md"], leaderboard_markdown(board) + "\n")
+    if "leaderboard_html" in paths:
+        write_text_atomic(paths["leaderboard_html"], leaderboard_html(board))
+    figure = [paths[k] for k in ("leaderboard_png", "leaderboard_svg") if k in paths]
+    if figure:
+        figures.leaderboard_plot(board, figure)
+    if wanted:
+        friedman = Friedman(runs, alpha, undefined)
+        for key, table in (("friedman", friedman.tests), ("mean_ranks", friedman.ranks), ("posthoc", friedman.posthoc)):
+            if key in paths:
+                write_csv_atomic(table, paths[key])
+        if "friedman_html" in paths:
+            write_text_atomic(paths["friedman_html"], friedman_html(friedman.tests, friedman.ranks, friedman.posthoc, alpha))
+        figure = [paths[k] for k in ("critical_difference_png", "critical_difference_svg") if k in paths]
+        if figure:
+            figures.critical_difference(friedman.results, figure)
+    return paths
