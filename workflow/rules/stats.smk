@@ -9,6 +9,7 @@ localrules:
     collect_runs,
     statistics,
     figures,
+    comparison,
 
 
 rule collect_runs:
@@ -85,3 +86,41 @@ rule figures:
         "logs/stats/figures.log",
     script:
         "../scripts/figures.py"
+
+
+# The many-model comparison. The leaderboard is written for any number of models; the
+# Friedman test, mean ranks, post-hoc table and critical-difference diagram are declared (and
+# written) only with 3 or more models -- the model list is known when the workflow is parsed,
+# so the declared outputs are exactly the files the rule writes, and a 2-model run has none
+# of them (its comparison is the pairwise tests of rule statistics).
+from ichseq.analysis.ranking import COMPARISON_NAMES, comparison_outputs
+
+COMPARISON_OUTPUTS = comparison_outputs(len(MODELS))
+COMPARISON_CAPTIONS = {
+    "leaderboard": "leaderboard_table",
+    "leaderboard_html": "leaderboard_page",
+    "leaderboard_png": "leaderboard",
+    "friedman": "friedman_table",
+    "friedman_html": "friedman_page",
+    "critical_difference_png": "critical_difference",
+}
+
+
+rule comparison:
+    input:
+        runs="results/metrics/runs.csv",
+        cost="results/metrics/cost.csv",
+    output:
+        **{
+            key: report(f"results/stats/{COMPARISON_NAMES[key]}", caption=f"../report/{COMPARISON_CAPTIONS[key]}.rst",
+                        category=COMPARISON, subcategory="Many models")
+            if key in COMPARISON_CAPTIONS else f"results/stats/{COMPARISON_NAMES[key]}"
+            for key in COMPARISON_OUTPUTS
+        },
+    params:
+        **config["statistics"],
+        pretrained={name: config["models"][name].get("pretrained") for name in MODELS},
+    log:
+        "logs/stats/comparison.log",
+    script:
+        "../scripts/comparison.py"

@@ -767,3 +767,62 @@ def metric_figures(
         for path in figure_paths(out_dir / "confusion_matrices"):
             path.unlink(missing_ok=True)
     return paths
+
+
+# --------------------------------------------------------------------------- many models
+
+
+def critical_difference_figure(results: Mapping[str, object]) -> Figure:
+    """Critical-difference diagrams (Demsar 2006), one panel per metric, drawn by
+    :func:`autorank.plot_stats` from autorank's Friedman/Nemenyi ``RankResult`` of each metric
+    (mean ranks on the axis, models whose ranks differ by less than the CD joined by a bar).
+    A metric whose Friedman test is not significant is drawn too, its title says so."""
+    from autorank import plot_stats  # imported here: autorank imports pyplot, which nothing else needs
+
+    if not results:
+        raise DataError("no metric has a defined Friedman test: no critical-difference diagram to draw")
+    n_models = len(next(iter(results.values())).rankdf)
+    height = 0.9 + 0.22 * n_models
+    fig = Figure(figsize=(7.0, height * len(results)), layout="constrained")
+    axes = fig.subplots(len(results), 1, squeeze=False)[:, 0]
+    with matplotlib.rc_context(_RC), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for ax, (metric, result) in zip(axes, results.items()):
+            plot_stats(result, allow_insignificant=True, ax=ax)
+            verdict = "" if result.pvalue < result.alpha else " (Friedman not significant)"
+            ax.set_title(f"{METRIC_LABELS.get(metric, metric)}: Friedman p = {result.pvalue:.3g}, "
+                         f"CD = {result.cd:.2f}{verdict}", fontsize=9)  # fmt: skip
+    return fig
+
+
+def critical_difference(results: Mapping[str, object], paths: Sequence[str | Path]) -> list[Path]:
+    """Write :func:`critical_difference_figure` to ``paths`` (PNG and SVG)."""
+    return save_figure(critical_difference_figure(results), paths)
+
+
+def leaderboard_figure(board: pd.DataFrame) -> Figure:
+    """Each model's mean and 95% CI per rate metric (one panel per metric), in leaderboard order."""
+    metrics = [c[: -len("_mean")] for c in board.columns if c.endswith("_mean")]
+    if not metrics or board.empty:
+        raise DataError("leaderboard is empty: nothing to plot")
+    models = list(board["model"])
+    palette = model_palette(models)
+    with _style():
+        fig, axes = _new_figure(len(metrics), 3, (3.2, 0.5 + 0.35 * len(models)))
+        for ax, metric in zip(axes, metrics):
+            y = np.arange(len(models))[::-1]
+            mean = board[f"{metric}_mean"].to_numpy(dtype=float)
+            low = board[f"{metric}_ci_low"].to_numpy(dtype=float)
+            high = board[f"{metric}_ci_high"].to_numpy(dtype=float)
+            err = np.vstack([np.where(np.isfinite(low), mean - low, 0.0), np.where(np.isfinite(high), high - mean, 0.0)])
+            for i, model in enumerate(models):
+                ax.errorbar(mean[i], y[i], xerr=err[:, i : i + 1], fmt="o", color=palette[model], capsize=3)
+            ax.set_yticks(y, models)
+            ax.set_title(METRIC_LABELS.get(metric, metric))
+        fig.suptitle(f"Leaderboard: mean and 95% CI over replicates (sorted by {board.attrs.get('sorted_by', '')})")
+    return fig
+
+
+def leaderboard_plot(board: pd.DataFrame, paths: Sequence[str | Path]) -> list[Path]:
+    """Write :func:`leaderboard_figure` to ``paths`` (PNG and SVG)."""
+    return save_figure(leaderboard_figure(board), paths)
