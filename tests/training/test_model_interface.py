@@ -157,8 +157,26 @@ def test_batch_masks_and_positions_follow_the_samples(masknet, cohort_dir):
 
 
 def test_a_model_module_is_found_without_being_imported(tmp_path):
-    from ichseq.models import _registered_names
+    from ichseq.models import _registered
 
     module = tmp_path / "mine.py"
-    module.write_text('@register("mine")\nclass Mine(CTClassifier):\n    pass\n\n@other("no")\nclass X: pass\n')
-    assert _registered_names(module) == ["mine"]
+    module.write_text('@register("mine")\nclass Mine(CTClassifier):\n    kind = "scan"\n\n'
+                      '@register("other")\nclass Other(Mine):\n    pass\n\n@other("no")\nclass X: pass\n')
+    # Names and the kind each class body states (None: inherited, found by importing it).
+    assert _registered(module) == {"mine": "scan", "other": None}
+
+
+def test_every_builtin_kind_is_read_without_import_and_matches_the_class():
+    import subprocess
+    import sys
+
+    code = ("import sys; from ichseq.models import BUILTIN, model_kind; "
+            "print({n: model_kind(n) for n in BUILTIN}); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    kinds = eval(out[0])  # noqa: S307 (our own printout)
+    assert out[1] == "False"  # reading the kinds imported no model module
+    from ichseq.models import KINDS, model_class
+
+    assert kinds["convnext"] == "slice" and kinds["vivit"] == "sequence"
+    for name, kind in kinds.items():
+        assert kind in KINDS and model_class(name).kind == kind

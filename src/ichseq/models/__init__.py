@@ -28,32 +28,56 @@ if TYPE_CHECKING:
 
 
 
-def _registered_names(path: Path) -> list[str]:
-    """The names a module registers: the string arguments of its ``@register("...")`` decorators."""
-    names = []
+#: Sample kinds (``CTClassifier.kind``): what one sample of a model is.
+#: ``slice`` one slice; ``sequence`` a fixed number of a scan's frames; ``scan`` a whole scan of
+#: any length (padding + a frame mask); ``context`` one slice with its neighbours.
+KINDS = ("slice", "sequence", "scan", "context")
+#: Kinds whose models read the cached per-slice features of another (slice) model's backbone:
+#: the two-stage models, whose entry names that model as ``backbone``.
+FEATURE_KINDS = ("scan", "context")
+
+
+def _class_kind(node: ast.ClassDef) -> str | None:
+    """The string constant a class body assigns to ``kind`` (``kind = "slice"``), if any."""
+    for stmt in node.body:
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
+        value = getattr(stmt, "value", None)
+        if (any(getattr(t, "id", None) == "kind" for t in targets) and isinstance(value, ast.Constant)
+                and isinstance(value.value, str)):
+            return value.value
+    return None
+
+
+def _registered(path: Path) -> dict[str, str | None]:
+    """What a module registers: the string argument of each ``@register("...")`` decorator ->
+    the kind its class body declares (None when it inherits it)."""
+    found = {}
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.ClassDef):
             for deco in node.decorator_list:
                 if (isinstance(deco, ast.Call) and getattr(deco.func, "id", None) == "register" and deco.args
                         and isinstance(deco.args[0], ast.Constant) and isinstance(deco.args[0].value, str)):
-                    names.append(deco.args[0].value)
-    return names
-
-
-def _builtin() -> dict[str, str]:
-    found: dict[str, str] = {}
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        if path.name in ("__init__.py", "base.py"):
-            continue
-        for name in _registered_names(path):
-            if name in found:
-                raise ModelError(f"model name {name!r} is registered twice ({found[name]}, {__name__}.{path.stem})")
-            found[name] = f"{__name__}.{path.stem}"
+                    found[deco.args[0].value] = _class_kind(node)
     return found
 
 
-#: Built-in architectures: registry name -> the module of this package that registers it on import.
-BUILTIN: dict[str, str] = _builtin()
+def _builtin() -> tuple[dict[str, str], dict[str, str | None]]:
+    found: dict[str, str] = {}
+    kinds: dict[str, str | None] = {}
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        if path.name in ("__init__.py", "base.py"):
+            continue
+        for name, kind in _registered(path).items():
+            if name in found:
+                raise ModelError(f"model name {name!r} is registered twice ({found[name]}, {__name__}.{path.stem})")
+            found[name] = f"{__name__}.{path.stem}"
+            kinds[name] = kind
+    return found, kinds
+
+
+#: Built-in architectures: registry name -> the module of this package that registers it on
+#: import; and -> the sample kind its class declares (read from the source, like the names).
+BUILTIN, _BUILTIN_KINDS = _builtin()
 
 #: Architectures whose class is loaded: name -> class.
 REGISTRY: dict[str, type[CTClassifier]] = {}
@@ -74,6 +98,16 @@ def register(name: str):
 def available_models() -> list[str]:
     """Every buildable architecture name, without importing any model module."""
     return sorted(set(BUILTIN) | set(REGISTRY))
+
+
+def model_kind(name: str) -> str:
+    """The sample kind of architecture ``name`` (one of :data:`KINDS`), without importing a
+    built-in module when its class states it (``kind = "..."`` in the class body)."""
+    if name in REGISTRY:
+        return REGISTRY[name].kind
+    if _BUILTIN_KINDS.get(name) is not None:
+        return _BUILTIN_KINDS[name]
+    return model_class(name).kind
 
 
 def unknown_model_message(name: str, entry: str | None = None) -> str:
@@ -124,4 +158,4 @@ def __getattr__(attr: str):
 
 
 __all__ = ["BUILTIN", "REGISTRY", "ID2LABEL", "Batch", "CTClassifier", "HFClassifier", "available_models",
-           "build_model", "load_model", "model_class", "register", "unknown_model_message"]
+           "build_model", "model_kind", "KINDS", "FEATURE_KINDS", "load_model", "model_class", "register", "unknown_model_message"]

@@ -61,9 +61,12 @@ class Batch:
 
     labels: torch.Tensor  # int64 (B,): 1 = hemorrhage
     pixels: torch.Tensor | None = None  # float (B, 3, S, S) slices or (B, T, 3, S, S) clips
-    features: torch.Tensor | None = None  # float (B, D)
+    features: torch.Tensor | None = None  # float (B, D), or (B, T, D) slice features of a scan / a slice's context
     masks: torch.Tensor | None = None  # float 0/1 (B, S, S) or (B, T, S, S), at the model's image size
     positions: torch.Tensor | None = None  # float (B,) or (B, T): slice position in mm, NaN for a blank frame
+    # bool (B, T), samples of several slices of a model reading a slice backbone's features
+    # (kinds scan and context): True where a frame is a slice, False for padding / beyond the scan.
+    frame_mask: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -72,7 +75,7 @@ class Batch:
 class CTClassifier(torch.nn.Module, ABC):
     """A binary ICH classifier over a scan's frames (``kind="sequence"``) or one slice (``"slice"``)."""
 
-    kind: ClassVar[str]  # "sequence" or "slice": what one sample is, for the data loader
+    kind: ClassVar[str]  # what one sample is, for the data loader: one of ichseq.models.KINDS
     #: Which of OPTIONAL_INPUTS the model's ``forward_batch`` / ``loss`` read from the Batch.
     needs: ClassVar[frozenset[str]] = frozenset()
     #: Frames per sample the data loader gives it (sequence models; a slice model: slices per
@@ -125,11 +128,11 @@ class CTClassifier(torch.nn.Module, ABC):
     # -- preprocessing -------------------------------------------------------------------
 
     def prepare(self, batch_uint8: torch.Tensor) -> torch.Tensor:
-        """uint8 grayscale (B, T, H, W) [sequence] or (B, H, W) [slice] -> normalised float
-        pixel_values (B, T, 3, S, S) or (B, 3, S, S), S = ``self.image_size``, on the model's device."""
-        expected_ndim = 4 if self.kind == "sequence" else 3
+        """uint8 grayscale (B, H, W) [slice] or (B, T, H, W) [every other kind] -> normalised float
+        pixel_values (B, 3, S, S) or (B, T, 3, S, S), S = ``self.image_size``, on the model's device."""
+        expected_ndim = 3 if self.kind == "slice" else 4
         if batch_uint8.dtype != torch.uint8 or batch_uint8.ndim != expected_ndim:
-            shape = "(B, T, H, W)" if self.kind == "sequence" else "(B, H, W)"
+            shape = "(B, H, W)" if self.kind == "slice" else "(B, T, H, W)"
             raise ModelError(
                 f"models.{self.entry}: {type(self).__name__}.prepare expects uint8 {shape}, got {batch_uint8.dtype} "
                 f"with shape {tuple(batch_uint8.shape)}"

@@ -45,7 +45,7 @@ from ..errors import ConfigError, DataError
 from .feature_store import extract_features, read_feature_store, write_feature_store
 from .loop import TrainSettings, backbone_seed, derive_seed, fit, patient_probabilities, predict_logits, run_seed, select_device
 from .metrics import binary_metrics
-from .samples import Samples, build_samples
+from .samples import SLICE_LEVEL, Samples, build_samples
 from .votes import aggregate_predictions, choose_patient_threshold
 
 if TYPE_CHECKING:
@@ -57,7 +57,9 @@ RUN_OUTPUTS = ("metrics", "predictions", "sample_predictions", "history", "cost"
 #: The model folder's description of how it was made (read back by ``load_run_model``).
 RUN_MODEL_INFO = "ichseq.json"
 MODEL_KEYS = ("pretrained", "config", "num_frames", "image_size", "position_embeddings", "pooling", "input_windows",
-              "mean_filters")
+              "mean_filters", "head")
+#: The backbone entry of a two-stage model (``backbone``) when the entry names none.
+DEFAULT_BACKBONE = "convnext"
 #: Entry keys that only shape a randomly initialised model (a checkpoint brings its own weights).
 INIT_KEYS = ("config", "mean_filters")
 #: ``pretrained`` value of an entry whose weights come from the pretrain stage.
@@ -78,26 +80,58 @@ class ModelPlan:
     # The weights come from the pretrain stage (``pretrained: pretrain``): ``model`` then builds
     # the model the stage trains, and ``with_weights`` gives the plan that loads its folder.
     pretrain: bool = False
+    # A two-stage model (kind scan or context): the plan of the slice model whose backbone and
+    # cached features it reads (the entry's ``backbone``).
+    backbone: "ModelPlan | None" = None
 
     def as_dict(self) -> dict:
         d = {"name": self.name, "architecture": self.architecture, "model": self.model,
              "training": self.training.as_dict(), "frames": self.frames, "aggregation": self.aggregation}
         if self.pretrain:
             d["pretrain"] = True
+        if self.backbone is not None:
+            d["backbone"] = self.backbone.as_dict()
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelPlan":
         return cls(d["name"], d["architecture"], dict(d["model"]),
                    TrainSettings.from_dict(d["training"], where=f"models.{d['name']}.training"),
-                   dict(d["frames"]), dict(d["aggregation"]), bool(d.get("pretrain", False)))
+                   dict(d["frames"]), dict(d["aggregation"]), bool(d.get("pretrain", False)),
+                   cls.from_dict(d["backbone"]) if d.get("backbone") else None)
+
+    @property
+    def weights_from(self) -> str | None:
+        """The entry whose pretrain-stage folder this plan's weights come from (itself, or a
+        two-stage model's backbone), or None."""
+        if self.pretrain:
+            return self.name
+        return self.backbone.weights_from if self.backbone is not None else None
+
+    @property
+    def store_of(self) -> str:
+        """The entry whose feature store this plan's head-mode runs read (a two-stage model:
+        its backbone's; otherwise its own)."""
+        return self.backbone.name if self.backbone is not None else self.name
 
     def with_weights(self, folder) -> "ModelPlan":
         """This plan with its weights loaded from ``folder`` (the pretrain stage's output),
-        as from any local checkpoint."""
+        as from any local checkpoint; a two-stage model's backbone loads them."""
+        if self.backbone is not None:
+            return ModelPlan(self.name, self.architecture, dict(self.model), self.training, dict(self.frames),
+                             dict(self.aggregation), backbone=self.backbone.with_weights(folder))
         model = {k: v for k, v in self.model.items() if k not in INIT_KEYS}
         return ModelPlan(self.name, self.architecture, {**model, "pretrained": str(folder)}, self.training,
                          dict(self.frames), dict(self.aggregation))
+
+    def build_settings(self) -> dict:
+        """``build_model``'s settings: the entry's, and a two-stage model's backbone spec (the
+        backbone's own settings and seed, so it is the model its entry builds)."""
+        if self.backbone is None:
+            return self.model
+        b = self.backbone
+        return {**self.model, "backbone": {"name": b.name, "architecture": b.architecture, "settings": b.model,
+                                           "seed": backbone_seed(b.training.seed, b.name)}}
 
     def build(self) -> "CTClassifier":
         """The model, its random parts drawn from the per-model backbone seed (global RNG untouched)."""
@@ -107,7 +141,7 @@ class ModelPlan:
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(backbone_seed(self.training.seed, self.name))
-            return build_model(self.architecture, self.model, entry=self.name)
+            return build_model(self.architecture, self.build_settings(), entry=self.name)
 
 
 def full_mode_fetches(model: "CTClassifier", samples, cache, settings: TrainSettings, seed: int):
@@ -150,14 +184,57 @@ def model_plan(config: dict, name: str) -> ModelPlan:
         model["cache_window"] = {"level": window["level"], "width": window["width"]}
     elif "input_windows" in model:
         raise ConfigError(f"models.{name}.input_windows: needs preprocess.window (the cached slices' HU window)")
+    architecture = entry.get("architecture") or name
+    backbone = _backbone_plan(config, name, entry, architecture)
     pretrain = model.get("pretrained") == PRETRAIN
+    if backbone is not None:
+        # Its input is the backbone's: the backbone entry's windows and size.
+        model.pop("cache_window", None)
+        model.pop("image_size", None)
     if pretrain:  # the pretrain stage builds it from ``config``; features load the stage's folder
         model.pop("pretrained")
     elif model.get("pretrained") is not None:
         # ``config`` only shapes a randomly initialised model; a checkpoint brings its own.
         for key in INIT_KEYS:
             model.pop(key, None)
-    return ModelPlan(name, entry.get("architecture") or name, model, training, frames, aggregation, pretrain)
+    return ModelPlan(name, architecture, model, training, frames, aggregation, pretrain, backbone)
+
+
+def _backbone_plan(config: dict, name: str, entry: dict, architecture: str) -> ModelPlan | None:
+    """The plan of the slice model a two-stage entry reads (its ``backbone``, default
+    :data:`DEFAULT_BACKBONE`); None for other models, which must not name one. Kinds are read
+    from the model modules' source, so this imports no model."""
+    from ..models import FEATURE_KINDS, available_models, model_kind, unknown_model_message
+
+    if architecture not in available_models():
+        raise ConfigError(unknown_model_message(architecture, name))
+    two_stage = model_kind(architecture) in FEATURE_KINDS
+    for key in ("backbone", "head"):
+        if entry.get(key) is not None and not two_stage:
+            raise ConfigError(f"models.{name}.{key}: only two-stage models (those reading a slice model's "
+                              f"features: cnn_rnn, slice_context) take {key}")
+    if not two_stage:
+        return None
+    if entry.get("pretrained") is not None:
+        raise ConfigError(f"models.{name}.pretrained: a two-stage model takes its backbone's weights; "
+                          f"set pretrained on the backbone's own entry")
+    target = entry.get("backbone") or DEFAULT_BACKBONE
+    models = config.get("models") or {}
+    if target not in models:
+        raise ConfigError(f"models.{name}.backbone: {target} is not a model of this config (configured: "
+                          f"{', '.join(models)}); add its entry, or name a configured slice model")
+    target_arch = (models[target] or {}).get("architecture") or target
+    if target_arch not in available_models():
+        raise ConfigError(unknown_model_message(target_arch, target))
+    if model_kind(target_arch) != "slice":
+        raise ConfigError(f"models.{name}.backbone: {target} is a {model_kind(target_arch)} model; a two-stage "
+                          f"model reads per-slice features (name a slice model such as convnext)")
+    plan = model_plan(config, target)
+    if plan.model.get("num_frames"):
+        raise ConfigError(f"models.{name}.backbone: {target} takes only num_frames slices per scan, so its "
+                          f"feature store lacks slices {name} reads; remove models.{target}.num_frames or name "
+                          f"another backbone")
+    return plan
 
 
 def protocol_caveats(plans) -> list[str]:
@@ -176,7 +253,8 @@ def _sha256(obj) -> str:
 
 
 def _samples_for(model: "CTClassifier", cache: SliceCache, plan: ModelPlan) -> Samples:
-    return build_samples(cache, model.kind, model.num_frames, plan.frames["policy"], plan.frames["padding"])
+    return build_samples(cache, model.kind, model.num_frames, plan.frames["policy"], plan.frames["padding"],
+                         context=int(getattr(model, "context", 0)))
 
 
 def _feature_identity(plan: ModelPlan, kind: str) -> dict:
@@ -193,6 +271,9 @@ def _feature_identity(plan: ModelPlan, kind: str) -> dict:
 
 def compute_features(plan: ModelPlan, cache_path, out, threads: int = 1, log=print) -> dict:
     """Backbone features of every sample of the cohort, written as a feature store at ``out``."""
+    if plan.backbone is not None:
+        raise ConfigError(f"models.{plan.name}: a two-stage model has no feature store of its own; it reads "
+                          f"models.{plan.backbone.name}'s (rule features for {plan.backbone.name})")
     torch.set_num_threads(max(1, int(threads)))
     device = select_device(plan.training.device)
     cache = SliceCache(cache_path)
@@ -242,7 +323,7 @@ def _decide(plan: ModelPlan, kind: str, samples: Samples, index: np.ndarray, pro
             val_index: np.ndarray, val_probs: np.ndarray) -> tuple[pd.DataFrame, dict]:
     """Patient predictions from sample probabilities, and the decision rule used."""
     threshold = float(plan.aggregation["threshold"])
-    if kind == "sequence":
+    if kind not in SLICE_LEVEL:  # one sample per scan: its score is the patient's
         table = pd.DataFrame({"patient": samples.patient[index], "label": samples.label[index], "probability": probs})
         table["prediction"] = (table.probability >= threshold).astype(int)
         return table.sort_values("patient", ignore_index=True), {"rule": "threshold", "threshold": threshold}
@@ -266,7 +347,7 @@ def _save_model_dir(out: Path, model: "CTClassifier", mode: str, info: dict) -> 
         if mode == "head":
             model.save_classifier(tmp)
         else:
-            model.save(tmp, settings=info["plan"]["model"])
+            model.save(tmp, settings=ModelPlan.from_dict(info["plan"]).build_settings())
         (tmp / RUN_MODEL_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
 
 
@@ -286,7 +367,7 @@ def load_run_model(model_dir) -> tuple["CTClassifier", dict]:
     if plan.training.mode == "head":
         model = plan.build().load_classifier(model_dir)
     else:
-        model = load_model(plan.architecture, model_dir, plan.model, entry=plan.name)
+        model = load_model(plan.architecture, model_dir, plan.build_settings(), entry=plan.name)
     return model.eval(), info
 
 
@@ -323,14 +404,25 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
         if features_path is None:
             raise ConfigError(f"models.{plan.name}: head mode needs the model's feature store (the features rule)")
         features, samples, meta = read_feature_store(features_path)
-        expected = _feature_identity(plan, samples.kind)
+        owner = plan.backbone or plan  # a two-stage model reads its backbone's store
+        expected = _feature_identity(owner, samples.kind)
         if {k: meta.get(k) for k in expected} != json.loads(json.dumps(expected)):
-            raise DataError(f"{features_path}: features were computed for other model settings; rerun the features rule")
+            raise DataError(f"{features_path}: features were computed for other model settings than "
+                            f"models.{owner.name}'s; rerun the features rule")
         # Only the classifier trains, on the stored features: the backbone never runs.
         model.freeze_backbone().init_classifier_(seed).to(device)
         module = model.classifier
         stored = torch.from_numpy(features).to(device)
-        fetch = lambda idx: samples.batch(model, cache, idx, features=stored)  # noqa: E731
+        if plan.backbone is not None:
+            # Each frame of a scan / context sample takes its slice's stored row.
+            feature_rows = np.full(cache.slices.shape[0], -1, np.int64)
+            feature_rows[samples.rows[:, 0]] = np.arange(len(samples))
+            samples = _samples_for(model, cache, plan)
+            log(f"{plan.name}: the slice features of models.{owner.name} from its feature store {features_path} "
+                f"(no slice goes through the backbone again)")
+            fetch = lambda idx: samples.batch(model, cache, idx, features=stored, feature_rows=feature_rows)  # noqa: E731
+        else:
+            fetch = lambda idx: samples.batch(model, cache, idx, features=stored)  # noqa: E731
         train_fetch = None
         parameters = {"total": meta["parameters"]["total"],
                       "trainable": sum(p.numel() for p in module.parameters())}
@@ -369,7 +461,7 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
 
     sample_table = samples.table(cache).iloc[index["test"]].reset_index(drop=True)
     sample_table["probability"] = test_probs
-    if kind == "sequence":
+    if kind not in SLICE_LEVEL:
         sample_table = sample_table.drop(columns="slice")
     else:
         sample_table = sample_table.drop(columns="frames")

@@ -1,11 +1,20 @@
 """Training samples of a model: what it reads at once, and the cache rows of its frames.
 
-A *sample* is what the model reads at once: for a sequence model (ViViT) one scan's
-``num_frames`` selected slices, labelled with the patient's label; for a slice model
-(ConvNeXt) one slice, labelled with that slice's label (every slice, or ``num_frames`` per
-scan chosen by the frames policy when the model entry sets it). :class:`Samples` holds, for every
-sample, the cache rows of its frames, so pixels are fetched from the memory-mapped slice
-cache only when a batch needs them.
+A *sample* is what the model reads at once, by the model's kind (``ichseq.models.KINDS``):
+
+* ``sequence`` (ViViT): one scan's ``num_frames`` selected slices, labelled with the patient's label;
+* ``slice`` (ConvNeXt): one slice, labelled with that slice's label (every slice, or
+  ``num_frames`` per scan chosen by the frames policy when the model entry sets it);
+* ``scan`` (cnn_rnn): every slice of one scan in order, padded to the cohort's longest scan
+  (padding is BLANK, and a batch's frame mask says which frames are slices), labelled with the
+  patient's label;
+* ``context`` (slice_context): one slice with ``context`` neighbours on each side (BLANK beyond
+  the scan's ends), labelled with that slice's label.
+
+:class:`Samples` holds, for every sample, the cache rows of its frames, so pixels are fetched
+from the memory-mapped slice cache only when a batch needs them. Kinds ``scan`` and
+``context`` are read by two-stage models, which may instead take the frames' features from a
+slice model's feature store (``Samples.batch``'s ``feature_rows``).
 """
 
 from __future__ import annotations
@@ -20,21 +29,25 @@ import torch
 from ..config import section_defaults
 from ..data.cache import SliceCache
 from ..data.frames import BLANK, select_frames
+from ..errors import DataError
 
 if TYPE_CHECKING:
     from ..models.base import Batch, CTClassifier
     from .loop import TrainSettings
 
 _FRAMES = section_defaults("frames")  # the defaults of the config's frames section
+#: Kinds whose sample is one slice (patient scores come from the voting rule); the others'
+#: sample is one scan (its score is the patient's).
+SLICE_LEVEL = ("slice", "context")
 
 
 @dataclass
 class Samples:
     """Parallel arrays, one entry per sample (see the module docstring)."""
 
-    kind: str  # "sequence" or "slice"
+    kind: str  # one of ichseq.models.KINDS
     patient: np.ndarray  # int64 (N,)
-    slice: np.ndarray  # int64 (N,): the slice number (slice samples), -1 for a scan clip
+    slice: np.ndarray  # int64 (N,): the slice number (slice-level samples), -1 for a scan's
     label: np.ndarray  # int64 (N,)
     rows: np.ndarray  # int64 (N, T): cache rows of the frames, BLANK (-1) for a blank frame
 
@@ -76,10 +89,14 @@ class Samples:
 
     def batch(self, model: "CTClassifier", cache: SliceCache, index: np.ndarray,
               features: torch.Tensor | None = None, augment: "TrainSettings | None" = None,
-              generator: torch.Generator | None = None) -> "Batch":
+              generator: torch.Generator | None = None, feature_rows: np.ndarray | None = None) -> "Batch":
         """The :class:`~ichseq.models.base.Batch` of samples ``index`` for ``model``: its cached
-        backbone ``features`` (rows = samples) when given, else its prepared pixels; masks and
-        positions when the model needs them.
+        backbone ``features`` when given, else its prepared pixels; masks and positions when the
+        model needs them; for kinds ``scan`` and ``context`` the frame mask.
+
+        ``features`` rows are these samples, unless ``feature_rows`` is given: then they are a
+        slice model's stored features, and ``feature_rows[cache row]`` is the stored row of a
+        slice (-1: not stored), so each frame gets its slice's features: (B, T, D).
 
         ``augment`` (training settings; with ``generator``, which every random draw comes from)
         makes it a training batch: with ``random_clips`` each clip is a new random one of its
@@ -90,12 +107,22 @@ class Samples:
         device = model.device
         index = np.asarray(index)
         rows, labels = self.rows[index], self.label[index]
+        if self.kind == "scan":  # a scan's slices come first: drop the batch's all-padding tail
+            rows = rows[:, : max(1, int((rows != BLANK).sum(axis=1).max()))]
         if augment is not None and augment.random_clips and self.kind == "sequence":
             rows = np.stack([random_clip(cache.patient_rows(p), rows.shape[1], generator) for p in self.patient[index]])
             # A random clip of a positive scan may miss its bleed: then it shows none.
             labels = cache.manifest.label.to_numpy(np.int64)[rows].max(axis=1)
         labels = torch.as_tensor(labels, device=device)
-        if features is not None:
+        if features is not None and feature_rows is not None:
+            stored = np.where(rows == BLANK, 0, feature_rows[np.maximum(rows, 0)])
+            if ((stored < 0) & (rows != BLANK)).any():
+                raise DataError("the feature store lacks slices these samples need (a backbone entry limited to "
+                                "num_frames slices per scan?); rerun its features rule with every slice")
+            gathered = features[torch.as_tensor(stored, device=features.device)]
+            batch = Batch(labels, features=gathered * torch.as_tensor(rows != BLANK, device=features.device)[..., None])
+            pixels = masks = None
+        elif features is not None:
             batch = Batch(labels, features=features[torch.as_tensor(index, device=features.device)])
             pixels = masks = None
         else:
@@ -108,6 +135,8 @@ class Samples:
             batch.masks = model.prepare_masks(masks if masks is not None else self.masks(cache, index, rows))
         if "positions" in model.needs:
             batch.positions = self.positions(cache, index, rows).to(device)
+        if self.kind in ("scan", "context"):
+            batch.frame_mask = torch.as_tensor(rows != BLANK, device=device)
         return batch
 
     def table(self, cache: SliceCache) -> pd.DataFrame:
@@ -165,12 +194,15 @@ def _slice_rows(cache: SliceCache, num_frames: int, policy: str) -> np.ndarray:
 
 
 def build_samples(cache: SliceCache, kind: str, num_frames: int | None = None, policy: str = _FRAMES["policy"],
-                  padding: str = _FRAMES["padding"]) -> Samples:
+                  padding: str = _FRAMES["padding"], context: int = 0) -> Samples:
     """Every sample of the cohort in ``cache`` for a model of ``kind``.
 
     For a slice model ``num_frames`` (None: all) limits each scan to that many slices, chosen by
-    ``policy``; ``padding`` does not apply (a missing slice is not a sample).
+    ``policy``; ``padding`` does not apply (a missing slice is not a sample). ``context``: the
+    neighbours on each side of a ``context`` sample's slice.
     """
+    if kind in ("scan", "context"):
+        return _scan_samples(cache, kind, context)
     if kind == "slice":
         m = cache.manifest
         if num_frames:
@@ -197,3 +229,29 @@ def build_samples(cache: SliceCache, kind: str, num_frames: int | None = None, p
         kind, np.array(patients, np.int64), np.full(n, -1, np.int64), np.array(labels, np.int64),
         np.array(rows, np.int64).reshape(n, num_frames),
     )
+
+
+def _scan_samples(cache: SliceCache, kind: str, context: int) -> Samples:
+    """Samples of kind ``scan`` (every slice of a scan, BLANK-padded to the longest scan) or
+    ``context`` (each slice with ``context`` neighbours on each side, BLANK beyond the scan)."""
+    patients, slices, labels, rows = [], [], [], []
+    slice_numbers = cache.manifest.slice.to_numpy(np.int64)
+    slice_labels = cache.manifest.label.to_numpy(np.int64)
+    longest = max((len(cache.patient_rows(p)) for p in cache.patients), default=1)
+    for patient in cache.patients:
+        scan = cache.patient_rows(patient)  # in scan order
+        if kind == "scan":
+            patients.append(patient)
+            slices.append(-1)
+            labels.append(int(slice_labels[scan].max()))
+            rows.append(np.concatenate([scan, np.full(longest - len(scan), BLANK, np.int64)]))
+            continue
+        padded = np.concatenate([np.full(context, BLANK, np.int64), scan, np.full(context, BLANK, np.int64)])
+        for i, row in enumerate(scan):
+            patients.append(patient)
+            slices.append(int(slice_numbers[row]))
+            labels.append(int(slice_labels[row]))
+            rows.append(padded[i : i + 2 * context + 1])
+    width = longest if kind == "scan" else 2 * context + 1
+    return Samples(kind, np.array(patients, np.int64), np.array(slices, np.int64), np.array(labels, np.int64),
+                   np.array(rows, np.int64).reshape(len(patients), width))
