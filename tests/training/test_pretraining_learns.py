@@ -1,6 +1,8 @@
 """At tiny size, the pretrain stage must make the study's head-only protocol learn: the patient
 ROC AUC on unseen synthetic patients, over a few replicates, clearly above the same protocol on
-the randomly initialised backbone (issue 13). Fixed seeds throughout; the margin is the test."""
+the randomly initialised backbone (issue 13). The two-stage models (cnn_rnn, slice_context) then
+learn from the same feature store, without running the backbone (issue 14). Fixed seeds
+throughout; the margins are the test."""
 
 from __future__ import annotations
 
@@ -57,8 +59,11 @@ def head_only_aucs(plan, cache, splits, work) -> list[float]:
     return aucs
 
 
-@pytest.mark.slow
-def test_pretraining_makes_the_head_only_protocol_learn(tmp_path):
+@pytest.fixture(scope="module")
+def pretrained_backbone(tmp_path_factory):
+    """The tiny convnext pretrained on one synthetic cohort, a study cohort of unseen patients
+    and its replicate splits: (validated config, study cache, splits, the pretrained folder)."""
+    tmp_path = tmp_path_factory.mktemp("pretrained")
     pretrain_cache = cohort(tmp_path, seed=11, n=40)
     study_cache = cohort(tmp_path, seed=12, n=30)  # unseen patients: another seed
     study = cohort_from_manifest(pd.read_csv(study_cache / "manifest.csv"))
@@ -66,13 +71,18 @@ def test_pretraining_makes_the_head_only_protocol_learn(tmp_path):
     for rep in range(REPLICATES):
         splits.append(tmp_path / f"split-{rep}.json")
         write_json_atomic(splits[-1], patient_split(study, rep, 0, 0.4, 0.25))
-
     config = validate_config(copy.deepcopy(CONFIG))
+    pretrain_model(model_plan(config, "convnext"), pretrain_settings(config, "convnext"), pretrain_cache,
+                   study_cache, {"model": tmp_path / "pre/model", "history": tmp_path / "pre/h.csv",
+                                 "metrics": tmp_path / "pre/m.json"}, log=QUIET)
+    return config, study_cache, splits, tmp_path / "pre/model"
+
+
+@pytest.mark.slow
+def test_pretraining_makes_the_head_only_protocol_learn(pretrained_backbone, tmp_path):
+    config, study_cache, splits, folder = pretrained_backbone
     plan = model_plan(config, "convnext")
-    pretrain_model(plan, pretrain_settings(config, "convnext"), pretrain_cache, study_cache,
-                   {"model": tmp_path / "pre/model", "history": tmp_path / "pre/h.csv",
-                    "metrics": tmp_path / "pre/m.json"}, log=QUIET)
-    pretrained = head_only_aucs(plan.with_weights(tmp_path / "pre/model"), study_cache, splits, tmp_path / "p")
+    pretrained = head_only_aucs(plan.with_weights(folder), study_cache, splits, tmp_path / "p")
 
     random_config = copy.deepcopy(CONFIG)
     random_config["models"]["convnext"]["pretrained"] = None
@@ -81,3 +91,35 @@ def test_pretraining_makes_the_head_only_protocol_learn(tmp_path):
     print(f"pretrained {pretrained}, random {random}")
     assert np.mean(pretrained) >= 0.85
     assert np.mean(pretrained) >= np.mean(random) + 0.2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cnn_rnn", "slice_context"])
+def test_two_stage_models_learn_from_the_slice_models_feature_store(pretrained_backbone, tmp_path, monkeypatch, name):
+    """Each two-stage head trains on the pretrained convnext's stored slice features: above
+    chance on unseen patients, and no slice goes through the backbone again (its features
+    method raises if called)."""
+    config, study_cache, splits, folder = pretrained_backbone
+    config = validate_config({**copy.deepcopy(config), "models": {**config["models"], name: {}}})
+    compute_features(model_plan(config, "convnext").with_weights(folder), study_cache, tmp_path / "features",
+                     log=QUIET)
+    plan = model_plan(config, name)
+    # Its weights are the backbone entry's pretraining; its store is the backbone's.
+    assert plan.store_of == "convnext" and plan.weights_from == "convnext" and not plan.pretrain
+    plan = plan.with_weights(folder)
+
+    from ichseq.models.convnext import ConvNeXt
+
+    def no_backbone_pass(self, pixel_values):
+        raise AssertionError("the backbone ran: the two-stage head must read the feature store")
+
+    monkeypatch.setattr(ConvNeXt, "features", no_backbone_pass)
+    aucs = []
+    for rep, split in enumerate(splits):
+        run = tmp_path / f"rep-{rep}"
+        outputs = {k: run / (k if k == "model" else f"{k}.{'json' if k in ('metrics', 'cost') else 'csv'}")
+                   for k in RUN_OUTPUTS}
+        report = train_run(plan, rep, split, study_cache, outputs, features_path=tmp_path / "features", log=QUIET)
+        aucs.append(report["metrics"]["roc_auc"])
+    print(f"{name}: {aucs}")
+    assert np.mean(aucs) >= 0.85

@@ -108,8 +108,10 @@ def protocol_caveats():
 
 
 def pretrained_input(wildcards):
-    """The pretrain stage's folder, for a model whose weights come from it."""
-    return {"pretrained": f"results/pretrained/{wildcards.model}"} if PLANS[wildcards.model].pretrain else {}
+    """The pretrain stage's folder, for a model whose weights come from it (a two-stage
+    model's: its backbone's)."""
+    source = PLANS[wildcards.model].weights_from
+    return {"pretrained": f"results/pretrained/{source}"} if source else {}
 
 
 def features_inputs(wildcards):
@@ -123,7 +125,8 @@ def train_inputs(wildcards):
         **pretrained_input(wildcards),
     }
     if PLANS[wildcards.model].training.mode == "head":
-        inputs["features"] = f"results/features/{wildcards.model}"
+        # A two-stage model reads its backbone model's store: the slices are encoded once.
+        inputs["features"] = f"results/features/{PLANS[wildcards.model].store_of}"
     return inputs
 
 

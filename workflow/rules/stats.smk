@@ -119,7 +119,7 @@ rule comparison:
         },
     params:
         **config["statistics"],
-        pretrained={name: config["models"][name].get("pretrained") for name in MODELS},
+        pretrained={name: PLANS[name].weights_source for name in MODELS},
     log:
         "logs/stats/comparison.log",
     script:

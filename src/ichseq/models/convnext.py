@@ -57,6 +57,11 @@ class ConvNeXt(HFClassifier):
                     pooling=pooling)
         return model.set_input_windows(*input_settings(settings, preprocessor))
 
+    @property
+    def feature_size(self) -> int:
+        """Length of ``features``: the last stage's width."""
+        return int(self.hf_model.config.hidden_sizes[-1])
+
     def features(self, pixel_values):
         return self._pool(self.hf_model.convnext(pixel_values))
 

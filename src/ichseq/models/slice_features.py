@@ -219,7 +219,11 @@ class SliceFeatureClassifier(CTClassifier):
 
 
 def feature_dim(backbone: CTClassifier) -> int:
-    """Size of the backbone's feature vector (one forward of a blank slice, no gradients)."""
+    """Size of the backbone's feature vector: its ``feature_size`` when it states one, else one
+    forward of a blank slice (no gradients)."""
+    size = getattr(backbone, "feature_size", None)
+    if size:
+        return int(size)
     was_training = backbone.training
     backbone.eval()
     with torch.no_grad():

@@ -109,6 +109,16 @@ class ModelPlan:
         return self.backbone.weights_from if self.backbone is not None else None
 
     @property
+    def weights_source(self) -> str | None:
+        """Where the weights come from, in words for tables: the pretrain stage, a hub id or
+        folder, a two-stage model's backbone's; None = random initialisation."""
+        if self.backbone is not None:
+            return f"backbone {self.backbone.name}: {self.backbone.weights_source or 'random init'}"
+        if self.pretrain:
+            return "pretrain stage"
+        return self.model.get("pretrained")
+
+    @property
     def store_of(self) -> str:
         """The entry whose feature store this plan's head-mode runs read (a two-stage model:
         its backbone's; otherwise its own)."""
