@@ -20,7 +20,7 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_roc_auc", "val_balanc
 #: Added to the history (after the val columns) under ``checkpoint_selection: test``.
 TEST_HISTORY_COLUMNS = ("test_loss", "test_roc_auc", "test_balanced_accuracy")
 #: A run's cost.json keys, in order (``checkpoint_selection`` follows when it is ``test``).
-COST_COLUMNS = (*RUN_KEYS, "mode", "parameters_total", "parameters_trainable", "feature_seconds", "training_seconds",
+COST_COLUMNS = (*RUN_KEYS, "mode", "class_imbalance", "parameters_total", "parameters_trainable", "feature_seconds", "training_seconds",
                 "samples_per_second", "epochs_run", "best_epoch", "resumed_from_epoch", "device")
 #: The numeric ones among them.
-COST_NUMBERS = tuple(c for c in COST_COLUMNS if c not in (*RUN_KEYS, "mode", "device"))
+COST_NUMBERS = tuple(c for c in COST_COLUMNS if c not in (*RUN_KEYS, "mode", "class_imbalance", "device"))

@@ -22,6 +22,7 @@ from ichseq.analysis.ranking import (
 )
 from ichseq.analysis.stats import OUTPUT_NAMES, run_stats, validate_runs
 from ichseq.errors import DataError
+from ichseq.report.ranking import leaderboard_markdown
 
 MODELS = ("alpha", "beta", "gamma", "delta")
 METRICS = ("roc_auc", "accuracy")
@@ -108,7 +109,8 @@ def test_fewer_than_three_models_is_refused():
 def test_leaderboard_sorted_with_means_cis_and_cost(tmp_path):
     runs = _runs()
     cost = pd.DataFrame({"model": list(MODELS) * 2, "replicate": [0] * 4 + [1] * 4,
-                         "parameters_total": [10, 20, 30, 40] * 2, "training_seconds": [1.0, 2, 3, 4, 3, 4, 5, 6]})  # fmt: skip
+                         "parameters_total": [10, 20, 30, 40] * 2, "training_seconds": [1.0, 2, 3, 4, 3, 4, 5, 6],
+                         "class_imbalance": ["none", "weighted", "balanced", "weighted"] * 2})  # fmt: skip
     board = leaderboard(runs, cost, {"delta": "pretrain"}, n_resamples=FAST)
     means = {m: runs[(runs["model"] == m) & (runs["metric"] == "roc_auc")]["value"].mean() for m in MODELS}
     assert list(board["model"]) == sorted(MODELS, key=lambda m: -means[m])
@@ -118,6 +120,10 @@ def test_leaderboard_sorted_with_means_cis_and_cost(tmp_path):
     assert (got["roc_auc_ci_low"] < got["roc_auc_mean"]).all() and (got["roc_auc_mean"] < got["roc_auc_ci_high"]).all()
     assert got.at["delta", "training_seconds"] == 5.0 and got.at["alpha", "parameters_total"] == 10
     assert got.at["delta", "pretrained"] == "pretrain" and got.at["alpha", "pretrained"] == "none (random init)"
+    # The imbalance option each model was trained with (training.class_imbalance).
+    assert got["class_imbalance"].to_dict() == {"alpha": "none", "beta": "weighted", "gamma": "balanced",
+                                                "delta": "weighted"}
+    assert "| class_imbalance |" in leaderboard_markdown(board) and "balanced" in leaderboard_markdown(board)
 
 
 def test_write_comparison_writes_every_declared_file(tmp_path):

@@ -166,6 +166,11 @@ def leaderboard(
     board = pd.DataFrame({"model": models})
     if pretrained is not None:
         board["pretrained"] = [pretrained.get(m) or "none (random init)" for m in models]
+    if cost is not None and "class_imbalance" in cost.columns:
+        # How the class imbalance was handled (training.class_imbalance): none, weighted, balanced.
+        used = cost.groupby(cost["model"].astype(str))["class_imbalance"].agg(
+            lambda v: ", ".join(sorted(set(map(str, v.dropna())))))
+        board["class_imbalance"] = [used.get(m, "") for m in models]
     if cost is not None:
         for column in LEADERBOARD_COST:
             if column in cost.columns and column in COST_NUMBERS:

@@ -27,7 +27,7 @@ def leaderboard_html(board: pd.DataFrame) -> str:
 def leaderboard_markdown(board: pd.DataFrame) -> str:
     """The leaderboard as a Markdown table (mean [CI] per metric)."""
     metrics = [c[: -len("_mean")] for c in board.columns if c.endswith("_mean")]
-    extra = [c for c in ("pretrained", "parameters_total", "training_seconds") if c in board.columns]
+    extra = [c for c in ("pretrained", "class_imbalance", "parameters_total", "training_seconds") if c in board.columns]
     headers = ["rank", "model", *extra, *metrics]
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     for _, row in board.iterrows():

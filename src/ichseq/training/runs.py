@@ -477,6 +477,7 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
         sample_table = sample_table.drop(columns="frames")
     values = {
         "model": plan.name, "replicate": int(replicate), "mode": settings.mode,
+        "class_imbalance": settings.class_imbalance,
         "parameters_total": int(parameters["total"]), "parameters_trainable": int(parameters["trainable"]),
         "feature_seconds": feature_seconds, "training_seconds": round(result.seconds, 3),
         "samples_per_second": round(result.samples_seen / result.seconds, 3) if result.seconds > 0 else None,
@@ -485,7 +486,7 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
     }
     cost = {key: values[key] for key in COST_COLUMNS}
     report = {"model": plan.name, "replicate": int(replicate), "best_epoch": int(result.best_epoch),
-              "decision": decision, "metrics": metrics}
+              "class_imbalance": settings.class_imbalance, "decision": decision, "metrics": metrics}
     if biased:  # only then, so that runs of the default protocol keep their outputs as they were
         cost["checkpoint_selection"] = report["checkpoint_selection"] = "test"
 
