@@ -16,6 +16,10 @@ import yaml
 
 from ichseq.data.download import MARKER_FILE
 from ichseq.data.splits import patient_split
+from ichseq.models import BUILTIN
+
+# Every built-in model, as the unknown-model message lists them.
+AVAILABLE = ", ".join(sorted(BUILTIN))
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -128,7 +132,7 @@ def test_unknown_model_fails_at_validation_before_any_job(tmp_path):
     config = {**TINY, "models": {**TINY["models"], "resnet": {"image_size": 32}}}
     proc = snakemake(tmp_path, "-n", config=config)
     assert proc.returncode != 0
-    assert "models.resnet: unknown model 'resnet'; available: convnext, timesformer, videomae, vivit" in proc.stdout + proc.stderr
+    assert f"models.resnet: unknown model 'resnet'; available: {AVAILABLE}" in proc.stdout + proc.stderr
     proc = snakemake(tmp_path, config=config)
     assert proc.returncode != 0 and not (tmp_path / "results").exists()
 
