@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import sys
 
 from .errors import ConfigError, IchseqError
@@ -69,6 +70,13 @@ def _stats(args) -> None:
         power_alpha=args.power_alpha, log=print,
     ).values())  # fmt: skip
     paths += metric_figures(runs, args.out, log=print)  # box plots, mean confusion matrices, paired runs
+    # The leaderboard, and with 3 or more models the Friedman test, post-hoc table and CD diagram.
+    from .analysis.ranking import COMPARISON_NAMES, comparison_outputs, write_comparison
+
+    n_models = runs["model"].nunique()
+    wanted = {key: Path(args.out) / COMPARISON_NAMES[key] for key in comparison_outputs(n_models)}
+    paths += list(write_comparison(runs, wanted, alpha=args.alpha, undefined=args.undefined, seed=args.seed,
+                                   n_resamples=args.resamples).values())
     for path in paths:
         print(f"written {path}")
 
@@ -128,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("check", "detect the layout of a dataset folder/zip and validate it")
     p.add_argument("path", help="dataset folder or zip, v1.3.1 (NIfTI) or v1.0.0 (JPG)")
     p.set_defaults(func=_check)
-    p = command("stats", "compare models over replicates from a model,replicate,metric,value CSV")
+    p = command("stats", "compare models over replicates from a model,replicate,metric,value CSV (with 3 or more "
+                         "models also the Friedman test, post-hoc tests and critical-difference diagram)")
     p.add_argument("metrics_csv", metavar="METRICS_CSV", help="long-format CSV: model, replicate, metric, value")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")

@@ -85,9 +85,9 @@ def make_cost(n_reps: int = 3) -> pd.DataFrame:
     for model in MODELS:
         for r in range(n_reps):
             if model == "vivit":
-                rows.append((model, r, "head", 88_600_000, 1_538, 0.0, 30.0 + r, 100.0 + 10 * r, 20, 7, 0, "cpu"))
+                rows.append((model, r, "head", "weighted", 88_600_000, 1_538, 0.0, 30.0 + r, 100.0 + 10 * r, 20, 7, 0, "cpu"))
             else:
-                rows.append((model, r, "full", 27_800_000, 27_800_000, 120.0, 60.0 + 2 * r, 50.0, 9, 9, 0, "cpu"))
+                rows.append((model, r, "full", "none", 27_800_000, 27_800_000, 120.0, 60.0 + 2 * r, 50.0, 9, 9, 0, "cpu"))
     return pd.DataFrame(rows, columns=list(COST_COLUMNS))
 
 
@@ -675,3 +675,13 @@ def test_metric_figures_writes_nothing_when_the_table_is_unusable(tmp_path):
     with pytest.raises(DataError, match="no metric to plot"):
         metric_figures(runs[runs["metric"].isin(figures.COUNT_METRICS)], tmp_path / "figures")
     assert not (tmp_path / "figures").exists()
+
+
+def test_critical_difference_without_a_defined_test_says_why():
+    """With too few replicates no Friedman test is defined: the declared figure is still drawn,
+    and says why, instead of failing the comparison rule."""
+    fig = figures.critical_difference_figure({}, {"roc_auc": "2 replicate(s) with a value for every model, fewer than 3"})
+    text = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    assert "Friedman test is undefined" in text and "fewer than 3" in text
+    with pytest.raises(DataError):
+        figures.critical_difference_figure({})

@@ -25,6 +25,7 @@ from ichseq.analysis.stats import (
     validate_runs,
     write_stats,
 )
+from ichseq.analysis.ranking import COMPARISON_NAMES, comparison_outputs
 from ichseq.cli import main
 from ichseq.errors import ConfigError, DataError
 
@@ -451,7 +452,10 @@ def test_console_script_end_to_end(tmp_path):
     args = ["stats", str(csv), "--out", str(out), "--resamples", "50"]
     done = subprocess.run([*cmd, *args], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS + FIGURES)
+    # Two models: the pairwise tables and the leaderboard, no Friedman test.
+    leaderboard = [COMPARISON_NAMES[k] for k in comparison_outputs(2)]
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS + FIGURES + tuple(leaderboard))
+    assert "friedman.csv" not in leaderboard
     tests = pd.read_csv(out / "tests.csv")
     assert len(tests) == 3 * (2 + 5)  # 3 metrics x (2 shapiro + levene, t, MWU, paired t, Wilcoxon)
 
@@ -540,7 +544,8 @@ def test_command_runs_on_a_published_table_without_confusion_counts(tmp_path, ca
     assert main(["stats", str(csv), "--out", str(out), "--resamples", "50"]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert [line for line in printed if "skipped" in line] == [SKIPPED_TABLE, SKIPPED_FIGURE]
-    assert sorted(p.name for p in out.iterdir()) == sorted(set(OUTPUTS + FIGURES) - CONFUSION_FILES)
+    comparison = {COMPARISON_NAMES[k] for k in comparison_outputs(len(models))}  # Friedman's with 3+ models
+    assert sorted(p.name for p in out.iterdir()) == sorted((set(OUTPUTS + FIGURES) - CONFUSION_FILES) | comparison)
 
     tests = pd.read_csv(out / "tests.csv", keep_default_na=False, na_values=[""])
     n_pairs = len(models) * (len(models) - 1) // 2
@@ -714,3 +719,15 @@ def test_a_runs_table_is_validated_once_where_it_enters(tmp_path, monkeypatch):
     assert len(checked) == 2 * once
     with pytest.raises(DataError, match="needs at least 2 models"):
         validate_runs(runs[runs.model == runs.model.iloc[0]])
+
+
+def test_command_with_three_models_adds_the_friedman_comparison(tmp_path, capsys):
+    third = {metric: [v * 0.9 if v is not None else None for v in values] for metric, values in STUDY["vivit"].items()}
+    csv = write_runs(tmp_path / "metrics.csv", {**STUDY, "cnn_rnn": third})
+    out = tmp_path / "stats"
+    assert main(["stats", str(csv), "--out", str(out), "--resamples", "50"]) == 0
+    printed = capsys.readouterr().out
+    for name in COMPARISON_NAMES.values():  # every comparison file, Friedman's included
+        assert (out / name).stat().st_size > 0 and f"written {out / name}" in printed, name
+    friedman = pd.read_csv(out / "friedman.csv").set_index("metric")
+    assert friedman.at["roc_auc", "n_models"] == 3

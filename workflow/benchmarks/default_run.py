@@ -5,8 +5,12 @@
 Runs the whole main job (all stages, pretraining included) and the report build from scratch
 in a temporary working directory, then prints, from its results/metrics/runs.csv, every
 model's patient ROC AUC over the replicates (mean, sd, min, max), the pretraining's held-out
-AUC, and for each sequence model how often its frames miss every positive slice of a positive
-study scan (that bounds its recall). Prints a Markdown table for the README.
+AUC, for each sequence model how often its frames miss every positive slice of a positive
+study scan (that bounds its recall), and each model's parameters and mean training seconds per
+replicate (cost.csv; a head-mode run's features are computed once per model, not per replicate).
+Prints a Markdown table for the README. The zoo preset::
+
+    .venv/bin/python workflow/benchmarks/default_run.py --configfile workflow/presets/zoo.yaml
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ def frames_missing_bleeds(work: Path, config: dict) -> dict[str, float]:
     """Per sequence model: the share of positive study scans whose selected frames hold no positive slice."""
     from ichseq.data.cache import SliceCache
     from ichseq.data.frames import select_frames
+    from ichseq.models import model_kind
     from ichseq.training.runs import model_plan
 
     cache = SliceCache(work / "results/data/cache")
@@ -48,7 +53,7 @@ def frames_missing_bleeds(work: Path, config: dict) -> dict[str, float]:
     for name in config["models"]:
         plan = model_plan(config, name)
         num_frames = plan.model.get("num_frames")
-        if not num_frames or plan.build().kind != "sequence":
+        if not num_frames or model_kind(plan.architecture) != "sequence":
             continue
         missed = positive = 0
         for patient in cache.patients:
@@ -78,26 +83,31 @@ def main() -> None:
     report_s = run([*base, "--report", "results/report.html"], work)
 
     import yaml
+    from snakemake.utils import update_config  # merges --configfile files key by key, as Snakemake does
 
     from ichseq.config import validate_config
 
-    config = validate_config(yaml.safe_load((ROOT / "config.yaml").read_text()))
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
     for extra in args.configfile:
-        config = validate_config({**config, **yaml.safe_load(Path(extra).read_text())})
+        update_config(config, yaml.safe_load(Path(extra).read_text()))
+    config = validate_config(config)
     runs = pd.read_csv(work / "results/metrics/runs.csv")
+    cost = pd.read_csv(work / "results/metrics/cost.csv").groupby("model")
     auc = runs[runs.metric == "roc_auc"].groupby("model").value
     pretrain = {p.parent.name: json.loads(p.read_text()) for p in sorted(work.glob("results/pretrain/*/metrics.json"))}
     misses = frames_missing_bleeds(work, config)
     print(f"machine: {describe()}; main job {main_s / 60:.1f} min, report {report_s:.1f} s")
-    print("| model | patient ROC AUC, mean ± sd (min–max), n | pretraining held-out AUC (s) | frames missing every bleed |")
-    print("|---|---|---|---|")
+    print("| model | patient ROC AUC, mean ± sd (min–max), n | pretraining held-out AUC (s) | frames missing every bleed "
+          "| parameters | training s per replicate |")
+    print("|---|---|---|---|---|---|")
     for model, values in auc:
         v = values.dropna().to_numpy()
         pre = pretrain.get(model)
         pre_text = "—" if pre is None else f"{pre['holdout_roc_auc']:.3f} ({pre['training_seconds']:.0f} s)"
         miss = f"{misses[model]:.0%} of positive scans" if model in misses else "— (every slice)"
+        params = int(cost.parameters_total.mean()[model])
         print(f"| {model} | {v.mean():.3f} ± {np.std(v, ddof=1):.3f} ({v.min():.3f}–{v.max():.3f}), {len(v)} | "
-              f"{pre_text} | {miss} |")
+              f"{pre_text} | {miss} | {params:,} | {cost.training_seconds.mean()[model]:.1f} |")
     if args.keep:
         shutil.copytree(work, args.keep, dirs_exist_ok=True)
     shutil.rmtree(work, ignore_errors=True)

@@ -772,15 +772,27 @@ def metric_figures(
 # --------------------------------------------------------------------------- many models
 
 
-def critical_difference_figure(results: Mapping[str, object]) -> Figure:
+def critical_difference_figure(results: Mapping[str, object], undefined: Mapping[str, str] | None = None) -> Figure:
     """Critical-difference diagrams (Demsar 2006), one panel per metric, drawn by
     :func:`autorank.plot_stats` from autorank's Friedman/Nemenyi ``RankResult`` of each metric
     (mean ranks on the axis, models whose ranks differ by less than the CD joined by a bar).
-    A metric whose Friedman test is not significant is drawn too, its title says so."""
+    A metric whose Friedman test is not significant is drawn too, its title says so.
+
+    When no metric has a defined test (e.g. fewer than 3 complete replicates) the figure says
+    why, per metric (``undefined``: metric -> reason), instead of failing: the comparison
+    rule declares it, so it must be written."""
     from autorank import plot_stats  # imported here: autorank imports pyplot, which nothing else needs
 
     if not results:
-        raise DataError("no metric has a defined Friedman test: no critical-difference diagram to draw")
+        if not undefined:
+            raise DataError("no metric has a defined Friedman test: no critical-difference diagram to draw")
+        fig = Figure(figsize=(7.0, 0.8 + 0.3 * len(undefined)), layout="constrained")
+        ax = fig.subplots()
+        ax.axis("off")
+        lines = [f"{METRIC_LABELS.get(m, m)}: {why}" for m, why in undefined.items()]
+        ax.text(0.0, 1.0, "No critical-difference diagram: the Friedman test is undefined\n" + "\n".join(lines),
+                va="top", ha="left", fontsize=8, transform=ax.transAxes)
+        return fig
     n_models = len(next(iter(results.values())).rankdf)
     height = 0.9 + 0.22 * n_models
     fig = Figure(figsize=(7.0, height * len(results)), layout="constrained")
@@ -795,9 +807,10 @@ def critical_difference_figure(results: Mapping[str, object]) -> Figure:
     return fig
 
 
-def critical_difference(results: Mapping[str, object], paths: Sequence[str | Path]) -> list[Path]:
+def critical_difference(results: Mapping[str, object], paths: Sequence[str | Path],
+                        undefined: Mapping[str, str] | None = None) -> list[Path]:
     """Write :func:`critical_difference_figure` to ``paths`` (PNG and SVG)."""
-    return save_figure(critical_difference_figure(results), paths)
+    return save_figure(critical_difference_figure(results, undefined), paths)
 
 
 def leaderboard_figure(board: pd.DataFrame) -> Figure:

@@ -264,5 +264,6 @@ def write_comparison(
             write_text_atomic(paths["friedman_html"], friedman_html(friedman.tests, friedman.ranks, friedman.posthoc, alpha))
         figure = [paths[k] for k in ("critical_difference_png", "critical_difference_svg") if k in paths]
         if figure:
-            figures.critical_difference(friedman.results, figure)
+            undefined = {r.metric: r.note for r in friedman.tests.itertuples() if r.metric not in friedman.results}
+            figures.critical_difference(friedman.results, figure, undefined)
     return paths
