@@ -256,3 +256,37 @@ def test_pretrain_stage_runs_before_features_and_reaches_the_report(tiny_run, tm
     proc = snakemake(tmp_path, "--report", "results/report.html", config=config)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Pretraining cohort" in (tmp_path / "results/report.html").read_text()
+
+
+def test_two_stage_models_read_the_backbones_store_and_three_models_get_the_friedman_comparison(tiny_run, tmp_path):
+    # On a copy of the tiny run: cnn_rnn and slice_context join; they train on convnext's
+    # feature store (no features job of their own, convnext's is not rerun), and with four
+    # models the comparison adds the Friedman test and the critical-difference diagram.
+    shutil.copytree(tiny_run, tmp_path, symlinks=True, dirs_exist_ok=True)
+    config = json.loads(json.dumps(TINY))
+    config["models"]["cnn_rnn"] = {"head": {"hidden_size": 8}}
+    config["models"]["slice_context"] = {"head": {"hidden_size": 8, "context": 1}}
+    proc = snakemake(tmp_path, config=config)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "rule features:" not in out and not (tmp_path / "results/features/cnn_rnn").exists()
+    assert "localrule comparison:" in out
+    for model in ("cnn_rnn", "slice_context"):
+        for rep in range(3):
+            log = (tmp_path / f"logs/train/{model}/rep-{rep}.log").read_text()
+            assert "results/features/convnext" in log and "no slice goes through the backbone again" in log
+            cost = json.loads((tmp_path / f"results/runs/{model}/rep-{rep}/cost.json").read_text())
+            assert cost["class_imbalance"] == "weighted" and cost["mode"] == "head"
+    # 3 replicates are too few for a Friedman test (autorank needs 5): it says so, and so does the
+    # diagram, instead of failing the rule.
+    friedman = pd.read_csv(tmp_path / "results/stats/friedman.csv").set_index("metric")
+    assert friedman.at["roc_auc", "n_models"] == 4 and friedman.at["roc_auc", "n_replicates"] == 3
+    assert "fewer than 5: undefined" in friedman.at["roc_auc", "note"]
+    board = pd.read_csv(tmp_path / "results/stats/leaderboard.csv").set_index("model")
+    assert board.at["cnn_rnn", "pretrained"] == "backbone convnext: random init"
+    assert set(board["class_imbalance"]) == {"weighted"}
+    assert (tmp_path / "results/stats/critical_difference.png").stat().st_size > 1000
+    proc = snakemake(tmp_path, "--report", "results/report.html", config=config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (tmp_path / "results/report.html").read_text()
+    assert "critical_difference.png" in html and "leaderboard.png" in html

@@ -154,3 +154,15 @@ def test_two_model_statistics_unchanged_by_the_comparison(tmp_path):
     for name in OUTPUT_NAMES.values():
         if (tmp_path / "before" / name).exists():
             assert (tmp_path / "before" / name).read_bytes() == (tmp_path / "after" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("replicates", [2, 4])
+def test_too_few_replicates_give_an_undefined_test_and_a_diagram_that_says_why(tmp_path, replicates):
+    """autorank needs 5 replicates: fewer is an undefined test with its reason, never a crash."""
+    runs = _runs(replicates=replicates)
+    friedman = Friedman(runs)
+    assert friedman.tests["statistic"].isna().all() and friedman.ranks.empty
+    assert friedman.tests["note"].str.contains(f"{replicates} replicate\\(s\\) with a value for every model, fewer than 5").all()
+    outputs = {k: tmp_path / name for k, name in COMPARISON_NAMES.items()}
+    write_comparison(runs, outputs, n_resamples=FAST)
+    assert outputs["critical_difference_png"].stat().st_size > 1000

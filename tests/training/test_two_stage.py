@@ -122,6 +122,9 @@ def test_head_mode_run_reads_the_backbones_store_and_reloads(cohort_dir, store, 
     cost = json.loads((tmp_path / "cost.json").read_text())
     store_meta = json.loads((store / "features.json").read_text())
     assert cost["feature_seconds"] == store_meta["seconds"]  # the store's cost, not a second pass
+    head = sum(p.numel() for p in load_run_model(tmp_path / "model")[0].classifier.parameters())
+    assert cost["parameters_trainable"] == head
+    assert cost["parameters_total"] == store_meta["parameters"]["total"] + head  # the backbone's and its own
     # The imbalance option used is in the run's outputs (the config's default here).
     assert cost["class_imbalance"] == report["class_imbalance"] == plan.training.class_imbalance == "weighted"
     model, info = load_run_model(tmp_path / "model")

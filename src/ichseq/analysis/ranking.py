@@ -38,8 +38,9 @@ from scipy import stats as sps
 from ..columns import COST_NUMBERS
 from .stats import NAN, _holm, _rate_metrics, _values, summarise
 
-#: Fewest complete replicates for a Friedman test (autorank's normality screen needs 3).
-MIN_BLOCKS = 3
+#: Fewest complete replicates for a Friedman test: autorank refuses fewer than 5
+#: ("requires at least five performance estimations").
+MIN_BLOCKS = 5
 #: Fewest models for the Friedman test and its post-hoc comparisons.
 MIN_MODELS = 3
 #: The leaderboard is sorted by the first of these metrics in the table (else the first rate metric).

@@ -34,7 +34,12 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
         cells = [str(row["rank"]), str(row["model"])]
         for c in extra:
             v = row[c]
-            cells.append("" if pd.isna(v) else f"{v:.0f}" if isinstance(v, float) else str(v))
+            if pd.isna(v):
+                cells.append("")
+            elif c == "training_seconds":
+                cells.append(f"{v:.1f}")
+            else:
+                cells.append(f"{v:,.0f}" if isinstance(v, (int, float)) else str(v))
         for m in metrics:
             mean, low, high = row[f"{m}_mean"], row[f"{m}_ci_low"], row[f"{m}_ci_high"]
             cells.append("" if pd.isna(mean) else f"{mean:.3f}" + ("" if pd.isna(low) else f" [{low:.3f}, {high:.3f}]"))

@@ -434,8 +434,10 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
         else:
             fetch = lambda idx: samples.batch(model, cache, idx, features=stored)  # noqa: E731
         train_fetch = None
-        parameters = {"total": meta["parameters"]["total"],
-                      "trainable": sum(p.numel() for p in module.parameters())}
+        trainable = sum(p.numel() for p in module.parameters())
+        # The stored backbone's parameters, plus a two-stage model's own head.
+        parameters = {"total": meta["parameters"]["total"] + (trainable if plan.backbone is not None else 0),
+                      "trainable": trainable}
         feature_seconds, provenance = meta["seconds"], {"features": str(features_path), "feature_store": meta}
     else:
         model.init_classifier_(seed)
