@@ -190,9 +190,9 @@ TINY_VIVIT = {"config": {"hidden_size": 16, "num_hidden_layers": 1, "num_attenti
 
 def test_unknown_model_name_fails_at_validation_listing_the_models():
     message = _error({"models": {"resnet": {}}})
-    assert message == "invalid configuration: models.resnet: unknown model 'resnet'; available: convnext, timesformer, videomae, vivit"
+    assert message == "invalid configuration: models.resnet: unknown model 'resnet'; available: convnext, seg_cls, timesformer, videomae, vivit"
     message = _error({"models": {"vivit": {}, "cnn": {"architecture": "resnet"}}})
-    assert "models.cnn.architecture: unknown model 'resnet'; available: convnext, timesformer, videomae, vivit" in message
+    assert "models.cnn.architecture: unknown model 'resnet'; available: convnext, seg_cls, timesformer, videomae, vivit" in message
 
 
 def test_a_registered_architecture_under_another_entry_name_is_accepted():
@@ -227,7 +227,7 @@ def test_validation_does_not_import_the_models():
     )
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
-    assert out.splitlines() == ["invalid configuration: models.resnet: unknown model 'resnet'; available: convnext, timesformer, videomae, vivit",
+    assert out.splitlines() == ["invalid configuration: models.resnet: unknown model 'resnet'; available: convnext, seg_cls, timesformer, videomae, vivit",
                                 "[]"]
 
 

@@ -128,7 +128,7 @@ def test_unknown_model_fails_at_validation_before_any_job(tmp_path):
     config = {**TINY, "models": {**TINY["models"], "resnet": {"image_size": 32}}}
     proc = snakemake(tmp_path, "-n", config=config)
     assert proc.returncode != 0
-    assert "models.resnet: unknown model 'resnet'; available: convnext, timesformer, videomae, vivit" in proc.stdout + proc.stderr
+    assert "models.resnet: unknown model 'resnet'; available: convnext, seg_cls, timesformer, videomae, vivit" in proc.stdout + proc.stderr
     proc = snakemake(tmp_path, config=config)
     assert proc.returncode != 0 and not (tmp_path / "results").exists()
 
