@@ -6,9 +6,9 @@ training on cached features and a full forward pass go through exactly the same 
 ``head(features(x))`` is ``forward(x)``. The training code sees only this interface: it builds a
 :class:`Batch`, calls ``forward_batch``, ``loss`` and ``logits`` (and ``start_epoch`` before each
 epoch, ``extra_test_metrics`` after training: hooks that do nothing unless a model needs them),
-initialises, saves and loads the classifier or the whole model through the methods below. A model that is not a Hugging Face
-``*ForXxxClassification``, or that has its own loss or needs masks, subclasses
-:class:`CTClassifier` directly in its own module.
+initialises, saves and loads the classifier or the whole model through the methods below. A
+model that is not a Hugging Face ``*ForXxxClassification``, or that has its own loss or needs
+masks, subclasses :class:`CTClassifier` directly in its own module.
 
 Preprocessing is done with plain tensor ops instead of the HF image processors: without
 torchvision those fall back to slow PIL code, and our input is already a windowed uint8 array.
