@@ -75,8 +75,6 @@ METRIC_LABELS = {
     "fn": "False negatives",
     "tp": "True positives",
     "n_test": "Test patients",
-    "dice": "Segmentation Dice",
-    "volume_spearman": "Blood volume (Spearman)",
 }
 
 CLASS_NAMES = ("no hemorrhage", "hemorrhage")
