@@ -21,6 +21,7 @@ import yaml
 
 from .errors import ConfigError, ModelError
 from .models import available_models, unknown_model_message
+from .models.phases import foreign_key, phase_epochs, phase_settings
 from .models.windows import window_channels
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -134,6 +135,7 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     for name, entry in config["models"].items():
         _check_model_entry(name, entry or {}, config["preprocess"]["image_size"])
         _check_input_windows(name, entry or {}, config["preprocess"]["window"])
+        _check_phases(name, entry or {}, config)
     _check_pretrain(config)
     return config
 
@@ -156,6 +158,26 @@ def _check_pretrain(config: dict) -> None:
                           "the study cohort's folder (dataset.synthetic.dir); the pretraining cohort needs its own")
 
 
+def _check_phases(name: str, entry: dict, config: dict) -> None:
+    """seg_cls's phases must fit in the epochs of each training that runs them: full mode
+    (training.epochs) and the pretrain stage (pretrain.training.epochs)."""
+    if entry.get("phases") is None:
+        return
+    try:
+        phases = phase_settings(entry["phases"], name)
+        training = {**config["training"], **(entry.get("training") or {})}
+        if training.get("mode", "head") == "full":
+            key = f"models.{name}.training.epochs" if "epochs" in (entry.get("training") or {}) else "training.epochs"
+            phase_epochs(phases, training["epochs"], name, key)
+        if entry.get("pretrained") == "pretrain":
+            own = "epochs" in (entry.get("pretrain") or {})
+            pretrain = {**config["pretrain"]["training"], **(entry.get("pretrain") or {})}
+            phase_epochs(phases, pretrain["epochs"], name,
+                         f"models.{name}.pretrain.epochs" if own else "pretrain.training.epochs")
+    except ModelError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+
+
 def _check_input_windows(name: str, entry: dict, cache_window: dict) -> None:
     """Found when the config is read rather than when a job builds the model: the models' own
     check (1 or 3 windows, each inside the window the slices are cached with)."""
@@ -173,6 +195,9 @@ def _check_model_entry(name: str, entry: dict, cache_size: int) -> None:
     architecture = entry.get("architecture") or name
     if architecture not in available_models():
         raise ConfigError(f"invalid configuration: {unknown_model_message(architecture, name)}")
+    foreign = foreign_key(architecture, entry, name)
+    if foreign:
+        raise ConfigError(f"invalid configuration: {foreign}")
     # The slices are cached at preprocess.image_size; a model of another size would resize
     # every batch, silently (an entry without image_size takes the cache's: see model_plan).
     sizes = {f"models.{name}.image_size": entry.get("image_size")}

@@ -139,6 +139,11 @@ def build_model(name: str, settings: dict | None = None, entry: str | None = Non
     settings = settings or {}
     if not isinstance(settings, dict):
         raise ModelError(f"models.{key}: expected a mapping of settings, got {type(settings).__name__}")
+    from .phases import foreign_key  # an entry key of another architecture: refused, not ignored
+
+    foreign = foreign_key(name, settings, key)
+    if foreign:
+        raise ModelError(foreign)
     return model_class(name).from_settings(settings, name=key)
 
 

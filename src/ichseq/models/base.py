@@ -4,10 +4,11 @@ implementation of it (:class:`HFClassifier`), and the shared loading / preproces
 A model splits into a backbone (``features``) and a classifier (``head``), so head-only
 training on cached features and a full forward pass go through exactly the same modules:
 ``head(features(x))`` is ``forward(x)``. The training code sees only this interface: it builds a
-:class:`Batch`, calls ``forward_batch``, ``loss`` and ``logits``, initialises, saves and loads the
-classifier or the whole model through the methods below. A model that is not a Hugging Face
-``*ForXxxClassification``, or that has its own loss or needs masks, subclasses
-:class:`CTClassifier` directly in its own module.
+:class:`Batch`, calls ``forward_batch``, ``loss`` and ``logits`` (and ``start_epoch`` before each
+epoch, ``extra_test_metrics`` after training: hooks that do nothing unless a model needs them),
+initialises, saves and loads the classifier or the whole model through the methods below. A
+model that is not a Hugging Face ``*ForXxxClassification``, or that has its own loss or needs
+masks, subclasses :class:`CTClassifier` directly in its own module.
 
 Preprocessing is done with plain tensor ops instead of the HF image processors: without
 torchvision those fall back to slow PIL code, and our input is already a windowed uint8 array.
@@ -21,8 +22,9 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -228,6 +230,26 @@ class CTClassifier(torch.nn.Module, ABC):
         if isinstance(outputs, tuple) and self.mask_loss_weight:
             loss = loss + self.mask_loss_weight * self.mask_loss(outputs[1].float(), batch.masks)
         return loss
+
+    # -- hooks of the training loop and the run ---------------------------------------------
+
+    def start_epoch(self, epoch: int, epochs: int) -> bool:
+        """Called by the training loop at the start of each epoch ``epoch`` (1-based) of a
+        training of ``epochs``, before its first batch, also for the first epoch after resuming
+        from a checkpoint (so a model that changes what it trains by epoch resumes identically).
+        Returns whether this epoch may be kept as the best one and counts for early stopping:
+        False for an epoch whose classifier is not trained yet (seg_cls's segmentation phase).
+        Default: nothing to change, every epoch may be kept."""
+        return True
+
+    def extra_test_metrics(self, fetch: Callable[[np.ndarray], Batch], index: np.ndarray, patients: np.ndarray,
+                           batch_size: int) -> dict[str, float | None]:
+        """Test metrics only this model defines, written next to the classification metrics in
+        a run's metrics.json (None: undefined), e.g. seg_cls's segmentation Dice. ``fetch``
+        gives the Batch of pixels (and what ``needs`` names) of sample indices, ``index`` holds
+        the test samples, ``patients`` every sample's patient; called in eval mode after
+        training, batches of ``batch_size``. Default: none."""
+        return {}
 
     # -- auxiliary mask supervision (training.mask_loss_weight) ----------------------------
 

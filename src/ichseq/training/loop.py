@@ -308,7 +308,9 @@ def fit(
     chosen, and training stopped, on ``test_index`` instead; it is unused otherwise.
     ``train_fetch`` (optional) gives training batches instead of ``fetch``, drawing what is
     random in them (augmentation, random clips) from the generator it is passed, which is
-    seeded per epoch: a resumed run draws the same.
+    seeded per epoch: a resumed run draws the same. ``model.start_epoch`` opens every epoch
+    (a model's own schedule, e.g. seg_cls's phases); an epoch it excludes is never kept and not
+    counted by ``patience``.
     """
     labels = np.asarray(labels, dtype=np.int64)
     train_labels = labels[train_index]
@@ -351,6 +353,9 @@ def fit(
         if finished:
             break
         t0 = time.perf_counter()
+        # The model's own schedule (seg_cls's phases), set again after resuming; an epoch it
+        # says may not be kept is neither the best nor counted by early stopping.
+        keepable = model.start_epoch(epoch, settings.epochs)
         epoch_seed = derive_seed(seed, "epoch", epoch)
         torch.manual_seed(epoch_seed)  # dropout etc. in full mode
         order = train_index[epoch_order(train_labels, settings, epoch_seed)]
@@ -374,10 +379,10 @@ def fit(
                                          test_labels, test_patients, prefix="test"))
         epoch_seconds = time.perf_counter() - t0
         seconds += epoch_seconds
-        improved = _improved(val[monitored], best_score, direction)
+        improved = keepable and _improved(val[monitored], best_score, direction)
         if improved:
             best_state, best_epoch, best_score, bad_epochs = _cpu_state(module), epoch, val[monitored], 0
-        else:
+        elif keepable:
             bad_epochs += 1
         history.append({"epoch": epoch, "train_loss": total / len(order), **val,
                         "lr": float(scheduler.get_last_lr()[0]), "seconds": round(epoch_seconds, 4), "best": 0})
@@ -394,12 +399,13 @@ def fit(
         elapsed = time.perf_counter() - session_start
         remaining = elapsed / session_epochs * (settings.epochs - epoch)
         fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        excluded = "" if keepable else " (not eligible as the kept epoch: the model's schedule)"
         log(
             f"epoch {epoch}/{settings.epochs} train_loss {history[-1]['train_loss']:.4f} "
             f"val_loss {fmt(val['val_loss'])} val_roc_auc {fmt(val['val_roc_auc'])} "
             f"val_balanced_accuracy {fmt(val['val_balanced_accuracy'])}"
             + (f" {monitored} {fmt(val[monitored])}" if on_test else "")
-            + f"{' *best' if improved else ''} "
+            + f"{' *best' if improved else ''}{excluded} "
             f"elapsed {seconds:.1f} s remaining <= {remaining:.0f} s"
         )
         if finished and epoch < settings.epochs:

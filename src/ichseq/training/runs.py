@@ -3,7 +3,8 @@
 These are what the ``features`` and ``train`` rules call. A run writes exactly the paths it is
 given (the ``train`` rule's outputs, keyed by name, see ``RUN_OUTPUTS``):
 
-* ``metrics.json``  patient-level test metrics (undefined ones are null), written last;
+* ``metrics.json``  patient-level test metrics (undefined ones are null), plus those only the
+  model defines (``extra_test_metrics``: seg_cls's segmentation Dice), written last;
 * ``predictions.csv``  one row per test patient: patient, label, probability, prediction;
 * ``sample_predictions.csv``  one row per test *sample*: each slice (slice models) or each scan
   clip with the slice numbers of its frames (sequence models), with its probability;
@@ -57,7 +58,7 @@ RUN_OUTPUTS = ("metrics", "predictions", "sample_predictions", "history", "cost"
 #: The model folder's description of how it was made (read back by ``load_run_model``).
 RUN_MODEL_INFO = "ichseq.json"
 MODEL_KEYS = ("pretrained", "config", "num_frames", "image_size", "position_embeddings", "pooling", "input_windows",
-              "mean_filters", "head")
+              "mean_filters", "head", "phases")
 #: The backbone entry of a two-stage model (``backbone``) when the entry names none.
 DEFAULT_BACKBONE = "convnext"
 #: Entry keys that only shape a randomly initialised model (a checkpoint brings its own weights).
@@ -470,6 +471,9 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
     test_probs, val_probs = probabilities(index["test"]), probabilities(index["val"])
     predictions, decision = _decide(plan, kind, samples, index["test"], test_probs, index["val"], val_probs)
     metrics = binary_metrics(predictions.label, predictions.prediction, predictions.probability)
+    # Metrics only some models define (seg_cls: its segmentation Dice), on the test samples' pixels.
+    metrics.update(model.extra_test_metrics(lambda idx: samples.batch(model, cache, idx), index["test"],
+                                            samples.patient, settings.feature_batch_size))
 
     sample_table = samples.table(cache).iloc[index["test"]].reset_index(drop=True)
     sample_table["probability"] = test_probs
