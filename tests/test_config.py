@@ -404,3 +404,23 @@ def test_as_published_preset_restores_exactly_the_studys_choices():
     convnext = model_plan(published, "convnext")
     assert convnext.model["num_frames"] == 19 and convnext.frames["policy"] == "first"
     assert model_plan(published, "vivit").training.checkpoint_selection == "test"
+
+
+def test_zoo_preset_plans_the_seven_models():
+    """workflow/presets/zoo.yaml over config.yaml: the seven designs, each buildable from its
+    entry; the two-stage ones read convnext's store and pretraining."""
+    from ichseq.models import model_kind
+    from ichseq.training.runs import model_plan
+
+    config = _layered("zoo.yaml")
+    assert set(config["models"]) == {"vivit", "convnext", "cnn_rnn", "slice_context", "seg_cls", "videomae",
+                                     "timesformer"}
+    plans = {name: model_plan(config, name) for name in config["models"]}
+    kinds = {name: model_kind(plan.architecture) for name, plan in plans.items()}
+    assert kinds == {"vivit": "sequence", "convnext": "slice", "cnn_rnn": "scan", "slice_context": "context",
+                     "seg_cls": "slice", "videomae": "sequence", "timesformer": "sequence"}
+    assert {n for n, p in plans.items() if p.pretrain} == {"vivit", "convnext", "seg_cls", "videomae", "timesformer"}
+    for name in ("cnn_rnn", "slice_context"):
+        assert plans[name].store_of == "convnext" and plans[name].weights_from == "convnext"
+    # The demo entries are untouched by the preset.
+    assert config["models"]["convnext"] == _layered()["models"]["convnext"]

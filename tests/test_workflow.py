@@ -290,3 +290,18 @@ def test_two_stage_models_read_the_backbones_store_and_three_models_get_the_frie
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = (tmp_path / "results/report.html").read_text()
     assert "critical_difference.png" in html and "leaderboard.png" in html
+
+
+def test_zoo_preset_dry_run_plans_all_seven_models(tmp_path):
+    cmd = [str(SNAKEMAKE), "-n", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--cores", "2",
+           "--configfile", str(ROOT / "config.yaml"), str(ROOT / "workflow/presets/zoo.yaml")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
+    # 7 models x 10 replicates; features for the 5 models with a backbone of their own (the
+    # two-stage ones read convnext's), pretraining for the 5 that are pretrained.
+    assert (counts["train"], counts["features"], counts["pretrain"]) == ("70", "5", "5"), counts
+    assert counts["comparison"] == "1"
+    trained = set(re.findall(r"results/runs/(\w+)/rep-0/metrics\.json", out))
+    assert trained == {"vivit", "convnext", "cnn_rnn", "slice_context", "seg_cls", "videomae", "timesformer"}
