@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import (
     TimesformerConfig,
     TimesformerForVideoClassification,
@@ -280,13 +281,61 @@ def test_bad_geometry_is_a_one_line_model_error_naming_the_entry(tmp_path):
          r"expects 4 frames per scan, got 6; sample or pad scans to models\.mae\.num_frames"),
         (lambda: build_model("timesformer", TIMESFORMER, entry="tsf").prepare(uint8_batch(1, 6, 32, 32)),
          r"expects 4 frames per scan, got 6; sample or pad scans to models\.tsf\.num_frames"),
-        (lambda: build_model("timesformer", {**TIMESFORMER, "mean_filters": {"channel": 1, "count": 2}}, entry="tsf"),
-         r"models\.tsf\.mean_filters"),
     ]
     for failure, pattern in failures:
         with pytest.raises(ModelError, match=pattern) as err:
             failure()
         assert "\n" not in str(err.value)
+
+
+# -- mean filters ---------------------------------------------------------------------------------
+
+WINDOWS = [{"level": 40, "width": 120}, {"level": 74, "width": 48, "band": True}, {"level": 98, "width": 4}]
+CACHE_WINDOW = {"level": 40, "width": 400}
+
+
+def embedding(model, name):
+    return getattr(model.hf_model, HF[name][2]).embeddings.patch_embeddings.projection
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_mean_filters_start_as_the_channel_mean_over_each_patch(name):
+    settings = {**SETTINGS[name], "input_windows": WINDOWS, "cache_window": CACHE_WINDOW}
+    torch.manual_seed(0)
+    plain = build_model(name, settings).eval()
+    torch.manual_seed(0)
+    model = build_model(name, {**settings, "mean_filters": {"channel": 1, "count": 3, "scale": 5.0}}).eval()
+    embed, plain_embed = embedding(model, name), embedding(plain, name)
+    # Only the first 3 filters change; every other weight is the same random start.
+    torch.testing.assert_close(embed.weight[3:], plain_embed.weight[3:], rtol=0, atol=0)
+    assert not torch.equal(embed.weight[:3], plain_embed.weight[:3])
+
+    batch = uint8_batch(2, 4, 32, 32)
+    batch[0, :2, :8, :8] = 255  # one whole patch above the band: black in channel 1 (its mean is 0)
+    x = model.prepare(batch)  # (B, T, 3, S, S), normalised
+    band = x[:, :, 1] * model.pixel_std[1] + model.pixel_mean[1]  # the band window's value in [0, 1]
+    with torch.no_grad():
+        if name == "videomae":  # a Conv3d over (B, C, T, H, W): 2-frame tubelets of 8x8 pixels
+            out = embed(x.permute(0, 2, 1, 3, 4))[:, :3]
+            expected = 5.0 * F.avg_pool3d(band.unsqueeze(1), (2, 8, 8))
+        else:  # a Conv2d over each frame: 8x8 patches
+            out = embed(x.reshape(-1, 3, 32, 32))[:, :3]
+            expected = 5.0 * F.avg_pool2d(band.reshape(-1, 1, 32, 32), 8)
+    torch.testing.assert_close(out, expected.expand_as(out), rtol=1e-4, atol=1e-4)
+    # The black patch gives 0, a patch inside the band up to the scale.
+    assert float(out.flatten(2)[0, 0, 0]) == pytest.approx(0.0, abs=1e-4) and float(expected.max()) > 0.5
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_mean_filters_are_refused_with_a_checkpoint_or_out_of_range(name, tmp_path):
+    save_checkpoint(name, tmp_path / name, num_frames=4)
+    with pytest.raises(ModelError, match=rf"models\.x\.mean_filters: shapes a random initialisation only; "
+                                         rf"remove it or set models\.x\.pretrained: null") as err:
+        build_model(name, {"pretrained": str(tmp_path / name), "mean_filters": {"channel": 1, "count": 2}}, entry="x")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ModelError, match=r"models\.x\.mean_filters: channel must be 0-2 and count 1-32, "
+                                         r"got channel 1, count 33"):
+        build_model(name, {**SETTINGS[name], "mean_filters": {"channel": 1, "count": 33}}, entry="x")
 
 
 # -- mask head and training ------------------------------------------------------------------------

@@ -413,6 +413,25 @@ class HFClassifier(CTClassifier):
         """The HF config's ``initializer_range``, as transformers initialises a new head."""
         return float(getattr(self.hf_model.config, "initializer_range", 0.02))
 
+    def _set_mean_filters(self, embed: torch.nn.Module, channel: int, count: int, scale: float) -> "HFClassifier":
+        """Make the first ``count`` filters of ``embed`` (the patch / tubelet embedding: a Conv2d
+        or Conv3d over the normalised pixels) box filters: ``scale`` times the mean of input
+        channel ``channel`` (its window's value in [0, 1]) over the patch, 0 where that window
+        is black; the other filters stay as they are. ``mean_filters`` of the video models."""
+        name = self.entry
+        if not 0 <= int(channel) < embed.in_channels or not 1 <= int(count) <= embed.out_channels:
+            raise ModelError(f"models.{name}.mean_filters: channel must be 0-{embed.in_channels - 1} and count "
+                             f"1-{embed.out_channels}, got channel {channel}, count {count}")
+        # The conv sees pixel_values = (v - mean) / std; scale * mean(v) is then
+        # sum(pixel_values) * scale * std / n + scale * mean.
+        n = embed.weight[0, 0].numel()
+        m, s = float(self.pixel_mean[channel]), float(self.pixel_std[channel])
+        with torch.no_grad():
+            embed.weight[:count].zero_()
+            embed.weight[:count, channel] = float(scale) * s / n
+            embed.bias[:count] = float(scale) * m
+        return self
+
     def save(self, directory: str | Path, settings: dict | None = None) -> None:
         """``save_pretrained`` (weights and config.json) plus ``preprocessor_config.json`` with the
         normalisation ``prepare`` applies, so the folder loads as ``pretrained: <folder>`` with the
@@ -441,6 +460,14 @@ def check_int(settings: dict, key: str, name: str, minimum: int = 1) -> int | No
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ModelError(f"models.{name}.{key}: expected an integer >= {minimum}, got {value!r}")
     return value
+
+
+def refuse_mean_filters_with_checkpoint(settings: dict, name: str) -> None:
+    """``mean_filters`` shapes a random initialisation: with a checkpoint it would overwrite
+    learnt filters, so it is an error, not silently ignored."""
+    if settings.get("pretrained") is not None and settings.get("mean_filters"):
+        raise ModelError(f"models.{name}.mean_filters: shapes a random initialisation only; "
+                         f"remove it or set models.{name}.pretrained: null")
 
 
 def random_config(config_cls, settings: dict, name: str, **overrides):

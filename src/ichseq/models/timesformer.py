@@ -47,7 +47,15 @@ from transformers import TimesformerConfig, TimesformerForVideoClassification
 
 from ..errors import ModelError
 from . import register
-from .base import HFClassifier, check_int, input_settings, load_pretrained, mean_std, random_config
+from .base import (
+    HFClassifier,
+    check_int,
+    input_settings,
+    load_pretrained,
+    mean_std,
+    random_config,
+    refuse_mean_filters_with_checkpoint,
+)
 from .vivit import (
     POSITION_EMBEDDINGS,
     _square,
@@ -134,15 +142,17 @@ class TimeSformer(HFClassifier):
         if position_embeddings not in POSITION_EMBEDDINGS:
             raise ModelError(f"models.{name}.position_embeddings: must be one of {', '.join(POSITION_EMBEDDINGS)}, "
                              f"got {position_embeddings!r}")
-        if settings.get("mean_filters"):
-            raise ModelError(f"models.{name}.mean_filters: a ViViT option; remove it for TimeSformer")
+        refuse_mean_filters_with_checkpoint(settings, name)
         pretrained = settings.get("pretrained")
         if pretrained is None:
             config = random_config(TimesformerConfig, settings, name, num_frames=num_frames, image_size=image_size)
             _check_geometry(config, _square(config.image_size, name), name)
             mean, std = mean_std(None, DEFAULT_MEAN, DEFAULT_STD, name)
             model = cls(TimesformerForVideoClassification(config), mean, std, name=name, pooling=pooling)
-            return model.set_input_windows(*input_settings(settings, None))
+            model.set_input_windows(*input_settings(settings, None))
+            if settings.get("mean_filters"):
+                model.init_mean_filters_(**settings["mean_filters"])
+            return model
 
         # Load with the checkpoint's own geometry (so nothing is re-initialised), then adapt it.
         hf, preprocessor = load_pretrained(TimesformerForVideoClassification, pretrained, name)
@@ -173,6 +183,14 @@ class TimeSformer(HFClassifier):
             return last_hidden_state[:, 0]
         tokens = last_hidden_state[:, 1:]  # the patches of every frame, after the final LayerNorm
         return tokens.amax(dim=1) if self.pooling == "max" else tokens.mean(dim=1)
+
+    def init_mean_filters_(self, channel: int, count: int, scale: float = 20.0) -> "TimeSformer":
+        """The first ``count`` filters of the patch embedding (a Conv2d applied to each frame) start as ``scale`` times the mean of input
+        channel ``channel`` over the patch: ViViT's ``mean_filters`` (see ``ViViT.init_mean_filters_``
+        for why), so the tokens know from the first step how much of each patch lies in the
+        blood band."""
+        embed = self.hf_model.timesformer.embeddings.patch_embeddings.projection
+        return self._set_mean_filters(embed, channel, count, scale)
 
     def use_mask_loss(self, weight: float, seed: int) -> "TimeSformer":
         # Each patch token of the last layer predicts whether its patch of its frame holds hemorrhage.

@@ -51,7 +51,15 @@ from transformers.models.videomae.modeling_videomae import get_sinusoid_encoding
 
 from ..errors import ModelError
 from . import register
-from .base import HFClassifier, check_int, input_settings, load_pretrained, mean_std, random_config
+from .base import (
+    HFClassifier,
+    check_int,
+    input_settings,
+    load_pretrained,
+    mean_std,
+    random_config,
+    refuse_mean_filters_with_checkpoint,
+)
 from .vivit import (
     POSITION_EMBEDDINGS,
     _square,
@@ -150,8 +158,7 @@ class VideoMAE(HFClassifier):
         if position_embeddings not in POSITION_EMBEDDINGS:
             raise ModelError(f"models.{name}.position_embeddings: must be one of {', '.join(POSITION_EMBEDDINGS)}, "
                              f"got {position_embeddings!r}")
-        if settings.get("mean_filters"):
-            raise ModelError(f"models.{name}.mean_filters: a ViViT option; remove it for VideoMAE")
+        refuse_mean_filters_with_checkpoint(settings, name)
         pretrained = settings.get("pretrained")
         if pretrained is None:
             # Random init: transformers' table for this geometry (nothing to adapt).
@@ -159,7 +166,10 @@ class VideoMAE(HFClassifier):
             _check_geometry(config, config.num_frames, _square(config.image_size, name), name)
             mean, std = mean_std(None, DEFAULT_MEAN, DEFAULT_STD, name)
             model = cls(VideoMAEForVideoClassification(config), mean, std, name=name, pooling=pooling)
-            return model.set_input_windows(*input_settings(settings, None))
+            model.set_input_windows(*input_settings(settings, None))
+            if settings.get("mean_filters"):
+                model.init_mean_filters_(**settings["mean_filters"])
+            return model
 
         # Load with the checkpoint's own geometry, then adapt it.
         hf, preprocessor = load_pretrained(VideoMAEForVideoClassification, pretrained, name)
@@ -195,6 +205,14 @@ class VideoMAE(HFClassifier):
     def _grid(self) -> tuple[int, int, int]:
         t, p = int(self.hf_model.config.tubelet_size), _patch(self.hf_model.config, self.entry)
         return self.num_frames // t, self.image_size // p, self.image_size // p
+
+    def init_mean_filters_(self, channel: int, count: int, scale: float = 20.0) -> "VideoMAE":
+        """The first ``count`` filters of the tubelet embedding (a Conv3d over 2-frame tubelets) start as ``scale`` times the mean of input
+        channel ``channel`` over the patch: ViViT's ``mean_filters`` (see ``ViViT.init_mean_filters_``
+        for why), so the tokens know from the first step how much of each patch lies in the
+        blood band."""
+        embed = self.hf_model.videomae.embeddings.patch_embeddings.projection
+        return self._set_mean_filters(embed, channel, count, scale)
 
     def use_mask_loss(self, weight: float, seed: int) -> "VideoMAE":
         # Each tubelet token of the last layer predicts whether its block holds hemorrhage.

@@ -20,7 +20,15 @@ from transformers import VivitConfig, VivitForVideoClassification
 
 from ..errors import ModelError
 from . import register
-from .base import HFClassifier, check_int, input_settings, load_pretrained, mean_std, random_config
+from .base import (
+    HFClassifier,
+    check_int,
+    input_settings,
+    load_pretrained,
+    mean_std,
+    random_config,
+    refuse_mean_filters_with_checkpoint,
+)
 
 # google/vivit-b-16x2-kinetics400 normalises with mean 0.5 / std 0.5 per channel: [0, 1] -> [-1, 1].
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
@@ -157,9 +165,7 @@ class ViViT(HFClassifier):
             if settings.get("mean_filters"):
                 model.init_mean_filters_(**settings["mean_filters"])
             return model
-        if settings.get("mean_filters"):
-            raise ModelError(f"models.{name}.mean_filters: shapes a random initialisation only; "
-                             f"remove it or set models.{name}.pretrained: null")
+        refuse_mean_filters_with_checkpoint(settings, name)
 
         # Load with the checkpoint's own geometry (so nothing is reset), then adapt it.
         hf, preprocessor = load_pretrained(VivitForVideoClassification, pretrained, name)
@@ -203,20 +209,8 @@ class ViViT(HFClassifier):
         average (with the blood band as ``channel``) the tokens know it from the first step,
         and pretraining learnt (issue-13 experiments: held-out scan AUC 0.95 instead of 0.64).
         The other filters stay random; all of them train."""
-        name = self.entry
         embed = self.hf_model.vivit.embeddings.patch_embeddings.projection
-        if not 0 <= int(channel) < embed.in_channels or not 1 <= int(count) <= embed.out_channels:
-            raise ModelError(f"models.{name}.mean_filters: channel must be 0-{embed.in_channels - 1} and count "
-                             f"1-{embed.out_channels}, got channel {channel}, count {count}")
-        # The Conv3d sees pixel_values = (v - mean) / std; scale * mean(v) is then
-        # sum(pixel_values) * scale * std / n + scale * mean.
-        n = embed.weight[0, 0].numel()
-        m, s = float(self.pixel_mean[channel]), float(self.pixel_std[channel])
-        with torch.no_grad():
-            embed.weight[:count].zero_()
-            embed.weight[:count, channel] = float(scale) * s / n
-            embed.bias[:count] = float(scale) * m
-        return self
+        return self._set_mean_filters(embed, channel, count, scale)
 
     def use_mask_loss(self, weight: float, seed: int) -> "ViViT":
         # Each tubelet token of the last layer predicts whether its block holds hemorrhage.
