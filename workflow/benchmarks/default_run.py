@@ -78,7 +78,7 @@ def main() -> None:
     snakemake = str(Path(sys.executable).with_name("snakemake"))
     # The Snakefile's `configfile: "config.yaml"` is read from the working directory: name it.
     base = [snakemake, "-s", str(ROOT / "Snakefile"), "-d", str(work), "--cores", str(args.cores),
-            "--configfile", str(ROOT / "config.yaml"), *map(str, args.configfile)]
+            "--configfile", str(ROOT / "config.yaml"), *(str(Path(f).resolve()) for f in args.configfile)]
     main_s = run(base, work)
     report_s = run([*base, "--report", "results/report.html"], work)
 
