@@ -13,6 +13,17 @@ leaves::
     .venv/bin/python workflow/benchmarks/pretrain_ablation.py --run /tmp/ichseq-default [--only convnext]
 
 Each variant takes about 1-2 minutes on 2 CPU cores.
+
+Other models, or other entries, from a file (``--config FILE``)::
+
+    .venv/bin/python workflow/benchmarks/pretrain_ablation.py --run /tmp/ichseq-default \
+        --config workflow/benchmarks/video_entries.yaml [--only videomae] [--replicates 3]
+
+``FILE`` holds ``models:`` (entries added to, or replacing, config.yaml's) and optionally
+``variants:`` (label -> ``{model, entry, pretrain}``: the entry's name, changes to its entry,
+changes to its pretraining settings, as in ``VARIANTS``); without ``variants`` each of its
+models is one variant, as given. The entry's name matters: a model's random initialisation and
+its pretraining's draws are seeded from it, so measure an entry under the name the preset gives it.
 """
 
 from __future__ import annotations
@@ -72,10 +83,32 @@ def head_only(plan, run: Path, work: Path, replicates: int, threads: int) -> lis
     return aucs
 
 
+def read_variants(path: Path | None, base: dict) -> dict:
+    """The variants to measure: ``VARIANTS``, or those of ``--config FILE`` (see the module
+    docstring), whose ``models`` are added to ``base['models']`` (in place)."""
+    if path is None:
+        return VARIANTS
+    spec = yaml.safe_load(path.read_text()) or {}
+    models = spec.get("models") or {}
+    unknown = set(spec) - {"models", "variants"}
+    if unknown or not isinstance(models, dict):
+        sys.exit(f"{path}: expected the keys models (entries) and variants, got {', '.join(sorted(spec))}")
+    base["models"] = {**base["models"], **models}
+    variants = spec.get("variants")
+    if variants is None:
+        return {f"{name}: as given": (name, {}, {}) for name in models}
+    for label, v in variants.items():
+        if not isinstance(v, dict) or v.get("model") not in base["models"]:
+            sys.exit(f"{path}: variants.{label}.model: name an entry of models or of config.yaml")
+    return {label: (v["model"], v.get("entry") or {}, v.get("pretrain") or {}) for label, v in variants.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="a finished default run's working directory")
+    parser.add_argument("--config", type=Path, help="a YAML file of model entries / variants to measure instead")
     parser.add_argument("--only", help="variants whose name starts with this (e.g. convnext)")
+    parser.add_argument("--replicates", type=int, help="the first N replicates only (default: the config's)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -85,11 +118,13 @@ def main() -> None:
     from ichseq.training.runs import model_plan
 
     base = yaml.safe_load((ROOT / "config.yaml").read_text())
-    replicates = validate_config(base)["splits"]["replicates"]
-    print(f"machine: {describe()}")
-    print("| variant | pretraining held-out AUC (s) | study patient ROC AUC, mean ± sd, n |")
-    print("|---|---|---|")
-    for name, (model, entry_changes, pretrain_changes) in VARIANTS.items():
+    variants = read_variants(args.config, base)
+    replicates = args.replicates or validate_config(base)["splits"]["replicates"]
+    print(f"machine: {describe()}, {args.threads} threads")
+    print("| variant | parameters | pretraining held-out AUC (s wall, CPU) | study patient ROC AUC, mean ± sd (min-max), n "
+          "| study s |")
+    print("|---|---|---|---|---|")
+    for name, (model, entry_changes, pretrain_changes) in variants.items():
         if args.only and not name.startswith(args.only):
             continue
         config = copy.deepcopy(base)
@@ -100,21 +135,27 @@ def main() -> None:
         config["models"] = {model: entry}
         config = validate_config(config)
         plan = model_plan(config, model)
+        parameters = plan.build().parameter_counts()["total"]
         work = Path(tempfile.mkdtemp(prefix="ichseq-ablation-"))
         try:
             pre_text = "—"
             if plan.pretrain:
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), time.process_time()
                 report = pretrain_model(
                     plan, pretrain_settings(config, model), args.run / "results/pretrain/data/cache",
                     args.run / "results/data/cache",
                     {"model": work / "pre/model", "history": work / "pre/history.csv", "metrics": work / "pre/m.json"},
                     holdout_fraction=config["pretrain"]["holdout_fraction"], seed=config["pretrain"]["seed"],
                     threads=args.threads, log=lambda _m: None)
-                pre_text = f"{report['holdout_roc_auc']:.3f} ({time.perf_counter() - t0:.0f} s)"
+                # CPU seconds too: on a shared machine the wall time varies with the others' load.
+                pre_text = (f"{report['holdout_roc_auc']:.3f} ({time.perf_counter() - t0:.0f} s, "
+                            f"{time.process_time() - cpu0:.0f} CPU s)")
                 plan = plan.with_weights(work / "pre/model")
+            t0 = time.perf_counter()
             aucs = np.array(head_only(plan, args.run, work, replicates, args.threads))
-            print(f"| {name} | {pre_text} | {aucs.mean():.3f} ± {aucs.std(ddof=1):.3f}, {len(aucs)} |", flush=True)
+            spread = f"{aucs.std(ddof=1):.3f}" if len(aucs) > 1 else "—"
+            print(f"| {name} | {parameters:,} | {pre_text} | {aucs.mean():.3f} ± {spread} "
+                  f"({aucs.min():.3f}-{aucs.max():.3f}), {len(aucs)} | {time.perf_counter() - t0:.0f} |", flush=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
