@@ -9,6 +9,14 @@ read at the centre slice; beyond the scan's ends the frame mask marks the missin
 (their features are 0, and the mask is an input channel). The patient's score is the highest
 slice score (``aggregation.rule``, as for every slice model). Two-stage by default: the head
 trains on the backbone model's cached slice features (see :mod:`ichseq.models.slice_features`).
+
+Demo size (workflow/presets/zoo.yaml): 2 neighbours each side, 64 filters, 21 k parameters in
+the head over the demo convnext. Full size: the same entry over paper.yaml's convnext
+(``facebook/convnext-tiny-224``), a 0.25 M-parameter head on 27.8 M::
+
+    slice_context: {backbone: convnext, head: {context: 2, layer: conv, hidden_size: 64}}
+
+Tiny (tests): ``head: {hidden_size: 8, context: 1}``.
 """
 
 from __future__ import annotations
