@@ -20,7 +20,8 @@ from ichseq.data.cache import WindowSpec, build_cache
 from ichseq.data.cohort import cohort_from_manifest
 from ichseq.data.splits import patient_split
 from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
-from ichseq.training.runs import RUN_OUTPUTS, compute_features, model_plan, train_run
+from ichseq.training.runs import compute_features, model_plan, train_run
+from tests.conftest import run_outputs
 
 QUIET = lambda _msg: None  # noqa: E731
 SIZE = 64
@@ -58,8 +59,8 @@ def aucs(name, mean_filters, cache, splits, work) -> list[float]:
     compute_features(plan, cache, work / "features", log=QUIET)
     out = []
     for rep, split in enumerate(splits):
-        outputs = {k: work / f"rep-{rep}" / k for k in RUN_OUTPUTS}
-        out.append(train_run(plan, rep, split, cache, outputs, features_path=work / "features", log=QUIET)
+        out.append(train_run(plan, rep, split, cache, run_outputs(work / f"rep-{rep}"), features_path=work / "features",
+                             log=QUIET)
                    ["metrics"]["roc_auc"])
     return out
 

@@ -22,7 +22,8 @@ from ichseq.data.cohort import cohort_from_manifest
 from ichseq.data.splits import patient_split
 from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
 from ichseq.training.pretrain import pretrain_model, pretrain_settings
-from ichseq.training.runs import RUN_OUTPUTS, compute_features, model_plan, train_run
+from ichseq.training.runs import compute_features, model_plan, train_run
+from tests.conftest import run_outputs
 
 QUIET = lambda _msg: None  # noqa: E731
 SIZE = 64
@@ -46,17 +47,16 @@ def cohort(root, seed: int, n: int):
     return root / f"cache-{seed}"
 
 
+def replicate_aucs(plan, cache, splits, work, features) -> list[float]:
+    """A classifier per replicate on the feature store ``features``; test patient ROC AUCs."""
+    return [train_run(plan, rep, split, cache, run_outputs(work / f"rep-{rep}"), features_path=features,
+                      log=QUIET)["metrics"]["roc_auc"] for rep, split in enumerate(splits)]
+
+
 def head_only_aucs(plan, cache, splits, work) -> list[float]:
     """The study protocol: features once, then a classifier per replicate; test patient ROC AUCs."""
     compute_features(plan, cache, work / "features", log=QUIET)
-    aucs = []
-    for rep, split in enumerate(splits):
-        run = work / f"rep-{rep}"
-        outputs = {k: run / (k if k == "model" else f"{k}.{'json' if k in ('metrics', 'cost') else 'csv'}")
-                   for k in RUN_OUTPUTS}
-        report = train_run(plan, rep, split, cache, outputs, features_path=work / "features", log=QUIET)
-        aucs.append(report["metrics"]["roc_auc"])
-    return aucs
+    return replicate_aucs(plan, cache, splits, work, work / "features")
 
 
 @pytest.fixture(scope="module")
@@ -114,12 +114,6 @@ def test_two_stage_models_learn_from_the_slice_models_feature_store(pretrained_b
         raise AssertionError("the backbone ran: the two-stage head must read the feature store")
 
     monkeypatch.setattr(ConvNeXt, "features", no_backbone_pass)
-    aucs = []
-    for rep, split in enumerate(splits):
-        run = tmp_path / f"rep-{rep}"
-        outputs = {k: run / (k if k == "model" else f"{k}.{'json' if k in ('metrics', 'cost') else 'csv'}")
-                   for k in RUN_OUTPUTS}
-        report = train_run(plan, rep, split, study_cache, outputs, features_path=tmp_path / "features", log=QUIET)
-        aucs.append(report["metrics"]["roc_auc"])
+    aucs = replicate_aucs(plan, study_cache, splits, tmp_path, tmp_path / "features")
     print(f"{name}: {aucs}")
     assert np.mean(aucs) >= 0.85

@@ -17,7 +17,8 @@ from ichseq.data.frames import BLANK
 from ichseq.errors import ConfigError, DataError, ModelError
 from ichseq.models import load_model
 from ichseq.training.feature_store import read_feature_store
-from ichseq.training.runs import RUN_OUTPUTS, compute_features, load_run_model, model_plan, train_run
+from ichseq.training.runs import compute_features, load_run_model, model_plan, train_run
+from tests.conftest import run_outputs
 from ichseq.training.samples import build_samples
 
 QUIET = lambda _msg: None  # noqa: E731
@@ -47,11 +48,6 @@ def store(cohort_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("store") / "convnext"
     compute_features(model_plan(config(), "convnext"), cohort_dir / "cache", out, log=QUIET)
     return out
-
-
-def outputs(run):
-    return {k: run / (k if k == "model" else f"{k}.{'json' if k in ('metrics', 'cost') else 'csv'}")
-            for k in RUN_OUTPUTS}
 
 
 def test_scan_samples_are_whole_scans_in_order_padded(cohort_dir):
@@ -116,7 +112,7 @@ def test_a_scans_score_does_not_depend_on_the_padding(cohort_dir, store):
 def test_head_mode_run_reads_the_backbones_store_and_reloads(cohort_dir, store, tmp_path, name):
     plan = model_plan(config(), name)
     log = []
-    report = train_run(plan, 0, cohort_dir / "rep-0.json", cohort_dir / "cache", outputs(tmp_path), features_path=store,
+    report = train_run(plan, 0, cohort_dir / "rep-0.json", cohort_dir / "cache", run_outputs(tmp_path), features_path=store,
                        log=log.append)
     assert any("no slice goes through the backbone again" in line for line in log)
     cost = json.loads((tmp_path / "cost.json").read_text())
@@ -149,7 +145,7 @@ def test_full_mode_saves_a_self_contained_folder(cohort_dir, tmp_path):
     c = config(rnn_full={"architecture": "cnn_rnn", "head": {"hidden_size": 8},
                          "training": {"mode": "full", "epochs": 1, "batch_size": 2}})
     plan = model_plan(c, "rnn_full")
-    train_run(plan, 0, cohort_dir / "rep-0.json", cohort_dir / "cache", outputs(tmp_path))
+    train_run(plan, 0, cohort_dir / "rep-0.json", cohort_dir / "cache", run_outputs(tmp_path))
     folder = tmp_path / "model"
     assert (folder / "backbone" / "config.json").is_file() and (folder / "model_settings.json").is_file()
     # Loads without the config's entry: the folder holds the backbone and the head settings.
