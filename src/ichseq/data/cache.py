@@ -155,6 +155,24 @@ class SliceCache:
             raise DataError(f"{self.path}: manifest has {len(self.manifest)} rows but slices.npy {len(self.slices)}")
         self._rows = {int(p): g.row.to_numpy() for p, g in self.manifest.groupby("patient")}
 
+    @classmethod
+    def from_arrays(cls, slices: np.ndarray, manifest: pd.DataFrame, meta: dict,
+                    masks: np.ndarray | None = None) -> "SliceCache":
+        """A cache held in memory (a new scan being predicted, which no cache folder holds):
+        ``slices`` uint8 (N, size, size), ``manifest`` with the columns of MANIFEST_COLUMNS the
+        readers use (row, patient, slice, position_mm, label), ``masks`` all 0 unless given."""
+        cache = cls.__new__(cls)
+        cache.path = Path("<memory>")
+        cache.manifest = manifest.reset_index(drop=True)
+        cache.slices = np.ascontiguousarray(slices, dtype=np.uint8)
+        cache.meta = dict(meta)
+        # A new scan has no hemorrhage masks: a model that reads them as an input gets none.
+        cache.__dict__["masks"] = np.zeros_like(cache.slices) if masks is None else masks
+        if len(cache.manifest) != len(cache.slices):
+            raise ValueError(f"manifest has {len(cache.manifest)} rows but slices {len(cache.slices)}")
+        cache._rows = {int(p): g.row.to_numpy() for p, g in cache.manifest.groupby("patient")}
+        return cache
+
     @property
     def patients(self) -> list[int]:
         return sorted(self._rows)

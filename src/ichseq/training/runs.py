@@ -353,6 +353,14 @@ def _decide(plan: ModelPlan, kind: str, samples: Samples, index: np.ndarray, pro
     return table, decision
 
 
+def preprocess_of(cache: SliceCache) -> dict:
+    """How the slices a run trained on were made from a scan (``ichseq.json``'s ``preprocess``,
+    so that ``ichseq predict`` puts a new scan through exactly the same steps): the HU window
+    (or how the dataset came windowed), the cached slice size, the dataset layout."""
+    meta = cache.meta
+    return {"window": meta.get("window"), "image_size": int(cache.slices.shape[1]), "layout": meta.get("layout")}
+
+
 def _save_model_dir(out: Path, model: "CTClassifier", mode: str, info: dict) -> None:
     with atomic_dir(out) as tmp:
         if mode == "head":
@@ -362,8 +370,9 @@ def _save_model_dir(out: Path, model: "CTClassifier", mode: str, info: dict) -> 
         (tmp / RUN_MODEL_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
 
 
-def load_run_model(model_dir) -> tuple["CTClassifier", dict]:
-    """The trained model of a run (its ``model`` output folder) in eval mode, and its ``ichseq.json``.
+def load_run_model(model_dir, info: dict | None = None) -> tuple["CTClassifier", dict]:
+    """The trained model of a run (its ``model`` output folder) in eval mode, and its ``ichseq.json``
+    (``info``: that file's content, already read and adjusted, e.g. paths made absolute).
 
     A head-mode run saved only the classifier: the backbone is rebuilt from the run's plan (the
     same seed or checkpoint its features came from)."""
@@ -371,7 +380,7 @@ def load_run_model(model_dir) -> tuple["CTClassifier", dict]:
 
     model_dir = Path(model_dir)
     try:
-        info = json.loads((model_dir / RUN_MODEL_INFO).read_text())
+        info = info if info is not None else json.loads((model_dir / RUN_MODEL_INFO).read_text())
         plan = ModelPlan.from_dict(info["plan"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{model_dir}: not a trained model folder ({exc}); rerun the train rule") from None
@@ -502,7 +511,7 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
     write_json_atomic(paths["cost"], cost)
     _save_model_dir(paths["model"], model, settings.mode,
                     {"plan": plan.as_dict(), "replicate": int(replicate), "best_epoch": int(result.best_epoch),
-                     "decision": decision, **({"feature_dim": int(meta["feature_dim"]), "features": str(features_path)}
+                     "decision": decision, "preprocess": preprocess_of(cache), **({"feature_dim": int(meta["feature_dim"]), "features": str(features_path)}
                                              if settings.mode == "head" else {})})
     write_json_atomic(paths["metrics"], report)  # last: its presence means the run is complete
     checkpoint.unlink(missing_ok=True)

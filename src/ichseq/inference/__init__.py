@@ -1,0 +1,1 @@
+"""Applying trained runs to new scans: ``ichseq predict`` (predict.py), its saliency maps and figure."""

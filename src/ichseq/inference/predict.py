@@ -1,0 +1,422 @@
+"""``ichseq predict``: the trained runs of one model applied to new scans.
+
+A *run* is one (model, replicate) training's folder (``results/runs/convnext/rep-3``); a *model
+folder* (``results/runs/convnext``) holds one run per replicate, and predicting with it applies
+every complete replicate: the result is their ensemble, the mean probability with its spread
+across replicates, which is the honest uncertainty of a many-replicate study.
+
+Each scan (a NIfTI file in HU or a folder holding one DICOM series, read by
+:mod:`ichseq.data.volumes`) goes through exactly the preprocessing the run recorded in its
+``model/ichseq.json`` (``preprocess``: the HU window, the slice size; then the model's own input
+windows and normalisation, and for a sequence model its frame policy), and each replicate decides
+by its own rule and threshold (``decision``: e.g. ``any`` slice >= 0.5, or ``max_prob`` with the
+patient threshold chosen on its validation patients). The ensemble's decision is the majority of
+the replicates' decisions, a tie counting as hemorrhage (triage errs on the side of review); its
+probability is the mean of theirs.
+
+Per scan it writes (``PREDICT_OUTPUTS``, by these names, so a rule can declare them):
+
+* ``slices``  ``slices.csv``: one row per slice in scan order: slice number, position_mm,
+  ``read`` (1 when a model read it: every slice for slice models, the clip's frames for a
+  sequence model), the probability of each replicate (``rep-N``; empty for models that score a
+  whole scan), ``ensemble`` (their mean) and ``ensemble_sd``; for models that score a whole
+  scan, ``occlusion`` instead: the mean drop of the scan's probability when that slice is
+  blanked (how much the decision rests on it; the figure's "highest-scoring" slices);
+* ``decision``  ``decision.json``: probability (mean, sd, min, max), decision, votes, rule,
+  threshold, model, replicates used and their own probabilities and decisions; written last,
+  so its presence means the scan's outputs are complete;
+* ``figure_png``, ``figure_svg``: the slice-score curve along the scan with the threshold, and
+  the highest-scoring slices windowed, with a Grad-CAM overlay for slice models.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..atomic import atomic_dir, write_csv_atomic, write_json_atomic
+from ..data.cache import SliceCache
+from ..data.frames import BLANK
+from ..data.windowing import BRAIN_WINDOW_LEVEL, BRAIN_WINDOW_WIDTH, brain_window, resize_slices, to_uint8
+from ..errors import DataError
+from ..training.loop import predict_logits, select_device
+from ..training.runs import RUN_MODEL_INFO, ModelPlan, load_run_model, output_paths
+from ..training.samples import SLICE_LEVEL, build_samples
+from ..training.votes import aggregate_patient
+
+if TYPE_CHECKING:
+    from ..data.volumes import CTVolume
+    from ..models.base import CTClassifier
+
+#: What ``predict_scan`` writes, by the names of the predict rule's outputs.
+PREDICT_OUTPUTS = ("slices", "decision", "figure_png", "figure_svg")
+#: File names of the outputs in a scan's folder (``ichseq predict --out``).
+PREDICT_FILES = {"slices": "slices.csv", "decision": "decision.json", "figure_png": "figure.png",
+                 "figure_svg": "figure.svg"}
+#: How many of the highest-scoring slices the figure shows (with their saliency).
+TOP_SLICES = 4
+ENSEMBLE_RULE = "majority of the replicates' decisions; a tie counts as hemorrhage"
+_REP = re.compile(r"^rep-(\d+)$")
+
+
+@dataclass
+class TrainedRun:
+    """One replicate's trained model, ready to apply."""
+
+    replicate: int
+    path: Path  # the run folder
+    model: "CTClassifier"
+    info: dict  # its model/ichseq.json
+    plan: ModelPlan
+
+    @property
+    def preprocess(self) -> dict:
+        return self.info["preprocess"]
+
+
+def find_runs(run) -> list[Path]:
+    """The run folders ``run`` stands for: itself when it is one run (it holds ``model/``), else
+    the complete runs of a model folder (``rep-N/`` holding ``metrics.json`` and ``model/``),
+    by replicate."""
+    run = Path(run)
+    if not run.is_dir():
+        raise DataError(f"{run}: no such run folder; give a run (results/runs/MODEL/rep-N) or a model folder "
+                        f"(results/runs/MODEL)")
+    if (run / "model").exists() or (run / "metrics.json").exists() or _REP.match(run.name):
+        if not (run / "model" / RUN_MODEL_INFO).is_file():
+            raise DataError(f"{run}: no trained model in it (model/{RUN_MODEL_INFO} is missing: the run did not "
+                            f"finish); rerun its train job, e.g. snakemake {run / 'metrics.json'}")
+        return [run]
+    reps = sorted((p for p in run.iterdir() if p.is_dir() and _REP.match(p.name)),
+                  key=lambda p: int(_REP.match(p.name).group(1)))
+    if not reps:
+        raise DataError(f"{run}: neither a run folder (with model/) nor a model folder (with rep-N/ runs); give "
+                        f"results/runs/MODEL or results/runs/MODEL/rep-N")
+    complete = [p for p in reps if (p / "metrics.json").is_file() and (p / "model" / RUN_MODEL_INFO).is_file()]
+    if not complete:
+        raise DataError(f"{run}: none of its {len(reps)} replicate folders holds a finished run (metrics.json and "
+                        f"model/); run the train rule first")
+    return complete
+
+
+def _workflow_root(run: Path) -> Path | None:
+    """The folder a run's relative paths (``results/pretrained/convnext``) are relative to: the
+    one holding its ``results`` folder."""
+    for parent in run.resolve().parents:
+        if parent.name == "results":
+            return parent.parent
+    return None
+
+
+def _anchor_weights(plan: dict, root: Path | None) -> dict:
+    """``plan`` with a relative ``pretrained`` folder (the pretrain stage's output, recorded as
+    the workflow saw it) made absolute at ``root`` when it is not found from here; a hub id
+    stays as it is."""
+    plan = json.loads(json.dumps(plan))
+    for p in (plan, plan.get("backbone") or {}):
+        source = (p.get("model") or {}).get("pretrained")
+        if root is not None and source and not Path(source).is_absolute() and not Path(source).exists() \
+                and (root / source).exists():
+            p["model"]["pretrained"] = str(root / source)
+    return plan
+
+
+def load_runs(run, device: str | None = None, log=print) -> list[TrainedRun]:
+    """The trained models of ``run`` (see :func:`find_runs`), on ``device`` (None: each run's
+    ``training.device``), checked to be one model trained on one preprocessing."""
+    runs = []
+    for path in find_runs(run):
+        model_dir = path / "model"
+        try:
+            info = json.loads((model_dir / RUN_MODEL_INFO).read_text())
+            info["plan"] = _anchor_weights(info["plan"], _workflow_root(path))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{model_dir / RUN_MODEL_INFO}: unreadable ({exc}); rerun the run's train job") from None
+        if not isinstance(info.get("preprocess"), dict) or "image_size" not in info["preprocess"]:
+            raise DataError(f"{model_dir / RUN_MODEL_INFO}: does not say how its slices were preprocessed (trained by "
+                            f"an older ichseq); rerun the run's train job")
+        model, _ = load_run_model(model_dir, info=info)
+        plan = ModelPlan.from_dict(info["plan"])
+        _check_image_size(model, plan, info, model_dir)
+        model.to(select_device(device or plan.training.device))
+        replicate = int(info.get("replicate", -1))
+        runs.append(TrainedRun(replicate, path, model, info, plan))
+    first = runs[0]
+    for other in runs[1:]:
+        if (other.plan.name, other.plan.architecture) != (first.plan.name, first.plan.architecture):
+            raise DataError(f"{other.path}: is a run of {other.plan.name}, not {first.plan.name} like {first.path}; "
+                            f"predict with one model's runs at a time")
+        if other.preprocess != first.preprocess:
+            raise DataError(f"{other.path}: its slices were preprocessed otherwise ({other.preprocess}) than "
+                            f"{first.path}'s ({first.preprocess}); predict with runs of one configuration")
+    log(f"{first.plan.name}: {len(runs)} trained run(s), replicate(s) {', '.join(str(r.replicate) for r in runs)}; "
+        f"{first.model.kind} model on {first.model.device}")
+    return runs
+
+
+def _check_image_size(model: "CTClassifier", plan: ModelPlan, info: dict, model_dir: Path) -> None:
+    """The model's weights must take the image size its ichseq.json says it was trained at."""
+    owner = plan.backbone or plan
+    said = owner.model.get("image_size", info["preprocess"]["image_size"])
+    actual = int(getattr(model, "image_size"))
+    if int(said) != actual:
+        raise DataError(f"{model_dir}: the model in it takes {actual}x{actual} images but its {RUN_MODEL_INFO} says "
+                        f"it was trained at {said}x{said}; the folder was changed after training, rerun its train job")
+
+
+def preprocess_volume(volume: "CTVolume", preprocess: dict) -> tuple[np.ndarray, dict]:
+    """uint8 (S, size, size) slices of ``volume`` made exactly as the training cache made its
+    slices (HU window, antialiased resize, rounding to uint8), and the steps applied."""
+    window = preprocess.get("window")
+    if isinstance(window, dict):
+        level, width = float(window["level"]), float(window["width"])
+        applied = {"level": level, "width": width}
+    else:
+        # The run trained on images the dataset authors had windowed already (v1.0.0 JPGs or a
+        # pre-windowed NIfTI): their brain window is the official one.
+        level, width = BRAIN_WINDOW_LEVEL, BRAIN_WINDOW_WIDTH
+        applied = {"level": level, "width": width, "note": f"the run trained on slices windowed {window}; "
+                                                           f"a HU scan gets the official brain window"}
+    size = int(preprocess["image_size"])
+    slices = to_uint8(resize_slices(brain_window(volume.hu, level, width), size))
+    return slices, {"window": applied, "image_size": size}
+
+
+def scan_cache(volume: "CTVolume", slices: np.ndarray, preprocess: dict) -> SliceCache:
+    """The scan as a one-patient slice cache (patient 0, label unknown = 0), so the samples a
+    model reads are built exactly as in training."""
+    n = len(slices)
+    manifest = pd.DataFrame({"row": np.arange(n), "patient": 0, "slice": np.asarray(volume.slice_numbers, np.int64),
+                             "position_mm": np.round(np.asarray(volume.positions, np.float64), 3), "label": 0,
+                             "has_mask": 0})
+    return SliceCache.from_arrays(slices, manifest, {"source": str(volume.source), "window": preprocess["window"],
+                                                     "image_size": preprocess["image_size"]})
+
+
+@dataclass
+class ReplicateScore:
+    replicate: int
+    slice_probability: np.ndarray  # (S,) per slice in scan order, NaN where the model gives none
+    read: np.ndarray  # bool (S,): slices the model read
+    probability: float  # the scan's (patient) probability
+    positive: bool
+    decision: dict  # the run's rule and thresholds
+    # Models that score whole scans: per slice read, how much the scan's probability drops when
+    # that slice is blanked (occlusion); NaN for slices not read, and for slice models.
+    occlusion: np.ndarray | None = None
+
+
+def score_run(run: TrainedRun, cache: SliceCache) -> ReplicateScore:
+    """One replicate's scores of the scan in ``cache``, decided by its own rule."""
+    model, plan = run.model, run.plan
+    samples = build_samples(cache, model.kind, model.num_frames, plan.frames["policy"], plan.frames["padding"],
+                            context=int(getattr(model, "context", 0)))
+    index = np.arange(len(samples))
+    with torch.no_grad():
+        logits = predict_logits(model, lambda idx: samples.batch(model, cache, idx), index,
+                                plan.training.feature_batch_size)
+    probs = torch.softmax(logits, dim=1)[:, 1].double().numpy()
+    n = len(cache.slices)
+    read = np.zeros(n, bool)
+    read[samples.rows[samples.rows != BLANK]] = True
+    slice_probability = np.full(n, np.nan)
+    decision = dict(run.info.get("decision") or {"rule": "threshold", "threshold": plan.aggregation["threshold"]})
+    if model.kind in SLICE_LEVEL:
+        centre = samples.rows[:, samples.rows.shape[1] // 2]  # a context sample's slice is its middle frame
+        slice_probability[centre] = probs
+        probability, positive = aggregate_patient(probs, decision["rule"], threshold=decision["threshold"],
+                                                  k=decision.get("k"),
+                                                  patient_threshold=decision.get("patient_threshold"))
+    else:
+        probability = float(probs[0])
+        positive = probability >= float(decision["threshold"])
+    occlusion = None if model.kind in SLICE_LEVEL else _occlusion(run, cache, samples, probability)
+    return ReplicateScore(run.replicate, slice_probability, read, float(probability), bool(positive), decision,
+                          occlusion)
+
+
+def _occlusion(run: TrainedRun, cache: SliceCache, samples, probability: float) -> np.ndarray:
+    """For a model that scores a whole scan: the drop of the scan's probability when each slice
+    it reads is blanked, as its padding is (a sequence model sees a black frame, a scan model's
+    frame mask drops the slice), one forward pass per read slice."""
+    from dataclasses import replace
+
+    model, plan = run.model, run.plan
+    rows = samples.rows[0]
+    frames = np.flatnonzero(rows != BLANK)
+    variants = np.repeat(rows[None], len(frames), axis=0)
+    if model.kind == "scan":  # the slice leaves the sequence (its slices stay first, padding after)
+        for i, frame in enumerate(frames):
+            variants[i] = np.concatenate([np.delete(rows, frame), [BLANK]])
+    else:
+        variants[np.arange(len(frames)), frames] = BLANK
+    occluded = replace(samples, patient=np.zeros(len(frames), np.int64), slice=np.full(len(frames), -1, np.int64),
+                       label=np.zeros(len(frames), np.int64), rows=variants)
+    with torch.no_grad():
+        logits = predict_logits(model, lambda idx: occluded.batch(model, cache, idx), np.arange(len(frames)),
+                                plan.training.feature_batch_size)
+    drop = probability - torch.softmax(logits, dim=1)[:, 1].double().numpy()
+    out = np.full(len(cache.slices), np.nan)
+    # A slice read twice (a short scan's repeated frame) keeps its largest effect.
+    for row, d in zip(rows[frames], drop):
+        out[row] = d if np.isnan(out[row]) else max(out[row], d)
+    return out
+
+
+def ensemble(scores: list[ReplicateScore]) -> dict:
+    """Mean, spread and majority decision of the replicates' scan scores."""
+    probs = np.array([s.probability for s in scores])
+    votes = int(sum(s.positive for s in scores))
+    positive = 2 * votes >= len(scores)
+    return {"probability": float(probs.mean()),
+            "probability_sd": float(probs.std(ddof=1)) if len(probs) > 1 else None,
+            "probability_min": float(probs.min()), "probability_max": float(probs.max()),
+            "decision": "hemorrhage" if positive else "no hemorrhage", "positive": bool(positive),
+            "votes_positive": votes, "replicates_total": len(scores), "ensemble_rule": ENSEMBLE_RULE}
+
+
+def slice_table(cache: SliceCache, scores: list[ReplicateScore]) -> pd.DataFrame:
+    """slices.csv: one row per slice in scan order (see the module docstring)."""
+    m = cache.manifest
+    table = pd.DataFrame({"slice": m.slice.to_numpy(), "position_mm": m.position_mm.to_numpy(),
+                          "read": np.any([s.read for s in scores], axis=0).astype(int)})
+    per = np.array([s.slice_probability for s in scores])  # (R, S)
+    for score, column in zip(scores, per):
+        table[f"rep-{score.replicate}"] = column
+    with warnings.catch_warnings():  # a slice no replicate scores (every slice of a scan model): NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        table["ensemble"] = np.nanmean(per, axis=0)
+        table["ensemble_sd"] = np.nanstd(per, axis=0, ddof=1) if len(scores) > 1 else np.nan
+        if scores[0].occlusion is not None:
+            table["occlusion"] = np.nanmean([s.occlusion for s in scores], axis=0)
+    return table
+
+
+def top_slices(table: pd.DataFrame, n: int = TOP_SLICES) -> list[int]:
+    """Slice numbers of the ``n`` highest ensemble slice probabilities, best first (none for a
+    model that scores whole scans)."""
+    column = "occlusion" if "occlusion" in table else "ensemble"
+    scored = table.dropna(subset=[column])
+    if scored.empty:
+        return []
+    order = scored.sort_values([column, "position_mm"], ascending=[False, True], kind="stable")
+    return [int(s) for s in order.slice.head(n)]
+
+
+def saliency_of(runs: list[TrainedRun], cache: SliceCache, slice_numbers: list[int]) -> dict[int, np.ndarray] | None:
+    """Grad-CAM of each of ``slice_numbers`` (the mean map over the replicates), or None when the
+    model has no saliency layer (sequence models)."""
+    from .saliency import saliency_maps
+
+    if not slice_numbers:
+        return None
+    size = cache.slices.shape[1]
+    maps = []
+    for run in runs:
+        model, plan = run.model, run.plan
+        samples = build_samples(cache, model.kind, model.num_frames, plan.frames["policy"], plan.frames["padding"],
+                                context=int(getattr(model, "context", 0)))
+        index = np.array([int(np.flatnonzero(samples.slice == s)[0]) for s in slice_numbers])
+        found = saliency_maps(model, samples.batch(model, cache, index), size)
+        if found is None:
+            return None
+        maps.append(found)
+    mean = np.mean(maps, axis=0)
+    return {s: mean[i] for i, s in enumerate(slice_numbers)}
+
+
+def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print) -> dict:
+    """Score ``volume`` with every run of ``runs`` and write the outputs named by
+    ``PREDICT_OUTPUTS`` (paths by name: the predict rule's ``snakemake.output``). Returns
+    decision.json's content."""
+    from .figure import prediction_figure
+
+    paths = output_paths(outputs, PREDICT_OUTPUTS, "predict_scan")
+    first = runs[0]
+    t0 = time.perf_counter()
+    slices, applied = preprocess_volume(volume, first.preprocess)
+    cache = scan_cache(volume, slices, applied)
+    scores = [score_run(run, cache) for run in runs]
+    table = slice_table(cache, scores)
+    top = top_slices(table)
+    saliency = saliency_of(runs, cache, top) if first.model.kind in SLICE_LEVEL else None
+    decision_rule = scores[0].decision
+    result = {
+        "scan": volume.name, "source": str(volume.source), "series_uid": getattr(volume, "series_uid", None),
+        "slices": int(len(slices)), "model": first.plan.name, "architecture": first.plan.architecture,
+        "kind": first.model.kind, **ensemble(scores),
+        "rule": decision_rule["rule"], "threshold": float(decision_rule["threshold"]),
+        **({"k": decision_rule["k"]} if "k" in decision_rule else {}),
+        "replicates": [s.replicate for s in scores],
+        "runs": [{"replicate": s.replicate, "run": str(run.path), "probability": s.probability,
+                  "positive": s.positive, **{k: v for k, v in s.decision.items() if k not in ("rule", "threshold")}}
+                 for run, s in zip(runs, scores)],
+        "preprocess": applied,
+        "top_slices": top,
+        "top_slices_by": "occlusion" if "occlusion" in table else "ensemble slice probability",
+        "saliency": ("Grad-CAM (captum LayerGradCam) of the hemorrhage class, mean over the replicates"
+                     if saliency is not None else None),
+        "seconds": None,
+    }
+    write_csv_atomic(table, paths["slices"])
+    prediction_figure(table, slices, result, saliency, [paths["figure_png"], paths["figure_svg"]])
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    write_json_atomic(paths["decision"], result)  # last: its presence means the scan is complete
+    sd = result["probability_sd"]
+    log(f"{volume.name}: {result['decision']} (p = {result['probability']:.3f}"
+        + (f" ± {sd:.3f}" if sd is not None else "")
+        + f", {result['votes_positive']} of {len(scores)} replicates positive; {first.plan.name}, rule "
+          f"{result['rule']}) -> {paths['decision'].parent}")
+    return result
+
+
+def scan_name(path) -> str:
+    """A scan's name for its output folder: a NIfTI file's name without .nii / .nii.gz, a
+    DICOM folder's name."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def scan_sources(paths) -> dict[str, Path]:
+    """Each scan behind ``paths`` (NIfTI files, DICOM series folders, folders of several scans)
+    by its name; two scans of one name are refused (their outputs would collide)."""
+    from ..data.volumes import find_scans
+
+    found: dict[str, Path] = {}
+    for path in paths:
+        for scan in find_scans(path):
+            name = scan_name(scan)
+            if name in found and Path(found[name]).resolve() != Path(scan).resolve():
+                raise DataError(f"{scan}: has the same name ({name}) as {found[name]}; their outputs would collide, "
+                                f"rename one")
+            found[name] = Path(scan)
+    return found
+
+
+def predict(run, scans, out=None, series: str | None = None, device: str | None = None, log=print) -> list[dict]:
+    """``ichseq predict``: every scan behind ``scans`` scored by ``run`` (a run or model
+    folder); each scan's outputs in ``out``/NAME/ (default ``predictions/MODEL``), written to a
+    temporary folder renamed when complete."""
+    from ..data.volumes import read_volume
+
+    sources = scan_sources(scans)  # every path checked before any model loads
+    runs = load_runs(run, device=device, log=log)
+    out = Path(out) if out is not None else Path("predictions") / runs[0].plan.name
+    results = []
+    for name, source in sources.items():
+        volume = read_volume(source, series=series)
+        with atomic_dir(out / name) as tmp:
+            results.append(predict_scan(runs, volume, {k: tmp / f for k, f in PREDICT_FILES.items()}, log=log))
+    return results
