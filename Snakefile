@@ -18,6 +18,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/stats.smk"
+include: "workflow/rules/predict.smk"
 
 
 rule all:
@@ -33,4 +34,6 @@ rule all:
         rules.comparison.output,
         # The pretraining's summary and curves, when a model is pretrained here.
         rules.pretrain_summary.output if PRETRAINED else [],
+        # New scans scored by the trained runs, when predict.scans lists any.
+        rules.predict.input if PREDICT_SCANS else [],
     default_target: True

@@ -7,6 +7,8 @@
     ichseq check PATH                         (detect the layout and validate a dataset)
     ichseq stats METRICS_CSV --out DIR [--alpha A --undefined drop|zero --seed S --resamples N --power-alpha A]
                                               (compare models over replicates: tests, tables)
+    ichseq predict RUN SCAN... [--out DIR --series UID --device auto|cpu|cuda]
+                                              (trained runs on new NIfTI / DICOM scans; RUN: a run or model folder)
     ichseq profile install [PROFILE] [--dest DIR --name NAME --link|--copy --force]
                                               (so that `snakemake --profile slurm` finds profiles/slurm)
 """
@@ -81,6 +83,17 @@ def _stats(args) -> None:
         print(f"written {path}")
 
 
+def _predict(args) -> None:
+    import torch
+
+    from .inference.predict import predict
+
+    torch.set_num_threads(max(1, args.threads))
+    for result in predict(args.run, args.scans, out=args.out, series=args.series, device=args.device,
+                          log=lambda msg: print(msg, flush=True)):
+        print(f"written {result['output']}")
+
+
 def _profile_install(args) -> None:
     from .profiles import install_profile
 
@@ -149,6 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="alpha of the power column (default: --alpha; the study used 0.5)",
     )  # fmt: skip
     p.set_defaults(func=_stats)
+    p = command("predict", "score new scans with a trained run, or with every replicate of a model (an ensemble)")
+    p.add_argument("run", metavar="RUN", help="a run folder (results/runs/MODEL/rep-N) or a model folder "
+                   "(results/runs/MODEL: every finished replicate, their mean probability and spread)")
+    p.add_argument("scans", metavar="SCAN", nargs="+", help="a NIfTI file (.nii/.nii.gz, Hounsfield units), a folder "
+                   "holding one DICOM series, or a folder of several such scans")
+    p.add_argument("--out", metavar="DIR", help="output folder; each scan's files go to DIR/SCAN/ "
+                   "(default: predictions/MODEL)")
+    p.add_argument("--series", metavar="UID", help="the SeriesInstanceUID to read from a DICOM folder holding several")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the models run (default: the runs' "
+                   "training.device)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads")
+    p.set_defaults(func=_predict)
     p = command("profile", "install this repository's Snakemake profiles for `snakemake --profile NAME`")
     profile = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do (install)")
     p = command("install", "copy or link profiles/PROFILE into Snakemake's profile folder", parent=profile)

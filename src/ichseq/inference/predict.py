@@ -131,10 +131,12 @@ def _anchor_weights(plan: dict, root: Path | None) -> dict:
 
 
 def load_runs(run, device: str | None = None, log=print) -> list[TrainedRun]:
-    """The trained models of ``run`` (see :func:`find_runs`), on ``device`` (None: each run's
+    """The trained models of ``run`` (a run or model folder, see :func:`find_runs`; or a list of
+    run folders, as the predict rule gives them), on ``device`` (None: each run's
     ``training.device``), checked to be one model trained on one preprocessing."""
+    folders = [p for r in run for p in find_runs(r)] if isinstance(run, (list, tuple)) else find_runs(run)
     runs = []
-    for path in find_runs(run):
+    for path in folders:
         model_dir = path / "model"
         try:
             info = json.loads((model_dir / RUN_MODEL_INFO).read_text())
@@ -144,9 +146,9 @@ def load_runs(run, device: str | None = None, log=print) -> list[TrainedRun]:
         if not isinstance(info.get("preprocess"), dict) or "image_size" not in info["preprocess"]:
             raise DataError(f"{model_dir / RUN_MODEL_INFO}: does not say how its slices were preprocessed (trained by "
                             f"an older ichseq); rerun the run's train job")
-        model, _ = load_run_model(model_dir, info=info)
         plan = ModelPlan.from_dict(info["plan"])
-        _check_image_size(model, plan, info, model_dir)
+        _check_image_size(plan, info, model_dir)
+        model, _ = load_run_model(model_dir, info=info)
         model.to(select_device(device or plan.training.device))
         replicate = int(info.get("replicate", -1))
         runs.append(TrainedRun(replicate, path, model, info, plan))
@@ -163,14 +165,26 @@ def load_runs(run, device: str | None = None, log=print) -> list[TrainedRun]:
     return runs
 
 
-def _check_image_size(model: "CTClassifier", plan: ModelPlan, info: dict, model_dir: Path) -> None:
-    """The model's weights must take the image size its ichseq.json says it was trained at."""
+def _check_image_size(plan: ModelPlan, info: dict, model_dir: Path) -> None:
+    """A folder whose saved model was trained at another image size than its ichseq.json says
+    (a full-mode model's ``preprocessor_config.json`` records the size it resized to; a
+    two-stage model's under ``backbone/``) is refused: the folder was changed after training."""
+    from ..models.base import PREPROCESSOR_FILE
+
     owner = plan.backbone or plan
-    said = owner.model.get("image_size", info["preprocess"]["image_size"])
-    actual = int(getattr(model, "image_size"))
-    if int(said) != actual:
-        raise DataError(f"{model_dir}: the model in it takes {actual}x{actual} images but its {RUN_MODEL_INFO} says "
-                        f"it was trained at {said}x{said}; the folder was changed after training, rerun its train job")
+    said = int(owner.model.get("image_size", info["preprocess"]["image_size"]))
+    for saved in (model_dir / PREPROCESSOR_FILE, model_dir / "backbone" / PREPROCESSOR_FILE):
+        if not saved.is_file():
+            continue
+        try:
+            size = json.loads(saved.read_text())["size"]
+            trained = int(size["height"]), int(size["width"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not ours (a hub preprocessor of another shape): nothing to compare
+        if trained != (said, said):
+            raise DataError(f"{saved}: the model was trained on {trained[0]}x{trained[1]} images but "
+                            f"{model_dir / RUN_MODEL_INFO} says {said}x{said}; the folder was changed after training, "
+                            f"rerun its train job")
 
 
 def preprocess_volume(volume: "CTVolume", preprocess: dict) -> tuple[np.ndarray, dict]:
@@ -418,5 +432,30 @@ def predict(run, scans, out=None, series: str | None = None, device: str | None 
     for name, source in sources.items():
         volume = read_volume(source, series=series)
         with atomic_dir(out / name) as tmp:
-            results.append(predict_scan(runs, volume, {k: tmp / f for k, f in PREDICT_FILES.items()}, log=log))
+            result = predict_scan(runs, volume, {k: tmp / f for k, f in PREDICT_FILES.items()}, log=log)
+        results.append({**result, "output": str(out / name)})
     return results
+
+
+def predict_targets(config: dict) -> tuple[list[str], dict[str, Path]]:
+    """The predict rule's (models, scans by name) from a validated config's ``predict`` section;
+    bad entries are one-line ConfigErrors naming the key."""
+    from ..errors import ConfigError
+
+    section = config.get("predict") or {}
+    configured = list(config.get("models") or {})
+    models = list(section.get("models") or configured)
+    unknown = [m for m in models if m not in configured]
+    if unknown:
+        raise ConfigError(f"predict.models: {unknown[0]} is not a configured model (configured: {', '.join(configured)})")
+    if not section.get("scans"):
+        return models, {}
+    try:
+        scans = scan_sources(section["scans"])
+    except DataError as exc:
+        raise ConfigError(f"predict.scans: {exc}") from None
+    stray = sorted(set(section.get("series") or {}) - set(scans))
+    if stray:
+        raise ConfigError(f"predict.series: {stray[0]} is not the name of a scan under predict.scans (scans: "
+                          f"{', '.join(sorted(scans))})")
+    return models, scans
