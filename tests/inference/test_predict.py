@@ -1,0 +1,259 @@
+"""ichseq predict: trained runs applied to new scans (NIfTI and DICOM), replicate ensembles,
+outputs, and every bad input the issue names."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ichseq.cli import main
+from ichseq.config import validate_config
+from ichseq.data.cache import WindowSpec, build_cache
+from ichseq.data.cohort import cohort_from_manifest
+from ichseq.data.splits import patient_split
+from ichseq.atomic import write_json_atomic
+from ichseq.data.layout import NIFTI_SCAN_DIR, patient_file
+from ichseq.data.volumes import read_volume
+from ichseq.errors import ConfigError, DataError
+from ichseq.inference.predict import (PREDICT_FILES, load_runs, predict, predict_scan, predict_targets,
+                                      scan_sources)
+from ichseq.training.runs import compute_features, model_plan, train_run
+from tests.conftest import run_outputs
+
+QUIET = lambda _msg: None  # noqa: E731
+CONVNEXT = {"config": {"patch_size": 2, "num_stages": 2, "hidden_sizes": [8, 16], "depths": [1, 1]}, "pooling": "max",
+            "input_windows": [{"level": 40, "width": 120}, {"level": 70, "width": 40}, {"level": 98, "width": 4}]}
+VIVIT = {"config": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
+                    "tubelet_size": [2, 16, 16]}, "num_frames": 8}
+CONFIG = validate_config({
+    "preprocess": {"image_size": 32},
+    "training": {"epochs": 2, "batch_size": 4, "lr": 0.003},
+    "models": {"convnext": CONVNEXT, "vivit": VIVIT, "slice_context": {"head": {"hidden_size": 8, "context": 1}},
+               "cnn_rnn": {"head": {"hidden_size": 8}},
+               "convnext_full": {**CONVNEXT, "architecture": "convnext", "training": {"mode": "full", "epochs": 1}}},
+})
+MODELS = ["convnext", "vivit", "slice_context", "cnn_rnn"]  # one of each kind: slice, sequence, context, scan
+REPLICATES = 3
+
+
+@pytest.fixture(scope="module")
+def workspace(nifti_dataset, tmp_path_factory):
+    """A workflow folder as the pipeline leaves it: cache, splits, and results/runs/MODEL/rep-N
+    of one model of each kind (head mode) plus one full-mode run."""
+    root = tmp_path_factory.mktemp("predict")
+    build_cache(nifti_dataset, root / "cache", WindowSpec(32), log=QUIET)
+    cohort = cohort_from_manifest(pd.read_csv(root / "cache" / "manifest.csv"))
+    for rep in range(REPLICATES):
+        write_json_atomic(root / f"rep-{rep}.json", patient_split(cohort, rep, 0, 0.25, 0.34))
+    for name in [*MODELS, "convnext_full"]:
+        plan = model_plan(CONFIG, name)
+        store = root / "results" / "features" / plan.store_of
+        if plan.training.mode == "head" and not store.exists():
+            compute_features(model_plan(CONFIG, plan.store_of), root / "cache", store, log=QUIET)
+        for rep in range(REPLICATES if name != "convnext_full" else 1):
+            train_run(plan, rep, root / f"rep-{rep}.json", root / "cache",
+                      run_outputs(root / "results" / "runs" / name / f"rep-{rep}"),
+                      features_path=store if plan.training.mode == "head" else None, log=QUIET)
+    return root
+
+
+def nifti_of(dataset, patient):
+    return dataset / NIFTI_SCAN_DIR / patient_file(patient)
+
+
+def outputs(folder):
+    return {key: folder / name for key, name in PREDICT_FILES.items()}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_scan_scores_as_in_training(workspace, nifti_dataset, tmp_path, name):
+    """The scan file, read and preprocessed anew from its NIfTI, gets exactly the probabilities
+    the run wrote for that patient at test time: the same window, size, frames and model."""
+    run = workspace / "results" / "runs" / name / "rep-0"
+    written = pd.read_csv(run / "sample_predictions.csv")
+    patient = int(written.patient.iloc[0])
+    result = predict_scan(load_runs(run, log=QUIET), read_volume(nifti_of(nifti_dataset, patient)),
+                          outputs(tmp_path), log=QUIET)
+    table = pd.read_csv(tmp_path / "slices.csv")
+    mine = written[written.patient == patient]
+    if "slice" in mine:  # slice-level: every slice's probability, matched by slice number
+        got = table.set_index("slice").loc[mine.slice, "rep-0"].to_numpy()
+        np.testing.assert_allclose(got, mine.probability.to_numpy(), rtol=0, atol=1e-6)
+    else:  # one probability per scan
+        assert table["rep-0"].isna().all()
+        np.testing.assert_allclose(result["probability"], mine.probability.iloc[0], rtol=0, atol=1e-6)
+        assert "occlusion" in table and table.occlusion[table.read == 1].notna().all()
+    decision = json.loads((tmp_path / "decision.json").read_text())
+    predictions = pd.read_csv(run / "predictions.csv").set_index("patient")
+    assert decision["positive"] == bool(predictions.loc[patient, "prediction"])  # the run's own rule
+    assert decision["replicates"] == [0] and decision["model"] == name
+
+
+def test_ensemble_is_the_mean_of_the_single_runs(workspace, nifti_dataset, tmp_path):
+    scan = read_volume(nifti_of(nifti_dataset, 49))
+    folder = workspace / "results" / "runs" / "convnext"
+    both = predict_scan(load_runs(folder, log=QUIET), scan, outputs(tmp_path / "all"), log=QUIET)
+    singles = [predict_scan(load_runs(folder / f"rep-{r}", log=QUIET), scan, outputs(tmp_path / f"r{r}"), log=QUIET)
+               for r in range(REPLICATES)]
+    probs = [s["probability"] for s in singles]
+    assert both["replicates"] == list(range(REPLICATES))
+    assert both["probability"] == pytest.approx(np.mean(probs), abs=1e-12)
+    assert both["probability_sd"] == pytest.approx(np.std(probs, ddof=1), abs=1e-12)
+    assert both["votes_positive"] == sum(s["positive"] for s in singles)
+    assert both["positive"] == (2 * both["votes_positive"] >= REPLICATES)
+    table = pd.read_csv(tmp_path / "all" / "slices.csv")
+    for r in range(REPLICATES):
+        single = pd.read_csv(tmp_path / f"r{r}" / "slices.csv")
+        np.testing.assert_allclose(table[f"rep-{r}"], single[f"rep-{r}"], atol=1e-12)
+    np.testing.assert_allclose(table.ensemble, table[[f"rep-{r}" for r in range(REPLICATES)]].mean(axis=1), atol=1e-12)
+    assert len(both["top_slices"]) == 4
+    assert both["top_slices"][0] == int(table.loc[table.ensemble.idxmax(), "slice"])
+
+
+def test_dicom_and_nifti_of_one_scan_give_the_same_probabilities(workspace, nifti_dataset, tmp_path):
+    nifti = nifti_of(nifti_dataset, 50)
+    assert main(["to-dicom", str(nifti), str(tmp_path / "dicom" / "050")]) == 0
+    runs = load_runs(workspace / "results" / "runs" / "slice_context", log=QUIET)
+    a = predict_scan(runs, read_volume(nifti), outputs(tmp_path / "a"), log=QUIET)
+    b = predict_scan(runs, read_volume(tmp_path / "dicom" / "050"), outputs(tmp_path / "b"), log=QUIET)
+    assert b["probability"] == pytest.approx(a["probability"], abs=1e-5)
+    ta, tb = pd.read_csv(tmp_path / "a" / "slices.csv"), pd.read_csv(tmp_path / "b" / "slices.csv")
+    np.testing.assert_allclose(ta.position_mm, tb.position_mm, atol=1e-3)
+    np.testing.assert_allclose(ta.ensemble, tb.ensemble, atol=1e-5)
+
+
+def test_cli_predicts_a_folder_of_scans_into_one_folder_each(workspace, nifti_dataset, tmp_path, capsys):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for patient in (49, 50):
+        shutil.copy(nifti_of(nifti_dataset, patient), scans / f"head-{patient}.nii")
+    out = tmp_path / "out"
+    assert main(["predict", str(workspace / "results" / "runs" / "vivit"), str(scans), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["head-49", "head-50"]  # no temporary folder left
+    for scan in ("head-49", "head-50"):
+        assert sorted(p.name for p in (out / scan).iterdir()) == sorted(PREDICT_FILES.values())
+        decision = json.loads((out / scan / "decision.json").read_text())
+        assert decision["scan"] == scan and decision["kind"] == "sequence" and len(decision["runs"]) == REPLICATES
+        assert decision["decision"] in ("hemorrhage", "no hemorrhage")
+        assert (out / scan / "figure.png").stat().st_size > 1000
+    assert f"written {out / 'head-49'}" in capsys.readouterr().out
+
+
+def test_relative_pretrained_folder_is_found_from_the_run(workspace, nifti_dataset, tmp_path, monkeypatch):
+    """A head-mode run rebuilds its backbone from the weights its plan names; a pretrain folder
+    recorded relative to the workflow folder is found from any working directory."""
+    info_path = workspace / "results" / "runs" / "convnext" / "rep-1" / "model" / "ichseq.json"
+    copy = tmp_path / "wf"
+    shutil.copytree(workspace / "results" / "runs" / "convnext" / "rep-1", copy / "results" / "runs" / "c" / "rep-1")
+    # Save a checkpoint folder as the pretrain stage would, and record it relative to the workflow.
+    runs = load_runs(workspace / "results" / "runs" / "convnext" / "rep-1", log=QUIET)
+    runs[0].model.save(copy / "results" / "pretrained" / "convnext")
+    info = json.loads(info_path.read_text())
+    info["plan"]["model"] = {k: v for k, v in info["plan"]["model"].items() if k not in ("config",)}
+    info["plan"]["model"]["pretrained"] = "results/pretrained/convnext"
+    (copy / "results" / "runs" / "c" / "rep-1" / "model" / "ichseq.json").write_text(json.dumps(info))
+    monkeypatch.chdir(tmp_path)  # not the workflow folder: the relative path does not resolve from here
+    loaded = load_runs(copy / "results" / "runs" / "c" / "rep-1", log=QUIET)
+    assert loaded[0].plan.model["pretrained"] == str((copy / "results" / "pretrained" / "convnext").resolve())
+
+
+# -- bad input: one line naming the file, nothing half-written -----------------------------------------
+
+
+def one_line(exc) -> str:
+    text = str(exc.value)
+    assert "\n" not in text
+    return text
+
+
+def test_run_folder_without_a_model_is_refused(workspace, tmp_path):
+    run = tmp_path / "rep-0"
+    shutil.copytree(workspace / "results" / "runs" / "convnext" / "rep-0", run)
+    shutil.rmtree(run / "model")
+    with pytest.raises(DataError) as exc:
+        load_runs(run, log=QUIET)
+    assert str(run) in one_line(exc) and "ichseq.json is missing" in str(exc.value) and "train" in str(exc.value)
+
+
+def test_model_folder_without_finished_runs_is_refused_and_unfinished_ones_skipped(workspace, tmp_path):
+    folder = tmp_path / "convnext"
+    shutil.copytree(workspace / "results" / "runs" / "convnext", folder)
+    (folder / "rep-1" / "metrics.json").unlink()  # an unfinished replicate: not part of the ensemble
+    assert [r.replicate for r in load_runs(folder, log=QUIET)] == [0, 2]
+    for rep in (0, 2):
+        (folder / f"rep-{rep}" / "metrics.json").unlink()
+    with pytest.raises(DataError) as exc:
+        load_runs(folder, log=QUIET)
+    assert str(folder) in one_line(exc) and "finished run" in str(exc.value)
+    with pytest.raises(DataError) as exc:
+        load_runs(tmp_path / "nothing-here", log=QUIET)
+    assert "no such run folder" in one_line(exc)
+    with pytest.raises(DataError) as exc:
+        load_runs(tmp_path, log=QUIET)  # neither a run nor a model folder
+    assert "neither a run folder" in one_line(exc)
+
+
+def test_model_trained_at_another_size_than_its_folder_says_is_refused(workspace, tmp_path):
+    run = tmp_path / "rep-0"
+    shutil.copytree(workspace / "results" / "runs" / "convnext_full" / "rep-0", run)
+    load_runs(run, log=QUIET)  # as written: consistent
+    info = json.loads((run / "model" / "ichseq.json").read_text())
+    info["plan"]["model"]["image_size"] = 48
+    (run / "model" / "ichseq.json").write_text(json.dumps(info))
+    with pytest.raises(DataError) as exc:
+        load_runs(run, log=QUIET)
+    assert "preprocessor_config.json" in one_line(exc) and "32x32" in str(exc.value) and "48x48" in str(exc.value)
+
+
+def test_runs_of_two_models_or_two_preprocessings_are_refused(workspace, tmp_path):
+    with pytest.raises(DataError) as exc:
+        load_runs([workspace / "results" / "runs" / "convnext" / "rep-0",
+                   workspace / "results" / "runs" / "vivit" / "rep-0"], log=QUIET)
+    assert "one model's runs at a time" in one_line(exc)
+    run = tmp_path / "rep-1"
+    shutil.copytree(workspace / "results" / "runs" / "convnext" / "rep-1", run)
+    info = json.loads((run / "model" / "ichseq.json").read_text())
+    info["preprocess"]["window"] = {"level": 50, "width": 100}
+    (run / "model" / "ichseq.json").write_text(json.dumps(info))
+    with pytest.raises(DataError) as exc:
+        load_runs([workspace / "results" / "runs" / "convnext" / "rep-0", run], log=QUIET)
+    assert "preprocessed otherwise" in one_line(exc)
+
+
+def test_missing_scan_is_refused_before_anything_is_written(workspace, nifti_dataset, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(DataError) as exc:
+        predict(workspace / "results" / "runs" / "convnext", [nifti_of(nifti_dataset, 49), tmp_path / "missing.nii"],
+                out=out, log=QUIET)
+    assert "missing.nii" in one_line(exc)
+    assert not out.exists()
+    assert main(["predict", str(workspace / "results" / "runs" / "convnext"), str(tmp_path / "missing.nii")]) == 1
+
+
+def test_two_scans_of_one_name_are_refused(nifti_dataset, tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(nifti_of(nifti_dataset, 49), tmp_path / folder / "head.nii")
+    with pytest.raises(DataError) as exc:
+        scan_sources([tmp_path / "a" / "head.nii", tmp_path / "b" / "head.nii"])
+    assert "same name" in one_line(exc)
+
+
+def test_predict_config_errors_name_the_key(nifti_dataset, tmp_path):
+    config = {"models": {"convnext": {}, "vivit": {}}, "predict": {"scans": [str(nifti_of(nifti_dataset, 49))]}}
+    models, scans = predict_targets(config)
+    assert models == ["convnext", "vivit"] and list(scans) == ["049"]
+    with pytest.raises(ConfigError) as exc:
+        predict_targets({**config, "predict": {**config["predict"], "models": ["resnet"]}})
+    assert one_line(exc).startswith("predict.models: resnet")
+    with pytest.raises(ConfigError) as exc:
+        predict_targets({**config, "predict": {"scans": [str(tmp_path / "none")]}})
+    assert one_line(exc).startswith("predict.scans:")
+    with pytest.raises(ConfigError) as exc:
+        predict_targets({**config, "predict": {**config["predict"], "series": {"050": "1.2.3"}}})
+    assert one_line(exc).startswith("predict.series: 050")
+    assert predict_targets({"models": {"convnext": {}}}) == (["convnext"], {})
