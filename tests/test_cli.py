@@ -31,7 +31,7 @@ def _every_action():
 def test_every_command_has_a_description_and_a_line_in_its_parents_list():
     commands = list(_parsers(build_parser()))
     assert {name for name, _ in commands} >= {
-        "ichseq synthetic", "ichseq download", "ichseq to-jpg", "ichseq check", "ichseq stats", "ichseq profile install"
+        "ichseq synthetic", "ichseq download", "ichseq to-jpg", "ichseq to-dicom", "ichseq check", "ichseq stats", "ichseq profile install"
     }
     for name, parser in commands:
         assert parser.description, name

@@ -4,6 +4,7 @@
                            --min-slices N --max-slices N --mimics M]
     ichseq download DEST [--url URL]          (credentials: PHYSIONET_USERNAME/PASSWORD or ~/.netrc)
     ichseq to-jpg SRC DEST                    (v1.3.1 NIfTI -> v1.0.0 JPG layout)
+    ichseq to-dicom SRC DEST                  (v1.3.1 NIfTI dataset or one .nii/.nii.gz -> DICOM CT series)
     ichseq check PATH                         (detect the layout and validate a dataset)
     ichseq stats METRICS_CSV --out DIR [--alpha A --undefined drop|zero --seed S --resamples N --power-alpha A]
                                               (compare models over replicates: tests, tables)
@@ -48,6 +49,12 @@ def _to_jpg(args) -> None:
     from .data.convert import export_jpg_layout
 
     print(f"written {export_jpg_layout(args.src, args.dest)}")
+
+
+def _to_dicom(args) -> None:
+    from .data.dicom import export_dicom
+
+    export_dicom(args.src, args.dest)
 
 
 def _check(args) -> None:
@@ -146,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="v1.3.1 (NIfTI) dataset folder or zip")
     p.add_argument("dest", help="folder to write the JPG layout to")
     p.set_defaults(func=_to_jpg)
+    p = command("to-dicom", "write NIfTI CT scans as DICOM CT series (uncompressed, geometry and HU rescale tags "
+                            "from the NIfTI), e.g. to test `ichseq predict` on whole DICOM series")
+    p.add_argument("src", help="v1.3.1 (NIfTI) dataset folder or zip (every ct_scans/NNN.nii -> DEST/NNN/), "
+                               "or one .nii/.nii.gz file (-> DEST)")
+    p.add_argument("dest", help="folder to write; must not exist or be empty")
+    p.set_defaults(func=_to_dicom)
     p = command("check", "detect the layout of a dataset folder/zip and validate it")
     p.add_argument("path", help="dataset folder or zip, v1.3.1 (NIfTI) or v1.0.0 (JPG)")
     p.set_defaults(func=_check)

@@ -22,6 +22,7 @@ Every inconsistency raises :class:`~ichseq.errors.DataError` with one line namin
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import re
@@ -93,6 +94,48 @@ def check_display_values(values: np.ndarray, where: str) -> None:
             f"{where}: values {lo:g}..{hi:g}, which looks like 0-1 intensities, but dataset.prewindowed: true "
             f"expects 0-255 display values; rescale them to 0-255"
         )
+
+
+# --------------------------------------------------------------------------- NIfTI volumes
+# Shared by the dataset readers below and by ``ichseq.data.volumes`` (a new scan to predict
+# on), so that a NIfTI file gives the same slices, in the same order, either way.
+
+
+def load_nifti(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(values (cols, rows, S) float32 after scl_slope / scl_inter, affine)`` of a NIfTI-1
+    file's bytes (gzipped or not); ``where`` names the file in errors."""
+    try:
+        if raw[:2] == b"\x1f\x8b":  # .nii.gz
+            raw = gzip.decompress(raw)
+        img = nib.Nifti1Image.from_bytes(raw)
+        data = np.asanyarray(img.dataobj, dtype=np.float32)
+    except Exception as exc:
+        raise DataError(f"{where}: corrupt NIfTI ({type(exc).__name__}: {exc})") from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise DataError(f"{where}: expected a 3-D volume, got shape {data.shape}")
+    return data, img.affine
+
+
+def nifti_slice_positions(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """World z (mm, RAS: inferior -> superior) of each slice's centre, in file order."""
+    centre = np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2, 0.0, 1.0])
+    return np.array([(affine @ (centre + [0, 0, k, 0]))[2] for k in range(shape[2])])
+
+
+def display_slices(volume: np.ndarray) -> np.ndarray:
+    """NIfTI ``(cols, rows, S)`` -> ``(S, rows, cols)``, the display orientation of the slices."""
+    return np.transpose(volume, (2, 1, 0))
+
+
+def order_nifti_slices(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(slice_numbers (1-based index in the file), positions_mm, stack (S, rows, cols))``
+    ordered by position along the head axis."""
+    positions = nifti_slice_positions(volume.shape, affine)
+    # A stack stored superior-to-inferior is reordered, never trusted in file order.
+    order = np.argsort(positions, kind="stable")
+    return order + 1, positions[order], display_slices(volume)[order]
 
 
 @dataclass
@@ -327,16 +370,7 @@ class NiftiDataset(CTICHDataset):
             self._check_slice_numbers(patient, list(range(1, shape[2] + 1)), where)
 
     def _volume(self, rel: str) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            img = nib.Nifti1Image.from_bytes(self.files.read(rel))
-            data = np.asanyarray(img.dataobj, dtype=np.float32)
-        except Exception as exc:
-            raise DataError(f"{self.files.where(rel)}: corrupt NIfTI ({type(exc).__name__}: {exc})") from None
-        if data.ndim == 4 and data.shape[3] == 1:
-            data = data[..., 0]
-        if data.ndim != 3:
-            raise DataError(f"{self.files.where(rel)}: expected a 3-D volume, got shape {data.shape}")
-        return data, img.affine
+        return load_nifti(self.files.read(rel), self.files.where(rel))
 
     def _read_ordered(self, patient: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(slice_numbers, positions_mm, values (S, rows, cols), masks)`` ordered by position;
@@ -344,16 +378,9 @@ class NiftiDataset(CTICHDataset):
         name = patient_file(patient)
         hu, affine = self._volume(f"{NIFTI_SCAN_DIR}/{name}")
         mask, _ = self._volume(f"{NIFTI_MASK_DIR}/{name}")
-        n = hu.shape[2]
-        # Position of each slice along the head (world z of the slice centre): a stack
-        # stored superior-to-inferior is reordered, never trusted in file order.
-        centre = np.array([(hu.shape[0] - 1) / 2, (hu.shape[1] - 1) / 2, 0.0, 1.0])
-        positions = np.array([(affine @ (centre + [0, 0, k, 0]))[2] for k in range(n)])
-        order = np.argsort(positions, kind="stable")
-        # (cols, rows, S) -> (S, rows, cols), the display orientation of the slices.
-        stack = np.transpose(hu, (2, 1, 0))[order]
-        masks = np.transpose(mask, (2, 1, 0))[order] > 0
-        return order + 1, positions[order], stack, masks
+        numbers, positions, stack = order_nifti_slices(hu, affine)
+        masks = display_slices(mask)[numbers - 1] > 0
+        return numbers, positions, stack, masks
 
     def read_hu(self, patient: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(slice_numbers, positions_mm, hu (S, rows, cols), masks)`` ordered by position.

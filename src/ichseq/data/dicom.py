@@ -1,0 +1,374 @@
+"""DICOM CT series: reading one for prediction, and writing NIfTI scans as DICOM (``ichseq to-dicom``).
+
+Reading (:func:`read_dicom_series`, used by :func:`ichseq.data.volumes.read_volume`): every
+DICOM file of a folder with image data, grouped by SeriesInstanceUID (several series: one
+must be chosen), refused when not CT, when compressed with a syntax no installed decoder
+handles (checked before decoding), or when the slices do not form one regular stack (other
+orientation, size or pixel spacing; a missing or duplicated slice). Slices are ordered by
+ImagePositionPatient projected on the slice normal (row cosines x column cosines, turned to
+point superior), HU = stored * RescaleSlope + RescaleIntercept, pixels as displayed.
+
+Writing (:func:`export_dicom`): CT Image Storage, explicit VR little endian, uncompressed,
+geometry from the NIfTI affine (RAS -> DICOM LPS). A slice's pixel rows and columns are those
+the NIfTI reader displays, so a written series reads back to the same HU, positions and
+order. UIDs are derived from the source file's content and name: a rerun writes identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import format_number_as_ds
+
+from ..atomic import atomic_dir
+from ..errors import DataError
+from .layout import NIFTI_LAYOUT, NIFTI_SCAN_DIR
+from .readers import _Files, check_hounsfield, display_slices, load_nifti
+from .volumes import WHAT_TO_GIVE, CTVolume, is_nifti, nifti_name
+from .windowing import BRAIN_WINDOW_LEVEL, BRAIN_WINDOW_WIDTH
+
+# Real series write positions with 4-6 decimals; a missing slice doubles a gap, a duplicated
+# one makes it 0. A gap further than this from the series' median gap is refused.
+SPACING_TOLERANCE_MM = 0.01
+SPACING_TOLERANCE_FRACTION = 0.05
+ORIENTATION_TOLERANCE = 1e-4  # direction cosines
+DECOMPRESS_HINT = "or decompress the series first, e.g. `gdcmconv --raw IN OUT` (GDCM) or `dcmdjpeg IN OUT` (DCMTK)"
+
+# RAS (NIfTI) <-> LPS (DICOM): x and y change sign.
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _number(ds: Dataset, keyword: str, default: float) -> float:
+    value = ds.get(keyword)
+    return default if value is None or value == "" else float(value)
+
+
+def _describe(uid: str, slices: list[tuple[Path, Dataset]]) -> str:
+    ds = slices[0][1]
+    description = str(ds.get("SeriesDescription", "") or "").strip() or "no description"
+    return f"{uid or '(no SeriesInstanceUID)'} ({ds.get('Modality', '') or 'no modality'}, {description!r}, {len(slices)} slices)"
+
+
+def _check_decodable(path: Path, ds: Dataset) -> None:
+    """Refuse a transfer syntax that no installed pydicom plugin decodes, before decoding."""
+    uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if uid is None:
+        return  # pydicom falls back to implicit VR little endian, which it always decodes
+    try:
+        decoder = pydicom.pixels.get_decoder(uid)
+    except NotImplementedError:
+        raise DataError(
+            f"{path}: transfer syntax {uid.name} ({uid}) cannot be decoded by pydicom; {DECOMPRESS_HINT.removeprefix('or ')}"
+        ) from None
+    if not decoder.is_available:
+        # "gdcm - requires gdcm>=3.0.10" -> "gdcm>=3.0.10"
+        needs = [d.split(" - ", 1)[-1].removeprefix("requires ") for d in decoder.missing_dependencies]
+        raise DataError(
+            f"{path}: compressed transfer syntax {uid.name} ({uid}) needs a decoder that is not installed; "
+            f"install {' or '.join(needs) or 'a pydicom pixel-data plugin'} into the environment, {DECOMPRESS_HINT}"
+        )
+
+
+def _check_slice(path: Path, ds: Dataset) -> None:
+    modality = str(ds.get("Modality", "") or "")
+    if modality != "CT":
+        raise DataError(f"{path}: Modality {modality or '(missing)'}, not CT; ichseq reads CT series only")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise DataError(
+            f"{path}: a multi-frame (enhanced) image with {frames} frames; ichseq reads one slice per file: "
+            f"convert it to single-frame files first (e.g. dcm4che's emf2sf)"
+        )
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise DataError(f"{path}: a colour image (SamplesPerPixel {ds.SamplesPerPixel}), not a CT slice; remove it")
+    for keyword in ("ImageOrientationPatient", "ImagePositionPatient"):
+        if len(ds.get(keyword) or []) != (6 if keyword == "ImageOrientationPatient" else 3):
+            raise DataError(
+                f"{path}: no valid {keyword}, so the slice order cannot be taken from the geometry; "
+                f"re-export the series with its geometry tags"
+            )
+    _check_decodable(path, ds)
+
+
+def _check_same(slices: list[tuple[Path, Dataset]], folder: Path) -> None:
+    """Every slice has the first one's orientation, size and pixel spacing."""
+    first_path, first = slices[0]
+    iop0 = np.array(first.ImageOrientationPatient, dtype=float)
+    spacing0 = first.get("PixelSpacing")
+    for path, ds in slices[1:]:
+        iop = np.array(ds.ImageOrientationPatient, dtype=float)
+        if not np.allclose(iop, iop0, atol=ORIENTATION_TOLERANCE):
+            raise DataError(
+                f"{folder}: slices differ in ImageOrientationPatient ({path.name}: {iop.round(4).tolist()}, "
+                f"{first_path.name}: {iop0.round(4).tolist()}); not one stack: remove localizers or export one series"
+            )
+        if (ds.Rows, ds.Columns) != (first.Rows, first.Columns):
+            raise DataError(
+                f"{folder}: slices differ in size ({path.name}: {ds.Rows}x{ds.Columns}, {first_path.name}: "
+                f"{first.Rows}x{first.Columns} rows x columns); not one stack: export one series"
+            )
+        spacing = ds.get("PixelSpacing")
+        if (spacing is None) != (spacing0 is None) or (
+            spacing is not None and not np.allclose(np.array(spacing, float), np.array(spacing0, float), rtol=1e-4)
+        ):
+            raise DataError(
+                f"{folder}: slices differ in PixelSpacing ({path.name}: {spacing}, {first_path.name}: {spacing0}); "
+                f"not one stack: export one series"
+            )
+
+
+def slice_normal(iop) -> np.ndarray:
+    """The unit normal of a slice (row cosines x column cosines), turned to point superior
+    (+z in LPS) so that positions grow inferior -> superior, as in training."""
+    iop = np.asarray(iop, dtype=float)
+    normal = np.cross(iop[:3], iop[3:])
+    length = np.linalg.norm(normal)
+    if length < 1e-6:
+        raise DataError(f"ImageOrientationPatient {iop.tolist()}: row and column directions are parallel")
+    normal /= length
+    return -normal if normal[2] < 0 else normal
+
+
+def _check_spacing(positions: np.ndarray, paths: list[Path], folder: Path) -> None:
+    gaps = np.diff(positions)
+    if len(gaps) == 0:
+        return
+    dup = np.flatnonzero(gaps < SPACING_TOLERANCE_MM)
+    if len(dup):
+        i = dup[0]
+        raise DataError(
+            f"{folder}: {paths[i].name} and {paths[i + 1].name} are at the same position ({positions[i]:.3f} mm): "
+            f"a duplicated slice; remove one of them"
+        )
+    ref = float(np.median(gaps))
+    bad = np.flatnonzero(np.abs(gaps - ref) > max(SPACING_TOLERANCE_MM, SPACING_TOLERANCE_FRACTION * ref))
+    if len(bad):
+        i = bad[0]
+        raise DataError(
+            f"{folder}: slice spacing is not uniform: {gaps[i]:.3f} mm between {paths[i].name} and "
+            f"{paths[i + 1].name} where the series' spacing is {ref:.3f} mm (a missing or extra slice?); "
+            f"export the complete series"
+        )
+
+
+def _hu(path: Path, ds: Dataset) -> np.ndarray:
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # pydicom and its plugins raise many unrelated types
+        raise DataError(
+            f"{path}: pixel data cannot be decoded ({type(exc).__name__}: {' '.join(str(exc).split())}); "
+            f"re-export the series uncompressed"
+        ) from None
+    slope, intercept = _number(ds, "RescaleSlope", 1.0), _number(ds, "RescaleIntercept", 0.0)
+    return (pixels.astype(np.float64) * slope + intercept).astype(np.float32)
+
+
+def read_dicom_series(folder: Path, files: list[Path], series: str | None = None) -> CTVolume:
+    """The CT series held by ``files`` (the DICOM files of ``folder``); ``series`` picks one
+    SeriesInstanceUID when there are several."""
+    slices: list[tuple[Path, Dataset]] = []
+    for path in files:
+        try:
+            ds = pydicom.dcmread(path)
+        except Exception as exc:  # a truncated or damaged file: pydicom raises many types
+            raise DataError(
+                f"{path}: corrupt DICOM file ({type(exc).__name__}: {' '.join(str(exc).split())}); "
+                f"re-export it or remove it from the folder"
+            ) from None
+        if "PixelData" in ds:  # not DICOMDIR, reports, presentation states
+            slices.append((path, ds))
+    if not slices:
+        raise DataError(f"{folder}: DICOM files but none with image data (a DICOMDIR or reports only?); {WHAT_TO_GIVE}")
+    groups: dict[str, list[tuple[Path, Dataset]]] = {}
+    for path, ds in slices:
+        groups.setdefault(str(ds.get("SeriesInstanceUID", "") or ""), []).append((path, ds))
+    listing = "; ".join(_describe(uid, group) for uid, group in sorted(groups.items()))
+    if series is not None:
+        if series not in groups:
+            raise DataError(f"{folder}: no series {series}; it holds {len(groups)}: {listing}")
+        uid = series
+    elif len(groups) > 1:
+        raise DataError(
+            f"{folder}: {len(groups)} DICOM series in one folder: {listing}; choose one with --series UID "
+            f"(ichseq predict) or series: UID in the predict config"
+        )
+    else:
+        uid = next(iter(groups))
+    chosen = groups[uid]
+    for path, ds in chosen:
+        _check_slice(path, ds)
+    _check_same(chosen, folder)
+    normal = slice_normal(chosen[0][1].ImageOrientationPatient)
+    positions = np.array([float(np.dot(np.array(ds.ImagePositionPatient, float), normal)) for _, ds in chosen])
+    order = np.argsort(positions, kind="stable")
+    chosen = [chosen[i] for i in order]
+    positions = positions[order]
+    paths = [path for path, _ in chosen]
+    _check_spacing(positions, paths, folder)
+    hu = np.stack([_hu(path, ds) for path, ds in chosen])
+    check_hounsfield(hu, str(folder))
+    numbers = [ds.get("InstanceNumber") for _, ds in chosen]
+    if all(n is not None and n != "" for n in numbers) and len({int(n) for n in numbers}) == len(numbers):
+        slice_numbers = np.array([int(n) for n in numbers], dtype=np.int64)
+    else:  # missing or repeated InstanceNumbers: the geometric order
+        slice_numbers = np.arange(1, len(chosen) + 1, dtype=np.int64)
+    return CTVolume(
+        source=str(folder), name=folder.resolve().name, hu=hu, positions=positions.astype(np.float64),
+        slice_numbers=slice_numbers, files=[str(p) for p in paths], series_uid=uid or None,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _ds(values) -> list[str]:
+    return [format_number_as_ds(float(v)) for v in np.atleast_1d(values)]
+
+
+def _encode(hu: np.ndarray) -> tuple[np.ndarray, str, str]:
+    """``(stored uint16/int16, RescaleSlope, RescaleIntercept)`` for HU values: exact for whole
+    numbers (stored = HU + 1024, as scanners do); else 65536 steps over the range."""
+    lo, hi = float(hu.min()), float(hu.max())
+    if np.array_equal(hu, np.rint(hu)):
+        if lo >= -1024 and hi + 1024 <= 65535:
+            return (hu + 1024).astype(np.uint16), "1", "-1024"
+        if lo >= -32768 and hi <= 32767:
+            return hu.astype(np.int16), "1", "0"
+    intercept = float(np.floor(lo))
+    slope_text = format_number_as_ds(max((hi - intercept) / 65535, 1e-6) * (1 + 1e-6))
+    slope = float(slope_text)
+    stored = np.clip(np.rint((hu.astype(np.float64) - intercept) / slope), 0, 65535).astype(np.uint16)
+    return stored, slope_text, format_number_as_ds(intercept)
+
+
+def _geometry(affine: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray, list[float], float]:
+    """``(orientation (6,), normal, PixelSpacing [between rows, between columns], slice spacing)``."""
+    column_step = _RAS_TO_LPS @ affine[:3, 0]  # one column to the right: NIfTI axis 0
+    row_step = _RAS_TO_LPS @ affine[:3, 1]  # one row down: NIfTI axis 1
+    dx, dy = float(np.linalg.norm(column_step)), float(np.linalg.norm(row_step))
+    if dx == 0 or dy == 0:
+        raise DataError(f"{where}: its affine has a zero pixel size; fix the NIfTI header")
+    row_cosines, column_cosines = column_step / dx, row_step / dy
+    if abs(float(np.dot(row_cosines, column_cosines))) > ORIENTATION_TOLERANCE:
+        raise DataError(f"{where}: its affine is sheared (rows not perpendicular to columns), which DICOM cannot describe")
+    normal = np.cross(row_cosines, column_cosines)
+    spacing = abs(float(np.dot(_RAS_TO_LPS @ affine[:3, 2], normal)))
+    if spacing < 1e-6:
+        raise DataError(f"{where}: its affine puts every slice in the same plane; fix the NIfTI header")
+    return np.concatenate([row_cosines, column_cosines]), normal, [dy, dx], spacing
+
+
+def write_dicom_series(
+    values: np.ndarray, affine: np.ndarray, folder: Path, *, name: str, uid_seed: str, description: str
+) -> list[Path]:
+    """Write a NIfTI volume ``(cols, rows, S)`` in HU as one CT series into ``folder`` (one file
+    per slice, in the file's slice order, InstanceNumber = 1-based NIfTI index)."""
+    orientation, normal, pixel_spacing, spacing = _geometry(affine, description)
+    stack = display_slices(values)
+    stored, slope, intercept = _encode(stack)
+    study_uid = generate_uid(entropy_srcs=[uid_seed, name, "study"])
+    series_uid = generate_uid(entropy_srcs=[uid_seed, name, "series"])
+    frame_uid = generate_uid(entropy_srcs=[uid_seed, name, "frame of reference"])
+    folder.mkdir(parents=True, exist_ok=True)
+    width = max(4, len(str(len(stack))))
+    written = []
+    for k in range(len(stack)):
+        position = _RAS_TO_LPS @ (affine @ np.array([0.0, 0.0, k, 1.0]))[:3]
+        sop_uid = generate_uid(entropy_srcs=[uid_seed, name, "slice", str(k)])
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = sop_uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = sop_uid
+        ds.StudyDate = ds.StudyTime = ds.AccessionNumber = ds.ReferringPhysicianName = ""
+        ds.Modality = "CT"
+        ds.Manufacturer = "ichseq to-dicom"
+        ds.SeriesDescription = description[-64:]
+        ds.PatientName = name
+        ds.PatientID = name
+        ds.PatientBirthDate = ds.PatientSex = ""
+        ds.KVP = ""
+        ds.SliceThickness = _ds(spacing)[0]
+        ds.SpacingBetweenSlices = _ds(spacing)[0]
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.StudyID = ""
+        ds.SeriesNumber = 1
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = _ds(position)
+        ds.ImageOrientationPatient = _ds(np.round(orientation, 12) + 0.0)
+        ds.FrameOfReferenceUID = frame_uid
+        ds.PositionReferenceIndicator = ""
+        ds.SliceLocation = _ds(float(np.dot(position, normal)))[0]
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows, ds.Columns = stack.shape[1], stack.shape[2]
+        ds.PixelSpacing = _ds(pixel_spacing)
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
+        ds.WindowCenter = _ds(BRAIN_WINDOW_LEVEL)[0]
+        ds.WindowWidth = _ds(BRAIN_WINDOW_WIDTH)[0]
+        ds.RescaleIntercept = intercept
+        ds.RescaleSlope = slope
+        ds.RescaleType = "HU"
+        ds.PixelData = np.ascontiguousarray(stored[k]).astype(stored.dtype.newbyteorder("<")).tobytes()
+        path = folder / f"{k + 1:0{width}d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        written.append(path)
+    return written
+
+
+def _nifti_sources(src: Path) -> list[tuple[str, Callable[[], bytes], str]]:
+    """``(scan name, read bytes, where)`` of every scan to convert; one for a NIfTI file."""
+    if src.is_file() and is_nifti(src):
+        return [(nifti_name(src), src.read_bytes, str(src))]
+    files = _Files(src)  # a v1.3.1 dataset folder or zip, at any depth
+    if files.layout != NIFTI_LAYOUT:
+        raise DataError(f"{src}: a v1.0.0 (JPG) dataset; to-dicom converts v1.3.1 NIfTI scans in HU")
+    rels = [n for n in files.names if n.startswith(f"{NIFTI_SCAN_DIR}/") and n.count("/") == 1 and is_nifti(Path(n))]
+    if not rels:
+        raise DataError(f"{files.where(NIFTI_SCAN_DIR)}: no .nii scans; give a CT-ICH v1.3.1 dataset or one NIfTI file")
+    return [(nifti_name(Path(rel)), lambda rel=rel: files.read(rel), files.where(rel)) for rel in rels]
+
+
+def export_dicom(src: str | Path, dest: str | Path, log=print) -> Path:
+    """Write ``src`` (a CT-ICH v1.3.1 dataset folder/zip: every ``ct_scans/NNN.nii`` ->
+    ``dest/NNN/``; or one ``.nii``/``.nii.gz`` file -> ``dest``) as DICOM CT series.
+
+    ``dest`` must not exist or be empty; it appears only when every series is written.
+    """
+    src, dest = Path(src), Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise DataError(f"{dest}: already exists and is not empty; remove it or choose another destination")
+    if not src.exists():
+        raise DataError(f"{src}: does not exist; give a CT-ICH v1.3.1 dataset folder or one .nii/.nii.gz file")
+    sources = _nifti_sources(src)
+    single = src.is_file() and is_nifti(src)
+    n_slices = 0
+    with atomic_dir(dest) as tmp:
+        for name, read, where in sources:
+            raw = read()
+            values, affine = load_nifti(raw, where)
+            check_hounsfield(values, where)
+            # The content decides the UIDs, so a rerun (or another copy of the file) writes the same ones.
+            seed = hashlib.sha256(raw).hexdigest()
+            folder = tmp if single else tmp / name
+            n_slices += len(write_dicom_series(values, affine, folder, name=name, uid_seed=seed,
+                                               description=f"ichseq to-dicom of {Path(where).name}"))
+    log(f"DICOM written to {dest}: {len(sources)} series, {n_slices} slices")
+    return dest

@@ -1,0 +1,153 @@
+"""Reading one new CT scan (not part of a CT-ICH dataset) in Hounsfield units.
+
+``read_volume(path)`` takes a NIfTI file (``.nii``/``.nii.gz``) or a folder holding one DICOM
+series and gives its slices in the training pipeline's order and orientation:
+
+* NIfTI: exactly what the training reader gives for the same file (the shared functions of
+  :mod:`ichseq.data.readers`): slices ordered by the world z of their centre, displayed as
+  ``(rows, cols)`` = the file's second and first axes.
+* DICOM (:mod:`ichseq.data.dicom`): slices ordered by ImagePositionPatient along the slice
+  normal (never by file name or InstanceNumber), HU from RescaleSlope/Intercept, the pixel
+  array as displayed. ``ichseq to-dicom`` writes a NIfTI scan as a series that reads back
+  to the same HU, positions and order.
+
+``find_scans(path)`` lists the scans under a path: a NIfTI file, a DICOM folder, or a folder
+of several (NIfTI files and sub-folders holding DICOM).
+
+Every problem raises :class:`~ichseq.errors.DataError` with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .layout import NIFTI_MASK_DIR, NIFTI_SCAN_DIR
+from .readers import check_hounsfield, load_nifti, order_nifti_slices
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+WHAT_TO_GIVE = "give a NIfTI file (.nii/.nii.gz) or a folder holding one DICOM series"
+
+
+@dataclass
+class CTVolume:
+    """One scan's slices in Hounsfield units, ordered inferior -> superior."""
+
+    source: str  # the file or folder it was read from
+    name: str  # scan name for output folders: NIfTI file name without .nii/.nii.gz; DICOM folder name
+    hu: np.ndarray  # float32 (S, rows, cols), ordered by position ascending
+    positions: np.ndarray  # float64 (S,) mm along the slice normal (NIfTI: world z of the slice centre)
+    slice_numbers: np.ndarray  # int64 (S,): NIfTI: 1-based index in the file; DICOM: InstanceNumber
+    files: list[str] | None  # DICOM: the file of each slice, in the same order; None for NIfTI
+    series_uid: str | None
+
+
+def is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def nifti_name(path: Path) -> str:
+    """``049.nii.gz -> 049``."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def is_dicom_file(path: Path) -> bool:
+    """A DICOM Part 10 file: 128-byte preamble then ``DICM``."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _visible(names) -> list[str]:
+    return sorted(n for n in names if not n.startswith((".", "__MACOSX")))
+
+
+def dicom_files(folder: Path) -> list[Path]:
+    """The DICOM files directly in ``folder`` (hidden files ignored), sorted by name."""
+    return [folder / n for n in _visible(os.listdir(folder)) if (folder / n).is_file() and is_dicom_file(folder / n)]
+
+
+def read_nifti_volume(path: Path) -> CTVolume:
+    where = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{where}: cannot be read ({exc.strerror}); check its permissions") from None
+    values, affine = load_nifti(raw, where)
+    numbers, positions, hu = order_nifti_slices(values, affine)
+    check_hounsfield(hu, where)
+    return CTVolume(
+        source=where, name=nifti_name(path), hu=np.ascontiguousarray(hu, dtype=np.float32),
+        positions=positions.astype(np.float64), slice_numbers=numbers.astype(np.int64), files=None, series_uid=None,
+    )  # fmt: skip
+
+
+def read_volume(path: str | Path, series: str | None = None) -> CTVolume:
+    """Read one scan: a ``.nii``/``.nii.gz`` file, or a folder holding one DICOM series
+    (``series``: the SeriesInstanceUID to read when the folder holds several)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: does not exist; {WHAT_TO_GIVE}")
+    if path.is_file():
+        if is_nifti(path):
+            if series is not None:
+                raise DataError(f"{path}: a NIfTI file holds one scan; series {series} applies to DICOM folders only")
+            return read_nifti_volume(path)
+        if is_dicom_file(path):
+            raise DataError(f"{path}: a single DICOM file; give the folder that holds its whole series")
+        raise DataError(f"{path}: not a NIfTI file (.nii/.nii.gz) nor a folder; {WHAT_TO_GIVE}")
+    files = dicom_files(path)
+    if not files:
+        try:
+            inside = find_scans(path)
+        except DataError:
+            inside = []
+        if inside:
+            raise DataError(
+                f"{path}: no DICOM files directly in this folder but {len(inside)} scan(s) below it "
+                f"(e.g. {inside[0]}); give one of them, or the folder as a batch of scans"
+            )
+        raise DataError(f"{path}: no DICOM files in this folder; {WHAT_TO_GIVE}")
+    from .dicom import read_dicom_series
+
+    return read_dicom_series(path, files, series)
+
+
+def find_scans(path: str | Path) -> list[Path]:
+    """The scans under ``path``, sorted: a NIfTI file is one; a folder holding DICOM files is
+    one (its sub-folders are not searched); otherwise every NIfTI file and DICOM folder below
+    it. The ``masks/`` beside a CT-ICH ``ct_scans/`` folder are not scans."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: does not exist; {WHAT_TO_GIVE}, or a folder of them")
+    if path.is_file():
+        if is_nifti(path):
+            return [path]
+        raise DataError(f"{path}: not a NIfTI file (.nii/.nii.gz) nor a folder; {WHAT_TO_GIVE}, or a folder of them")
+    scans: list[Path] = []
+    for dirpath, dirs, names in os.walk(path):
+        here = Path(dirpath)
+        names = _visible(names)
+        # DICOMDIR (an index without pixels) alone does not make a folder a series.
+        if any(is_dicom_file(here / n) for n in names if n.upper() != "DICOMDIR"):
+            scans.append(here)
+            dirs[:] = []
+            continue
+        scans.extend(here / n for n in names if is_nifti(here / n))
+        dirs[:] = _visible(dirs)
+        if NIFTI_SCAN_DIR in dirs and NIFTI_MASK_DIR in dirs:
+            dirs.remove(NIFTI_MASK_DIR)
+    if not scans:
+        raise DataError(f"{path}: no NIfTI file (.nii/.nii.gz) and no folder of DICOM files in it; {WHAT_TO_GIVE}")
+    return sorted(scans, key=str)

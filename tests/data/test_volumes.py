@@ -1,0 +1,345 @@
+"""Reading one new scan (ichseq.data.volumes) from NIfTI and DICOM, and writing the synthetic
+twin as DICOM (ichseq.data.dicom, ``ichseq to-dicom``): same HU, positions and order either
+way and as training's reader; order from geometry, not file names; every bad input refused
+in one line."""
+
+from __future__ import annotations
+
+import filecmp
+import gzip
+import os
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.encaps import encapsulate
+
+from ichseq.cli import main
+from ichseq.data import dicom as dicom_module
+from ichseq.data.dicom import export_dicom
+from ichseq.data.readers import open_dataset
+from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
+from ichseq.data.volumes import find_scans, read_volume
+from ichseq.errors import DataError
+
+SPEC = SyntheticSpec(n_patients=2, n_positive=1, image_size=32, min_slices=8, max_slices=12, seed=11)
+QUIET = {"log": lambda _msg: None}
+
+
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory):
+    """(NIfTI dataset, its DICOM export): patients 049 and 050; do not modify them."""
+    root = tmp_path_factory.mktemp("twin")
+    generate_synthetic(root / "nifti", SPEC, **QUIET)
+    export_dicom(root / "nifti", root / "dicom", **QUIET)
+    return root / "nifti", root / "dicom"
+
+
+def _copy_series(src, dest, rename=None):
+    dest.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(sorted(os.listdir(src))):
+        shutil.copy(src / name, dest / (rename(i, name) if rename else name))
+    return dest
+
+
+def _edit(folder, change, only=None):
+    """Apply ``change(ds)`` to the series' files (``only``: those indices) and save them."""
+    for i, name in enumerate(sorted(os.listdir(folder))):
+        if only is None or i in only:
+            ds = pydicom.dcmread(folder / name)
+            change(ds)
+            ds.save_as(folder / name)
+
+
+def _one_line_error(call, *needles):
+    with pytest.raises(DataError) as err:
+        call()
+    message = str(err.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message, (needle, message)
+    return message
+
+
+def _same_volume(a, b):
+    np.testing.assert_allclose(a.hu, b.hu, atol=1e-4)
+    np.testing.assert_allclose(a.positions, b.positions, atol=1e-6)
+    np.testing.assert_array_equal(a.slice_numbers, b.slice_numbers)
+
+
+# --------------------------------------------------------------------------- same scan, same slices
+
+
+@pytest.mark.parametrize("patient", [49, 50])
+def test_dicom_export_reads_back_as_the_nifti_and_as_training_reads_it(twin, patient):
+    nifti, dicom = twin
+    from_nifti = read_volume(nifti / "ct_scans" / f"{patient:03d}.nii")
+    from_dicom = read_volume(dicom / f"{patient:03d}")
+    numbers, positions, hu, _masks = open_dataset(nifti).read_hu(patient)
+    np.testing.assert_array_equal(from_nifti.hu, hu)
+    np.testing.assert_array_equal(from_nifti.positions, positions)
+    np.testing.assert_array_equal(from_nifti.slice_numbers, numbers)
+    _same_volume(from_dicom, from_nifti)
+    assert from_nifti.hu.dtype == from_dicom.hu.dtype == np.float32
+    assert from_nifti.positions.dtype == from_dicom.positions.dtype == np.float64
+    assert from_nifti.slice_numbers.dtype == from_dicom.slice_numbers.dtype == np.int64
+    assert (from_nifti.name, from_dicom.name) == (f"{patient:03d}", f"{patient:03d}")
+    assert from_nifti.files is None and from_nifti.series_uid is None
+    assert len(from_dicom.files) == len(from_dicom.hu) and from_dicom.series_uid
+    assert np.all(np.diff(from_dicom.positions) > 0)
+
+
+def test_file_names_do_not_decide_the_order(twin, tmp_path):
+    _, dicom = twin
+    rng = np.random.default_rng(0)
+    names = [f"{n:08x}.dcm" for n in rng.permutation(1000)[:40]]
+    shuffled = _copy_series(dicom / "049", tmp_path / "shuffled", rename=lambda i, _name: names[i])
+    # The copy's name order is a different permutation of the slices than the geometric one.
+    assert sorted(os.listdir(shuffled)) != [names[i] for i in range(len(os.listdir(shuffled)))]
+    volume = read_volume(shuffled)
+    _same_volume(volume, read_volume(dicom / "049"))
+    assert [pydicom.dcmread(f).InstanceNumber for f in volume.files] == list(volume.slice_numbers)
+
+
+def test_a_stack_stored_superior_to_inferior_is_put_right_way_up(twin, tmp_path):
+    nifti, _ = twin
+    img = nib.load(nifti / "ct_scans" / "049.nii")
+    data = np.asanyarray(img.dataobj)
+    n = data.shape[2]
+    flip = np.eye(4)
+    flip[2, 2], flip[2, 3] = -1, n - 1  # file slice k is the original slice n-1-k
+    reversed_nii = tmp_path / "reversed.nii"
+    nib.save(nib.Nifti1Image(data[:, :, ::-1].copy(), img.affine @ flip), reversed_nii)
+    export_dicom(reversed_nii, tmp_path / "reversed-dicom", **QUIET)
+    # The DICOM files now run superior -> inferior in name and InstanceNumber order.
+    z = [float(pydicom.dcmread(f).ImagePositionPatient[2]) for f in sorted((tmp_path / "reversed-dicom").iterdir())]
+    assert np.all(np.diff(z) < 0)
+
+    original = read_volume(nifti / "ct_scans" / "049.nii")
+    for volume in (read_volume(reversed_nii), read_volume(tmp_path / "reversed-dicom")):
+        np.testing.assert_array_equal(volume.hu, original.hu)
+        np.testing.assert_allclose(volume.positions, original.positions, atol=1e-6)
+        np.testing.assert_array_equal(volume.slice_numbers, n + 1 - original.slice_numbers)
+
+
+def test_rows_running_posterior_to_anterior_still_give_inferior_to_superior(twin, tmp_path):
+    # Rows stored bottom-up: row x column cosines then point inferior, which must not turn the stack over.
+    nifti, _ = twin
+    img = nib.load(nifti / "ct_scans" / "049.nii")
+    data = np.asanyarray(img.dataobj)
+    flip = np.eye(4)
+    flip[1, 1], flip[1, 3] = -1, data.shape[1] - 1
+    upside_down = tmp_path / "rows-flipped.nii"
+    nib.save(nib.Nifti1Image(data[:, ::-1, :].copy(), img.affine @ flip), upside_down)
+    export_dicom(upside_down, tmp_path / "rows-flipped", **QUIET)
+    iop = [float(v) for v in pydicom.dcmread(tmp_path / "rows-flipped" / "0001.dcm").ImageOrientationPatient]
+    assert np.cross(iop[:3], iop[3:])[2] < 0
+
+    original = read_volume(nifti / "ct_scans" / "049.nii")
+    for volume in (read_volume(upside_down), read_volume(tmp_path / "rows-flipped")):
+        np.testing.assert_array_equal(volume.hu, original.hu[:, ::-1, :])  # displayed as stored
+        np.testing.assert_allclose(volume.positions, original.positions, atol=1e-6)
+        np.testing.assert_array_equal(volume.slice_numbers, original.slice_numbers)
+
+
+def test_pydicom_ct_test_file_reads_in_hounsfield_units(tmp_path):
+    source = get_testdata_file("CT_small.dcm")
+    folder = tmp_path / "ct-small"
+    folder.mkdir()
+    shutil.copy(source, folder / "CT_small.dcm")
+    volume = read_volume(folder)
+    ds = pydicom.dcmread(source)
+    stored = ds.pixel_array
+    expected = stored * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    assert volume.hu.shape == (1, ds.Rows, ds.Columns)
+    assert volume.hu.min() == pytest.approx(expected.min()) and volume.hu.max() == pytest.approx(expected.max())
+    assert float(ds.RescaleIntercept) != 0 and volume.hu.min() != stored.min()  # rescaled, not raw values
+    assert -1100 <= volume.hu.min() < -200 and 200 < volume.hu.max() < 4000  # air to bone
+    assert volume.series_uid == ds.SeriesInstanceUID and list(volume.slice_numbers) == [int(ds.InstanceNumber)]
+
+
+def test_non_image_and_hidden_files_beside_the_series_are_ignored(twin, tmp_path):
+    _, dicom = twin
+    folder = _copy_series(dicom / "049", tmp_path / "with-extras")
+    (folder / "README.txt").write_text("not DICOM")
+    shutil.copy(folder / "0001.dcm", folder / ".hidden.dcm")  # would be a duplicated slice if read
+    index = pydicom.dcmread(folder / "0001.dcm")
+    del index.PixelData  # like a DICOMDIR: DICOM, but no image
+    index.save_as(folder / "DICOMDIR")
+    _same_volume(read_volume(folder), read_volume(dicom / "049"))
+
+
+def test_reruns_write_identical_files(twin, tmp_path):
+    nifti, dicom = twin
+    export_dicom(nifti, tmp_path / "again", **QUIET)
+    for patient in ("049", "050"):
+        names = sorted(os.listdir(dicom / patient))
+        assert names == sorted(os.listdir(tmp_path / "again" / patient))
+        match, mismatch, errors = filecmp.cmpfiles(dicom / patient, tmp_path / "again" / patient, names, shallow=False)
+        assert not mismatch and not errors and len(match) == len(names)
+    uids = {pydicom.dcmread(next((dicom / p).iterdir())).SeriesInstanceUID for p in ("049", "050")}
+    assert len(uids) == 2
+
+
+def test_non_integer_hu_are_kept_to_a_fraction_of_a_unit(twin, tmp_path):
+    nifti, _ = twin
+    img = nib.load(nifti / "ct_scans" / "050.nii")
+    data = np.asanyarray(img.dataobj).astype(np.float32) + np.float32(0.3)
+    nib.save(nib.Nifti1Image(data, img.affine), tmp_path / "float.nii.gz")
+    export_dicom(tmp_path / "float.nii.gz", tmp_path / "float", **QUIET)
+    a, b = read_volume(tmp_path / "float.nii.gz"), read_volume(tmp_path / "float")
+    assert a.name == "float"
+    np.testing.assert_allclose(b.hu, a.hu, atol=0.05)
+    np.testing.assert_allclose(b.positions, a.positions, atol=1e-6)
+
+
+def test_find_scans_lists_each_scan_of_a_folder(twin, tmp_path):
+    nifti, dicom = twin
+    batch = tmp_path / "batch"
+    _copy_series(dicom / "049", batch / "a-series")
+    _copy_series(dicom / "050", batch / "nested" / "b-series")
+    (batch / "c.nii.gz").write_bytes(gzip.compress((nifti / "ct_scans" / "049.nii").read_bytes()))
+    (batch / "notes.txt").write_text("ignored")
+    assert find_scans(batch) == [batch / "a-series", batch / "c.nii.gz", batch / "nested" / "b-series"]
+    assert find_scans(batch / "a-series") == [batch / "a-series"]
+    assert find_scans(batch / "c.nii.gz") == [batch / "c.nii.gz"]
+    _same_volume(read_volume(batch / "c.nii.gz"), read_volume(nifti / "ct_scans" / "049.nii"))
+    # A CT-ICH dataset: its scans, not its masks.
+    assert find_scans(nifti) == [nifti / "ct_scans" / "049.nii", nifti / "ct_scans" / "050.nii"]
+    _one_line_error(lambda: read_volume(batch), str(batch), "3 scan(s) below it")
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_missing_path_and_folders_without_dicom(tmp_path):
+    _one_line_error(lambda: read_volume(tmp_path / "nope"), str(tmp_path / "nope"), "does not exist")
+    _one_line_error(lambda: find_scans(tmp_path / "nope"), "does not exist")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "scan.txt").write_text("not DICOM")
+    _one_line_error(lambda: read_volume(empty), str(empty), "no DICOM files")
+    _one_line_error(lambda: find_scans(empty), str(empty), "no NIfTI file")
+    _one_line_error(lambda: read_volume(empty / "scan.txt"), "not a NIfTI file")
+
+
+def test_two_series_in_one_folder_are_listed_and_one_can_be_chosen(twin, tmp_path):
+    _, dicom = twin
+    mixed = _copy_series(dicom / "049", tmp_path / "mixed", rename=lambda _i, name: f"a-{name}")
+    _copy_series(dicom / "050", mixed, rename=lambda _i, name: f"b-{name}")
+    uid_a, uid_b = (read_volume(dicom / p).series_uid for p in ("049", "050"))
+    message = _one_line_error(lambda: read_volume(mixed), str(mixed), "2 DICOM series", uid_a, uid_b, "--series", "series:")
+    assert "CT" in message and "slices" in message
+    _same_volume(read_volume(mixed, series=uid_b), read_volume(dicom / "050"))
+    _one_line_error(lambda: read_volume(mixed, series="1.2.3"), "no series 1.2.3", uid_a)
+
+
+def test_non_ct_modality_is_refused(twin, tmp_path):
+    _, dicom = twin
+    folder = _copy_series(dicom / "049", tmp_path / "mr")
+    _edit(folder, lambda ds: setattr(ds, "Modality", "MR"))
+    _one_line_error(lambda: read_volume(folder), str(folder / "0001.dcm"), "Modality MR", "not CT")
+
+
+def _unavailable_compressed_syntax():
+    for uid in (pydicom.uid.JPEGLosslessSV1, pydicom.uid.JPEGLSLossless, pydicom.uid.JPEG2000Lossless,
+                pydicom.uid.JPEGExtended12Bit, pydicom.uid.HTJ2KLossless):
+        if not pydicom.pixels.get_decoder(uid).is_available:
+            return uid
+    pytest.skip("every compressed syntax tried has a decoder installed here")
+
+
+def test_compressed_syntax_without_a_decoder_is_refused_before_decoding(twin, tmp_path):
+    _, dicom = twin
+    uid = _unavailable_compressed_syntax()
+    folder = _copy_series(dicom / "049", tmp_path / "compressed")
+
+    def compress(ds):
+        ds.file_meta.TransferSyntaxUID = uid
+        ds.PixelData = encapsulate([ds.PixelData])  # not real JPEG: decoding it would fail differently
+
+    _edit(folder, compress)
+    _one_line_error(lambda: read_volume(folder), str(folder / "0001.dcm"), uid.name, "not installed", "gdcmconv --raw")
+
+
+def test_inconsistent_orientation_is_refused(twin, tmp_path):
+    _, dicom = twin
+    folder = _copy_series(dicom / "049", tmp_path / "tilted")
+    _edit(folder, lambda ds: setattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 0.8, -0.6]), only={3})
+    _one_line_error(lambda: read_volume(folder), str(folder), "ImageOrientationPatient", "0004.dcm")
+
+
+def test_a_missing_middle_slice_is_refused_naming_the_files_around_the_gap(twin, tmp_path):
+    _, dicom = twin
+    folder = _copy_series(dicom / "049", tmp_path / "gap")
+    (folder / "0004.dcm").unlink()
+    _one_line_error(lambda: read_volume(folder), str(folder), "not uniform", "0003.dcm", "0005.dcm")
+
+
+def test_a_duplicated_slice_is_refused(twin, tmp_path):
+    _, dicom = twin
+    folder = _copy_series(dicom / "049", tmp_path / "dup")
+    shutil.copy(folder / "0004.dcm", folder / "0004-copy.dcm")
+    _one_line_error(lambda: read_volume(folder), str(folder), "same position", "0004.dcm", "0004-copy.dcm")
+
+
+def test_slices_of_different_size_are_refused(twin, tmp_path):
+    _, dicom = twin
+    folder = _copy_series(dicom / "049", tmp_path / "sizes")
+
+    def shrink(ds):
+        ds.PixelData = np.ascontiguousarray(ds.pixel_array[:16, :16]).tobytes()
+        ds.Rows, ds.Columns = 16, 16
+
+    _edit(folder, shrink, only={2})
+    _one_line_error(lambda: read_volume(folder), str(folder), "differ in size", "0003.dcm", "16x16")
+
+
+def test_stored_values_without_their_intercept_are_refused(twin, tmp_path):
+    _, dicom = twin
+    folder = _copy_series(dicom / "049", tmp_path / "no-intercept")
+    _edit(folder, lambda ds: setattr(ds, "RescaleIntercept", 0))
+    _one_line_error(lambda: read_volume(folder), str(folder), "not Hounsfield units")
+
+
+# --------------------------------------------------------------------------- to-dicom
+
+
+def test_to_dicom_refuses_a_non_empty_destination_and_a_missing_source(twin, tmp_path):
+    nifti, _ = twin
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("mine")
+    _one_line_error(lambda: export_dicom(nifti, dest, **QUIET), str(dest), "not empty")
+    assert os.listdir(dest) == ["keep.txt"]
+    _one_line_error(lambda: export_dicom(tmp_path / "nope", tmp_path / "out", **QUIET), "does not exist")
+
+
+def test_a_failed_conversion_leaves_nothing(twin, tmp_path, monkeypatch):
+    nifti, _ = twin
+    original = dicom_module.write_dicom_series
+    calls = []
+
+    def fail_on_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise DataError("disk full")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(dicom_module, "write_dicom_series", fail_on_second)
+    with pytest.raises(DataError, match="disk full"):
+        export_dicom(nifti, tmp_path / "out", **QUIET)
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_to_dicom(twin, tmp_path, capsys):
+    nifti, _ = twin
+    assert main(["to-dicom", str(nifti / "ct_scans" / "050.nii"), str(tmp_path / "one")]) == 0
+    assert "1 series" in capsys.readouterr().out
+    _same_volume(read_volume(tmp_path / "one"), read_volume(nifti / "ct_scans" / "050.nii"))
+    assert main(["to-dicom", str(nifti), str(tmp_path / "one")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ichseq to-dicom: ") and "not empty" in err and "\n" not in err
