@@ -205,3 +205,15 @@ def test_cached_features_are_refused_in_one_line():
     with pytest.raises(ModelError, match=r"models\.convnext: saliency needs the batch's pixels") as err:
         saliency_maps(model, batch, SIZE)
     assert "\n" not in str(err.value)
+
+
+def test_a_model_with_every_weight_frozen_still_has_maps(cache):
+    """A head-mode run's model, or a caller that turned every requires_grad off: the gradient
+    is taken at the layer's output, which needs no trainable weight below it."""
+    model = convnext()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    samples = build_samples(cache, "slice")
+    maps = saliency_maps(model, samples.batch(model, cache, np.arange(3)), SIZE)
+    assert maps.shape == (3, SIZE, SIZE) and any(m.any() for m in maps)
+    assert not any(p.requires_grad for p in model.parameters())
