@@ -242,6 +242,19 @@ class CTClassifier(torch.nn.Module, ABC):
         Default: nothing to change, every epoch may be kept."""
         return True
 
+    def saliency_layer(self) -> torch.nn.Module | None:
+        """The convolutional layer whose activations Grad-CAM weighs by the gradient of the
+        positive logit (``ichseq.inference.saliency``): a late one, coarse but class-specific.
+        Default None: no saliency map (sequence / video and scan-level models, whose score
+        explains no one slice)."""
+        return None
+
+    def saliency_rows(self, batch: Batch) -> torch.Tensor | None:
+        """Which rows of the saliency layer's output are the samples' slices, one per sample
+        (int64 (B,)); None: row i is sample i. A model that passes several frames of a sample
+        through that layer (kind ``context``) says which one its map belongs to."""
+        return None
+
     def extra_test_metrics(self, fetch: Callable[[np.ndarray], Batch], index: np.ndarray, patients: np.ndarray,
                            batch_size: int) -> dict[str, float | None]:
         """Test metrics only this model defines, written next to the classification metrics in

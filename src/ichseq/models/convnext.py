@@ -72,6 +72,11 @@ class ConvNeXt(HFClassifier):
         # averaged away over the whole slice.
         return self.hf_model.convnext.layernorm(out.last_hidden_state.amax(dim=(-2, -1)))
 
+    def saliency_layer(self) -> torch.nn.Module:
+        """The last stage (image / 32 on a side at the standard patch size 4: 7x7 at 224 px),
+        whose grid the pooled features are read from."""
+        return self.hf_model.convnext.encoder.stages[-1]
+
     def use_mask_loss(self, weight: float, seed: int) -> "ConvNeXt":
         # A 1x1 conv reads the first stage's map, the finest: a bleed a few pixels wide is still
         # a few cells there, so the stem and first blocks learn to find it.

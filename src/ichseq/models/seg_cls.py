@@ -210,6 +210,14 @@ class SegCls(CTClassifier):
         """Mask logits (B, S, S) of prepared pixels."""
         return self._run(pixel_values)[1]
 
+    def saliency_layer(self) -> nn.Module:
+        """The deepest encoder block: the classifier reads it twice, pooled directly and through
+        the decoder's predicted mask (area, highest probability), so its Grad-CAM weighs both
+        routes; the decoder's last block would miss the pooled one. Its grid is
+        image_size / (stem_stride x 2 per further level): 16x16 at the defaults. The predicted
+        mask itself (``segment``) is a segmentation, not an explanation of the class score."""
+        return self.segmentation.encoder[-1]
+
     def forward_batch(self, batch):
         """Cached features: the logits; pixels: ``(logits, mask_logits)``."""
         if batch.features is not None:

@@ -180,6 +180,24 @@ class SliceFeatureClassifier(CTClassifier):
             return self.head(batch.features, batch.frame_mask)
         return self(batch.pixels, batch.frame_mask)
 
+    # -- saliency (ichseq.inference.saliency) -----------------------------------------------------
+
+    def saliency_layer(self) -> torch.nn.Module | None:
+        """Kind ``context``: the backbone's own saliency layer (every frame of a sample goes
+        through it, and ``saliency_rows`` picks the sample's own slice, its centre frame). Kind
+        ``scan``: None, a scan's score explains no one slice."""
+        return self.backbone.saliency_layer() if self.kind == "context" else None
+
+    def saliency_rows(self, batch: Batch) -> torch.Tensor:
+        """The centre frame (index T // 2: the sample's own slice) of each sample, as a row of the
+        backbone's output, which holds only the frames of ``frame_mask``, flattened in order."""
+        b, t = batch.pixels.shape[:2]
+        frame_mask = batch.frame_mask
+        if frame_mask is None:
+            frame_mask = torch.ones(b, t, dtype=torch.bool, device=batch.pixels.device)
+        row_of_frame = torch.cumsum(frame_mask.flatten().long(), 0) - 1
+        return row_of_frame.view(b, t)[:, t // 2]
+
     # -- saving ---------------------------------------------------------------------------------
 
     def save(self, directory: str | Path, settings: dict | None = None) -> None:
