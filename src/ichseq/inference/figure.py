@@ -74,17 +74,31 @@ def prediction_figure_object(slices: pd.DataFrame, images: np.ndarray, decision:
     slice_level = bool(slices[replicate_columns].notna().to_numpy().any())
     with matplotlib.rc_context(_RC):
         ncols = max(1, len(top))
-        width = max(8.0, 2.2 * ncols)
-        # The bottom row's square images take the width they are given: its height follows.
-        curve_height, image_height = 3.0, (0.8 * width / ncols if top else 0.0)
-        fig = Figure(figsize=(width, 0.8 + curve_height + image_height), layout="constrained")
-        grid = fig.add_gridspec(2 if top else 1, ncols,
-                                height_ratios=[curve_height, image_height] if top else [curve_height])
-        curve = fig.add_subplot(grid[0, :])
+        # Fixed geometry (no constrained layout, which collapses the image row beside an
+        # outside legend): the curve spans the image columns; the last column holds the
+        # legend (top) and the Grad-CAM colour bar (bottom).
+        width = 2.3 * max(ncols, 3) + 3.4
+        image_height = 2.3 if top else 0.0
+        fig = Figure(figsize=(width, 1.0 + 3.0 + image_height + (0.5 if top else 0.0)))
+        grid = fig.add_gridspec(2 if top else 1, ncols + 1, width_ratios=[1.0] * ncols + [0.9 * ncols / max(ncols, 3) + 0.4],
+                                height_ratios=[3.0, image_height] if top else [3.0],
+                                left=0.07, right=0.97, top=0.86 if top else 0.8, bottom=0.04 if top else 0.14,
+                                wspace=0.12, hspace=0.45)
+        curve = fig.add_subplot(grid[0, :ncols])
         if slice_level:
             _slice_curve(curve, slices, replicate_columns, decision, top, row_of)
         else:
             _scan_level(curve, slices, decision, top, row_of)
+        handles, labels = [], []
+        for ax in fig.axes:
+            h, l = ax.get_legend_handles_labels()
+            handles += h
+            labels += l
+        legend_ax = fig.add_subplot(grid[0, ncols])
+        legend_ax.set_axis_off()
+        # Clear of the occlusion axis's labels on the curve's right side, when there is one.
+        legend_ax.legend(handles, labels, loc="upper left", frameon=False, borderaxespad=0.0,
+                         bbox_to_anchor=(0.0 if len(fig.axes) == 2 else 0.3, 1.0))
         fig.suptitle(_title(decision, len(replicate_columns)))
         image_axes = [fig.add_subplot(grid[1, i]) for i in range(len(top))]
         overlay = None
@@ -92,18 +106,27 @@ def prediction_figure_object(slices: pd.DataFrame, images: np.ndarray, decision:
             row = row_of[number]
             probability = slices["ensemble"].iat[row]
             ax.imshow(images[row], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-            label = f"slice {number}, p={probability:.2f}" if np.isfinite(probability) else f"slice {number}"
+            if np.isfinite(probability):
+                label = f"slice {number}, p={probability:.2f}"
+            elif "occlusion" in slices and np.isfinite(slices["occlusion"].iat[row]):
+                label = f"slice {number}, drop {slices['occlusion'].iat[row]:.3g}"
+            else:
+                label = f"slice {number}"
             ax.set_title(label)
             ax.set_axis_off()
             if saliency is not None and number in saliency:
                 overlay = _overlay(ax, np.asarray(saliency[number], dtype=np.float32), images[row].shape)
-        if overlay is not None:
-            colorbar = fig.colorbar(overlay, ax=image_axes, shrink=0.95, pad=0.01)
-            colorbar.set_label("Grad-CAM (hemorrhage evidence)")
-        elif image_axes:
-            why = "scan-level model" if not slice_level else "no map given"
-            image_axes[0].text(0.0, -0.06, f"no Grad-CAM overlay ({why})", transform=image_axes[0].transAxes,
-                               va="top", fontsize=8, color="0.3")
+        if image_axes:
+            side = fig.add_subplot(grid[1, ncols])
+            side.set_axis_off()
+            if overlay is not None:
+                bar = side.inset_axes([0.0, 0.05, 0.12, 0.9])
+                colorbar = fig.colorbar(overlay, cax=bar)
+                colorbar.set_label("Grad-CAM (hemorrhage evidence)")
+            else:
+                why = ("a scan-level model: slices ranked by\nthe drop when blanked (occlusion)"
+                       if not slice_level else "no map given")
+                side.text(0.0, 0.5, f"no Grad-CAM overlay:\n{why}", va="center", fontsize=8, color="0.3")
     return fig
 
 
@@ -152,6 +175,19 @@ def _scan_level(ax, slices: pd.DataFrame, decision: dict, top: list[int], row_of
         ax.axvline(x[row_of[number]], color=_TOP_COLOR, lw=0.8, ls=":", label="top slices (below)" if i == 0 else None)
     _rug(ax, slices, "slices the clip read")
     _axes(ax, x, "P(hemorrhage) of the scan")
+    if "occlusion" in slices and slices["occlusion"].notna().any():
+        # How much the scan's probability drops when each slice read is blanked: what the
+        # score rests on, on its own axis (drops are small next to the probability scale).
+        drop = slices["occlusion"].to_numpy(float)
+        shown = np.isfinite(drop)
+        twin = ax.twinx()
+        twin.plot(x[shown], drop[shown], color="tab:orange", lw=1.4, marker="o", ms=2.5,
+                  label="drop in P when a slice\nis blanked (occlusion)")
+        twin.axhline(0.0, color="tab:orange", lw=0.6, alpha=0.5)
+        twin.set_ylabel("drop in P if blanked", color="tab:orange")
+        twin.tick_params(axis="y", colors="tab:orange")
+        bound = max(float(np.abs(drop[shown]).max()), 1e-6) * 1.15
+        twin.set_ylim(-bound, bound)
 
 
 def _threshold(ax, decision: dict) -> None:
@@ -174,7 +210,6 @@ def _axes(ax, x: np.ndarray, ylabel: str) -> None:
     ax.set_xlabel("slice position (mm), inferior → superior")
     ax.set_ylabel(ylabel)
     ax.grid(True, color="0.92", lw=0.6)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
 
 def _overlay(ax, heat: np.ndarray, shape: tuple[int, int]):

@@ -389,7 +389,7 @@ def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print)
     log(f"{volume.name}: {result['decision']} (p = {result['probability']:.3f}"
         + (f" ± {sd:.3f}" if sd is not None else "")
         + f", {result['votes_positive']} of {len(scores)} replicates positive; {first.plan.name}, rule "
-          f"{result['rule']}) -> {paths['decision'].parent}")
+          f"{result['rule']})")
     return result
 
 
