@@ -305,3 +305,40 @@ def test_zoo_preset_dry_run_plans_all_seven_models(tmp_path):
     assert counts["comparison"] == "1"
     trained = set(re.findall(r"results/runs/(\w+)/rep-0/metrics\.json", out))
     assert trained == {"vivit", "convnext", "cnn_rnn", "slice_context", "seg_cls", "videomae", "timesformer"}
+
+
+def test_predict_rule_scores_new_scans_with_every_replicate_of_each_model(tiny_run, tmp_path):
+    # On a copy of the tiny run: predict.scans names a folder holding a NIfTI scan and the same
+    # scan as a DICOM series; `snakemake predict` runs one predict_scan job per (model, scan)
+    # and nothing else (the runs exist), and the two files of one scan score alike.
+    from ichseq.cli import main
+
+    shutil.copytree(tiny_run, tmp_path, symlinks=True, dirs_exist_ok=True)
+    nifti = sorted((tmp_path / "resources").rglob("ct_scans/*.nii"))[0]
+    scans = tmp_path / "new-scans"
+    scans.mkdir()
+    shutil.copy(nifti, scans / "head.nii")
+    assert main(["to-dicom", str(nifti), str(scans / "head_dicom")]) == 0
+    config = {**json.loads(json.dumps(TINY)), "predict": {"scans": [str(scans)]}}
+    proc = snakemake(tmp_path, "predict", config=config)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "rule predict_scan:" in out and "rule train:" not in out and "rule features:" not in out
+    decisions = {}
+    for model in ("vivit", "convnext"):
+        for scan in ("head", "head_dicom"):
+            folder = tmp_path / f"results/predict/{model}/{scan}"
+            decisions[model, scan] = json.loads((folder / "decision.json").read_text())
+            assert decisions[model, scan]["replicates"] == [0, 1, 2]
+            assert (folder / "figure.png").stat().st_size > 1000 and (folder / "figure.svg").is_file()
+            assert len(pd.read_csv(folder / "slices.csv")) == decisions[model, scan]["slices"]
+            assert "replicates positive" in (tmp_path / f"logs/predict/{model}/{scan}.log").read_text()
+        assert decisions[model, "head"]["probability"] == pytest.approx(decisions[model, "head_dicom"]["probability"],
+                                                                          abs=1e-5)
+    # With scans configured, the default target includes them: nothing left to do.
+    proc = snakemake(tmp_path, "-n", config=config)
+    assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
+    # And the report shows the figures under Predictions.
+    proc = snakemake(tmp_path, "--report", "results/report.html", config=config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Predictions" in (tmp_path / "results/report.html").read_text()
