@@ -69,7 +69,7 @@ def outputs(folder):
     return {key: folder / name for key, name in PREDICT_FILES.items()}
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", [*MODELS, "convnext_full"])
 def test_a_scan_scores_as_in_training(workspace, nifti_dataset, tmp_path, name):
     """The scan file, read and preprocessed anew from its NIfTI, gets exactly the probabilities
     the run wrote for that patient at test time: the same window, size, frames and model."""

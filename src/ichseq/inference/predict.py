@@ -48,6 +48,7 @@ from ..data.cache import SliceCache
 from ..data.frames import BLANK
 from ..data.windowing import BRAIN_WINDOW_LEVEL, BRAIN_WINDOW_WIDTH, brain_window, resize_slices, to_uint8
 from ..errors import DataError
+from ..training.feature_store import extract_features
 from ..training.loop import predict_logits, select_device
 from ..training.runs import RUN_MODEL_INFO, ModelPlan, load_run_model, output_paths
 from ..training.samples import SLICE_LEVEL, build_samples
@@ -229,15 +230,54 @@ class ReplicateScore:
     occlusion: np.ndarray | None = None
 
 
-def score_run(run: TrainedRun, cache: SliceCache) -> ReplicateScore:
-    """One replicate's scores of the scan in ``cache``, decided by its own rule."""
+class SharedFeatures:
+    """The frozen backbone's features of one scan, computed once for all the head-mode
+    replicates of a model: they share it (same plan, same weights; only their classifiers
+    differ), so each replicate's classifier reads the stored features, as it did in training,
+    instead of running the backbone again (ten replicates: one backbone pass, not ten)."""
+
+    def __init__(self, cache: SliceCache):
+        self.cache = cache
+        self.store: dict = {}
+
+    def fetch(self, run: TrainedRun, samples, key: str):
+        """``fetch(index) -> Batch`` of ``samples`` (``key`` names them: the scan's samples, or
+        its occluded variants) for ``run``'s model."""
+        model, cache = run.model, self.cache
+        if run.plan.training.mode != "head":  # fine-tuned backbones differ per replicate
+            return lambda idx: samples.batch(model, cache, idx)
+        batch_size = run.plan.training.feature_batch_size
+        plan_key = json.dumps(run.plan.as_dict(), sort_keys=True, default=str)
+        if run.plan.backbone is not None:  # a two-stage model: every slice's backbone features, any samples
+            if plan_key not in self.store:
+                slices = build_samples(cache, "slice")
+                features = extract_features(model.backbone, cache, slices, batch_size, model.device, log=_quiet)
+                rows = np.full(len(cache.slices), -1, np.int64)
+                rows[slices.rows[:, 0]] = np.arange(len(slices))
+                self.store[plan_key] = (torch.from_numpy(features).to(model.device), rows)
+            features, rows = self.store[plan_key]
+            return lambda idx: samples.batch(model, cache, idx, features=features, feature_rows=rows)
+        if (plan_key, key) not in self.store:
+            features = extract_features(model, cache, samples, batch_size, model.device, log=_quiet)
+            self.store[plan_key, key] = torch.from_numpy(features).to(model.device)
+        features = self.store[plan_key, key]
+        return lambda idx: samples.batch(model, cache, idx, features=features)
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+def score_run(run: TrainedRun, cache: SliceCache, shared: SharedFeatures | None = None) -> ReplicateScore:
+    """One replicate's scores of the scan in ``cache``, decided by its own rule (``shared``:
+    the backbone features its head-mode siblings computed already)."""
     model, plan = run.model, run.plan
+    shared = shared or SharedFeatures(cache)
     samples = build_samples(cache, model.kind, model.num_frames, plan.frames["policy"], plan.frames["padding"],
                             context=int(getattr(model, "context", 0)))
     index = np.arange(len(samples))
     with torch.no_grad():
-        logits = predict_logits(model, lambda idx: samples.batch(model, cache, idx), index,
-                                plan.training.feature_batch_size)
+        logits = predict_logits(model, shared.fetch(run, samples, "scan"), index, plan.training.feature_batch_size)
     probs = torch.softmax(logits, dim=1)[:, 1].double().numpy()
     n = len(cache.slices)
     read = np.zeros(n, bool)
@@ -253,12 +293,12 @@ def score_run(run: TrainedRun, cache: SliceCache) -> ReplicateScore:
     else:
         probability = float(probs[0])
         positive = probability >= float(decision["threshold"])
-    occlusion = None if model.kind in SLICE_LEVEL else _occlusion(run, cache, samples, probability)
+    occlusion = None if model.kind in SLICE_LEVEL else _occlusion(run, shared, samples, probability)
     return ReplicateScore(run.replicate, slice_probability, read, float(probability), bool(positive), decision,
                           occlusion)
 
 
-def _occlusion(run: TrainedRun, cache: SliceCache, samples, probability: float) -> np.ndarray:
+def _occlusion(run: TrainedRun, shared: SharedFeatures, samples, probability: float) -> np.ndarray:
     """For a model that scores a whole scan: the drop of the scan's probability when each slice
     it reads is blanked, as its padding is (a sequence model sees a black frame, a scan model's
     frame mask drops the slice), one forward pass per read slice."""
@@ -276,10 +316,10 @@ def _occlusion(run: TrainedRun, cache: SliceCache, samples, probability: float) 
     occluded = replace(samples, patient=np.zeros(len(frames), np.int64), slice=np.full(len(frames), -1, np.int64),
                        label=np.zeros(len(frames), np.int64), rows=variants)
     with torch.no_grad():
-        logits = predict_logits(model, lambda idx: occluded.batch(model, cache, idx), np.arange(len(frames)),
+        logits = predict_logits(model, shared.fetch(run, occluded, "occlusion"), np.arange(len(frames)),
                                 plan.training.feature_batch_size)
     drop = probability - torch.softmax(logits, dim=1)[:, 1].double().numpy()
-    out = np.full(len(cache.slices), np.nan)
+    out = np.full(len(shared.cache.slices), np.nan)
     # A slice read twice (a short scan's repeated frame) keeps its largest effect.
     for row, d in zip(rows[frames], drop):
         out[row] = d if np.isnan(out[row]) else max(out[row], d)
@@ -359,7 +399,8 @@ def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print)
     t0 = time.perf_counter()
     slices, applied = preprocess_volume(volume, first.preprocess)
     cache = scan_cache(volume, slices, applied)
-    scores = [score_run(run, cache) for run in runs]
+    shared = SharedFeatures(cache)
+    scores = [score_run(run, cache, shared) for run in runs]
     table = slice_table(cache, scores)
     top = top_slices(table)
     saliency = saliency_of(runs, cache, top) if first.model.kind in SLICE_LEVEL else None

@@ -457,8 +457,10 @@ class HFClassifier(CTClassifier):
 
     @classmethod
     def load(cls, directory: str | Path, name: str, settings: dict | None = None) -> "CTClassifier":
-        """A folder written by ``save``, loaded as a checkpoint (its config gives the geometry)."""
-        keep = {k: v for k, v in (settings or {}).items() if k in ("num_frames", "image_size", *INPUT_KEYS)}
+        """A folder written by ``save``, loaded as a checkpoint (its config gives the geometry;
+        ``settings`` the entry's frames, size, input windows and pooling, which the HF config does
+        not hold: without ``pooling`` a model trained with max pooling would load with its default)."""
+        keep = {k: v for k, v in (settings or {}).items() if k in ("num_frames", "image_size", "pooling", *INPUT_KEYS)}
         return cls.from_settings({**keep, "pretrained": str(directory)}, name=name)
 
 
@@ -548,6 +550,10 @@ def load_pretrained(hf_cls, pretrained: Any, name: str, filename_for_mean_std: s
     else:
         raise ModelError(f"{key}: {source!r} is neither an existing folder nor a Hugging Face hub id")
 
+    from transformers.utils import logging as hf_logging
+
+    # A "Loading weights" bar per model would clutter job logs and `ichseq predict` (ten replicates).
+    hf_logging.disable_progress_bar()
     try:
         model = hf_cls.from_pretrained(
             source,
