@@ -209,3 +209,33 @@ def test_rerun_of_one_replicate_touches_nothing_else(slurm_run, cluster):
     for name in ("metrics.json", "predictions.csv", "sample_predictions.csv"):
         assert after[f"{run}/{name}"][0] == before[f"{run}/{name}"][0], name
     assert after["results/stats/tests.csv"][0] == before["results/stats/tests.csv"][0]
+
+
+def test_a_batch_of_new_scans_is_predicted_as_slurm_jobs(slurm_run, cluster):
+    # The README's batch example: a predict.yaml listing a folder of new scans (here a NIfTI scan
+    # and the same scan as a DICOM series), then `snakemake --profile ... predict --configfile
+    # predict.yaml`: one GPU job per (model, scan), every replicate of each model, nothing retrained.
+    from ichseq.cli import main
+
+    scans = slurm_run / "incoming"
+    scans.mkdir()
+    nifti = sorted((slurm_run / "resources").rglob("ct_scans/*.nii"))[0]
+    shutil.copy(nifti, scans / "scan_a.nii")
+    assert main(["to-dicom", str(nifti), str(scans / "scan_a_dicom")]) == 0
+    (slurm_run / "predict.yaml").write_text(yaml.safe_dump({"predict": {"scans": ["incoming"]}}))
+    trains_before = _job_ids(slurm_run, "train")
+    proc = _snakemake(slurm_run, *SLURM_PROFILES, "predict", "--configfile", "predict.yaml", env=cluster)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert _job_ids(slurm_run, "train") == trains_before
+    jobs = {}
+    for log in (slurm_run / ".snakemake/slurm_logs/rule_predict_scan").rglob("*.log"):
+        jobs[log.parent.name] = int(log.stem)
+    assert sorted(jobs) == sorted(f"{m}_{s}" for m in MODELS for s in ("scan_a", "scan_a_dicom")), jobs
+    for job_id in jobs.values():
+        job = _slurm_job(cluster, job_id)
+        assert job["JobState"] == "COMPLETED" and job["Partition"] == "gpu", job
+        assert "gpu:1" in job.get("TresPerNode", "") + job.get("TresPerJob", ""), job
+    for model in MODELS:
+        a, b = (yaml.safe_load((slurm_run / f"results/predict/{model}/{s}/decision.json").read_text())
+                for s in ("scan_a", "scan_a_dicom"))
+        assert a["replicates"] == list(range(REPLICATES)) and abs(a["probability"] - b["probability"]) < 1e-5

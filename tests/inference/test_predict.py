@@ -29,32 +29,41 @@ CONVNEXT = {"config": {"patch_size": 2, "num_stages": 2, "hidden_sizes": [8, 16]
             "input_windows": [{"level": 40, "width": 120}, {"level": 70, "width": 40}, {"level": 98, "width": 4}]}
 VIVIT = {"config": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
                     "tubelet_size": [2, 16, 16]}, "num_frames": 8}
+VIDEO = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32, "patch_size": 8}
 CONFIG = validate_config({
     "preprocess": {"image_size": 32},
     "training": {"epochs": 2, "batch_size": 4, "lr": 0.003},
     "models": {"convnext": CONVNEXT, "vivit": VIVIT, "slice_context": {"head": {"hidden_size": 8, "context": 1}},
                "cnn_rnn": {"head": {"hidden_size": 8}},
-               "convnext_full": {**CONVNEXT, "architecture": "convnext", "training": {"mode": "full", "epochs": 1}}},
+               "convnext_full": {**CONVNEXT, "architecture": "convnext", "training": {"mode": "full", "epochs": 1}},
+               # The other built-in models, each through its own save/load and sample path.
+               "seg_cls": {"config": {"channels": [4, 8], "stem_stride": 2}, "image_size": 32,
+                           "phases": {"segmentation": 1, "classifier": 1}, "training": {"mode": "full", "epochs": 3}},
+               "videomae": {"config": {**VIDEO, "tubelet_size": 2}, "num_frames": 4},
+               "timesformer": {"config": VIDEO, "num_frames": 4, "training": {"mode": "full", "epochs": 1}},
+               "cnn_rnn_full": {"architecture": "cnn_rnn", "head": {"hidden_size": 8},
+                                "training": {"mode": "full", "epochs": 1}}},
 })
 MODELS = ["convnext", "vivit", "slice_context", "cnn_rnn"]  # one of each kind: slice, sequence, context, scan
+OTHERS = ["convnext_full", "seg_cls", "videomae", "timesformer", "cnn_rnn_full"]  # one replicate each
 REPLICATES = 3
 
 
 @pytest.fixture(scope="module")
 def workspace(nifti_dataset, tmp_path_factory):
     """A workflow folder as the pipeline leaves it: cache, splits, and results/runs/MODEL/rep-N
-    of one model of each kind (head mode) plus one full-mode run."""
+    of one model of each kind (head mode, 3 replicates) and one replicate of each other model (several in full mode)."""
     root = tmp_path_factory.mktemp("predict")
     build_cache(nifti_dataset, root / "cache", WindowSpec(32), log=QUIET)
     cohort = cohort_from_manifest(pd.read_csv(root / "cache" / "manifest.csv"))
     for rep in range(REPLICATES):
         write_json_atomic(root / f"rep-{rep}.json", patient_split(cohort, rep, 0, 0.25, 0.34))
-    for name in [*MODELS, "convnext_full"]:
+    for name in [*MODELS, *OTHERS]:
         plan = model_plan(CONFIG, name)
         store = root / "results" / "features" / plan.store_of
         if plan.training.mode == "head" and not store.exists():
             compute_features(model_plan(CONFIG, plan.store_of), root / "cache", store, log=QUIET)
-        for rep in range(REPLICATES if name != "convnext_full" else 1):
+        for rep in range(REPLICATES if name in MODELS else 1):
             train_run(plan, rep, root / f"rep-{rep}.json", root / "cache",
                       run_outputs(root / "results" / "runs" / name / f"rep-{rep}"),
                       features_path=store if plan.training.mode == "head" else None, log=QUIET)
@@ -69,7 +78,7 @@ def outputs(folder):
     return {key: folder / name for key, name in PREDICT_FILES.items()}
 
 
-@pytest.mark.parametrize("name", [*MODELS, "convnext_full"])
+@pytest.mark.parametrize("name", [*MODELS, *OTHERS])
 def test_a_scan_scores_as_in_training(workspace, nifti_dataset, tmp_path, name):
     """The scan file, read and preprocessed anew from its NIfTI, gets exactly the probabilities
     the run wrote for that patient at test time: the same window, size, frames and model."""
