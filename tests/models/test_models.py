@@ -243,6 +243,18 @@ def test_convnext_from_local_folder(tmp_path):
     torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([(1 - 0.1) / 0.5, (1 - 0.2) / 0.25, (1 - 0.3) / 0.125]))
 
 
+def test_convnext_saved_folder_loads_with_its_pooling(tmp_path):
+    model = build_model("convnext", {"config": CONVNEXT_CONFIG, "image_size": 32, "pooling": "max"}).eval()
+    model.save(tmp_path)
+    loaded = build_model("convnext", {"pretrained": str(tmp_path)}).eval()
+    assert loaded.pooling == "max"
+    x = model.prepare(torch.randint(0, 255, (2, 32, 32), dtype=torch.uint8))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    # The entry's own pooling still wins over the folder's.
+    assert build_model("convnext", {"pretrained": str(tmp_path), "pooling": "mean"}).pooling == "mean"
+
+
 def test_vivit_from_local_folder_same_geometry(tmp_path):
     saved = save_tiny_vivit(tmp_path, num_frames=4, mean=[0.2] * 3, std=[0.4] * 3)
     model = build_model("vivit", {"pretrained": str(tmp_path)}).eval()

@@ -373,6 +373,8 @@ class CTClassifier(torch.nn.Module, ABC):
                                                                           "width": self.image_size}}
         if self.input_windows is not None:  # read back by ``input_settings``
             settings.update(input_windows=self.input_windows, cache_window=self.cache_window)
+        if getattr(self, "pooling", None):  # read back by ``saved_pooling``
+            settings["pooling"] = self.pooling
         return settings
 
     def save(self, directory: str | Path, settings: dict | None = None) -> None:
@@ -585,6 +587,13 @@ def load_pretrained(hf_cls, pretrained: Any, name: str, filename_for_mean_std: s
         except (OSError, ValueError) as exc:
             raise ModelError(f"{key}: unreadable {pre_path} ({exc})") from exc
     return model, preprocessor
+
+
+def saved_pooling(settings: dict, preprocessor: dict | None, default):
+    """The pooling of a model loaded from a checkpoint: the entry's when it sets one, else the
+    one a folder saved by ichseq recorded (``preprocessor_config.json``: a model trained with max
+    pooling must not come back with its family's default), else ``default``."""
+    return settings.get("pooling") or (preprocessor or {}).get("pooling") or default
 
 
 def input_settings(settings: dict, preprocessor: dict | None) -> tuple[list | None, dict | None]:

@@ -12,7 +12,7 @@ from transformers import ConvNextConfig, ConvNextForImageClassification
 
 from ..errors import ModelError
 from . import register
-from .base import HFClassifier, check_int, input_settings, load_pretrained, mean_std, random_config
+from .base import HFClassifier, check_int, input_settings, load_pretrained, mean_std, random_config, saved_pooling
 
 #: ``pooling`` entry option: how the last stage's grid becomes the feature vector.
 POOLINGS = ("mean", "max")
@@ -50,6 +50,7 @@ class ConvNeXt(HFClassifier):
             hf, mean, std, preprocessor = ConvNextForImageClassification(config), DEFAULT_MEAN, DEFAULT_STD, None
         else:
             hf, preprocessor = load_pretrained(ConvNextForImageClassification, pretrained, name)
+            pooling = saved_pooling(settings, preprocessor, pooling)
             mean, std = mean_std(preprocessor, DEFAULT_MEAN, DEFAULT_STD, name)
         # A CNN takes any size, so no weights depend on it: it only sets what prepare() resizes to
         # (default: the checkpoint's training size).

@@ -52,6 +52,7 @@ from .base import (
     check_int,
     input_settings,
     load_pretrained,
+    saved_pooling,
     mean_std,
     random_config,
     refuse_mean_filters_with_checkpoint,
@@ -156,6 +157,7 @@ class TimeSformer(HFClassifier):
 
         # Load with the checkpoint's own geometry (so nothing is re-initialised), then adapt it.
         hf, preprocessor = load_pretrained(TimesformerForVideoClassification, pretrained, name)
+        pooling = saved_pooling(settings, preprocessor, pooling)
         num_frames = num_frames or hf.config.num_frames
         image_size = image_size or _square(hf.config.image_size, name)
         _check_geometry(hf.config, image_size, name)

@@ -56,6 +56,7 @@ from .base import (
     check_int,
     input_settings,
     load_pretrained,
+    saved_pooling,
     mean_std,
     random_config,
     refuse_mean_filters_with_checkpoint,
@@ -173,6 +174,7 @@ class VideoMAE(HFClassifier):
 
         # Load with the checkpoint's own geometry, then adapt it.
         hf, preprocessor = load_pretrained(VideoMAEForVideoClassification, pretrained, name)
+        pooling = saved_pooling(settings, preprocessor, pooling)
         hf = _apply_position_source(hf, name)  # a folder saved after adaptation
         num_frames = num_frames or hf.config.num_frames
         image_size = image_size or _square(hf.config.image_size, name)

@@ -28,6 +28,7 @@ from .base import (
     mean_std,
     random_config,
     refuse_mean_filters_with_checkpoint,
+    saved_pooling,
 )
 
 # google/vivit-b-16x2-kinetics400 normalises with mean 0.5 / std 0.5 per channel: [0, 1] -> [-1, 1].
@@ -169,6 +170,7 @@ class ViViT(HFClassifier):
 
         # Load with the checkpoint's own geometry (so nothing is reset), then adapt it.
         hf, preprocessor = load_pretrained(VivitForVideoClassification, pretrained, name)
+        pooling = saved_pooling(settings, preprocessor, pooling)
         num_frames = num_frames or hf.config.num_frames
         image_size = image_size or _square(hf.config.image_size, name)
         _check_geometry(hf.config, num_frames, image_size, name)
