@@ -243,6 +243,28 @@ def test_missing_scan_is_refused_before_anything_is_written(workspace, nifti_dat
     assert main(["predict", str(workspace / "results" / "runs" / "convnext"), str(tmp_path / "missing.nii")]) == 1
 
 
+def test_a_failure_partway_through_a_scan_leaves_no_folder_for_it(workspace, nifti_dataset, tmp_path, monkeypatch):
+    import ichseq.inference.figure as figure
+
+    calls = []
+
+    def fail_on_second_scan(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return real(*args, **kwargs)
+
+    real = figure.prediction_figure
+    monkeypatch.setattr(figure, "prediction_figure", fail_on_second_scan)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="disk full"):
+        predict(workspace / "results" / "runs" / "convnext", [nifti_of(nifti_dataset, 49), nifti_of(nifti_dataset, 50)],
+                out=out, log=QUIET)
+    # The first scan is complete; the second left nothing, not even a temporary folder.
+    assert sorted(p.name for p in out.iterdir()) == ["049"]
+    assert sorted(p.name for p in (out / "049").iterdir()) == sorted(PREDICT_FILES.values())
+
+
 def test_two_scans_of_one_name_are_refused(nifti_dataset, tmp_path):
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
