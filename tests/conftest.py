@@ -120,6 +120,24 @@ def run_outputs(folder) -> dict[str, Path]:
     return {key: Path(folder) / name for key, name in RUN_FILES.items()}
 
 
+def fail_on_call(monkeypatch, owner, name: str, call: int, error: BaseException) -> list:
+    """Make ``owner.name`` raise ``error`` on its ``call``-th call; the calls before run as usual.
+
+    Injects a failure partway through a job (a full disk, a corrupt file) to check that it leaves
+    nothing that looks complete. Returns the list of calls' arguments, filled as they happen."""
+    original = getattr(owner, name)
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == call:
+            raise error
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, failing)
+    return calls
+
+
 @pytest.fixture(scope="session")
 def tiny_run_source(tmp_path_factory):
     """The end-to-end run of the tiny configuration, made once per test session."""

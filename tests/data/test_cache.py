@@ -17,6 +17,7 @@ from ichseq.data.fingerprint import MANIFEST_NAME, dataset_fingerprint, dataset_
 from ichseq.data.layout import NIFTI_CSV, NIFTI_MASK_DIR, NIFTI_SCAN_DIR, SUBTYPES, patient_file
 from ichseq.data.windowing import brain_window, to_uint8
 from ichseq.errors import DataError
+from tests.conftest import fail_on_call
 
 QUIET = {"log": lambda _msg: None}
 
@@ -269,16 +270,7 @@ def _leftovers(parent, name):
 
 
 def test_failed_read_leaves_no_output_and_no_temp_folder(nifti_dataset, monkeypatch, tmp_path):
-    original = dataset_module.NiftiDataset.read_scan
-    calls = []
-
-    def failing(self, patient, *args, **kwargs):
-        calls.append(patient)
-        if len(calls) == 3:
-            raise DataError(f"patient {patient}: corrupt NIfTI (injected)")
-        return original(self, patient, *args, **kwargs)
-
-    monkeypatch.setattr(dataset_module.NiftiDataset, "read_scan", failing)
+    fail_on_call(monkeypatch, dataset_module.NiftiDataset, "read_scan", 3, DataError("corrupt NIfTI (injected)"))
     out = tmp_path / "cache"
     with pytest.raises(DataError, match="injected"):
         _build(nifti_dataset, out, 32)

@@ -24,6 +24,7 @@ from ichseq.data.layout import (
     patient_file,
 )
 from ichseq.data.synthetic import SyntheticSpec, generate_synthetic, positive_patients, synthesize_scan
+from tests.conftest import fail_on_call
 
 QUIET = {"log": lambda _msg: None}
 CSV_HEADER = (
@@ -526,16 +527,7 @@ def test_accepts_an_existing_empty_destination(tmp_path):
 
 
 def test_failure_midway_leaves_no_dataset_and_no_temp_folder(tmp_path, monkeypatch):
-    original = nib.save
-    calls = []
-
-    def failing_save(img, filename, *args, **kwargs):
-        calls.append(filename)
-        if len(calls) == 5:
-            raise OSError("disk full (injected)")
-        return original(img, filename, *args, **kwargs)
-
-    monkeypatch.setattr(nib, "save", failing_save)
+    calls = fail_on_call(monkeypatch, nib, "save", 5, OSError("disk full (injected)"))
     dest = tmp_path / "ds"
     with pytest.raises(OSError, match="injected"):
         generate_synthetic(dest, SMALL, **QUIET)

@@ -24,6 +24,7 @@ from ichseq.data.readers import open_dataset
 from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
 from ichseq.data.volumes import find_scans, read_volume
 from ichseq.errors import DataError
+from tests.conftest import fail_on_call
 
 SPEC = SyntheticSpec(n_patients=2, n_positive=1, image_size=32, min_slices=8, max_slices=12, seed=11)
 QUIET = {"log": lambda _msg: None}
@@ -320,16 +321,7 @@ def test_to_dicom_refuses_a_non_empty_destination_and_a_missing_source(twin, tmp
 
 def test_a_failed_conversion_leaves_nothing(twin, tmp_path, monkeypatch):
     nifti, _ = twin
-    original = dicom_module.write_dicom_series
-    calls = []
-
-    def fail_on_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise DataError("disk full")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(dicom_module, "write_dicom_series", fail_on_second)
+    fail_on_call(monkeypatch, dicom_module, "write_dicom_series", 2, DataError("disk full"))  # the second scan
     with pytest.raises(DataError, match="disk full"):
         export_dicom(nifti, tmp_path / "out", **QUIET)
     assert os.listdir(tmp_path) == []

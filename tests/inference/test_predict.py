@@ -22,7 +22,7 @@ from ichseq.errors import ConfigError, DataError
 from ichseq.inference.predict import (PREDICT_FILES, load_runs, predict, predict_scan, predict_targets,
                                       scan_sources)
 from ichseq.training.runs import compute_features, model_plan, train_run
-from tests.conftest import run_outputs
+from tests.conftest import fail_on_call, run_outputs
 
 QUIET = lambda _msg: None  # noqa: E731
 CONVNEXT = {"config": {"patch_size": 2, "num_stages": 2, "hidden_sizes": [8, 16], "depths": [1, 1]}, "pooling": "max",
@@ -246,16 +246,7 @@ def test_missing_scan_is_refused_before_anything_is_written(workspace, nifti_dat
 def test_a_failure_partway_through_a_scan_leaves_no_folder_for_it(workspace, nifti_dataset, tmp_path, monkeypatch):
     import ichseq.inference.figure as figure
 
-    calls = []
-
-    def fail_on_second_scan(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("disk full")
-        return real(*args, **kwargs)
-
-    real = figure.prediction_figure
-    monkeypatch.setattr(figure, "prediction_figure", fail_on_second_scan)
+    fail_on_call(monkeypatch, figure, "prediction_figure", 2, RuntimeError("disk full"))  # the second scan's figure
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="disk full"):
         predict(workspace / "results" / "runs" / "convnext", [nifti_of(nifti_dataset, 49), nifti_of(nifti_dataset, 50)],
