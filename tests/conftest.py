@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -155,3 +157,20 @@ def tiny_run(tiny_run_source, tmp_path_factory):
     dest = tmp_path_factory.mktemp("run") / "run"
     shutil.copytree(tiny_run_source, dest, symlinks=True)
     return dest
+
+
+@contextmanager
+def mounted_tmpfs(path, size: str = "1m", read_only: bool = False):
+    """A real small filesystem at ``path`` (made if needed), for full-disk and read-only tests:
+    a tmpfs of ``size`` bytes ("1m", "300k"), mounted read-only when asked. Needs root (as CI and
+    the development machines run); skipped, saying why, where mounting is not permitted."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -17,7 +21,8 @@ from ichseq.data.fingerprint import MANIFEST_NAME, dataset_fingerprint, dataset_
 from ichseq.data.layout import NIFTI_CSV, NIFTI_MASK_DIR, NIFTI_SCAN_DIR, SUBTYPES, patient_file
 from ichseq.data.windowing import brain_window, to_uint8
 from ichseq.errors import DataError
-from tests.conftest import fail_on_call
+from tests.conftest import fail_on_call, mounted_tmpfs
+from tests.test_atomic import DiskUsage, killed_child
 
 QUIET = {"log": lambda _msg: None}
 
@@ -293,6 +298,114 @@ def test_failure_while_writing_cleans_up_and_keeps_the_previous_cache(nifti_data
     assert _leftovers(tmp_path, "cache") == []
     assert [p.name for p in tmp_path.iterdir()] == ["cache"]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_refuses_to_replace_a_folder_that_is_not_a_cache_before_reading_anything(nifti_dataset, monkeypatch, tmp_path):
+    out = tmp_path / "dcm"
+    out.mkdir()
+    (out / "IM0001.dcm").write_bytes(b"DICM")
+    reads = fail_on_call(monkeypatch, dataset_module.NiftiDataset, "read_scan", 0, AssertionError("never"))
+    with pytest.raises(DataError, match=r"dcm: already exists and was not written by ichseq \(no cache.json in it\)"):
+        _build(nifti_dataset, out, 32)
+    assert reads == []
+    assert [p.name for p in out.iterdir()] == ["IM0001.dcm"]
+    assert [p.name for p in tmp_path.iterdir()] == ["dcm"]
+
+
+def test_a_file_in_the_place_of_the_cache_is_one_line(nifti_dataset, tmp_path):
+    out = tmp_path / "cache"
+    out.write_text("a user's file")
+    with pytest.raises(DataError, match=r"cache: is a file, not a folder"):
+        _build(nifti_dataset, out, 32)
+    assert out.read_text() == "a user's file"
+
+
+def test_too_little_free_space_is_one_line_before_reading_the_scans(nifti_dataset, monkeypatch, tmp_path):
+    out = tmp_path / "cache"
+    _build(nifti_dataset, out, 32)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    reads = fail_on_call(monkeypatch, dataset_module.NiftiDataset, "read_scan", 0, AssertionError("never"))
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: DiskUsage(10**9, 10**9 - 50_000, 50_000))
+    no_space = r"^no space left on /\S*: needs about 1 MB \(0 MB free\) to write \S*cache; "
+    with pytest.raises(DataError, match=no_space) as exc:
+        _build(nifti_dataset, out, 64)
+    assert "\n" not in str(exc.value)
+    assert reads == []
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("where", ["reserving slices.npy", "writing the manifest"])
+def test_a_full_disk_during_the_write_is_one_line_and_keeps_the_previous_cache(nifti_dataset, monkeypatch, tmp_path,
+                                                                               where):
+    out = tmp_path / "cache"
+    _build(nifti_dataset, out, 32)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    full = OSError(errno.ENOSPC, "No space left on device")
+    if where == "reserving slices.npy":
+        # Where the space of the pixel arrays is taken: a full disk must show here, as an error.
+        fail_on_call(monkeypatch, os, "posix_fallocate", 1, full)
+    else:
+        fail_on_call(monkeypatch, pd.DataFrame, "to_csv", 1, full)
+    with pytest.raises(DataError, match=r"^no space left on /\S*: needs about 1 MB") as exc:
+        _build(nifti_dataset, out, 64)
+    assert "\n" not in str(exc.value)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+BUILD_IN_A_CHILD = """
+import shutil, sys
+from collections import namedtuple
+from ichseq.data.cache import WindowSpec, build_cache
+from ichseq.runlog import run_step
+
+if sys.argv[3] == "pretend-free":  # past any check of the free space: the write itself meets the full disk
+    shutil.disk_usage = lambda path: namedtuple("usage", "total used free")(1 << 40, 0, 1 << 40)
+run_step(None, lambda log: build_cache(sys.argv[1], sys.argv[2], WindowSpec(image_size=64), log=log),
+         name="brain_window")
+"""
+
+
+@pytest.mark.parametrize("free_space", ["as-is", "pretend-free"])
+def test_a_real_full_file_system_is_one_line_not_a_bus_error(nifti_dataset, tmp_path, free_space):
+    """The cache (~1 MB at 64x64) onto a 512 KB file system, in a child as the brain_window rule
+    runs it: one line and exit status 1, not SIGBUS from a page of a sparse memory map."""
+    with mounted_tmpfs(tmp_path / "small", "512k") as small:
+        proc = subprocess.run([sys.executable, "-c", BUILD_IN_A_CHILD, str(nifti_dataset), str(small / "cache"),
+                               free_space], capture_output=True, text=True, timeout=300)
+        assert proc.returncode != -7, "killed by SIGBUS"
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert f"brain_window failed: no space left on {small}: needs about 1 MB" in last, proc.stderr
+        assert list(small.iterdir()) == []
+
+
+def test_the_next_build_sweeps_what_a_killed_build_left_and_nothing_else(nifti_dataset, tmp_path):
+    out = tmp_path / "cache"
+    foreign = tmp_path / ".cache.abc"
+    foreign.mkdir()
+    (foreign / "slices.npy").write_bytes(b"someone else's")
+    from ichseq.atomic import temp_dir_beside
+
+    live = temp_dir_beside(out)  # a build of a running process (this one): not to be touched
+    killed_child(f"""
+        import pandas as pd
+        from ichseq.data.cache import WindowSpec, build_cache
+        pd.DataFrame.to_csv = die  # killed while writing, the pixel arrays already in the temporary folder
+        build_cache({str(nifti_dataset)!r}, {str(out)!r}, WindowSpec(image_size=32), log=lambda _msg: None)
+    """)
+    left = [p for p in tmp_path.iterdir() if p not in (foreign, live)]
+    assert len(left) == 1 and left[0].name.startswith(".cache.")
+    assert {"slices.npy", "masks.npy"} <= {p.name for p in left[0].iterdir()}
+
+    _build(nifti_dataset, out, 32)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".cache.abc", live.name, "cache"])
+    assert (foreign / "slices.npy").read_bytes() == b"someone else's"
 
 
 # --------------------------------------------------------------------------- cohort

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
+from dataclasses import asdict
 
 import nibabel as nib
 import numpy as np
@@ -24,7 +25,9 @@ from ichseq.data.layout import (
     patient_file,
 )
 from ichseq.data.synthetic import SyntheticSpec, generate_synthetic, positive_patients, synthesize_scan
+from ichseq.errors import DataError
 from tests.conftest import fail_on_call
+from tests.test_atomic import killed_child
 
 QUIET = {"log": lambda _msg: None}
 CSV_HEADER = (
@@ -534,3 +537,33 @@ def test_failure_midway_leaves_no_dataset_and_no_temp_folder(tmp_path, monkeypat
     assert len(calls) == 5
     assert not dest.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_run_leaves_a_temp_folder_that_the_next_run_sweeps(tmp_path):
+    killed_child(f"""
+        import nibabel as nib
+        from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
+        saved = []
+        real_save = nib.save
+        def save(*args, **kwargs):
+            saved.append(args)
+            if len(saved) == 5:  # killed partway, some scans written
+                die()
+            return real_save(*args, **kwargs)
+        nib.save = save
+        generate_synthetic({str(tmp_path / "ds")!r}, SyntheticSpec(**{asdict(SMALL)!r}), log=lambda _msg: None)
+    """)
+    (left,) = tmp_path.iterdir()
+    assert left.name.startswith(".ds.")
+    generate_synthetic(tmp_path / "ds", SMALL, **QUIET)
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]
+    assert not [p for p in (tmp_path / "ds").rglob(".*")]  # no marker or temporary inside the dataset
+
+
+def test_a_file_in_the_place_of_the_dataset_is_one_line(tmp_path):
+    dest = tmp_path / "ds"
+    dest.write_text("a user's file")
+    with pytest.raises(DataError, match=r"ds: is a file, not a folder"):
+        generate_synthetic(dest, SMALL, **QUIET)
+    assert dest.read_text() == "a user's file"
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]

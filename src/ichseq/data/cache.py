@@ -16,8 +16,10 @@ once per model and replicate.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_dir
+from ..atomic import atomic_dir, check_free_space, check_replaceable
 from ..errors import DataError
 from .fingerprint import MANIFEST_NAME, dataset_manifest, manifest_digest, read_manifest, write_manifest
 from .layout import SUBTYPES
@@ -45,6 +47,17 @@ MANIFEST_COLUMNS = (
 )
 
 _WORKER_DATASET = None
+
+CACHE_META = "cache.json"  # written last: a folder holding it is a cache this program wrote
+
+
+def is_cache(folder: Path) -> bool:
+    """Whether ``folder`` is a slice cache that :func:`build_cache` wrote: the only kind of
+    folder a rebuild may replace."""
+    return (Path(folder) / CACHE_META).is_file()
+
+
+NOT_A_CACHE = f"no {CACHE_META} in it"
 
 
 @dataclass(frozen=True)
@@ -82,9 +95,16 @@ def _process_patient(patient: int, spec: WindowSpec, dataset=None):
 
 
 def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(), workers: int = 1, log=print) -> dict:
-    """Read every scan of the dataset at ``src`` once and write the cache folder ``out``."""
+    """Read every scan of the dataset at ``src`` once and write the cache folder ``out``.
+
+    ``out`` may be absent, an empty folder or an earlier cache (:func:`is_cache`), which is
+    replaced; anything else there is refused, as is a file system without room for the cache,
+    before any scan is read (one-line DataErrors, as is a disk that fills up meanwhile)."""
     t0 = time.perf_counter()
     out = Path(out)
+    # Refused before the scans are read, not after: neither a folder of someone else's files
+    # nor a disk too small for the result is worth an hour of reading.
+    check_replaceable(out, owned=is_cache, owned_by=NOT_A_CACHE)
     dataset = open_dataset(src, spec.prewindowed)
     # Hashed before the scans are read (a file replaced meanwhile then no longer matches its
     # entry, so the next run hashes it again and sees the change); unchanged files keep the
@@ -93,6 +113,7 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
     digest = manifest_digest(files)
     log(f"dataset content: {len(files)} files, {sum(f['size'] for f in files)} bytes, sha256 {digest}")
     log(f"reading {dataset.layout} dataset at {src}: {len(dataset.patients)} patients, {len(dataset.labels)} slices")
+    check_free_space(out, _cache_bytes(len(dataset.labels), spec.image_size, files))
     if workers > 1:
         with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(str(src), spec.prewindowed)) as pool:
             results = list(pool.map(_process_patient, dataset.patients, [spec] * len(dataset.patients)))
@@ -100,19 +121,24 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
         results = [_process_patient(p, spec, dataset) for p in dataset.patients]
 
     n = sum(len(r[0]) for r in results)
-    with atomic_dir(out) as tmp:
-        slices = np.lib.format.open_memmap(tmp / "slices.npy", "w+", np.uint8, (n, spec.image_size, spec.image_size))
-        masks = np.lib.format.open_memmap(tmp / "masks.npy", "w+", np.uint8, (n, spec.image_size, spec.image_size))
-        frames, start = [], 0
-        for images, mask, rows in results:
-            slices[start : start + len(images)] = images
-            masks[start : start + len(images)] = mask
-            rows.insert(0, "row", np.arange(start, start + len(images)))
-            frames.append(rows)
-            start += len(images)
-        slices.flush()
-        masks.flush()
-        del slices, masks
+    shape = (n, spec.image_size, spec.image_size)
+    needed = _cache_bytes(n, spec.image_size, files)
+    with atomic_dir(out, owned=is_cache, owned_by=NOT_A_CACHE, needed_bytes=needed) as tmp:
+        # Written with plain writes into blocks reserved first, never through a memory map of a
+        # sparse file: a full disk then fails a call with ENOSPC (a one-line error) instead of
+        # killing the process with SIGBUS at the first page that finds no room.
+        with open(tmp / "slices.npy", "wb") as slices, open(tmp / "masks.npy", "wb") as masks:
+            _start_npy(slices, shape)
+            _start_npy(masks, shape)
+            frames, start = [], 0
+            for images, mask, rows in results:
+                # Else the .npy files would not match their headers.
+                assert images.shape[1:] == mask.shape[1:] == shape[1:]
+                slices.write(np.ascontiguousarray(images, dtype=np.uint8).data)
+                masks.write(np.ascontiguousarray(mask, dtype=np.uint8).data)
+                rows.insert(0, "row", np.arange(start, start + len(images)))
+                frames.append(rows)
+                start += len(images)
         manifest = pd.concat(frames, ignore_index=True)[list(MANIFEST_COLUMNS)]
         manifest.to_csv(tmp / "manifest.csv", index=False)
         write_manifest(tmp / MANIFEST_NAME, files)
@@ -127,9 +153,38 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
             "positive_slices": int(manifest.label.sum()),
             "seconds": round(time.perf_counter() - t0, 2),
         }
-        (tmp / "cache.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (tmp / CACHE_META).write_text(json.dumps(meta, indent=2) + "\n")
     log(f"cache written to {out}: {n} slices of {spec.image_size}x{spec.image_size} in {meta['seconds']} s")
     return meta
+
+
+def _cache_bytes(n_slices: int, image_size: int, files: list) -> int:
+    """About the size of a cache folder: the two pixel arrays plus generous room for the
+    manifest (a row of ~70 bytes per slice), dataset.json (~200 bytes per file) and cache.json."""
+    return 2 * n_slices * image_size * image_size + 128 * n_slices + 512 * len(files) + 16384
+
+
+def _start_npy(fh, shape: tuple[int, ...]) -> None:
+    """Write the .npy header of a C-ordered uint8 array of ``shape`` to ``fh`` (the header
+    ``np.save`` writes) and reserve the blocks of its data."""
+    np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                                              "fortran_order": False, "shape": shape})
+    fh.flush()
+    _reserve(fh.fileno(), fh.tell(), int(np.prod(shape)))
+
+
+def _reserve(fd: int, offset: int, length: int) -> None:
+    """Allocate ``length`` bytes of the file from ``offset``, so that a full disk shows now (as
+    ENOSPC) rather than somewhere in the write. Where the file system cannot reserve space
+    (no posix_fallocate, or it refuses the call) the writes report a full disk themselves."""
+    allocate = getattr(os, "posix_fallocate", None)
+    if allocate is None or length == 0:
+        return
+    try:
+        allocate(fd, offset, length)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
 
 
 def _window_meta(layout: str, spec: WindowSpec) -> dict | str:

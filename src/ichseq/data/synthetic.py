@@ -24,8 +24,6 @@ scan does not depend on which other patients are generated.
 from __future__ import annotations
 
 import csv
-import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,7 +31,7 @@ import nibabel as nib
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from ..atomic import temp_dir_beside
+from ..atomic import atomic_dir
 from .layout import (
     DEMOGRAPHICS_CSV,
     DIAGNOSIS_COLUMNS,
@@ -453,10 +451,13 @@ def generate_synthetic(dest: str | Path, spec: SyntheticSpec = SyntheticSpec(), 
     when complete, so an interrupted run never leaves a folder that looks like a dataset.
     """
     dest = Path(dest)
-    if dest.exists() and any(dest.iterdir()):
+    if dest.is_dir() and any(dest.iterdir()):
         raise FileExistsError(f"{dest}: already exists and is not empty; remove it first")
-    tmp = temp_dir_beside(dest)
-    try:
+    # Never a folder with anything in it, even one filled while this ran; a file at dest is a
+    # one-line DataError. The temporary folder is ichseq's by name: one a killed run left is
+    # swept by the next run beside it.
+    with atomic_dir(dest, owned=lambda _folder: False, owned_by="synthetic data goes only into a new or empty "
+                    "folder") as tmp:
         (tmp / NIFTI_SCAN_DIR).mkdir()
         (tmp / NIFTI_MASK_DIR).mkdir()
         positives = positive_patients(spec)
@@ -489,12 +490,6 @@ def generate_synthetic(dest: str | Path, spec: SyntheticSpec = SyntheticSpec(), 
             writer = csv.DictWriter(fh, fieldnames=list(demo[0]))
             writer.writeheader()
             writer.writerows(demo)
-        if dest.exists():
-            dest.rmdir()
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     n_pos_slices = sum(1 - r["No_Hemorrhage"] for r in rows)
     summary = {
         "spec": asdict(spec),
