@@ -663,3 +663,88 @@ def test_synthetic_twin_is_hounsfield_units(nifti_dataset):
     for p in ds.patients:
         _numbers, _positions, hu, _masks = ds.read_hu(p)
         assert hu.min() < -200
+
+
+def test_intercept_advice_for_a_nifti_names_its_header_field(nifti_dataset, copy_dataset):
+    root = copy_dataset(nifti_dataset)
+    hu, affine = stored_values(root / SCAN_051)
+    write_scan(root / SCAN_051, (hu + 1024).astype(np.uint16), affine)
+    msg = expect_data_error(root, SCAN_051, "scl_inter")
+    assert "RescaleIntercept" not in msg  # a DICOM tag means nothing in a NIfTI header
+
+
+def test_the_dataset_path_advice_stays_for_a_dataset_that_is_not_a_zip(tmp_path):
+    fake = tmp_path / "ct-ich.zip"
+    fake.write_bytes(b"this is not a zip archive\n" * 10)
+    expect_data_error(fake, str(fake), "dataset.local.path")
+
+
+# --------------------------------------------------------------------------- 7. non-finite voxels
+# NaN means "no data" (resampling tools' padding): a minority becomes -1024 HU; a volume that
+# is mostly NaN, and any infinity, is refused. The cache's reader and `ichseq predict` agree.
+
+
+def _with_voxels(root: Path, value: float, fraction: float, seed: int = 0) -> np.ndarray:
+    """Set ``fraction`` of scan 051's voxels (at random) to ``value``, stored as float32; the
+    mask of those voxels, in storage order."""
+    hu, affine = stored_values(root / SCAN_051)
+    chosen = np.random.default_rng(seed).random(hu.shape) < fraction
+    chosen.flat[0] = True  # at least one
+    data = hu.astype(np.float32)
+    data[chosen] = value
+    write_scan(root / SCAN_051, data, affine)
+    return chosen
+
+
+def test_a_few_nan_voxels_are_read_as_air_padding(nifti_dataset, copy_dataset):
+    root = copy_dataset(nifti_dataset)
+    nan_voxels = _with_voxels(root, np.nan, 0.001)
+    numbers, _positions, hu, _masks = open_dataset(root).read_hu(51)
+    _, _, original, _ = open_dataset(nifti_dataset).read_hu(51)
+    filled = nan_voxels.transpose(2, 1, 0)[numbers - 1]  # display orientation, position order
+    assert np.isfinite(hu).all()
+    np.testing.assert_array_equal(hu[filled], -1024.0)
+    np.testing.assert_array_equal(hu[~filled], original[~filled])
+    # The brain window of -1024 is 0, like any air.
+    images = open_dataset(root).read_scan(51).images
+    np.testing.assert_array_equal(images[filled], 0.0)
+
+
+@pytest.mark.parametrize("fraction", [0.6, 1.0])
+def test_a_mostly_nan_scan_is_refused_saying_nan_and_how_much(fraction, nifti_dataset, copy_dataset):
+    root = copy_dataset(nifti_dataset)
+    chosen = _with_voxels(root, np.nan, fraction)
+    percent = f"{100 * chosen.mean():.0f}%"
+    msg = expect_data_error(root, SCAN_051, "NaN", percent, f"{int(chosen.sum())} of {chosen.size}")
+    assert "nan..nan" not in msg
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_an_infinite_voxel_is_refused_with_its_count(value, nifti_dataset, copy_dataset):
+    root = copy_dataset(nifti_dataset)
+    chosen = _with_voxels(root, value, 0.0)
+    assert chosen.sum() == 1
+    expect_data_error(root, SCAN_051, "1 infinite voxel")
+
+
+def test_nan_padding_in_a_prewindowed_scan_is_black(nifti_dataset, copy_dataset):
+    root = copy_dataset(nifti_dataset)
+    window_to_uint8(root, [SCAN_051])
+    values, affine = stored_values(root / SCAN_051)
+    data = values.astype(np.float32)
+    data[:3] = np.nan  # three columns of padding
+    write_scan(root / SCAN_051, data, affine)
+    scan = open_dataset(root, prewindowed=True).read_scan(51)
+    np.testing.assert_array_equal(scan.images[:, :, :3], 0.0)
+    assert np.isfinite(scan.images).all()
+
+
+def test_to_jpg_refuses_a_destination_inside_its_source(nifti_dataset, copy_dataset, capsys):
+    from ichseq.cli import main
+
+    src = copy_dataset(nifti_dataset)
+    before = sorted(src.rglob("*"))
+    assert main(["to-jpg", str(src), str(src / "jpg")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "lies inside the input" in err
+    assert sorted(src.rglob("*")) == before

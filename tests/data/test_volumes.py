@@ -303,7 +303,21 @@ def test_stored_values_without_their_intercept_are_refused(twin, tmp_path):
     _, dicom = twin
     folder = _copy_series(dicom / "049", tmp_path / "no-intercept")
     _edit(folder, lambda ds: setattr(ds, "RescaleIntercept", 0))
-    _one_line_error(lambda: read_volume(folder), str(folder), "not Hounsfield units")
+    message = _one_line_error(lambda: read_volume(folder), str(folder), "not Hounsfield units", "RescaleIntercept (0028,1052)")
+    assert "scl_inter" not in message and "NIfTI" not in message  # DICOM advice for a DICOM series
+
+
+def test_a_dicom_series_without_rescale_tags_gets_dicom_advice(twin, tmp_path):
+    _, dicom = twin
+    folder = _copy_series(dicom / "049", tmp_path / "no-rescale")
+
+    def drop_rescale(ds):
+        del ds.RescaleIntercept
+        del ds.RescaleSlope
+
+    _edit(folder, drop_rescale)
+    message = _one_line_error(lambda: read_volume(folder), str(folder), "RescaleIntercept", "RescaleSlope")
+    assert "scl_inter" not in message
 
 
 # --------------------------------------------------------------------------- to-dicom
@@ -317,6 +331,19 @@ def test_to_dicom_refuses_a_non_empty_destination_and_a_missing_source(twin, tmp
     _one_line_error(lambda: export_dicom(nifti, dest, **QUIET), str(dest), "not empty")
     assert os.listdir(dest) == ["keep.txt"]
     _one_line_error(lambda: export_dicom(tmp_path / "nope", tmp_path / "out", **QUIET), "does not exist")
+
+
+@pytest.mark.parametrize("name", ["slice.png", "scan.dcm", "notes.txt"])
+def test_to_dicom_of_a_file_that_is_neither_nifti_nor_zip_says_what_to_give(name, tmp_path, capsys):
+    src = tmp_path / name
+    src.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    message = _one_line_error(lambda: export_dicom(src, tmp_path / "out", **QUIET), str(src),
+                              "CT-ICH v1.3.1 dataset folder or zip", ".nii/.nii.gz")
+    assert "dataset.local.path" not in message  # a config key means nothing to a command
+    assert not (tmp_path / "out").exists()
+    assert main(["to-dicom", str(src), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ichseq to-dicom: ") and "dataset.local.path" not in err and "\n" not in err
 
 
 def test_a_failed_conversion_leaves_nothing(twin, tmp_path, monkeypatch):
@@ -335,3 +362,105 @@ def test_cli_to_dicom(twin, tmp_path, capsys):
     assert main(["to-dicom", str(nifti), str(tmp_path / "one")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("ichseq to-dicom: ") and "not empty" in err and "\n" not in err
+
+
+# --------------------------------------------------------------------------- non-finite voxels
+
+
+def _float_copy(twin, tmp_path, name, value, fraction, seed=0):
+    """Scan 050 as float32 NIfTI with ``fraction`` of its voxels (at random, at least one) set
+    to ``value``; (path, mask of those voxels in display orientation and position order)."""
+    nifti, _ = twin
+    img = nib.load(nifti / "ct_scans" / "050.nii")
+    data = np.asanyarray(img.dataobj).astype(np.float32)
+    chosen = np.random.default_rng(seed).random(data.shape) < fraction
+    chosen.flat[0] = True
+    data[chosen] = value
+    path = tmp_path / name
+    nib.save(nib.Nifti1Image(data, img.affine), path)
+    return path, np.transpose(chosen, (2, 1, 0))  # the synthetic affine keeps file order = position order
+
+
+def test_a_few_nan_voxels_are_counted_and_read_as_padding(twin, tmp_path):
+    nifti, _ = twin
+    path, chosen = _float_copy(twin, tmp_path, "nan.nii.gz", np.nan, 0.001)
+    volume = read_volume(path)
+    original = read_volume(nifti / "ct_scans" / "050.nii")
+    assert volume.nan_voxels == int(chosen.sum()) > 0 and original.nan_voxels == 0
+    np.testing.assert_array_equal(volume.hu[chosen], -1024.0)
+    np.testing.assert_array_equal(volume.hu[~chosen], original.hu[~chosen])
+    # to-dicom writes the padding as -1024 HU, which DICOM then holds as an ordinary value.
+    export_dicom(path, tmp_path / "nan-dicom", **QUIET)
+    from_dicom = read_volume(tmp_path / "nan-dicom")
+    _same_volume(from_dicom, volume)
+    assert from_dicom.nan_voxels == 0
+
+
+def test_a_mostly_nan_nifti_is_refused_naming_nan(twin, tmp_path):
+    path, chosen = _float_copy(twin, tmp_path, "mostly-nan.nii.gz", np.nan, 0.7)
+    needles = (str(path), "NaN", f"{int(chosen.sum())} of {chosen.size}", f"{100 * chosen.mean():.0f}%")
+    message = _one_line_error(lambda: read_volume(path), *needles)
+    assert "nan..nan" not in message
+    _one_line_error(lambda: export_dicom(path, tmp_path / "out", **QUIET), *needles)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_infinite_voxels_are_refused_with_their_count(twin, tmp_path, value):
+    path, chosen = _float_copy(twin, tmp_path, "inf.nii.gz", value, 0.0005)
+    needles = (str(path), f"{int(chosen.sum())} infinite voxel")
+    _one_line_error(lambda: read_volume(path), *needles)
+    _one_line_error(lambda: export_dicom(path, tmp_path / "out", **QUIET), *needles)
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- pixel spacing
+
+
+def test_pixel_spacing_is_known_in_the_displayed_axes(twin, tmp_path):
+    nifti, dicom = twin
+    spacing = 230.0 / SPEC.image_size  # the synthetic twin's field of view over its matrix
+    assert read_volume(nifti / "ct_scans" / "049.nii").spacing_mm == pytest.approx((spacing, spacing))
+    assert read_volume(dicom / "049").spacing_mm == pytest.approx((spacing, spacing))
+    # Non-square pixels: NIfTI axis 0 (columns as displayed) at 0.5 mm, axis 1 (rows) at 0.8 mm.
+    img = nib.load(nifti / "ct_scans" / "049.nii")
+    affine = np.diag([-0.5, -0.8, 5.0, 1.0])
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), affine), tmp_path / "oblong.nii")
+    export_dicom(tmp_path / "oblong.nii", tmp_path / "oblong", **QUIET)
+    from_nifti, from_dicom = read_volume(tmp_path / "oblong.nii"), read_volume(tmp_path / "oblong")
+    assert from_nifti.spacing_mm == pytest.approx((0.8, 0.5))
+    assert from_dicom.spacing_mm == pytest.approx((0.8, 0.5))
+    assert [float(v) for v in pydicom.dcmread(tmp_path / "oblong" / "0001.dcm").PixelSpacing] == pytest.approx([0.8, 0.5])
+    assert from_nifti.slice_thickness_mm is None and from_dicom.slice_thickness_mm == pytest.approx(5.0)
+
+
+def test_pydicom_ct_test_file_has_its_pixel_spacing_and_thickness(tmp_path):
+    folder = tmp_path / "ct-small"
+    folder.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), folder / "CT_small.dcm")
+    ds = pydicom.dcmread(folder / "CT_small.dcm")
+    volume = read_volume(folder)
+    assert volume.spacing_mm == pytest.approx(tuple(float(v) for v in ds.PixelSpacing))
+    assert volume.slice_thickness_mm == pytest.approx(float(ds.SliceThickness))
+
+
+def test_a_series_without_pixel_spacing_reads_with_spacing_unknown(twin, tmp_path):
+    _, dicom = twin
+    folder = _copy_series(dicom / "049", tmp_path / "no-spacing")
+    _edit(folder, lambda ds: delattr(ds, "PixelSpacing"))
+    assert read_volume(folder).spacing_mm is None
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_to_dicom_refuses_a_destination_inside_or_around_its_source(nifti_dataset, copy_dataset, tmp_path, capsys,
+                                                                    inside):
+    """DEST inside SRC (or SRC inside an empty DEST) must be refused before anything is written."""
+    from ichseq.cli import main
+
+    src = copy_dataset(nifti_dataset)
+    before = sorted(p for p in src.rglob("*"))
+    dest = src / "dicom" if inside else src.parent
+    assert main(["to-dicom", str(src), str(dest)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "DEST" in err and "input" in err
+    assert sorted(p for p in src.rglob("*")) == before

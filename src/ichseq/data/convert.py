@@ -12,15 +12,14 @@ scans and a user can reproduce the study's input format exactly::
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ..atomic import temp_dir_beside
+from ..atomic import atomic_dir
 from ..errors import DataError
+from ..paths import refuse_overlap
 from .layout import DIAGNOSIS_COLUMNS, JPG_CSV, JPG_MASK_SUFFIX, JPG_ROOT
 from .readers import NiftiDataset, open_dataset
 from .windowing import brain_window, to_uint8
@@ -34,10 +33,10 @@ def export_jpg_layout(src: str | Path, dest: str | Path, quality: int = 95) -> P
     if not isinstance(dataset, NiftiDataset):
         raise DataError(f"{src}: already in the JPG (v1.0.0) layout")
     dest = Path(dest)
+    refuse_overlap(dest, [src], "DEST")
     if dest.exists():
         raise DataError(f"{dest}: already exists; choose a new folder")
-    tmp = temp_dir_beside(dest)
-    try:
+    with atomic_dir(dest, owned=lambda _folder: False, owned_by="the JPG layout goes only into a new folder") as tmp:
         for patient in dataset.patients:
             numbers, _pos, hu, masks = dataset.read_hu(patient)
             brain_dir = tmp / JPG_ROOT / f"{patient:03d}" / "brain"
@@ -54,8 +53,4 @@ def export_jpg_layout(src: str | Path, dest: str | Path, quality: int = 95) -> P
                         brain_dir / f"{n}{JPG_MASK_SUFFIX}.jpg", quality=quality
                     )
         dataset.labels[list(DIAGNOSIS_COLUMNS)].to_csv(tmp / JPG_CSV, index=False)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dest

@@ -17,6 +17,7 @@ order. UIDs are derived from the source file's content and name: a rerun writes 
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from pydicom.valuerep import format_number_as_ds
 from ..atomic import atomic_dir
 from ..errors import DataError
 from .layout import NIFTI_LAYOUT, NIFTI_SCAN_DIR
-from .readers import _Files, check_hounsfield, display_slices, load_nifti
+from .readers import NO_DATA_HU, _Files, display_slices, hounsfield_volume, load_nifti
 from .volumes import WHAT_TO_GIVE, CTVolume, is_nifti, nifti_name
 from .windowing import BRAIN_WINDOW_LEVEL, BRAIN_WINDOW_WIDTH
 
@@ -38,6 +39,7 @@ from .windowing import BRAIN_WINDOW_LEVEL, BRAIN_WINDOW_WIDTH
 SPACING_TOLERANCE_MM = 0.01
 SPACING_TOLERANCE_FRACTION = 0.05
 ORIENTATION_TOLERANCE = 1e-4  # direction cosines
+WHAT_TO_CONVERT = "give a CT-ICH v1.3.1 dataset folder or zip, or one .nii/.nii.gz file"
 DECOMPRESS_HINT = "or decompress the series first, e.g. `gdcmconv --raw IN OUT` (GDCM) or `dcmdjpeg IN OUT` (DCMTK)"
 
 # RAS (NIfTI) <-> LPS (DICOM): x and y change sign.
@@ -50,6 +52,24 @@ _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 def _number(ds: Dataset, keyword: str, default: float) -> float:
     value = ds.get(keyword)
     return default if value is None or value == "" else float(value)
+
+
+def _positive(ds: Dataset, keyword: str) -> float | None:
+    """A positive, finite decimal tag's value; None when missing, empty or unusable."""
+    try:
+        value = float(ds.get(keyword))
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) and value > 0 else None
+
+
+def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
+    """PixelSpacing (0028,0030): (between rows, between columns) in mm; None when missing or unusable."""
+    try:
+        spacing = tuple(float(v) for v in ds.get("PixelSpacing") or ())
+    except (TypeError, ValueError):
+        return None
+    return spacing if len(spacing) == 2 and all(np.isfinite(v) and v > 0 for v in spacing) else None
 
 
 def _describe(uid: str, slices: list[tuple[Path, Dataset]]) -> str:
@@ -214,16 +234,17 @@ def read_dicom_series(folder: Path, files: list[Path], series: str | None = None
     positions = positions[order]
     paths = [path for path, _ in chosen]
     _check_spacing(positions, paths, folder)
-    hu = np.stack([_hu(path, ds) for path, ds in chosen])
-    check_hounsfield(hu, str(folder))
+    hu, nan_voxels = hounsfield_volume(np.stack([_hu(path, ds) for path, ds in chosen]), str(folder), "dicom")
     numbers = [ds.get("InstanceNumber") for _, ds in chosen]
     if all(n is not None and n != "" for n in numbers) and len({int(n) for n in numbers}) == len(numbers):
         slice_numbers = np.array([int(n) for n in numbers], dtype=np.int64)
     else:  # missing or repeated InstanceNumbers: the geometric order
         slice_numbers = np.arange(1, len(chosen) + 1, dtype=np.int64)
+    first = chosen[0][1]
     return CTVolume(
         source=str(folder), name=folder.resolve().name, hu=hu, positions=positions.astype(np.float64),
         slice_numbers=slice_numbers, files=[str(p) for p in paths], series_uid=uid or None,
+        spacing_mm=_pixel_spacing(first), slice_thickness_mm=_positive(first, "SliceThickness"), nan_voxels=nan_voxels,
     )  # fmt: skip
 
 
@@ -337,12 +358,14 @@ def _nifti_sources(src: Path) -> list[tuple[str, Callable[[], bytes], str]]:
     """``(scan name, read bytes, where)`` of every scan to convert; one for a NIfTI file."""
     if src.is_file() and is_nifti(src):
         return [(nifti_name(src), src.read_bytes, str(src))]
+    if src.is_file() and not zipfile.is_zipfile(src):
+        raise DataError(f"{src}: neither a NIfTI file nor a zip archive; {WHAT_TO_CONVERT}")
     files = _Files(src)  # a v1.3.1 dataset folder or zip, at any depth
     if files.layout != NIFTI_LAYOUT:
         raise DataError(f"{src}: a v1.0.0 (JPG) dataset; to-dicom converts v1.3.1 NIfTI scans in HU")
     rels = [n for n in files.names if n.startswith(f"{NIFTI_SCAN_DIR}/") and n.count("/") == 1 and is_nifti(Path(n))]
     if not rels:
-        raise DataError(f"{files.where(NIFTI_SCAN_DIR)}: no .nii scans; give a CT-ICH v1.3.1 dataset or one NIfTI file")
+        raise DataError(f"{files.where(NIFTI_SCAN_DIR)}: no .nii scans; {WHAT_TO_CONVERT}")
     return [(nifti_name(Path(rel)), lambda rel=rel: files.read(rel), files.where(rel)) for rel in rels]
 
 
@@ -350,25 +373,32 @@ def export_dicom(src: str | Path, dest: str | Path, log=print) -> Path:
     """Write ``src`` (a CT-ICH v1.3.1 dataset folder/zip: every ``ct_scans/NNN.nii`` ->
     ``dest/NNN/``; or one ``.nii``/``.nii.gz`` file -> ``dest``) as DICOM CT series.
 
-    ``dest`` must not exist or be empty; it appears only when every series is written.
+    ``dest`` must not exist or be empty; it appears only when every series is written. NaN
+    voxels (no data) are written as -1024 HU, as :func:`ichseq.data.volumes.read_volume`
+    reads them; infinite voxels and mostly-NaN scans are refused.
     """
+    from ..paths import refuse_overlap
+
     src, dest = Path(src), Path(dest)
+    refuse_overlap(dest, [src], "DEST")  # DEST inside SRC would be read back as more scans; around it, replace it
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise DataError(f"{dest}: already exists and is not empty; remove it or choose another destination")
     if not src.exists():
-        raise DataError(f"{src}: does not exist; give a CT-ICH v1.3.1 dataset folder or one .nii/.nii.gz file")
+        raise DataError(f"{src}: does not exist; {WHAT_TO_CONVERT}")
     sources = _nifti_sources(src)
     single = src.is_file() and is_nifti(src)
-    n_slices = 0
-    with atomic_dir(dest) as tmp:
+    n_slices = n_nan = 0
+    with atomic_dir(dest, owned=lambda _folder: False, owned_by="to-dicom writes only into a new or empty folder") as tmp:
         for name, read, where in sources:
             raw = read()
             values, affine = load_nifti(raw, where)
-            check_hounsfield(values, where)
+            values, nan_voxels = hounsfield_volume(values, where, "nifti")
+            n_nan += nan_voxels
             # The content decides the UIDs, so a rerun (or another copy of the file) writes the same ones.
             seed = hashlib.sha256(raw).hexdigest()
             folder = tmp if single else tmp / name
             n_slices += len(write_dicom_series(values, affine, folder, name=name, uid_seed=seed,
                                                description=f"ichseq to-dicom of {Path(where).name}"))
-    log(f"DICOM written to {dest}: {len(sources)} series, {n_slices} slices")
+    padding = f"; {n_nan} NaN voxels (no data) written as {NO_DATA_HU:g} HU" if n_nan else ""
+    log(f"DICOM written to {dest}: {len(sources)} series, {n_slices} slices{padding}")
     return dest

@@ -12,6 +12,10 @@ along the head axis**, with their hemorrhage masks.
   below -200 HU holds no air, so it is not in Hounsfield units and is refused, unless the
   dataset is opened with ``prewindowed=True``: then its values are 0-255 display values,
   used as they are (like the v1.0.0 JPGs).
+  NaN voxels mean "no data" (the padding resampling tools write outside the field they had
+  data for): up to half of a volume they become -1024 HU, air/padding (0 in a pre-windowed
+  scan); more than half is refused, and so is any infinite voxel (:func:`hounsfield_volume`,
+  shared with ``ichseq predict`` and ``ichseq to-dicom``).
 * v1.0.0 (JPG): brain JPGs are already windowed by the dataset authors and are used as
   they are; ``*_HGE_Seg.jpg`` masks and everything under ``bone/`` are filtered out of the
   classification input by name, as the study did. Slices are ordered by the number in the
@@ -59,26 +63,100 @@ NIFTI_HEADER_BYTES = 352
 HU_AIR_CEILING = -200.0
 
 
-def check_hounsfield(values: np.ndarray, where: str) -> None:
-    """Raise :class:`DataError` when ``values`` (a whole CT volume) cannot be Hounsfield units."""
-    lo, hi = float(np.min(values)), float(np.max(values))
+# Advice for values that are not HU, by where the volume came from: a CT-ICH dataset being
+# cached (its config has dataset.prewindowed), a single NIfTI file, or a DICOM series.
+_HU_FIX = {
+    "dataset": {
+        "windowed": "convert to HU or set dataset.prewindowed: true",
+        "intercept": "convert to HU (set scl_inter in the NIfTI header)",
+    },
+    "nifti": {
+        "windowed": "convert it to HU; scans are read in Hounsfield units",
+        "intercept": "convert to HU (set scl_inter in the NIfTI header)",
+    },
+    "dicom": {
+        "windowed": "export the series in HU; scans are read in Hounsfield units",
+        "intercept": "convert to HU (set RescaleIntercept (0028,1052), usually -1024, and RescaleSlope "
+        "(0028,1053) in every file, or re-export the series with them)",
+    },
+}
+
+
+def check_hounsfield(values: np.ndarray, where: str, source: str = "dataset") -> None:
+    """Raise :class:`DataError` when ``values`` (a whole CT volume, NaN voxels ignored as "no
+    data") cannot be Hounsfield units. ``source`` (``dataset``, ``nifti`` or ``dicom``) picks
+    the advice: a dataset option, the NIfTI header field, or the DICOM rescale tags."""
+    fixes = _HU_FIX[source]
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
     if lo < HU_AIR_CEILING:
         return
     if lo >= 0 and hi <= 255:
         guess = "which looks like an image already windowed to 0-255, not Hounsfield units"
-        fix = "convert to HU or set dataset.prewindowed: true"
+        fix = fixes["windowed"]
     elif lo >= 0:
         guess = "which looks like stored values without their rescale intercept (usually -1024), not Hounsfield units"
-        fix = "convert to HU (set scl_inter in the NIfTI header)"
+        fix = fixes["intercept"]
     else:
         guess = "so there is no air (about -1000 HU) in the image: not Hounsfield units"
         fix = "convert to HU"
     raise DataError(f"{where}: values {lo:g}..{hi:g} with nothing below {HU_AIR_CEILING:g}, {guess}; {fix}")
 
 
+# NaN in a CT volume means "no data": resampling and registration tools asked for a NaN fill
+# value write it outside the field they had data for, where a scanner stores padding. Filled
+# with the scanners' padding value (air), a minority of NaN changes nothing a model reads
+# (the brain window of -1024 is 0, as for any air). A volume that is more than half NaN has
+# less image than padding: it is refused rather than scored. An infinite value has no such
+# meaning (no scanner, converter or resampler writes one on purpose): always refused.
+NO_DATA_HU = -1024.0
+NO_DATA_DISPLAY = 0.0  # the same padding in a pre-windowed 0-255 scan: black, like air
+MAX_NAN_FRACTION = 0.5
+
+
+def count_no_data(values: np.ndarray, where: str) -> int:
+    """The number of NaN ("no data") voxels of ``values`` (a whole volume); raises
+    :class:`DataError` naming ``where`` for any infinite voxel, or when more than
+    ``MAX_NAN_FRACTION`` of the voxels are NaN."""
+    if np.isfinite(values).all():  # the usual case: one pass, no counts
+        return 0
+    infinite = int(np.isinf(values).sum())
+    if infinite:
+        positive = int(np.isposinf(values).sum())
+        raise DataError(
+            f"{where}: {infinite} infinite voxel(s) ({positive} +inf, {infinite - positive} -inf); a CT value is "
+            f"always finite, so the file is damaged or was written by a faulty conversion: re-export it"
+        )
+    nan = int(np.isnan(values).sum())
+    if nan > MAX_NAN_FRACTION * values.size:
+        raise DataError(
+            f"{where}: {nan} of {values.size} voxels ({100 * nan / values.size:.0f}%) are NaN (no data), more than "
+            f"the {100 * MAX_NAN_FRACTION:.0f}% accepted as padding; re-export the scan with its image data"
+        )
+    return nan
+
+
+def fill_no_data(values: np.ndarray, nan_voxels: int, fill: float) -> np.ndarray:
+    """``values`` with its NaN voxels set to ``fill`` (a copy when there are any)."""
+    if not nan_voxels:
+        return values
+    filled = values.copy()
+    filled[np.isnan(filled)] = fill
+    return filled
+
+
+def hounsfield_volume(values: np.ndarray, where: str, source: str = "dataset") -> tuple[np.ndarray, int]:
+    """``(values with NaN voxels set to -1024 HU, number of NaN voxels)`` of a whole CT volume;
+    raises :class:`DataError` for infinite voxels, a mostly-NaN volume or values that are not
+    HU (:func:`check_hounsfield`, judged on the voxels that hold data)."""
+    nan_voxels = count_no_data(values, where)
+    check_hounsfield(values, where, source)
+    return fill_no_data(values, nan_voxels, NO_DATA_HU), nan_voxels
+
+
 def check_display_values(values: np.ndarray, where: str) -> None:
-    """Raise :class:`DataError` when ``values`` are not 0-255 display values (``prewindowed``)."""
-    lo, hi = float(np.min(values)), float(np.max(values))
+    """Raise :class:`DataError` when ``values`` are not 0-255 display values (``prewindowed``);
+    NaN voxels (no data) are ignored."""
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
     if lo < HU_AIR_CEILING:
         raise DataError(
             f"{where}: values {lo:g}..{hi:g} go below {HU_AIR_CEILING:g}, which looks like Hounsfield units, "
@@ -122,6 +200,12 @@ def nifti_slice_positions(shape: tuple[int, ...], affine: np.ndarray) -> np.ndar
     """World z (mm, RAS: inferior -> superior) of each slice's centre, in file order."""
     centre = np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2, 0.0, 1.0])
     return np.array([(affine @ (centre + [0, 0, k, 0]))[2] for k in range(shape[2])])
+
+
+def nifti_pixel_spacing(affine: np.ndarray) -> tuple[float, float]:
+    """``(between rows, between columns)`` in mm of the displayed slices: rows are the file's
+    second axis and columns its first (:func:`display_slices`), as DICOM's PixelSpacing."""
+    return float(np.linalg.norm(affine[:3, 1])), float(np.linalg.norm(affine[:3, 0]))
 
 
 def display_slices(volume: np.ndarray) -> np.ndarray:
@@ -385,10 +469,11 @@ class NiftiDataset(CTICHDataset):
     def read_hu(self, patient: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(slice_numbers, positions_mm, hu (S, rows, cols), masks)`` ordered by position.
 
-        Raises :class:`DataError` when the scan's values cannot be Hounsfield units.
+        NaN voxels (no data) are -1024 HU. Raises :class:`DataError` when the scan's values
+        cannot be Hounsfield units, hold an infinity or are mostly NaN.
         """
         numbers, positions, hu, masks = self._read_ordered(patient)
-        check_hounsfield(hu, self.files.where(f"{NIFTI_SCAN_DIR}/{patient_file(patient)}"))
+        hu, _nan_voxels = hounsfield_volume(hu, self.files.where(f"{NIFTI_SCAN_DIR}/{patient_file(patient)}"))
         return numbers, positions, hu, masks
 
     def read_scan(self, patient, level=BRAIN_WINDOW_LEVEL, width=BRAIN_WINDOW_WIDTH) -> Scan:
@@ -397,7 +482,10 @@ class NiftiDataset(CTICHDataset):
             return Scan(patient, numbers, positions, brain_window(hu, level, width), masks)
         # Already windowed by whoever exported them: level/width are ignored, as for the JPGs.
         numbers, positions, values, masks = self._read_ordered(patient)
-        check_display_values(values, self.files.where(f"{NIFTI_SCAN_DIR}/{patient_file(patient)}"))
+        where = self.files.where(f"{NIFTI_SCAN_DIR}/{patient_file(patient)}")
+        nan_voxels = count_no_data(values, where)
+        check_display_values(values, where)
+        values = fill_no_data(values, nan_voxels, NO_DATA_DISPLAY)
         images = np.clip(values / np.float32(255.0), 0.0, 1.0).astype(np.float32)
         return Scan(patient, numbers, positions, images, masks)
 

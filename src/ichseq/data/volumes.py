@@ -11,6 +11,17 @@ series and gives its slices in the training pipeline's order and orientation:
   array as displayed. ``ichseq to-dicom`` writes a NIfTI scan as a series that reads back
   to the same HU, positions and order.
 
+Non-finite voxels: NaN means "no data" (the padding resampling tools write outside the field
+they had data for). Up to half of the voxels, NaN becomes -1024 HU (air, the value scanners
+store as padding) and :attr:`CTVolume.nan_voxels` counts them; a volume more than half NaN
+is refused, naming NaN and how many, and so is any +inf/-inf voxel (no tool writes one on
+purpose). Training's reader and ``ichseq to-dicom`` apply the same rule
+(:func:`ichseq.data.readers.hounsfield_volume`).
+
+``spacing_mm`` is the in-plane pixel spacing of the displayed slices (NIfTI: from the affine;
+DICOM: PixelSpacing), so a slice's field of view in mm is ``shape * spacing_mm``; it is what
+:mod:`ichseq.data.headcheck` measures heads with.
+
 ``find_scans(path)`` lists the scans under a path: a NIfTI file, a DICOM folder, or a folder
 of several (NIfTI files and sub-folders holding DICOM).
 
@@ -27,7 +38,7 @@ import numpy as np
 
 from ..errors import DataError
 from .layout import NIFTI_MASK_DIR, NIFTI_SCAN_DIR
-from .readers import check_hounsfield, load_nifti, order_nifti_slices
+from .readers import hounsfield_volume, load_nifti, nifti_pixel_spacing, order_nifti_slices
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 WHAT_TO_GIVE = "give a NIfTI file (.nii/.nii.gz) or a folder holding one DICOM series"
@@ -44,6 +55,11 @@ class CTVolume:
     slice_numbers: np.ndarray  # int64 (S,): NIfTI: 1-based index in the file; DICOM: InstanceNumber
     files: list[str] | None  # DICOM: the file of each slice, in the same order; None for NIfTI
     series_uid: str | None
+    # (between rows, between columns) in mm of the displayed slices; None when a DICOM series
+    # has no usable PixelSpacing (its field of view is then unknown).
+    spacing_mm: tuple[float, float] | None = None
+    slice_thickness_mm: float | None = None  # DICOM SliceThickness (0018,0050) when given; None for NIfTI
+    nan_voxels: int = 0  # NaN ("no data") voxels of the file, now -1024 HU in ``hu``
 
 
 def is_nifti(path: Path) -> bool:
@@ -86,10 +102,11 @@ def read_nifti_volume(path: Path) -> CTVolume:
         raise DataError(f"{where}: cannot be read ({exc.strerror}); check its permissions") from None
     values, affine = load_nifti(raw, where)
     numbers, positions, hu = order_nifti_slices(values, affine)
-    check_hounsfield(hu, where)
+    hu, nan_voxels = hounsfield_volume(hu, where, "nifti")
     return CTVolume(
         source=where, name=nifti_name(path), hu=np.ascontiguousarray(hu, dtype=np.float32),
         positions=positions.astype(np.float64), slice_numbers=numbers.astype(np.int64), files=None, series_uid=None,
+        spacing_mm=nifti_pixel_spacing(affine), slice_thickness_mm=None, nan_voxels=nan_voxels,
     )  # fmt: skip
 
 
