@@ -6,9 +6,10 @@
     ichseq to-jpg SRC DEST                    (v1.3.1 NIfTI -> v1.0.0 JPG layout)
     ichseq to-dicom SRC DEST                  (v1.3.1 NIfTI dataset or one .nii/.nii.gz -> DICOM CT series)
     ichseq check PATH                         (detect the layout and validate a dataset)
-    ichseq stats METRICS_CSV --out DIR [--alpha A --undefined drop|zero --seed S --resamples N --power-alpha A]
+    ichseq stats METRICS_CSV --out DIR [--alpha A --undefined drop|zero --seed S --resamples N --power-alpha A
+                                        --percent]
                                               (compare models over replicates: tests, tables)
-    ichseq predict RUN SCAN... [--out DIR --series UID --device auto|cpu|cuda]
+    ichseq predict RUN SCAN... [--out DIR --series UID --device auto|cpu|cuda --allow-partial]
                                               (trained runs on new NIfTI / DICOM scans; RUN: a run or model folder)
     ichseq profile install [PROFILE] [--dest DIR --name NAME --link|--copy --force]
                                               (so that `snakemake --profile slurm` finds profiles/slurm)
@@ -33,8 +34,11 @@ def _synthetic(args) -> None:
     except ValueError as exc:  # the spec's own checks name its fields; show what was given
         given = ", ".join(f"{key} {value}" for key, value in options.items())
         raise ConfigError(f"{exc} (given: {given})") from None
+    from .atomic import output_errors
+
     try:
-        generate_synthetic(args.dest, spec)
+        with output_errors(args.dest):  # a full disk, a read-only folder: one line
+            generate_synthetic(args.dest, spec)
     except FileExistsError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -52,9 +56,11 @@ def _to_jpg(args) -> None:
 
 
 def _to_dicom(args) -> None:
+    from .atomic import output_errors
     from .data.dicom import export_dicom
 
-    export_dicom(args.src, args.dest)
+    with output_errors(args.dest):  # a full disk, a read-only folder: one line
+        export_dicom(args.src, args.dest)
 
 
 def _check(args) -> None:
@@ -69,25 +75,45 @@ def _check(args) -> None:
 
 
 def _stats(args) -> None:
-    from .analysis.figures import metric_figures
-    from .analysis.stats import read_runs, run_stats
+    import time
 
-    runs = read_runs(args.metrics_csv)
+    from .paths import refuse_overlap
+
+    started = time.perf_counter()
+    refuse_overlap(args.out, [args.metrics_csv], "--out")  # before anything is read or written
+    # Progress lines as they come, also into a pipe or a log file (many models take minutes).
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    from .analysis.figures import METRIC_FIGURES, figure_paths, metric_figures
+    from .analysis.ranking import COMPARISON_NAMES, comparison_outputs, write_comparison
+    from .analysis.stats import OUTPUT_NAMES, claim_output_folder, read_runs, recorded_outputs, run_stats
+
+    runs = read_runs(args.metrics_csv, percent=args.percent)
+    n_models = runs["model"].nunique()
+    # The leaderboard, and with 3 or more models the Friedman test, post-hoc table and CD diagram.
+    wanted = {key: Path(args.out) / COMPARISON_NAMES[key] for key in comparison_outputs(n_models)}
+    # Every file the command may write or remove (the confusion files of a table without counts);
+    # one of these names that an earlier `ichseq stats` did not write is refused, not replaced.
+    figure_names = [path.name for stem in METRIC_FIGURES for path in figure_paths(stem)]
+    claim_output_folder(args.out, [*OUTPUT_NAMES.values(), *figure_names, *(p.name for p in wanted.values())], "--out")
     # A part whose inputs the table lacks (confusion counts) is skipped with one printed line.
     paths = list(run_stats(
         runs, args.out, alpha=args.alpha, undefined=args.undefined, seed=args.seed, n_resamples=args.resamples,
-        power_alpha=args.power_alpha, log=print,
+        power_alpha=args.power_alpha, log=log,
     ).values())  # fmt: skip
-    paths += metric_figures(runs, args.out, log=print)  # box plots, mean confusion matrices, paired runs
-    # The leaderboard, and with 3 or more models the Friedman test, post-hoc table and CD diagram.
-    from .analysis.ranking import COMPARISON_NAMES, comparison_outputs, write_comparison
-
-    n_models = runs["model"].nunique()
-    wanted = {key: Path(args.out) / COMPARISON_NAMES[key] for key in comparison_outputs(n_models)}
+    paths += metric_figures(runs, args.out, log=log)  # box plots, mean confusion matrices, paired runs
     paths += list(write_comparison(runs, wanted, alpha=args.alpha, undefined=args.undefined, seed=args.seed,
-                                   n_resamples=args.resamples).values())
+                                   n_resamples=args.resamples, log=log).values())  # fmt: skip
+    # An earlier run's Friedman files (it had 3+ models, this table fewer) would read as this
+    # table's results: they are removed, being ichseq's own (listed in its record).
+    ours = recorded_outputs(Path(args.out), "--out")
+    for key, name in COMPARISON_NAMES.items():
+        stale = Path(args.out) / name
+        if key not in wanted and name in ours and stale.exists():
+            stale.unlink()
+            log(f"removed {stale} (an earlier run's; a table of {n_models} models has no such result)")
     for path in paths:
         print(f"written {path}")
+    print(f"done in {time.perf_counter() - started:.1f} s")
 
 
 def _predict(args) -> None:
@@ -96,9 +122,10 @@ def _predict(args) -> None:
     from .inference.predict import predict
 
     torch.set_num_threads(max(1, args.threads))
-    for result in predict(args.run, args.scans, out=args.out, series=args.series, device=args.device,
-                          log=lambda msg: print(msg, flush=True)):
-        print(f"written {result['output']}")
+    # Each scan's "written DIR" line comes as it is written; scans that could not be scored are
+    # listed at the end (exit status 1) after the others were scored.
+    predict(args.run, args.scans, out=args.out, series=args.series, device=args.device,
+            allow_partial=args.allow_partial, log=lambda msg: print(msg, flush=True))
 
 
 def _profile_install(args) -> None:
@@ -174,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--power-alpha", type=float, default=None, metavar="A",
         help="alpha of the power column (default: --alpha; the study used 0.5)",
     )  # fmt: skip
+    p.add_argument("--percent", action="store_true",
+                   help="the table's rate metrics (accuracy, precision, recall, specificity, f1, balanced_accuracy, "
+                        "roc_auc, dice) are percentages (0-100), not fractions: they are divided by 100 first; "
+                        "counts and other metrics are used as they are")  # fmt: skip
     p.set_defaults(func=_stats)
     p = command("predict", "score new scans with a trained run, or with every replicate of a model (an ensemble)")
     p.add_argument("run", metavar="RUN", help="a run folder (results/runs/MODEL/rep-N) or a model folder "
@@ -186,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the models run (default: the runs' "
                    "training.device)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="score a scan with fewer slices or a shorter extent along the head than the model needs "
+                        "(e.g. a single slice); its result is marked partial, about the slices given only")
     p.set_defaults(func=_predict)
     p = command("profile", "install this repository's Snakemake profiles for `snakemake --profile NAME`")
     profile = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do (install)")

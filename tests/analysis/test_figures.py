@@ -661,7 +661,7 @@ def test_metric_figures_without_counts_skips_the_confusion_figure_with_one_line(
     runs = make_runs(n_reps=3)
     lines = []
     paths = metric_figures(runs[~runs["metric"].isin(absent)], out, log=lines.append)
-    assert lines == [
+    assert [line for line in lines if not line.startswith("figures: ")] == [
         f"Confusion-matrix figure skipped: the runs table has no rows for {', '.join(absent)}, which it needs."
     ]
     names = ["metrics_boxplot.png", "metrics_boxplot.svg", "paired_runs.png", "paired_runs.svg"]

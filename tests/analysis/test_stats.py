@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gc
+import json
+import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,7 @@ FAST = 99  # bootstrap resamples in tests
 ABSENT = object()  # a replicate with no row at all (not an undefined value)
 OUTPUTS = ("tests.csv", "summary.csv", "confusion.csv", "tables.md", "tables.tex", "tables.html", "summary.md",
            "findings.html")
+RECORD = "ichseq-stats.json"  # what `ichseq stats` keeps in its folder: the files it writes there
 # The command also draws the figures that need only the runs table.
 FIGURES = tuple(f"{stem}.{ext}" for stem in ("metrics_boxplot", "confusion_matrices", "paired_runs") for ext in ("png", "svg"))
 REQUIRED_TEST_COLUMNS = (
@@ -454,7 +458,7 @@ def test_console_script_end_to_end(tmp_path):
     assert done.returncode == 0, done.stderr
     # Two models: the pairwise tables and the leaderboard, no Friedman test.
     leaderboard = [COMPARISON_NAMES[k] for k in comparison_outputs(2)]
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS + FIGURES + tuple(leaderboard))
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS + FIGURES + tuple(leaderboard) + (RECORD,))
     assert "friedman.csv" not in leaderboard
     tests = pd.read_csv(out / "tests.csv")
     assert len(tests) == 3 * (2 + 5)  # 3 metrics x (2 shapiro + levene, t, MWU, paired t, Wilcoxon)
@@ -545,7 +549,8 @@ def test_command_runs_on_a_published_table_without_confusion_counts(tmp_path, ca
     printed = capsys.readouterr().out.splitlines()
     assert [line for line in printed if "skipped" in line] == [SKIPPED_TABLE, SKIPPED_FIGURE]
     comparison = {COMPARISON_NAMES[k] for k in comparison_outputs(len(models))}  # Friedman's with 3+ models
-    assert sorted(p.name for p in out.iterdir()) == sorted((set(OUTPUTS + FIGURES) - CONFUSION_FILES) | comparison)
+    assert sorted(p.name for p in out.iterdir()) == sorted((set(OUTPUTS + FIGURES) - CONFUSION_FILES) | comparison
+                                                           | {RECORD})  # fmt: skip
 
     tests = pd.read_csv(out / "tests.csv", keep_default_na=False, na_values=[""])
     n_pairs = len(models) * (len(models) - 1) // 2
@@ -615,6 +620,9 @@ def test_published_table_leaves_no_confusion_results_of_an_earlier_table(tmp_pat
 def test_write_stats_writes_exactly_the_outputs_asked_for(tmp_path):
     asked = {"summary_md": tmp_path / "results/summary.md", "tests": tmp_path / "results/stats/t.csv",
              "findings_html": tmp_path / "page.html"}  # fmt: skip
+    # A rule's outputs are Snakemake's: a file there (of an earlier run) is replaced, no record is kept.
+    asked["summary_md"].parent.mkdir(parents=True)
+    asked["summary_md"].write_text("from an earlier run of the rule\n")
     paths = write_stats(long_table(STUDY), asked, n_resamples=FAST)
     assert paths == asked
     assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == sorted(asked.values())
@@ -731,3 +739,321 @@ def test_command_with_three_models_adds_the_friedman_comparison(tmp_path, capsys
         assert (out / name).stat().st_size > 0 and f"written {out / name}" in printed, name
     friedman = pd.read_csv(out / "friedman.csv").set_index("metric")
     assert friedman.at["roc_auc", "n_models"] == 3
+
+
+# --------------------------------------------------------------------------- rates: fractions or percentages
+
+
+def csv_of(path: Path, rows) -> Path:
+    """A runs CSV of ``(model, replicate, metric, value)`` rows in this order (line 2 onwards)."""
+    path.write_text("model,replicate,metric,value\n" + "".join(f"{m},{r},{k},{v}\n" for m, r, k, v in rows))
+    return path
+
+
+# Model a's rates are percentages, model b's fractions: the hostile tester's "57.000 vs 0.640".
+MIXED = [("a", r, "accuracy", v) for r, v in enumerate((57, 61, 55, 60))] + \
+        [("b", r, "accuracy", v) for r, v in enumerate((0.64, 0.62, 0.66, 0.61))]  # fmt: skip
+
+
+def test_rates_outside_zero_one_are_refused_naming_the_lines(tmp_path, capsys):
+    csv = csv_of(tmp_path / "metrics.csv", MIXED)
+    out = tmp_path / "out"
+    assert main(["stats", str(csv), "--out", str(out), "--resamples", "50"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"ichseq stats: {csv}: 4 rate value(s) outside [0, 1]: ")
+    # The first lines in full, the rest counted; and what to do.
+    assert "line 2 (model a, replicate 0, metric accuracy: 57)" in err
+    assert "line 4 (model a, replicate 2, metric accuracy: 55)" in err and "and 1 more" in err
+    assert "--percent" in err
+    assert not out.exists()
+    with pytest.raises(DataError, match="outside \\[0, 1\\]"):
+        read_runs(csv)
+    # A data frame names its rows by position.
+    with pytest.raises(DataError, match="row 0 \\(model a, replicate 0, metric accuracy: 57\\)"):
+        validate_runs(pd.read_csv(csv))
+
+
+def test_only_the_fraction_metrics_are_bounded():
+    # Counts, a correlation in [-1, 1] (seg_cls's volume_spearman) and metrics of unknown scale
+    # (seconds, another study's loss) are compared as they are.
+    rows = [(m, r, k, v) for m in ("a", "b") for r in range(3) for k, v in
+            (("accuracy", 0.8), ("tp", 30), ("n_test", 40), ("volume_spearman", -0.4), ("seconds", 312.5),
+             ("loss", 2.5))]  # fmt: skip
+    runs = validate_runs(pd.DataFrame(rows, columns=["model", "replicate", "metric", "value"]))
+    assert runs.groupby("metric")["value"].first().to_dict() == {
+        "accuracy": 0.8, "tp": 30, "n_test": 40, "volume_spearman": -0.4, "seconds": 312.5, "loss": 2.5}
+    for metric in ("precision", "recall", "specificity", "f1", "balanced_accuracy", "roc_auc", "dice"):
+        bad = pd.DataFrame([("a", 0, metric, 0.5), ("b", 0, metric, -0.01)], columns=list(runs.columns))
+        with pytest.raises(DataError, match=f"row 1 \\(model b, replicate 0, metric {metric}: -0.01\\)"):
+            validate_runs(bad)
+
+
+def test_percent_divides_the_rates_by_100_and_nothing_else(tmp_path, capsys):
+    fractions = {"a": {"accuracy": [0.57, 0.61, 0.55, 0.59], "roc_auc": [0.7, 0.75, 0.72, 0.69], "tp": [3, 4, 3, 5],
+                       "seconds": [12.5, 13.0, 12.0, 12.25]},
+                 "b": {"accuracy": [0.64, 0.62, 0.66, 0.6], "roc_auc": [0.8, 0.77, 0.79, 0.81], "tp": [4, 4, 5, 4],
+                       "seconds": [20.0, 21.5, 19.5, 20.5]}}  # fmt: skip
+    rates = ("accuracy", "roc_auc")
+    percents = {m: {k: [round(100 * v) if k in rates else v for v in vs] for k, vs in ms.items()}
+                for m, ms in fractions.items()}  # fmt: skip
+    as_fractions = write_runs(tmp_path / "fractions.csv", fractions)
+    as_percents = write_runs(tmp_path / "percents.csv", percents)
+    assert main(["stats", str(as_fractions), "--out", str(tmp_path / "f"), "--resamples", "50"]) == 0
+    assert main(["stats", str(as_percents), "--out", str(tmp_path / "p"), "--resamples", "50", "--percent"]) == 0
+    capsys.readouterr()
+    for name in ("summary.csv", "tests.csv", "leaderboard.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "p" / name), pd.read_csv(tmp_path / "f" / name))
+    assert "a has the higher mean" not in (tmp_path / "p/summary.md").read_text()
+    assert "**accuracy**: b has the higher mean (0.630 vs 0.580 for a)" in (tmp_path / "p/summary.md").read_text()
+    runs = read_runs(as_percents, percent=True)
+    assert runs[runs.metric == "tp"].value.tolist() == [3, 4, 3, 5, 4, 4, 5, 4]
+    assert runs[runs.metric == "seconds"].value.tolist() == [12.5, 13.0, 12.0, 12.25, 20.0, 21.5, 19.5, 20.5]
+
+
+def test_percent_help_names_every_rate_it_divides():
+    import argparse
+
+    from ichseq.analysis.stats import FRACTION_METRICS
+    from ichseq.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    percent = next(a for a in commands.choices["stats"]._actions if "--percent" in a.option_strings)
+    assert [m for m in FRACTION_METRICS if m not in percent.help] == []
+
+
+def test_percent_refuses_rates_outside_zero_to_100(tmp_path, capsys):
+    csv = csv_of(tmp_path / "metrics.csv", [("a", 0, "accuracy", 57), ("a", 1, "recall", 101.5),
+                                            ("b", 0, "accuracy", 64), ("b", 1, "recall", -3)])  # fmt: skip
+    assert main(["stats", str(csv), "--out", str(tmp_path / "out"), "--percent"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"ichseq stats: {csv}: 2 rate value(s) outside [0, 100]: ")
+    assert ("line 3 (model a, replicate 1, metric recall: 101.5); "
+            "line 5 (model b, replicate 1, metric recall: -3)") in err  # fmt: skip
+
+
+def test_percent_refuses_a_model_whose_rates_are_fractions(tmp_path, capsys):
+    # Read as percentages, b's 0.64 would be 0.0064: a table that mixes the two is refused.
+    csv = csv_of(tmp_path / "metrics.csv", MIXED)
+    assert main(["stats", str(csv), "--out", str(tmp_path / "out"), "--percent"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"ichseq stats: {csv}: ")
+    assert "model b" in err and "line 6" in err and "fractions" in err
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- where --out may be
+
+
+@pytest.mark.parametrize("where", ["the input", "its folder", "inside the input"])
+def test_out_overlapping_the_input_is_refused_before_any_work(tmp_path, capsys, where):
+    csv = write_runs(tmp_path / "metrics.csv", STUDY)
+    before = csv.read_bytes()
+    out = {"the input": csv, "its folder": tmp_path, "inside the input": csv / "stats"}[where]
+    assert main(["stats", str(csv), "--out", str(out), "--resamples", "50"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"ichseq stats: --out {out}: ")
+    assert str(csv) in err and "choose a folder outside every input" in err
+    assert csv.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
+def test_out_that_is_a_file_is_refused(tmp_path, capsys):
+    csv = write_runs(tmp_path / "metrics.csv", STUDY)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    assert main(["stats", str(csv), "--out", str(notes), "--resamples", "50"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"ichseq stats: --out {notes}: is a file, not a folder; give a folder (it is created if missing)\n"
+    assert notes.read_text() == "mine\n"
+
+
+def test_a_file_that_stats_did_not_write_is_not_replaced(tmp_path, capsys):
+    csv = write_runs(tmp_path / "metrics.csv", STUDY)
+    out = tmp_path / "paper"
+    out.mkdir()
+    (out / "summary.md").write_text("my own summary\n")
+    (out / "draft.tex").write_text("another name: never touched\n")
+    assert main(["stats", str(csv), "--out", str(out), "--resamples", "50"]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"ichseq stats: --out {out}: {out / 'summary.md'} exists and no earlier ichseq stats wrote it "
+                   f"(it is not listed in {out / RECORD}); move it away or choose another folder\n")
+    assert sorted(p.name for p in out.iterdir()) == ["draft.tex", "summary.md"]  # nothing written
+    assert (out / "summary.md").read_text() == "my own summary\n"
+    # The library function refuses the same way.
+    with pytest.raises(DataError, match="summary.md exists and no earlier ichseq stats wrote it"):
+        run_stats(read_runs(csv), out, n_resamples=FAST, log=lambda _line: None)
+
+
+@pytest.mark.parametrize("record", ["not json", '["tests.csv"]', '{"files": ["tests.csv"]}'])
+def test_a_record_that_stats_did_not_write_is_refused(tmp_path, capsys, record):
+    csv = write_runs(tmp_path / "metrics.csv", STUDY)
+    out = tmp_path / "stats"
+    out.mkdir()
+    (out / RECORD).write_text(record)
+    (out / "tests.csv").write_text("someone else's\n")
+    assert main(["stats", str(csv), "--out", str(out), "--resamples", "50"]) == 1
+    assert capsys.readouterr().err == (f"ichseq stats: --out {out}: {out / RECORD} is not a record written by "
+                                       "ichseq stats; move it away or choose another folder\n")  # fmt: skip
+    assert (out / "tests.csv").read_text() == "someone else's\n" and (out / RECORD).read_text() == record
+
+
+def test_stats_replaces_its_own_files_and_only_those(tmp_path, capsys):
+    csv = write_runs(tmp_path / "metrics.csv", STUDY)
+    out = tmp_path / "stats"
+    assert main(["stats", str(csv), "--out", str(out), "--resamples", "50"]) == 0
+    record = json.loads((out / RECORD).read_text())
+    written = sorted(p.name for p in out.iterdir() if p.name != RECORD)
+    assert set(written) <= set(record["files"])
+    assert main(["stats", str(csv), "--out", str(out), "--resamples", "50"]) == 0  # its own: replaced
+    # With three models it would write the Friedman files, which the two-model run did not.
+    third = {metric: [v * 0.9 for v in values] for metric, values in STUDY["vivit"].items()}
+    three = write_runs(tmp_path / "three.csv", {**STUDY, "cnn_rnn": third})
+    (out / "friedman.csv").write_text("someone else's\n")
+    capsys.readouterr()
+    assert main(["stats", str(three), "--out", str(out), "--resamples", "50"]) == 1
+    assert f"{out / 'friedman.csv'} exists and no earlier ichseq stats wrote it" in capsys.readouterr().err
+    (out / "friedman.csv").unlink()
+    assert main(["stats", str(three), "--out", str(out), "--resamples", "50"]) == 0
+    assert "friedman.csv" in json.loads((out / RECORD).read_text())["files"]
+    # Back to two models: the three-model run's Friedman files are ichseq's own and would read as
+    # this table's results, so they go; nothing else does.
+    assert main(["stats", str(csv), "--out", str(out), "--resamples", "50"]) == 0
+    assert "removed" in capsys.readouterr().out
+    assert not (out / "friedman.csv").exists() and (out / "leaderboard.csv").exists()
+
+
+def test_a_run_stopped_partway_can_be_run_again(tmp_path, capsys, monkeypatch):
+    import ichseq.analysis.ranking as ranking
+
+    csv = write_runs(tmp_path / "metrics.csv", STUDY)
+    out = tmp_path / "stats"
+    real = ranking.write_comparison
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # the user pressed Ctrl-C after the tables and figures were written
+
+    monkeypatch.setattr(ranking, "write_comparison", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        main(["stats", str(csv), "--out", str(out), "--resamples", "50"])
+    assert (out / "tests.csv").exists() and (out / "metrics_boxplot.png").exists()
+    monkeypatch.setattr(ranking, "write_comparison", real)
+    assert main(["stats", str(csv), "--out", str(out), "--resamples", "50"]) == 0, capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- progress and speed
+
+
+def models_table(n_models: int, replicates: int = 6, seed: int = 5) -> dict:
+    """``n_models`` models, three rate metrics and the confusion counts, seeded."""
+    rng = np.random.default_rng(seed)
+    return {f"m{i}": {**{k: np.round(rng.uniform(0.6, 0.95, replicates), 3).tolist()
+                         for k in ("accuracy", "recall", "roc_auc")},
+                      **{k: rng.integers(1, 20, replicates).tolist() for k in ("tn", "fp", "fn", "tp")}}
+            for i in range(n_models)}  # fmt: skip
+
+
+SECONDS = r"\d+\.\d s"
+#: What `ichseq stats` prints while it works (3 rate metrics, 4 models: 6 pairs), in this order.
+PROGRESS = [
+    r"stats: 4 models \(6 pairs\), 3 rate metrics, 50 bootstrap resamples",
+    *(rf"tests: {m} \(metric {i} of 3\), 6 model pairs: {SECONDS}" for i, m in enumerate(("accuracy", "recall",
+                                                                                          "roc_auc"), 1)),
+    rf"summaries: 4 models x 7 metrics, bootstrap CIs: {SECONDS}",
+    rf"tables and findings: {SECONDS}",
+    rf"figures: metrics_boxplot \(3 metrics x 4 models\): {SECONDS}",
+    rf"figures: confusion_matrices \(4 models\): {SECONDS}",
+    rf"figures: paired_runs \(3 metrics x 4 models\): {SECONDS}",
+    rf"figures: 6 files written: {SECONDS}",
+    rf"comparison: leaderboard \(4 models\): {SECONDS}",
+    *(rf"comparison: Friedman test of {m} \(metric {i} of 3\), 6 post-hoc pairs: {SECONDS}"
+      for i, m in enumerate(("accuracy", "recall", "roc_auc"), 1)),
+    rf"comparison: critical-difference diagram: {SECONDS}",
+    rf"done in {SECONDS}",
+]  # fmt: skip
+
+
+def test_command_reports_its_progress_per_stage_not_per_pair(tmp_path, capsys):
+    csv = write_runs(tmp_path / "four.csv", models_table(4))
+    assert main(["stats", str(csv), "--out", str(tmp_path / "four"), "--resamples", "50"]) == 0
+    progress = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("written ")]
+    assert len(progress) == len(PROGRESS), progress
+    for line, pattern in zip(progress, PROGRESS):
+        assert re.fullmatch(pattern, line), (line, pattern)
+    # Seven models (21 pairs): as many lines, with other counts.
+    csv = write_runs(tmp_path / "seven.csv", models_table(7))
+    assert main(["stats", str(csv), "--out", str(tmp_path / "seven"), "--resamples", "50"]) == 0
+    progress = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("written ")]
+    assert len(progress) == len(PROGRESS)
+    assert "tests: accuracy (metric 1 of 3), 21 model pairs: " in "\n".join(progress)
+
+
+def test_the_workflow_rule_logs_the_same_progress(tmp_path):
+    logged = []
+    write_stats(long_table(models_table(4)), {"tests": tmp_path / "tests.csv"}, n_resamples=50, log=logged.append)
+    assert [re.sub(SECONDS, "S", line) for line in logged] == [
+        "stats: 4 models (6 pairs), 3 rate metrics, 50 bootstrap resamples",
+        "tests: accuracy (metric 1 of 3), 6 model pairs: S", "tests: recall (metric 2 of 3), 6 model pairs: S",
+        "tests: roc_auc (metric 3 of 3), 6 model pairs: S", "summaries: 4 models x 7 metrics, bootstrap CIs: S",
+        "tables and findings: S",
+    ]  # fmt: skip
+
+
+def test_bootstrap_of_many_samples_equals_one_at_a_time():
+    from ichseq.analysis.stats import bootstrap_mean_cis
+
+    rng = np.random.default_rng(7)
+    samples = [np.round(rng.uniform(0.5, 1.0, n), 3) for n in (10, 10, 3, 10, 2, 7, 10, 3)]
+    samples += [np.full(10, 0.8), np.array([0.5, 0.5, 0.5, 0.9]), np.array([0.7]), np.array([]),
+                np.round(rng.normal(0, 0.1, 10), 12)]  # fmt: skip
+    for seed, n_resamples in ((0, FAST), (3, 1000)):
+        expected = [bootstrap_mean_ci(x, n_resamples=n_resamples, seed=seed) for x in samples]
+        got = bootstrap_mean_cis(samples, n_resamples=n_resamples, seed=seed)
+        # Identical, not merely close: the numbers in the tables must not change.
+        assert [tuple(map(repr, ci)) for ci in got] == [tuple(map(repr, ci)) for ci in expected]
+
+
+def signed_rank_cases() -> list[np.ndarray]:
+    """Paired differences of every kind Wilcoxon meets: ties, zeros, both, neither; 2 to 60 pairs."""
+    rng = np.random.default_rng(11)
+    cases = []
+    for n in (2, 3, 5, 8, 10, 14, 20, 60):
+        cases.append(np.round(rng.normal(0.02, 0.05, n), 12))  # no ties, no zero
+        cases.append(np.round(rng.integers(-4, 5, n) / 40, 12))  # rates of 40 patients: ties and zeros
+        cases.append(np.round(rng.integers(1, 4, n) / 20, 12))  # ties, one sign
+    # 13: the most differences scipy's permutation p-value takes (2**13 sign patterns, seconds in scipy).
+    cases.append(np.round(rng.integers(-4, 5, 13) / 40, 12))
+    return cases + [np.array([0.1, 0.1, 0.1, 0.1, 0.1]), np.array([0.0, 0.0, 0.05]), np.array([-0.025, 0.025])]
+
+
+def test_signed_rank_test_equals_scipy_and_pingouin():
+    from ichseq.analysis.stats import wilcoxon_signed_rank
+
+    for diff in signed_rank_cases():
+        if not diff.any():
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scipy's note that ties or zeros make its exact p a permutation p
+            expected = sps.wilcoxon(diff)
+        statistic, p_value, rbc = wilcoxon_signed_rank(diff)
+        # Identical, not merely close: the numbers in the tables must not change.
+        assert (repr(statistic), repr(p_value)) == (repr(float(expected.statistic)), repr(float(expected.pvalue))), diff
+        assert repr(rbc) == repr(float(pg.wilcoxon(diff)["RBC"].iloc[0])), diff
+        # The form the Friedman post-hoc tests use: two paired samples.
+        a = np.round(0.5 + np.abs(diff), 12)
+        b = np.round(a - diff, 12)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = sps.wilcoxon(a, b)
+        assert wilcoxon_signed_rank(a, b)[:2] == (float(expected.statistic), float(expected.pvalue)), (a, b)
+
+
+def test_rank_biserial_of_mann_whitney_equals_pingouin():
+    from ichseq.analysis.stats import mann_whitney_u
+
+    rng = np.random.default_rng(12)
+    for n_a, n_b in ((2, 2), (5, 3), (10, 10), (7, 12)):
+        for a, b in ((rng.normal(0.8, 0.05, n_a), rng.normal(0.78, 0.05, n_b)),
+                     (rng.integers(30, 36, n_a) / 40, rng.integers(29, 36, n_b) / 40)):  # fmt: skip
+            u, p, rbc = mann_whitney_u(a, b)
+            expected = pg.mwu(a, b, alternative="two-sided")
+            assert (u, p) == (float(expected["U_val"].iloc[0]), float(expected["p_val"].iloc[0]))
+            assert repr(rbc) == repr(float(expected["RBC"].iloc[0]))

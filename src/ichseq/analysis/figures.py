@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
@@ -738,13 +739,17 @@ def cost_plot(cost: pd.DataFrame, paths: Sequence[str | Path]) -> list[Path]:
 # --------------------------------------------------------------------------- all metric figures
 
 
+#: The stems :func:`metric_figures` writes (each as STEM.png and STEM.svg).
+METRIC_FIGURES = ("metrics_boxplot", "confusion_matrices", "paired_runs")
+
+
 def metric_figures(
     runs: pd.DataFrame, out_dir: str | Path, log: Callable[[str], None] = print
 ) -> list[Path]:
     """Write the box plots, confusion matrices and paired runs of ``runs`` into ``out_dir``.
 
-    Stems ``metrics_boxplot``, ``confusion_matrices`` and ``paired_runs``; returns the paths
-    written (PNG and SVG of each). Any metric is enough for the box plots and paired runs;
+    Stems :data:`METRIC_FIGURES`; returns the paths written (PNG and SVG of each), with a
+    progress line per figure to ``log``. Any metric is enough for the box plots and paired runs;
     the confusion matrices need the counts tn, fp, fn, tp: without them they are skipped
     with one line to ``log`` (and a pair left in ``out_dir`` by an earlier run is removed, so
     that the folder holds no figure of another table). The table is validated and every
@@ -753,16 +758,25 @@ def metric_figures(
     out_dir = Path(out_dir)
     runs = _runs(runs)  # validated once here; the figures below take it as it is
     absent = _absent_counts(runs)
-    figures = [(metric_boxplot_figure(runs), "metrics_boxplot")]
+    n_models, n_metrics = runs["model"].nunique(), len(_choose_metrics(runs, None))
+    # Progress, figure by figure: with many models each takes seconds.
+    drawers = [("metrics_boxplot", metric_boxplot_figure, f"{n_metrics} metrics x {n_models} models")]
     if not absent:
-        figures.append((confusion_matrices_figure(runs), "confusion_matrices"))
-    figures.append((paired_plot_figure(runs), "paired_runs"))
+        drawers.append(("confusion_matrices", confusion_matrices_figure, f"{n_models} models"))
+    drawers.append(("paired_runs", paired_plot_figure, f"{n_metrics} metrics x {n_models} models"))
+    figures = []
+    for stem, draw, what in drawers:
+        started = time.perf_counter()
+        figures.append((draw(runs), stem))
+        log(f"figures: {stem} ({what}): {time.perf_counter() - started:.1f} s")
     if absent:
         log(f"Confusion-matrix figure skipped: the runs table has no rows for {', '.join(absent)}, which it needs.")
+    started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     for fig, stem in figures:
         paths += save_figure(fig, figure_paths(out_dir / stem))
+    log(f"figures: {len(paths)} files written: {time.perf_counter() - started:.1f} s")
     if absent:
         for path in figure_paths(out_dir / "confusion_matrices"):
             path.unlink(missing_ok=True)

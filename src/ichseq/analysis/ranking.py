@@ -29,14 +29,16 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import time
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
 from ..columns import COST_NUMBERS
-from .stats import NAN, _holm, _rate_metrics, _values, summarise
+from .stats import NAN, _holm, _rate_metrics, _silent, _values, summarise, wilcoxon_signed_rank
 
 #: Fewest complete replicates for a Friedman test: autorank refuses fewer than 5
 #: ("requires at least five performance estimations").
@@ -83,7 +85,8 @@ class Friedman:
     is defined to autorank's ``RankResult`` (what :func:`autorank.plot_stats` draws).
     """
 
-    def __init__(self, runs: pd.DataFrame, alpha: float = 0.05, undefined: str = "drop"):
+    def __init__(self, runs: pd.DataFrame, alpha: float = 0.05, undefined: str = "drop",
+                 log: Callable[[str], None] = _silent):  # fmt: skip
         models = list(dict.fromkeys(runs["model"]))
         if len(models) < MIN_MODELS:
             raise ValueError(f"the Friedman comparison needs at least {MIN_MODELS} models, got {len(models)}")
@@ -91,7 +94,10 @@ class Friedman:
         self.models = models
         self.results = {}
         tests, ranks, posthoc = [], [], []
-        for metric in _rate_metrics(runs):
+        metrics = _rate_metrics(runs)
+        n_pairs = len(models) * (len(models) - 1) // 2
+        for i, metric in enumerate(metrics, 1):
+            started = time.perf_counter()
             blocks = complete_blocks(runs, metric, undefined)
             n = len(blocks)
             row = dict.fromkeys(FRIEDMAN_COLUMNS, NAN)
@@ -113,6 +119,8 @@ class Friedman:
                              for m in models)  # fmt: skip
                 posthoc.extend(self._posthoc(metric, blocks, rank, float(result.cd), alpha))
             tests.append(row)
+            log(f"comparison: Friedman test of {metric} (metric {i} of {len(metrics)}), {n_pairs} post-hoc pairs: "
+                f"{time.perf_counter() - started:.1f} s")  # fmt: skip
         self.tests = pd.DataFrame(tests, columns=list(FRIEDMAN_COLUMNS))
         self.ranks = pd.DataFrame(ranks, columns=list(RANK_COLUMNS))
         self.posthoc = pd.DataFrame(posthoc, columns=list(POSTHOC_COLUMNS))
@@ -128,10 +136,9 @@ class Friedman:
             if not diff.any():
                 row["note"] = "all paired differences are 0: Wilcoxon undefined"
             else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    res = sps.wilcoxon(blocks[ma].to_numpy(), blocks[mb].to_numpy())
-                row.update(statistic=float(res.statistic), p_value=float(res.pvalue),
+                # scipy.stats.wilcoxon's numbers, without its call per sign pattern when values tie.
+                statistic, p_value, _ = wilcoxon_signed_rank(blocks[ma].to_numpy(), blocks[mb].to_numpy())
+                row.update(statistic=statistic, p_value=p_value,
                            note="Wilcoxon signed-rank, two-sided; Holm over this metric's model pairs")  # fmt: skip
             rows.append(row)
         p = np.array([r["p_value"] for r in rows], dtype=np.float64)
@@ -221,11 +228,13 @@ def write_comparison(
     undefined: str = "drop",
     seed: int = 0,
     n_resamples: int = 9999,
+    log: Callable[[str], None] = _silent,
 ) -> dict:
     """Write exactly ``outputs`` (keys of :data:`COMPARISON_NAMES` -> paths); return the paths.
 
     Asking for a Friedman output of a table with fewer than 3 models is an error: with two
-    models the pairwise tests of :mod:`ichseq.analysis.stats` are the comparison.
+    models the pairwise tests of :mod:`ichseq.analysis.stats` are the comparison. ``log``
+    gets progress lines: the leaderboard, each metric's Friedman test, the diagram.
     """
     from pathlib import Path
 
@@ -246,6 +255,7 @@ def write_comparison(
     if wanted and n_models < MIN_MODELS:
         raise DataError(f"{runs.attrs['source']}: {n_models} models; the Friedman comparison "
                         f"({', '.join(wanted)}) needs at least {MIN_MODELS}")  # fmt: skip
+    started = time.perf_counter()
     board = leaderboard(runs, cost, pretrained, undefined, seed, n_resamples)
     if "leaderboard" in paths:
         write_csv_atomic(board, paths["leaderboard"])
@@ -256,8 +266,9 @@ def write_comparison(
     figure = [paths[k] for k in ("leaderboard_png", "leaderboard_svg") if k in paths]
     if figure:
         figures.leaderboard_plot(board, figure)
+    log(f"comparison: leaderboard ({n_models} models): {time.perf_counter() - started:.1f} s")
     if wanted:
-        friedman = Friedman(runs, alpha, undefined)
+        friedman = Friedman(runs, alpha, undefined, log)
         for key, table in (("friedman", friedman.tests), ("mean_ranks", friedman.ranks), ("posthoc", friedman.posthoc)):
             if key in paths:
                 write_csv_atomic(table, paths[key])
@@ -265,6 +276,8 @@ def write_comparison(
             write_text_atomic(paths["friedman_html"], friedman_html(friedman.tests, friedman.ranks, friedman.posthoc, alpha))
         figure = [paths[k] for k in ("critical_difference_png", "critical_difference_svg") if k in paths]
         if figure:
+            started = time.perf_counter()
             undefined = {r.metric: r.note for r in friedman.tests.itertuples() if r.metric not in friedman.results}
             figures.critical_difference(friedman.results, figure, undefined)
+            log(f"comparison: critical-difference diagram: {time.perf_counter() - started:.1f} s")
     return paths

@@ -61,9 +61,11 @@ from __future__ import annotations
 
 import gc
 import itertools
+import json
 import math
+import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +75,7 @@ from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 
-from ..atomic import write_csv_atomic, write_text_atomic
+from ..atomic import write_csv_atomic, write_json_atomic, write_text_atomic
 from ..errors import ConfigError, DataError
 from ..report.findings import render_findings, render_findings_html
 from ..report.formatting import confusion_skipped_line, format_alpha
@@ -99,6 +101,14 @@ HOLM_FAMILY = {
     "paired_t": "paired t",
     "wilcoxon": "Wilcoxon",
 }
+#: Metrics that are fractions in [0, 1]: the classification rates and seg_cls's Dice. They are
+#: checked on input (a percentage among fractions would be compared as if it were one) and,
+#: when the table says its rates are percentages (``percent``), divided by 100. Every other
+#: metric -- a count, seg_cls's volume_spearman (a correlation in [-1, 1]), a time in seconds,
+#: another study's metric of unknown scale -- is used as it is.
+FRACTION_METRICS = (*RATE_METRICS, "dice")
+#: How many offending rows an error message lists before it only counts the rest.
+_LISTED_ROWS = 3
 #: Cells that mean "undefined" in the CSV (case-insensitive), besides the empty cell.
 _UNDEFINED_CELLS = {"", "nan", "na", "null", "none"}
 NAN = float("nan")
@@ -136,15 +146,19 @@ def _parse_value(value) -> float:
     return number
 
 
-def validate_runs(df: pd.DataFrame, source: str = "runs table", *, csv_lines: bool = False) -> pd.DataFrame:
+def validate_runs(
+    df: pd.DataFrame, source: str = "runs table", *, csv_lines: bool = False, percent: bool = False
+) -> pd.DataFrame:
     """Check and normalise a runs table; ``DataError`` naming ``source`` on bad input.
 
     Returns a new frame with string ``model``/``metric``, ``replicate`` as int when every
     replicate is an integer (else string) and float ``value`` (NaN = undefined). Problems are
     located by row position, or by CSV line number (header = line 1) when ``csv_lines``.
+    The :data:`FRACTION_METRICS` must lie in [0, 1]; with ``percent`` the table gives them as
+    percentages, which must lie in [0, 100] and are divided by 100 here.
     """
 
-    if is_validated(df, "runs"):  # the very table returned by this function: checked already
+    if is_validated(df, "runs") and not percent:  # the very table returned here: checked already
         return df
 
     def where(i: int) -> str:
@@ -174,7 +188,7 @@ def validate_runs(df: pd.DataFrame, source: str = "runs table", *, csv_lines: bo
                 f"{source}: column value: {v!r} at {where(i)} is not a number "
                 f"(model {out.at[i, 'model']}, replicate {out.at[i, 'replicate']}, metric {out.at[i, 'metric']})"
             ) from None
-    out["value"] = np.asarray(values, dtype=np.float64)
+    out["value"] = _fractions(np.asarray(values, dtype=np.float64), out, source, where, percent)
     try:
         out["replicate"] = [int(r) for r in out["replicate"]]
     except ValueError:
@@ -195,8 +209,52 @@ def validate_runs(df: pd.DataFrame, source: str = "runs table", *, csv_lines: bo
     return mark_validated(out, "runs")
 
 
-def read_runs(path: str | Path) -> pd.DataFrame:
-    """Read and validate a ``model,replicate,metric,value`` CSV (empty value = undefined)."""
+def _fractions(values: np.ndarray, runs: pd.DataFrame, source: str, where, percent: bool) -> np.ndarray:
+    """``values`` with the :data:`FRACTION_METRICS` checked and, under ``percent``, divided by 100.
+
+    ``DataError`` listing the rows (``where(i)``, model, replicate, metric, value) of a rate
+    outside [0, 1] -- [0, 100] under ``percent`` -- and, under ``percent``, naming a model
+    whose every rate lies in (0, 1] while another model's exceed 1: read as percentages they
+    would be a hundred times too small, so the table mixes fractions and percentages.
+    """
+    rate = runs["metric"].isin(FRACTION_METRICS).to_numpy()
+    top = 100.0 if percent else 1.0
+    with np.errstate(invalid="ignore"):  # NaN (undefined) is never outside
+        outside = rate & ((values < 0.0) | (values > top))
+
+    def row(i: int) -> str:
+        return (f"{where(i)} (model {runs.at[i, 'model']}, replicate {runs.at[i, 'replicate']}, "
+                f"metric {runs.at[i, 'metric']}: {values[i]:g})")  # fmt: skip
+
+    if outside.any():
+        bad = np.flatnonzero(outside)
+        listed = "; ".join(row(int(i)) for i in bad[:_LISTED_ROWS])
+        more = f" and {len(bad) - _LISTED_ROWS} more" if len(bad) > _LISTED_ROWS else ""
+        what = (
+            "with --percent the rates (accuracy, precision, ...) are percentages: correct these rows"
+            if percent
+            else "rates (accuracy, precision, ...) are fractions: if the table gives them as percentages "
+            "(0-100), pass --percent (percent=True), else correct these rows"
+        )
+        raise DataError(f"{source}: {len(bad)} rate value(s) outside [0, {top:g}]: {listed}{more}; {what}")
+    if not percent:
+        return values
+    rates = pd.Series(np.where(rate, values, NAN)).groupby(runs["model"].to_numpy(), sort=False).max()
+    if (rates > 1.0).any():
+        for model, highest in rates.items():
+            if 0.0 < highest <= 1.0:
+                first = int(np.flatnonzero(rate & (runs["model"] == model).to_numpy() & (values > 0.0))[0])
+                raise DataError(
+                    f"{source}: with --percent the rates are percentages, but every rate of model {model} "
+                    f"lies in (0, 1], e.g. {row(first)}, while other models' exceed 1: the table mixes fractions "
+                    "and percentages; give every rate in one scale"
+                )
+    return np.where(rate, values / 100.0, values)
+
+
+def read_runs(path: str | Path, percent: bool = False) -> pd.DataFrame:
+    """Read and validate a ``model,replicate,metric,value`` CSV (empty value = undefined);
+    ``percent``: its rates are percentages (see :func:`validate_runs`)."""
     path = Path(path)
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=True)
@@ -209,7 +267,7 @@ def read_runs(path: str | Path) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable CSV ({exc})") from None
     df.columns = [str(c).strip() for c in df.columns]
-    return validate_runs(df, source=str(path), csv_lines=True)
+    return validate_runs(df, source=str(path), csv_lines=True, percent=percent)
 
 
 def _rate_metrics(runs: pd.DataFrame) -> list[str]:
@@ -272,6 +330,72 @@ def bootstrap_mean_ci(
         if np.isfinite(ci.low) and np.isfinite(ci.high):
             return float(ci.low), float(ci.high), method
     return NAN, NAN, ""  # pragma: no cover - percentile of finite values is finite
+
+
+def _row_means(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``np.mean(x, axis=-1)`` computed as for a 2-D array, whatever ``x``'s dimensions.
+
+    numpy sums each row of a 1-D or 2-D array pairwise but the rows of a 3-D array one value
+    after the other, which can differ in the last bit; as rows of a 2-D array the samples
+    stacked by :func:`bootstrap_mean_cis` get exactly the means each gets alone.
+    """
+    if axis not in (-1, x.ndim - 1):
+        raise ValueError(f"_row_means: the mean is over the last axis, not axis {axis}")
+    return np.mean(x.reshape(-1, x.shape[-1]), axis=-1).reshape(x.shape[:-1])
+
+
+#: Most values (samples x resamples x sample size) one batch of :func:`bootstrap_mean_cis`
+#: resamples at once: about 16 MB of float64, whatever the number of models.
+_BATCH_VALUES = 2_000_000
+
+
+def bootstrap_mean_cis(
+    samples: Sequence, n_resamples: int = 9999, seed: int = 0, confidence_level: float = 0.95
+) -> list[tuple[float, float, str]]:
+    """:func:`bootstrap_mean_ci` of each of ``samples``, with identical results, in batches.
+
+    Each interval is drawn with a fresh ``numpy.random.default_rng(seed)``, so its resampled
+    indices depend only on the sample's size: :func:`scipy.stats.bootstrap` given the samples
+    of one size as the rows of one array draws those indices once and computes every row as it
+    would compute that sample alone -- the same numbers, without a call per sample. Rows whose
+    BCa interval is degenerate get the percentile interval, again with a fresh generator.
+    """
+    xs = [np.asarray(values, dtype=np.float64) for values in samples]
+    intervals: list[tuple[float, float, str]] = [(NAN, NAN, "")] * len(xs)
+    by_size: dict[int, list[int]] = {}
+    for i, x in enumerate(xs):
+        if x.size >= 2:
+            by_size.setdefault(x.size, []).append(i)
+    for size, members in by_size.items():
+        rows = max(1, _BATCH_VALUES // (int(n_resamples) * size))
+        for start in range(0, len(members), rows):
+            pending = members[start : start + rows]
+            for method in ("BCa", "percentile"):
+                if not pending:
+                    break
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ci = sps.bootstrap(
+                        (np.stack([xs[i] for i in pending]),),
+                        _row_means,
+                        n_resamples=int(n_resamples),
+                        confidence_level=confidence_level,
+                        method=method,
+                        axis=-1,
+                        rng=np.random.default_rng(seed),
+                    ).confidence_interval
+                degenerate = []
+                for i, low, high in zip(pending, np.atleast_1d(ci.low), np.atleast_1d(ci.high)):
+                    if np.isfinite(low) and np.isfinite(high):
+                        intervals[i] = (float(low), float(high), method)
+                    else:
+                        degenerate.append(i)
+                pending = degenerate
+    return intervals
+
+
+def _silent(_line: str) -> None:
+    """The default ``log`` of the computing functions: no progress lines."""
 
 
 def _quiet(func, *args, **kwargs):
@@ -380,19 +504,75 @@ def _independent_t(metric, ma, mb, a, b, alpha, sh_a, sh_b, lev, power_alpha) ->
     )  # fmt: skip
 
 
+def mann_whitney_u(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """Two-sided :func:`scipy.stats.mannwhitneyu` of ``a`` vs ``b`` as ``(U of a, p, r)``, with
+    the rank-biserial correlation ``r`` computed as :func:`pingouin.mwu` computes it (the same
+    numbers; pingouin would run the test a second time to get it)."""
+    res = _quiet(sps.mannwhitneyu, a, b, alternative="two-sided")
+    u_b = a.shape[0] * b.shape[0] - res.statistic  # pingouin's operations, in its order
+    return float(res.statistic), float(res.pvalue), float(1 - (2 * u_b) / (a.size * b.size))
+
+
+#: scipy's Wilcoxon test (method "auto") switches to the normal approximation above this many
+#: pairs, and with ties or zeros computes an exact permutation p-value up to this many pairs.
+_WILCOXON_NORMAL_ABOVE, _WILCOXON_PERMUTATION_UP_TO = 50, 13
+
+
+def _signed_rank_sum(d: np.ndarray, axis: int = -1) -> np.ndarray:
+    """W+ along ``axis``: the sum of the ranks of ``|d|`` where ``d > 0`` (average ranks for
+    ties; zeros left out, as scipy's ``zero_method="wilcox"``)."""
+    ranks = sps.rankdata(np.where(d == 0, np.nan, np.abs(d)), axis=axis, nan_policy="omit")
+    return np.sum(np.where(d > 0, ranks, 0.0), axis=axis)
+
+
+def wilcoxon_signed_rank(x, y=None) -> tuple[float, float, float]:
+    """:func:`scipy.stats.wilcoxon` of ``x`` (or of ``x - y``) as scipy computes it by default
+    (two-sided, zeros dropped, method "auto"): ``(statistic, p, r)``, with the matched-pairs
+    rank-biserial correlation ``r`` computed as :func:`pingouin.wilcoxon` computes it.
+
+    With ties or zeros among at most 13 differences -- usual for rates of a few dozen test
+    patients -- scipy's p-value is an exact permutation test over the 2**n sign patterns that
+    calls its statistic once per pattern (about 0.4 s for 10 pairs; pingouin repeats it).
+    Here the same :func:`scipy.stats.permutation_test` gets W+ for every pattern at once. W+
+    is a sum of (half-)integer ranks, exact in floating point, so the null distribution and
+    the p-value are scipy's own. Every other case is scipy's call as it is.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    d = x if y is None else x - np.asarray(y, dtype=np.float64)
+    nonzero = d[d != 0]
+    ties_or_zeros = nonzero.size < d.size or np.unique(np.abs(nonzero)).size < nonzero.size
+    if ties_or_zeros and d.size <= _WILCOXON_PERMUTATION_UP_TO:
+        res = sps.permutation_test(
+            (d,), _signed_rank_sum, permutation_type="samples", vectorized=True, alternative="two-sided", axis=-1
+        )
+        statistic, p_value = min(float(res.statistic), float(_signed_rank_sum(-d))), float(res.pvalue)
+    else:
+        res = _quiet(sps.wilcoxon, x) if y is None else _quiet(sps.wilcoxon, x, y)
+        statistic, p_value = float(res.statistic), float(res.pvalue)
+    ranks = sps.rankdata(abs(nonzero))  # pingouin's operations, in its order
+    total = ranks.sum()
+    r_plus, r_minus = np.sum((nonzero > 0) * ranks), np.sum((nonzero < 0) * ranks)
+    return statistic, p_value, float(r_plus / total - r_minus / total)
+
+
 def _mann_whitney(metric, ma, mb, a, b) -> dict:
     if a.size < 1 or b.size < 1:
         return _row(metric, "mann_whitney_u", ma, mb, a, b, note="a sample is empty: Mann-Whitney U undefined")
-    res = _quiet(sps.mannwhitneyu, a, b, alternative="two-sided")
-    rbc = float(_quiet(pg.mwu, a, b, alternative="two-sided")["RBC"].iloc[0])
+    u, p, rbc = mann_whitney_u(a, b)
     return _row(
         metric, "mann_whitney_u", ma, mb, a, b,
-        statistic=float(res.statistic), p_value=float(res.pvalue), effect_size=rbc,
+        statistic=u, p_value=p, effect_size=rbc,
         effect_size_name="rank_biserial", note="U of model_a; two-sided; rank-biserial r via pingouin.mwu",
     )  # fmt: skip
 
 
-def _paired(metric, ma, mb, sa: pd.Series, sb: pd.Series, power_alpha, seed, n_resamples) -> list[dict]:
+def _pairs(sa: pd.Series, sb: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The values of the replicates both models have, in replicate order."""
+    common = sa.index.intersection(sb.index)
+    return sa.loc[common].to_numpy(), sb.loc[common].to_numpy()
+
+
+def _paired(metric, ma, mb, sa: pd.Series, sb: pd.Series, power_alpha, seed, n_resamples, ci=None) -> list[dict]:
     """Paired t (Cohen's d_z) and Wilcoxon signed-rank over the replicates both models have.
 
     Cohen's d_z is the mean of the paired differences divided by their standard deviation
@@ -400,32 +580,31 @@ def _paired(metric, ma, mb, sa: pd.Series, sb: pd.Series, power_alpha, seed, n_r
     Wilcoxon runs on the differences rounded by :func:`_differences` (zero differences
     dropped, scipy's default ``zero_method="wilcox"``). Both are undefined with fewer than 2
     pairs; the paired t also when the differences are all equal (their SD is 0), Wilcoxon
-    when they are all 0.
+    when they are all 0. ``ci``: the bootstrap CI of the mean difference when computed
+    already (by :func:`bootstrap_mean_cis`, for every pair at once).
     """
-    common = sa.index.intersection(sb.index)
-    a = sa.loc[common].to_numpy()
-    b = sb.loc[common].to_numpy()
-    paired = f"paired over {len(common)} replicates present for both models ({ma}: {len(sa)}, {mb}: {len(sb)})"
+    a, b = _pairs(sa, sb)
+    paired = f"paired over {len(a)} replicates present for both models ({ma}: {len(sa)}, {mb}: {len(sb)})"
     al = format_alpha(power_alpha)
-    if len(common) < 2:
+    if len(a) < 2:
         undefined = f"{paired}; fewer than 2 pairs: undefined"
         return [
             _row(metric, "paired_t", ma, mb, a, b, note=undefined),
             _row(metric, "wilcoxon", ma, mb, a, b, note=undefined),
         ]
     diff = _differences(a, b)
-    low, high, method = bootstrap_mean_ci(diff, n_resamples=n_resamples, seed=seed)
-    ci = f"ci: bootstrap {method} 95% of mean diff ({n_resamples} resamples, seed {seed})"
+    low, high, method = bootstrap_mean_ci(diff, n_resamples=n_resamples, seed=seed) if ci is None else ci
+    ci_note = f"ci: bootstrap {method} 95% of mean diff ({n_resamples} resamples, seed {seed})"
     if _constant(diff):
         why = "all paired differences are 0" if not diff.any() else "all paired differences are equal (sd 0)"
         t_row = _row(metric, "paired_t", ma, mb, a, b, ci_low=low, ci_high=high,
-                     note=f"{paired}; {ci}; {why}: paired t undefined")  # fmt: skip
+                     note=f"{paired}; {ci_note}; {why}: paired t undefined")  # fmt: skip
     else:
         res = _quiet(sps.ttest_rel, a, b)
         dz = float(_quiet(pg.compute_effsize, a, b, paired=True, eftype="cohen_dz"))
-        power = float(TTestPower().power(effect_size=abs(dz), nobs=len(common), alpha=power_alpha))
+        power = float(TTestPower().power(effect_size=abs(dz), nobs=len(a), alpha=power_alpha))
         t_note = (f"{paired}; d_z = mean diff / sd of diffs (pingouin cohen_dz); "
-                  f"power: statsmodels TTestPower at alpha={al}; {ci}")  # fmt: skip
+                  f"power: statsmodels TTestPower at alpha={al}; {ci_note}")  # fmt: skip
         t_row = _row(
             metric, "paired_t", ma, mb, a, b,
             statistic=float(res.statistic), df=float(res.df), p_value=float(res.pvalue),
@@ -434,14 +613,13 @@ def _paired(metric, ma, mb, sa: pd.Series, sb: pd.Series, power_alpha, seed, n_r
     if not diff.any():
         return [t_row, _row(metric, "wilcoxon", ma, mb, a, b,
                             note=f"{paired}; all paired differences are 0: Wilcoxon undefined")]  # fmt: skip
-    wres = _quiet(sps.wilcoxon, diff)
-    rbc = float(_quiet(pg.wilcoxon, diff)["RBC"].iloc[0])
+    w, p, rbc = wilcoxon_signed_rank(diff)
     zeros = int(np.sum(diff == 0))
     w_note = (f"{paired}; two-sided on the differences, {zeros} zero difference(s) dropped; "
               "matched-pairs rank-biserial r via pingouin.wilcoxon")  # fmt: skip
     w_row = _row(
         metric, "wilcoxon", ma, mb, a, b,
-        statistic=float(wres.statistic), p_value=float(wres.pvalue), effect_size=rbc,
+        statistic=w, p_value=p, effect_size=rbc,
         effect_size_name="matched_pairs_rank_biserial", note=w_note,
     )  # fmt: skip
     return [t_row, w_row]
@@ -487,15 +665,20 @@ def compare_models(
     seed: int = 0,
     n_resamples: int = 9999,
     power_alpha: float | None = None,
+    log: Callable[[str], None] = _silent,
 ) -> pd.DataFrame:
     """The tidy ``tests.csv`` table (columns :data:`TEST_COLUMNS`) of a validated runs table.
 
     ``power`` is computed at ``power_alpha`` (default: ``alpha``, the level of the tests).
+    ``log`` gets one progress line per metric.
     """
     power_alpha = alpha if power_alpha is None else power_alpha
     models = list(dict.fromkeys(runs["model"]))
+    pairs = list(itertools.combinations(models, 2))
+    metrics = _rate_metrics(runs)
     rows = []
-    for metric in _rate_metrics(runs):
+    for i, metric in enumerate(metrics, 1):
+        started = time.perf_counter()
         series = {m: _values(runs, m, metric, undefined) for m in models}
         shapiro = {}
         for m in models:
@@ -503,13 +686,18 @@ def compare_models(
             w, p, note = _shapiro(x)
             shapiro[m] = p
             rows.append(_row(metric, "shapiro", m, "", x, None, statistic=w, p_value=p, note=note))
-        for ma, mb in itertools.combinations(models, 2):
+        # The bootstrap CIs of every pair's mean difference at once: the same numbers as one call per pair.
+        cis = bootstrap_mean_cis([_differences(*_pairs(series[ma], series[mb])) for ma, mb in pairs],
+                                 n_resamples=n_resamples, seed=seed)  # fmt: skip
+        for (ma, mb), ci in zip(pairs, cis):
             a, b = series[ma].to_numpy(), series[mb].to_numpy()
             w, lev, note = _levene(a, b)
             rows.append(_row(metric, "levene", ma, mb, a, b, statistic=w, p_value=lev, note=note or "center=median"))
             rows.append(_independent_t(metric, ma, mb, a, b, alpha, shapiro[ma], shapiro[mb], lev, power_alpha))
             rows.append(_mann_whitney(metric, ma, mb, a, b))
-            rows.extend(_paired(metric, ma, mb, series[ma], series[mb], power_alpha, seed, n_resamples))
+            rows.extend(_paired(metric, ma, mb, series[ma], series[mb], power_alpha, seed, n_resamples, ci))
+        log(f"tests: {metric} (metric {i} of {len(metrics)}), {len(pairs)} model pairs: "
+            f"{time.perf_counter() - started:.1f} s")  # fmt: skip
     tests = pd.DataFrame(rows, columns=list(TEST_COLUMNS))
     tests["p_holm"] = holm_adjust(tests, alpha)
     for col in ("n_a", "n_b"):
@@ -517,33 +705,41 @@ def compare_models(
     return tests
 
 
-def summarise(runs: pd.DataFrame, undefined: str = "drop", seed: int = 0, n_resamples: int = 9999) -> pd.DataFrame:
-    """``summary.csv``: per model and metric (rate metrics first, then counts); sd has ddof 1."""
+def summarise(
+    runs: pd.DataFrame, undefined: str = "drop", seed: int = 0, n_resamples: int = 9999,
+    log: Callable[[str], None] = _silent,
+) -> pd.DataFrame:
+    """``summary.csv``: per model and metric (rate metrics first, then counts); sd has ddof 1.
+
+    ``log`` gets one progress line."""
+    started = time.perf_counter()
     models = list(dict.fromkeys(runs["model"]))
     metrics = _rate_metrics(runs) + [m for m in COUNT_METRICS if m in set(runs["metric"])]
+    cells = [(metric, model) for metric in metrics for model in models]
+    samples = [_values(runs, model, metric, undefined).to_numpy() for metric, model in cells]
+    cis = bootstrap_mean_cis(samples, n_resamples=n_resamples, seed=seed)  # as one call per cell, at once
     rows = []
-    for metric in metrics:
-        for model in models:
-            raw = runs[(runs["model"] == model) & (runs["metric"] == metric)]["value"]
-            x = _values(runs, model, metric, undefined).to_numpy()
-            low, high, method = bootstrap_mean_ci(x, n_resamples=n_resamples, seed=seed)
-            have = x.size > 0
-            rows.append(
-                {
-                    "model": model,
-                    "metric": metric,
-                    "n": int(x.size),
-                    "n_undefined": int(raw.isna().sum()),
-                    "mean": float(np.mean(x)) if have else NAN,
-                    "sd": float(np.std(x, ddof=1)) if x.size > 1 else NAN,
-                    "median": float(np.median(x)) if have else NAN,
-                    "min": float(np.min(x)) if have else NAN,
-                    "max": float(np.max(x)) if have else NAN,
-                    "ci_low": low,
-                    "ci_high": high,
-                    "ci_method": method,
-                }
-            )
+    for (metric, model), x, (low, high, method) in zip(cells, samples, cis):
+        raw = runs[(runs["model"] == model) & (runs["metric"] == metric)]["value"]
+        have = x.size > 0
+        rows.append(
+            {
+                "model": model,
+                "metric": metric,
+                "n": int(x.size),
+                "n_undefined": int(raw.isna().sum()),
+                "mean": float(np.mean(x)) if have else NAN,
+                "sd": float(np.std(x, ddof=1)) if x.size > 1 else NAN,
+                "median": float(np.median(x)) if have else NAN,
+                "min": float(np.min(x)) if have else NAN,
+                "max": float(np.max(x)) if have else NAN,
+                "ci_low": low,
+                "ci_high": high,
+                "ci_method": method,
+            }
+        )
+    log(f"summaries: {len(models)} models x {len(metrics)} metrics, bootstrap CIs: "
+        f"{time.perf_counter() - started:.1f} s")  # fmt: skip
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
 
 
@@ -620,10 +816,15 @@ def write_stats(
         raise DataError(
             f"{runs.attrs['source']}: {skip}, which the mean confusion matrices ({paths['confusion']}) need"
         )
+    n_models, n_metrics = runs["model"].nunique(), len(_rate_metrics(runs))
+    # Progress (a comparison of 50 models runs for minutes): what is compared, then each stage's seconds.
+    log(f"stats: {n_models} models ({n_models * (n_models - 1) // 2} pairs), {n_metrics} rate metrics, "
+        f"{n_resamples} bootstrap resamples")  # fmt: skip
     tests = compare_models(
-        runs, alpha=alpha, undefined=undefined, seed=seed, n_resamples=n_resamples, power_alpha=power_alpha
+        runs, alpha=alpha, undefined=undefined, seed=seed, n_resamples=n_resamples, power_alpha=power_alpha, log=log
     )
-    summary = summarise(runs, undefined=undefined, seed=seed, n_resamples=n_resamples)
+    summary = summarise(runs, undefined=undefined, seed=seed, n_resamples=n_resamples, log=log)
+    started = time.perf_counter()
     confusion = skip if skip else mean_confusion(runs, undefined=undefined)
     skipped = [confusion_skipped_line(skip)] if skip else []
     for line in [*(f"WARNING: {caveat}" for caveat in caveats), *skipped]:
@@ -644,7 +845,57 @@ def write_stats(
     }
     for key, path in paths.items():
         writers[key](path)
+    log(f"tables and findings: {time.perf_counter() - started:.1f} s")
     return paths
+
+
+#: The record ``ichseq stats`` keeps in its output folder: the names of the files it writes there.
+RECORD_NAME = "ichseq-stats.json"
+_RECORD_BY = "ichseq stats"
+
+
+def recorded_outputs(out: Path, what: str) -> set[str]:
+    """The file names the record in ``out`` lists (none when there is no record)."""
+    record = out / RECORD_NAME
+    if not record.exists():
+        return set()
+    try:
+        content = json.loads(record.read_text(encoding="utf-8"))
+        files = content["files"]
+        if content.get("written_by") != _RECORD_BY or not isinstance(files, list):
+            raise ValueError("not ours")
+        return {name for name in files if isinstance(name, str)}
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        raise DataError(
+            f"{what} {out}: {record} is not a record written by ichseq stats; move it away or choose another folder"
+        ) from None
+
+
+def claim_output_folder(out_dir: str | Path, names: Iterable[str], what: str = "output folder") -> Path:
+    """Make ``out_dir`` ready for files of ``names``, refusing to replace what is not ours.
+
+    ``DataError`` (one line; ``what`` says how the folder was given, e.g. ``--out``) when
+    ``out_dir`` is a file, or holds a file of one of ``names`` that no earlier ``ichseq stats``
+    wrote -- one not listed in its :data:`RECORD_NAME` -- which would be replaced or removed
+    (a user's own ``summary.md``, say). Then the record is written *before* any result: it
+    lists the names already recorded plus ``names``, so that a run stopped partway leaves
+    files the next run recognises as its own. Returns the folder.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{what} {out}: is a file, not a folder; give a folder (it is created if missing)")
+    names = list(dict.fromkeys(names))
+    recorded = recorded_outputs(out, what)
+    for name in names:
+        path = out / name
+        if name not in recorded and (path.exists() or path.is_symlink()):
+            raise DataError(
+                f"{what} {out}: {path} exists and no earlier ichseq stats wrote it (it is not listed in "
+                f"{out / RECORD_NAME}); move it away or choose another folder"
+            )
+    if not recorded.issuperset(names):
+        write_json_atomic(out / RECORD_NAME, {"written_by": _RECORD_BY, "files": sorted(recorded.union(names))})
+    return out
 
 
 def run_stats(
@@ -662,11 +913,13 @@ def run_stats(
 
     Returns the written paths keyed as :data:`OUTPUT_NAMES`. Without the counts tn, fp, fn,
     tp, ``confusion.csv`` is skipped (one line to ``log``) and one left in ``out_dir`` by an
-    earlier run is removed, so that the folder holds no result of another table.
+    earlier run is removed, so that the folder holds no result of another table. A file of
+    one of these names that no earlier run wrote is neither replaced nor removed: see
+    :func:`claim_output_folder`.
     """
     _check_options(alpha, undefined, seed, n_resamples, power_alpha)
     runs = validate_runs(runs, source=runs.attrs.get("source", "runs table"))
-    out = Path(out_dir)
+    out = claim_output_folder(out_dir, OUTPUT_NAMES.values())
     skip_confusion = confusion_skip_reason(runs) is not None
     outputs = {key: out / name for key, name in OUTPUT_NAMES.items() if not (skip_confusion and key == "confusion")}
     paths = write_stats(runs, outputs, alpha, undefined, seed, n_resamples, power_alpha, log, caveats)
