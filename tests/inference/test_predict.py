@@ -279,3 +279,184 @@ def test_predict_config_errors_name_the_key(nifti_dataset, tmp_path):
         predict_targets({**config, "predict": {**config["predict"], "series": {"050": "1.2.3"}}})
     assert one_line(exc).startswith("predict.series: 050")
     assert predict_targets({"models": {"convnext": {}}}) == (["convnext"], {})
+
+
+# -- what a hostile try found (issue 23): never lose input, refuse what is not a head ---------------
+
+
+def _files(folder):
+    return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def dicom_scans(nifti_dataset, tmp_path_factory):
+    """Two synthetic patients as DICOM series, as `ichseq to-dicom` writes them: x/dcm/049, x/dcm/050."""
+    root = tmp_path_factory.mktemp("dcm") / "dcm"
+    for patient in (49, 50):
+        assert main(["to-dicom", str(nifti_of(nifti_dataset, patient)), str(root / f"{patient:03d}")]) == 0
+    return root
+
+
+@pytest.mark.parametrize("where", ["itself", "holding", "inside"])
+def test_out_onto_or_around_its_own_input_is_refused_and_nothing_is_lost(workspace, dicom_scans, tmp_path, capsys,
+                                                                         where):
+    """`predict SCANS --out SCANS` once deleted the DICOM series it read (112 files, exit 0)."""
+    scans = tmp_path / "dcm"
+    shutil.copytree(dicom_scans, scans)
+    before = _files(scans)
+    out = {"itself": scans, "holding": tmp_path, "inside": scans / "049" / "predictions"}[where]
+    code = main(["predict", str(workspace / "results" / "runs" / "convnext"), str(scans), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "--out" in err and "input" in err
+    assert _files(scans) == before  # not one file removed or added
+    assert not (scans / "049" / "predictions").exists()
+
+
+def test_out_around_the_run_is_refused(workspace, nifti_dataset, tmp_path):
+    with pytest.raises(DataError) as exc:
+        predict(workspace / "results" / "runs" / "convnext", [nifti_of(nifti_dataset, 49)],
+                out=workspace / "results" / "runs" / "convnext" / "rep-0" / "p", log=QUIET)
+    assert "lies inside the input" in one_line(exc)
+
+
+def test_a_folder_not_written_by_predict_is_never_replaced(workspace, nifti_dataset, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "049").mkdir(parents=True)
+    (out / "049" / "notes.txt").write_text("a user's own file")
+    code = main(["predict", str(workspace / "results" / "runs" / "convnext"), str(nifti_of(nifti_dataset, 49)),
+                 str(nifti_of(nifti_dataset, 50)), "--out", str(out)])
+    assert code == 1
+    assert (out / "049" / "notes.txt").read_text() == "a user's own file"
+    assert sorted(p.name for p in out.iterdir()) == ["049", "050"]  # 050 scored, no temporary folder left
+    assert (out / "050" / "decision.json").is_file()
+    assert "049" in capsys.readouterr().err
+    # An earlier prediction is ours: a rerun replaces it.
+    (out / "050" / "figure.svg").unlink()
+    assert main(["predict", str(workspace / "results" / "runs" / "convnext"), str(nifti_of(nifti_dataset, 50)),
+                 "--out", str(out)]) == 0
+    assert (out / "050" / "figure.svg").is_file()
+
+
+def test_out_that_is_a_file_or_read_only_is_one_line(workspace, nifti_dataset, tmp_path, capsys):
+    from tests.conftest import mounted_tmpfs
+
+    run, scan = str(workspace / "results" / "runs" / "convnext"), str(nifti_of(nifti_dataset, 49))
+    (tmp_path / "a-file").write_text("x")
+    assert main(["predict", run, scan, "--out", str(tmp_path / "a-file")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "is a file" in err
+    with mounted_tmpfs(tmp_path / "ro", read_only=True) as ro:
+        assert main(["predict", run, scan, "--out", str(ro / "out")]) == 1
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "cannot write" in err and "Traceback" not in err
+
+
+def test_a_full_disk_under_out_is_one_line_and_leaves_nothing(workspace, nifti_dataset, tmp_path, capsys):
+    from tests.conftest import mounted_tmpfs
+
+    with mounted_tmpfs(tmp_path / "small", size="40k") as small:
+        code = main(["predict", str(workspace / "results" / "runs" / "convnext"), str(nifti_of(nifti_dataset, 49)),
+                     "--out", str(small / "out")])
+        err = capsys.readouterr().err
+        assert code == 1 and len(err.strip().splitlines()) == 1 and "no space left on" in err
+        assert not (small / "out").exists() or not any((small / "out").iterdir())  # no temporary folder left
+
+
+def test_one_bad_scan_does_not_stop_the_batch(workspace, nifti_dataset, tmp_path, capsys):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for patient in (49, 50):
+        shutil.copy(nifti_of(nifti_dataset, patient), scans / f"{patient:03d}.nii")
+    (scans / "0495.nii").write_bytes(b"not a nifti at all")  # sorts between the two good scans
+    out = tmp_path / "out"
+    assert main(["predict", str(workspace / "results" / "runs" / "convnext"), str(scans), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == ["049", "050"]
+    assert "0495: not scored" in captured.out
+    assert "1 of 3 scan(s) not scored (0495" in captured.err and len(captured.err.strip().splitlines()) == 1
+
+
+def _nifti(path, hu, spacing=(230 / 64, 230 / 64, 5.0)):
+    import nibabel as nib
+
+    affine = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])
+    image = nib.Nifti1Image(np.ascontiguousarray(np.transpose(np.asarray(hu, np.float32), (2, 1, 0))), affine)
+    image.header.set_slope_inter(1.0, 0.0)
+    nib.save(image, path)
+    return path
+
+
+def test_what_is_not_a_head_gets_no_answer(workspace, tmp_path, capsys):
+    """pydicom's CT_small.dcm (a vertebra) was called 'hemorrhage, p = 0.999'; a 1x1x1 volume and a
+    uniform 40 HU volume 'no hemorrhage, p = 0.000'."""
+    from pydicom.data import get_testdata_file
+
+    scans = tmp_path / "scans"
+    (scans / "ct_small").mkdir(parents=True)
+    shutil.copy(get_testdata_file("CT_small.dcm"), scans / "ct_small" / "CT_small.dcm")
+    _nifti(scans / "voxel.nii", np.full((1, 1, 1), 40.0))
+    _nifti(scans / "uniform.nii", np.full((16, 64, 64), 40.0))
+    _nifti(scans / "infinite.nii", np.where(np.arange(16 * 64 * 64).reshape(16, 64, 64) == 5, np.inf, -1000.0))
+    out = tmp_path / "out"
+    for allow in ([], ["--allow-partial"]):  # none of them is a partial head either
+        code = main(["predict", str(workspace / "results" / "runs" / "convnext"), str(scans), "--out", str(out),
+                     *allow])
+        captured = capsys.readouterr()
+        assert code == 1 and not out.exists()
+        assert "4 of 4 scan(s) not scored" in captured.err
+        reasons = {line.split(":")[0]: line for line in captured.out.splitlines() if ": not scored:" in line}
+        assert sorted(reasons) == ["ct_small", "infinite", "uniform", "voxel"]
+        assert "infinite" in reasons["infinite"]
+
+
+def test_a_partial_scan_is_refused_unless_allowed_and_then_marked(workspace, nifti_dataset, tmp_path, capsys):
+    """One slice cut from a head scan got a patient-level 'no hemorrhage'."""
+    full = read_volume(nifti_of(nifti_dataset, 49))
+    middle = len(full.hu) // 2
+    one = _nifti(tmp_path / "one-slice.nii", full.hu[middle : middle + 1])
+    run = str(workspace / "results" / "runs" / "convnext")
+    assert main(["predict", run, str(one), "--out", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert "one-slice: not scored" in captured.out and "--allow-partial" in captured.out
+    assert not (tmp_path / "out").exists()
+    assert main(["predict", run, str(one), "--out", str(tmp_path / "out"), "--allow-partial"]) == 0
+    assert "PARTIAL" in capsys.readouterr().out
+    decision = json.loads((tmp_path / "out" / "one-slice" / "decision.json").read_text())
+    assert decision["partial"] is True and "partial_note" in decision
+    assert decision["input_check"]["coverage"]["slices"] == 1
+    assert decision["input_check"]["requirements"]["min_slices"] > 1
+    whole = predict_scan(load_runs(run, log=QUIET), full, outputs(tmp_path / "whole"), log=QUIET)
+    assert whole["partial"] is False and whole["input_check"]["head"]
+
+
+def test_runs_record_the_coverage_they_need(workspace):
+    """The minimum a scan needs comes from the model's own development scans (train + val)."""
+    from ichseq.data.cache import SliceCache
+    from ichseq.training.runs import COVERAGE_FRACTION
+
+    cache = SliceCache(workspace / "cache")
+    for rep in range(REPLICATES):
+        info = json.loads((workspace / "results" / "runs" / "convnext" / f"rep-{rep}" / "model" / "ichseq.json")
+                          .read_text())
+        split = json.loads((workspace / f"rep-{rep}.json").read_text())
+        counts = cache.manifest[cache.manifest.patient.isin(split["train"] + split["val"])].groupby("patient").size()
+        need = info["input_requirements"]
+        assert need["developed_on"]["fewest_slices"] == counts.min()
+        assert need["min_slices"] == int(np.floor(COVERAGE_FRACTION * counts.min()))
+        assert need["min_extent_mm"] == pytest.approx(COVERAGE_FRACTION * counts.min() * 5.0, abs=0.1)
+
+
+def test_a_killed_predict_leaves_a_temporary_that_the_next_run_sweeps(workspace, nifti_dataset, tmp_path):
+    from tests.test_atomic import killed_child
+
+    out, run, scan = tmp_path / "out", workspace / "results" / "runs" / "convnext", nifti_of(nifti_dataset, 49)
+    killed_child(f"""
+        import ichseq.inference.figure as figure
+        from ichseq.inference.predict import predict
+        figure.prediction_figure = die  # killed (kill -9, out of memory) while writing the scan's outputs
+        predict({str(run)!r}, [{str(scan)!r}], out={str(out)!r}, log=lambda _m: None)
+    """)
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")]  # what the killed job left
+    (out / ".049.someone-else").mkdir()  # not ichseq's: never touched
+    predict(run, [scan], out=out, log=QUIET)
+    assert sorted(p.name for p in out.iterdir()) == [".049.someone-else", "049"]

@@ -38,6 +38,7 @@ rule predict_scan:
         figure_svg="results/predict/{model}/{scan}/figure.svg",
     params:
         series=lambda wc: config["predict"]["series"].get(wc.scan),
+        allow_partial=config["predict"]["allow_partial"],
     threads: config["threads"]["predict"]
     log:
         "logs/predict/{model}/{scan}.log",

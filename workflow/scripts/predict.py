@@ -13,7 +13,7 @@ def predict(log):
     torch.set_num_threads(snakemake.threads)
     runs = load_runs([str(Path(m).parent) for m in snakemake.input.runs], log=log)
     volume = read_volume(snakemake.input.scan, series=snakemake.params.series)
-    return predict_scan(runs, volume, snakemake.output, log=log)
+    return predict_scan(runs, volume, snakemake.output, log=log, allow_partial=snakemake.params.allow_partial)
 
 
 run_step(snakemake.log[0], predict, name=f"predict {snakemake.wildcards.model} {snakemake.wildcards.scan}")

@@ -225,7 +225,9 @@ def _title(decision: dict, n_columns: int) -> str:
     n = len(decision["replicates"]) or n_columns
     sd = _sd(decision["probability_sd"])
     spread = f" ± {sd:.3f}" if n > 1 else ""
-    return (f"{decision['scan']}: {decision['decision']}, p = {float(decision['probability']):.3f}{spread}\n"
+    # A partial scan (--allow-partial) says so where the answer is read.
+    partial = " (PARTIAL scan: the rest of the head was not read)" if decision.get("partial") else ""
+    return (f"{decision['scan']}: {decision['decision']}, p = {float(decision['probability']):.3f}{spread}{partial}\n"
             f"{decision['model']} ({decision['kind']}), {n} replicate{'s' if n != 1 else ''}")
 
 

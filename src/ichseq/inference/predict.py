@@ -27,11 +27,17 @@ Per scan it writes (``PREDICT_OUTPUTS``, by these names, so a rule can declare t
   so its presence means the scan's outputs are complete;
 * ``figure_png``, ``figure_svg``: the slice-score curve along the scan with the threshold, and
   the highest-scoring slices windowed, with a Grad-CAM overlay for slice models.
+
+Before any model sees a scan, :func:`check_scan` refuses what is not a head CT the runs can read
+(:mod:`ichseq.data.headcheck`: field of view, skull around brain, and the fewest slices and
+shortest extent the runs recorded as ``input_requirements``; ``allow_partial`` scores a too-short
+scan, marked ``partial``). Nothing :func:`predict` did not write is ever replaced or removed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import warnings
@@ -43,11 +49,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..atomic import atomic_dir, write_csv_atomic, write_json_atomic
+from ..atomic import atomic_dir, check_replaceable, output_errors, write_csv_atomic, write_json_atomic
 from ..data.cache import SliceCache
 from ..data.frames import BLANK
 from ..data.windowing import BRAIN_WINDOW_LEVEL, BRAIN_WINDOW_WIDTH, brain_window, resize_slices, to_uint8
 from ..errors import DataError
+from ..paths import refuse_overlap
 from ..training.feature_store import extract_features
 from ..training.loop import predict_logits, select_device
 from ..training.runs import RUN_MODEL_INFO, ModelPlan, load_run_model, output_paths
@@ -65,6 +72,8 @@ PREDICT_FILES = {"slices": "slices.csv", "decision": "decision.json", "figure_pn
                  "figure_svg": "figure.svg"}
 #: How many of the highest-scoring slices the figure shows (with their saliency).
 TOP_SLICES = 4
+PARTIAL_NOTE = ("scored with --allow-partial although it covers less of the head than the model needs; the answer "
+                "is about the slices given only, not the patient")
 ENSEMBLE_RULE = "majority of the replicates' decisions; a tie counts as hemorrhage"
 _REP = re.compile(r"^rep-(\d+)$")
 
@@ -388,13 +397,49 @@ def saliency_of(runs: list[TrainedRun], cache: SliceCache, slice_numbers: list[i
     return {s: mean[i] for i, s in enumerate(slice_numbers)}
 
 
-def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print) -> dict:
+#: ``input_requirements`` for runs trained before ichseq recorded them: CT-ICH's shortest scan
+#: (24 slices of 5 mm, 120 mm) times :data:`~ichseq.training.runs.COVERAGE_FRACTION`.
+LEGACY_REQUIREMENTS = {"min_slices": 18, "min_extent_mm": 90.0}
+
+
+def scan_requirements(runs: list[TrainedRun], log=print) -> dict:
+    """The fewest slices and shortest extent a scan needs for a patient-level answer from
+    ``runs``: the strictest of their saved ``input_requirements`` (each replicate was developed
+    on other patients)."""
+    saved = [r.info.get("input_requirements") for r in runs]
+    if any(not isinstance(s, dict) for s in saved):
+        log(f"{runs[0].path}: no input_requirements in model/{RUN_MODEL_INFO} (trained by an older ichseq); a scan "
+            f"needs at least {LEGACY_REQUIREMENTS['min_slices']} slices and {LEGACY_REQUIREMENTS['min_extent_mm']:g} "
+            f"mm (CT-ICH's shortest scan x 0.75); rerun the train jobs to record the model's own")
+        saved = [s if isinstance(s, dict) else LEGACY_REQUIREMENTS for s in saved]
+    return {"min_slices": max(int(s["min_slices"]) for s in saved),
+            "min_extent_mm": max(float(s["min_extent_mm"]) for s in saved)}
+
+
+def check_scan(runs: list[TrainedRun], volume: "CTVolume", allow_partial: bool = False, log=print) -> dict:
+    """Refuse (one-line DataError) a scan that is not a head CT the models can read: not a head
+    (field of view, no skull and brain), or too few slices or too short along the head for
+    ``runs`` unless ``allow_partial`` (then the result is marked partial). Returns the
+    measurements, for decision.json."""
+    from ..data.headcheck import check_coverage, check_head
+
+    head = check_head(volume)
+    need = scan_requirements(runs, log=log)
+    coverage = check_coverage(volume, need["min_slices"], need["min_extent_mm"], allow_partial)
+    return {"head": head, "coverage": coverage, "requirements": need, "partial": bool(coverage.get("partial")),
+            "nan_voxels": int(getattr(volume, "nan_voxels", 0) or 0)}
+
+
+def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print, allow_partial: bool = False,
+                 checks: dict | None = None) -> dict:
     """Score ``volume`` with every run of ``runs`` and write the outputs named by
     ``PREDICT_OUTPUTS`` (paths by name: the predict rule's ``snakemake.output``). Returns
-    decision.json's content."""
+    decision.json's content. ``checks``: :func:`check_scan`'s result when the caller ran it
+    already; otherwise it runs here, before anything is written."""
     from .figure import prediction_figure
 
     paths = output_paths(outputs, PREDICT_OUTPUTS, "predict_scan")
+    checks = checks if checks is not None else check_scan(runs, volume, allow_partial=allow_partial, log=log)
     first = runs[0]
     t0 = time.perf_counter()
     slices, applied = preprocess_volume(volume, first.preprocess)
@@ -420,6 +465,9 @@ def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print)
         "top_slices_by": "occlusion" if "occlusion" in table else "ensemble slice probability",
         "saliency": ("Grad-CAM (captum LayerGradCam) of the hemorrhage class, mean over the replicates"
                      if saliency is not None else None),
+        "partial": checks["partial"],
+        **({"partial_note": PARTIAL_NOTE} if checks["partial"] else {}),
+        "input_check": checks,
         "seconds": None,
     }
     write_csv_atomic(table, paths["slices"])
@@ -430,7 +478,7 @@ def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print)
     log(f"{volume.name}: {result['decision']} (p = {result['probability']:.3f}"
         + (f" ± {sd:.3f}" if sd is not None else "")
         + f", {result['votes_positive']} of {len(scores)} replicates positive; {first.plan.name}, rule "
-          f"{result['rule']})")
+          f"{result['rule']})" + (f"; PARTIAL scan: {PARTIAL_NOTE}" if checks["partial"] else ""))
     return result
 
 
@@ -460,21 +508,66 @@ def scan_sources(paths) -> dict[str, Path]:
     return found
 
 
-def predict(run, scans, out=None, series: str | None = None, device: str | None = None, log=print) -> list[dict]:
+NOT_A_PREDICTION = f"no {PREDICT_FILES['decision']} in it"
+
+
+def is_prediction(folder: Path) -> bool:
+    """Whether ``folder`` is a scan's outputs that ``ichseq predict`` wrote (its decision.json,
+    written last): the only kind of folder a rerun may replace."""
+    return (Path(folder) / PREDICT_FILES["decision"]).is_file()
+
+
+def _check_out(out: Path, inputs: list) -> None:
+    """Refuse, before any work, an output folder that is, holds or lies inside an input (a
+    scan or a run), or that is a file or not writable."""
+    refuse_overlap(out, inputs, "--out")
+    existing = next(p for p in (out, *out.parents) if p.exists())  # a relative path ends at '.', which exists
+    if existing == out and not out.is_dir():
+        raise DataError(f"--out {out}: is a file, not a folder; choose a folder for the predictions")
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise DataError(f"--out {out}: cannot write in {existing} (permission denied or read-only); choose another "
+                        f"folder")
+
+
+def predict(run, scans, out=None, series: str | None = None, device: str | None = None, allow_partial: bool = False,
+            log=print) -> list[dict]:
     """``ichseq predict``: every scan behind ``scans`` scored by ``run`` (a run or model
     folder); each scan's outputs in ``out``/NAME/ (default ``predictions/MODEL``), written to a
-    temporary folder renamed when complete."""
+    temporary folder renamed when complete.
+
+    A scan that cannot be scored (unreadable, not a head CT, too partial) does not stop the
+    batch: the others are scored, and at the end one DataError lists the scans left unscored.
+    Nothing this program did not write is replaced: an existing ``out``/NAME is replaced only
+    when it is an earlier prediction (:func:`is_prediction`)."""
     from ..data.volumes import read_volume
 
     sources = scan_sources(scans)  # every path checked before any model loads
+    inputs = [*sources.values(), *([run] if not isinstance(run, (list, tuple)) else run)]
+    if out is not None:
+        _check_out(Path(out), inputs)
     runs = load_runs(run, device=device, log=log)
-    out = Path(out) if out is not None else Path("predictions") / runs[0].plan.name
-    results = []
+    if out is None:
+        out = Path("predictions") / runs[0].plan.name
+        _check_out(out, inputs)
+    out = Path(out)
+    results, failed = [], []
     for name, source in sources.items():
-        volume = read_volume(source, series=series)
-        with atomic_dir(out / name) as tmp:
-            result = predict_scan(runs, volume, {k: tmp / f for k, f in PREDICT_FILES.items()}, log=log)
+        try:
+            check_replaceable(out / name, owned=is_prediction, owned_by=NOT_A_PREDICTION)
+            volume = read_volume(source, series=series)
+            checks = check_scan(runs, volume, allow_partial=allow_partial)
+        except DataError as exc:  # this scan's own problem: say so, score the rest
+            failed.append(name)
+            log(f"{name}: not scored: {exc}")
+            continue
+        with output_errors(out / name), atomic_dir(out / name, owned=is_prediction, owned_by=NOT_A_PREDICTION) as tmp:
+            result = predict_scan(runs, volume, {k: tmp / f for k, f in PREDICT_FILES.items()}, log=log,
+                                  checks=checks)
         results.append({**result, "output": str(out / name)})
+        log(f"written {out / name}")
+    if failed:
+        raise DataError(f"{len(failed)} of {len(sources)} scan(s) not scored ({', '.join(failed)}; the reason of each "
+                        f"is above); {len(results)} scored under {out}")
     return results
 
 

@@ -361,6 +361,34 @@ def preprocess_of(cache: SliceCache) -> dict:
     return {"window": meta.get("window"), "image_size": int(cache.slices.shape[1]), "layout": meta.get("layout")}
 
 
+#: A new scan must cover at least this share of the shortest scan (in slices and in mm along the
+#: head) the model was developed on (its train and val patients) to get a patient-level answer:
+#: its decisions were measured on whole heads only, and a slice model's "no hemorrhage" over a
+#: partial scan says nothing about the slices that were not taken.
+COVERAGE_FRACTION = 0.75
+
+
+def input_requirements(cache: SliceCache, patients) -> dict:
+    """``ichseq.json``'s ``input_requirements``: the fewest slices and the shortest extent along
+    the head (positions' span plus one slice spacing, as :func:`ichseq.data.headcheck.scan_coverage`
+    measures a new scan) that ``ichseq predict`` accepts without ``--allow-partial``, from the
+    development ``patients``' scans in ``cache``."""
+    rows = cache.manifest[cache.manifest.patient.isin([int(p) for p in patients])]
+    slices, extents = [], []
+    for _patient, scan in rows.groupby("patient"):
+        positions = np.sort(scan.position_mm.to_numpy(float))
+        spacing = float(np.median(np.diff(positions))) if len(positions) > 1 else 0.0
+        slices.append(len(positions))
+        extents.append(float(positions[-1] - positions[0]) + spacing)
+    if not slices:
+        raise DataError(f"{cache.path}: none of the run's development patients is in the slice cache; rerun the "
+                        f"brain_window rule")
+    return {"min_slices": max(1, int(np.floor(COVERAGE_FRACTION * min(slices)))),
+            "min_extent_mm": round(COVERAGE_FRACTION * min(extents), 1),
+            "developed_on": {"patients": len(slices), "fewest_slices": int(min(slices)),
+                             "shortest_extent_mm": round(min(extents), 1), "fraction": COVERAGE_FRACTION}}
+
+
 def _save_model_dir(out: Path, model: "CTClassifier", mode: str, info: dict) -> None:
     with atomic_dir(out) as tmp:
         if mode == "head":
@@ -511,7 +539,8 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
     write_json_atomic(paths["cost"], cost)
     _save_model_dir(paths["model"], model, settings.mode,
                     {"plan": plan.as_dict(), "replicate": int(replicate), "best_epoch": int(result.best_epoch),
-                     "decision": decision, "preprocess": preprocess_of(cache), **({"feature_dim": int(meta["feature_dim"]), "features": str(features_path)}
+                     "decision": decision, "preprocess": preprocess_of(cache),
+                     "input_requirements": input_requirements(cache, [*split["train"], *split["val"]]), **({"feature_dim": int(meta["feature_dim"]), "features": str(features_path)}
                                              if settings.mode == "head" else {})})
     write_json_atomic(paths["metrics"], report)  # last: its presence means the run is complete
     checkpoint.unlink(missing_ok=True)
