@@ -542,7 +542,8 @@ def predict(run, scans, out=None, series: str | None = None, device: str | None 
     from ..data.volumes import read_volume
 
     sources = scan_sources(scans)  # every path checked before any model loads
-    inputs = [*sources.values(), *([run] if not isinstance(run, (list, tuple)) else run)]
+    # As given (a batch folder is named as the user gave it) and each scan found in it.
+    inputs = [*scans, *sources.values(), *([run] if not isinstance(run, (list, tuple)) else run)]
     if out is not None:
         _check_out(Path(out), inputs)
     runs = load_runs(run, device=device, log=log)
