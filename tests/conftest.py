@@ -174,3 +174,17 @@ def mounted_tmpfs(path, size: str = "1m", read_only: bool = False):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def one_line_error(call, *needles) -> str:
+    """The message of the DataError ``call()`` raises, checked to be one line holding each of
+    ``needles``."""
+    from ichseq.errors import DataError
+
+    with pytest.raises(DataError) as err:
+        call()
+    message = str(err.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message, (needle, message)
+    return message

@@ -20,8 +20,7 @@ from ichseq.data.dicom import export_dicom
 from ichseq.data.headcheck import check_coverage, check_head, scan_coverage
 from ichseq.data.synthetic import SyntheticSpec, generate_synthetic, volume_to_nifti
 from ichseq.data.volumes import CTVolume, read_volume
-from ichseq.errors import DataError
-from tests.conftest import TINY_SPEC
+from tests.conftest import TINY_SPEC, one_line_error
 
 QUIET = {"log": lambda _msg: None}
 SIZES = (32, 64, 128)
@@ -45,15 +44,6 @@ def twins(tmp_path_factory):
 def _scans(nifti):
     return sorted((nifti / "ct_scans").iterdir())
 
-
-def _refused(call, *needles) -> str:
-    with pytest.raises(DataError) as err:
-        call()
-    message = str(err.value)
-    assert "\n" not in message
-    for needle in needles:
-        assert needle in message, (needle, message)
-    return message
 
 
 def _rewrite(path, dest, change):
@@ -176,7 +166,7 @@ def test_a_craniectomy_on_most_slices_still_passes(twins, tmp_path):
     assert 1 <= measured["slices_with_skull"] <= 3  # only the intact slices near the skull base count
     # Open on every slice, there is no closed skull anywhere: refused, not guessed.
     open_everywhere = read_volume(_rewrite(path, tmp_path / "open.nii", remove_flap(0)))
-    _refused(lambda: check_head(open_everywhere), str(tmp_path / "open.nii"), "no skull", "never in a closed ring")
+    one_line_error(lambda: check_head(open_everywhere), str(tmp_path / "open.nii"), "no skull", "never in a closed ring")
 
 
 def test_a_head_off_centre_and_rotated_passes(twins, tmp_path):
@@ -217,46 +207,46 @@ def test_a_headrest_streaks_and_noise_do_not_hide_the_head(twins, tmp_path):
 # --------------------------------------------------------------------------- not a head
 
 
-def test_a_vertebra_is_refused(tmp_path):
+def test_a_vertebra_isone_line_error(tmp_path):
     # pydicom's CT_small.dcm: one slice of a vertebra, 128 x 128 at 0.66 mm.
     folder = _one_file_series(tmp_path, "CT_small.dcm")
-    _refused(lambda: check_head(read_volume(folder)), str(folder), "field of view 85 x 85 mm", "not a head CT")
+    one_line_error(lambda: check_head(read_volume(folder)), str(folder), "field of view 85 x 85 mm", "not a head CT")
     # Even with pixels big enough for a head's field of view, its bone rings enclose a spinal
     # canal and marrow, nowhere near a brain.
     bigger = _one_file_series(tmp_path / "bigger", "CT_small.dcm", edit=lambda ds: setattr(ds, "PixelSpacing", [1.6, 1.6]))
-    message = _refused(lambda: check_head(read_volume(bigger)), str(bigger), "no skull around brain", "cm^2")
+    message = one_line_error(lambda: check_head(read_volume(bigger)), str(bigger), "no skull around brain", "cm^2")
     assert "field of view" not in message
 
 
-def test_a_one_voxel_volume_is_refused(tmp_path):
+def test_a_one_voxel_volume_isone_line_error(tmp_path):
     path = tmp_path / "voxel.nii"
     nib.save(nib.Nifti1Image(np.full((1, 1, 1), -1000, np.int16), np.eye(4)), path)
     volume = read_volume(path)  # air: Hounsfield units, so it reads
-    _refused(lambda: check_head(volume), str(path), "1x1 pixels", "not a head CT")
+    one_line_error(lambda: check_head(volume), str(path), "1x1 pixels", "not a head CT")
 
 
-def test_a_uniform_40_hu_volume_and_a_water_phantom_are_refused(tmp_path):
+def test_a_uniform_40_hu_volume_and_a_water_phantom_areone_line_error(tmp_path):
     uniform = np.full((12, 64, 64), 40.0, np.float32)
     affine = np.diag([-3.6, -3.6, 5.0, 1.0])
     nib.save(volume_to_nifti(uniform, affine), tmp_path / "uniform.nii")
-    _refused(lambda: read_volume(tmp_path / "uniform.nii"), "not Hounsfield units")
+    one_line_error(lambda: read_volume(tmp_path / "uniform.nii"), "not Hounsfield units")
     volume = CTVolume(source="uniform-40", name="uniform-40", hu=uniform, positions=np.arange(12) * 5.0,
                       slice_numbers=np.arange(1, 13), files=None, series_uid=None, spacing_mm=(3.6, 3.6))
-    _refused(lambda: check_head(volume), "uniform-40", "no bone")
+    one_line_error(lambda: check_head(volume), "uniform-40", "no bone")
     # A 20 cm cylinder of water-like 40 HU in air: a head's size, no skull.
     y, x = (np.mgrid[:64, :64] - 31.5) * 3.6
     phantom = np.where(np.hypot(x, y) < 100, 40.0, -1000.0).astype(np.float32)
     nib.save(volume_to_nifti(np.repeat(phantom[None], 12, axis=0), affine), tmp_path / "phantom.nii")
-    _refused(lambda: check_head(read_volume(tmp_path / "phantom.nii")), str(tmp_path / "phantom.nii"), "no bone")
+    one_line_error(lambda: check_head(read_volume(tmp_path / "phantom.nii")), str(tmp_path / "phantom.nii"), "no bone")
 
 
 @pytest.mark.parametrize(("pixel_mm", "fov"), [(1.0, "64 x 64 mm"), (10.0, "640 x 640 mm")])
-def test_a_field_of_view_no_head_ct_has_is_refused(twins, tmp_path, pixel_mm, fov):
+def test_a_field_of_view_no_head_ct_has_isone_line_error(twins, tmp_path, pixel_mm, fov):
     path = _scans(twins[64][0])[0]
     img = nib.load(path)
     affine = np.diag([-pixel_mm, -pixel_mm, 5.0, 1.0])
     nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), affine), tmp_path / "wrong-spacing.nii")
-    _refused(lambda: check_head(read_volume(tmp_path / "wrong-spacing.nii")), str(tmp_path / "wrong-spacing.nii"),
+    one_line_error(lambda: check_head(read_volume(tmp_path / "wrong-spacing.nii")), str(tmp_path / "wrong-spacing.nii"),
              f"field of view {fov}", "pixel spacing")
 
 
@@ -267,7 +257,7 @@ def test_a_series_without_pixel_spacing_cannot_be_checked(twins, tmp_path):
         ds = pydicom.dcmread(path)
         del ds.PixelSpacing
         ds.save_as(path)
-    _refused(lambda: check_head(read_volume(series)), str(series), "PixelSpacing")
+    one_line_error(lambda: check_head(read_volume(series)), str(series), "PixelSpacing")
 
 
 # --------------------------------------------------------------------------- non-finite voxels
@@ -294,7 +284,7 @@ def test_a_mostly_nan_head_is_refused_naming_nan(twins, tmp_path):
         stack[:, :, :40] = np.nan  # 40 of 64 columns: 62%
         return stack
 
-    _refused(lambda: read_volume(_rewrite(path, tmp_path / "mostly-nan.nii", blank)), "mostly-nan.nii", "NaN", "62%")
+    one_line_error(lambda: read_volume(_rewrite(path, tmp_path / "mostly-nan.nii", blank)), "mostly-nan.nii", "NaN", "62%")
 
 
 def test_infinite_voxels_are_refused_on_reading_and_by_the_check(twins, tmp_path):
@@ -304,10 +294,10 @@ def test_infinite_voxels_are_refused_on_reading_and_by_the_check(twins, tmp_path
         stack[3, 30, 30] = np.inf
         return stack
 
-    _refused(lambda: read_volume(_rewrite(path, tmp_path / "inf.nii", spike)), "inf.nii", "1 infinite voxel")
+    one_line_error(lambda: read_volume(_rewrite(path, tmp_path / "inf.nii", spike)), "inf.nii", "1 infinite voxel")
     volume = read_volume(path)
     volume.hu[3, 30, 30] = np.inf  # a volume built in memory, past the reader
-    _refused(lambda: check_head(volume), str(path), "1 infinite voxel")
+    one_line_error(lambda: check_head(volume), str(path), "1 infinite voxel")
 
 
 # --------------------------------------------------------------------------- coverage
@@ -333,7 +323,7 @@ def test_a_single_slice_cut_from_a_head_is_refused_unless_partial_is_allowed(twi
     export_dicom(one, tmp_path / "one-slice-dicom", **QUIET)
     for volume, extent in ((read_volume(one), 0.0), (read_volume(tmp_path / "one-slice-dicom"), SYNTHETIC_SLICE_MM)):
         assert check_head(volume)["slices_with_skull"] == 1  # a slice of a head is a head...
-        message = _refused(lambda: check_coverage(volume, min_slices=12, min_extent_mm=60.0, allow_partial=False),
+        message = one_line_error(lambda: check_coverage(volume, min_slices=12, min_extent_mm=60.0, allow_partial=False),
                            volume.source, "1 slice(s)", "at least 12", "at least 60 mm", "--allow-partial", "partial")
         assert f"{extent:g} mm" in message
         # ... but not a patient's scan: scored only when asked, and marked.
@@ -354,6 +344,6 @@ def _shift_z(k: int) -> np.ndarray:
 def test_a_short_scan_is_refused_for_its_extent_alone(twins):
     volume = read_volume(_scans(twins[64][0])[0])
     n = len(volume.hu)
-    message = _refused(lambda: check_coverage(volume, min_slices=1, min_extent_mm=n * 5.0 + 50, allow_partial=False),
+    message = one_line_error(lambda: check_coverage(volume, min_slices=1, min_extent_mm=n * 5.0 + 50, allow_partial=False),
                        f"{n * 5.0:g} mm along the head", "--allow-partial")
     assert "slice(s) where" not in message

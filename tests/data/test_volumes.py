@@ -24,7 +24,7 @@ from ichseq.data.readers import open_dataset
 from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
 from ichseq.data.volumes import find_scans, read_volume
 from ichseq.errors import DataError
-from tests.conftest import fail_on_call
+from tests.conftest import fail_on_call, one_line_error
 
 SPEC = SyntheticSpec(n_patients=2, n_positive=1, image_size=32, min_slices=8, max_slices=12, seed=11)
 QUIET = {"log": lambda _msg: None}
@@ -54,15 +54,6 @@ def _edit(folder, change, only=None):
             change(ds)
             ds.save_as(folder / name)
 
-
-def _one_line_error(call, *needles):
-    with pytest.raises(DataError) as err:
-        call()
-    message = str(err.value)
-    assert "\n" not in message
-    for needle in needles:
-        assert needle in message, (needle, message)
-    return message
 
 
 def _same_volume(a, b):
@@ -210,21 +201,21 @@ def test_find_scans_lists_each_scan_of_a_folder(twin, tmp_path):
     _same_volume(read_volume(batch / "c.nii.gz"), read_volume(nifti / "ct_scans" / "049.nii"))
     # A CT-ICH dataset: its scans, not its masks.
     assert find_scans(nifti) == [nifti / "ct_scans" / "049.nii", nifti / "ct_scans" / "050.nii"]
-    _one_line_error(lambda: read_volume(batch), str(batch), "3 scan(s) below it")
+    one_line_error(lambda: read_volume(batch), str(batch), "3 scan(s) below it")
 
 
 # --------------------------------------------------------------------------- bad input
 
 
 def test_missing_path_and_folders_without_dicom(tmp_path):
-    _one_line_error(lambda: read_volume(tmp_path / "nope"), str(tmp_path / "nope"), "does not exist")
-    _one_line_error(lambda: find_scans(tmp_path / "nope"), "does not exist")
+    one_line_error(lambda: read_volume(tmp_path / "nope"), str(tmp_path / "nope"), "does not exist")
+    one_line_error(lambda: find_scans(tmp_path / "nope"), "does not exist")
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "scan.txt").write_text("not DICOM")
-    _one_line_error(lambda: read_volume(empty), str(empty), "no DICOM files")
-    _one_line_error(lambda: find_scans(empty), str(empty), "no NIfTI file")
-    _one_line_error(lambda: read_volume(empty / "scan.txt"), "not a NIfTI file")
+    one_line_error(lambda: read_volume(empty), str(empty), "no DICOM files")
+    one_line_error(lambda: find_scans(empty), str(empty), "no NIfTI file")
+    one_line_error(lambda: read_volume(empty / "scan.txt"), "not a NIfTI file")
 
 
 def test_two_series_in_one_folder_are_listed_and_one_can_be_chosen(twin, tmp_path):
@@ -232,17 +223,17 @@ def test_two_series_in_one_folder_are_listed_and_one_can_be_chosen(twin, tmp_pat
     mixed = _copy_series(dicom / "049", tmp_path / "mixed", rename=lambda _i, name: f"a-{name}")
     _copy_series(dicom / "050", mixed, rename=lambda _i, name: f"b-{name}")
     uid_a, uid_b = (read_volume(dicom / p).series_uid for p in ("049", "050"))
-    message = _one_line_error(lambda: read_volume(mixed), str(mixed), "2 DICOM series", uid_a, uid_b, "--series", "series:")
+    message = one_line_error(lambda: read_volume(mixed), str(mixed), "2 DICOM series", uid_a, uid_b, "--series", "series:")
     assert "CT" in message and "slices" in message
     _same_volume(read_volume(mixed, series=uid_b), read_volume(dicom / "050"))
-    _one_line_error(lambda: read_volume(mixed, series="1.2.3"), "no series 1.2.3", uid_a)
+    one_line_error(lambda: read_volume(mixed, series="1.2.3"), "no series 1.2.3", uid_a)
 
 
 def test_non_ct_modality_is_refused(twin, tmp_path):
     _, dicom = twin
     folder = _copy_series(dicom / "049", tmp_path / "mr")
     _edit(folder, lambda ds: setattr(ds, "Modality", "MR"))
-    _one_line_error(lambda: read_volume(folder), str(folder / "0001.dcm"), "Modality MR", "not CT")
+    one_line_error(lambda: read_volume(folder), str(folder / "0001.dcm"), "Modality MR", "not CT")
 
 
 def _unavailable_compressed_syntax():
@@ -263,28 +254,28 @@ def test_compressed_syntax_without_a_decoder_is_refused_before_decoding(twin, tm
         ds.PixelData = encapsulate([ds.PixelData])  # not real JPEG: decoding it would fail differently
 
     _edit(folder, compress)
-    _one_line_error(lambda: read_volume(folder), str(folder / "0001.dcm"), uid.name, "not installed", "gdcmconv --raw")
+    one_line_error(lambda: read_volume(folder), str(folder / "0001.dcm"), uid.name, "not installed", "gdcmconv --raw")
 
 
 def test_inconsistent_orientation_is_refused(twin, tmp_path):
     _, dicom = twin
     folder = _copy_series(dicom / "049", tmp_path / "tilted")
     _edit(folder, lambda ds: setattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 0.8, -0.6]), only={3})
-    _one_line_error(lambda: read_volume(folder), str(folder), "ImageOrientationPatient", "0004.dcm")
+    one_line_error(lambda: read_volume(folder), str(folder), "ImageOrientationPatient", "0004.dcm")
 
 
 def test_a_missing_middle_slice_is_refused_naming_the_files_around_the_gap(twin, tmp_path):
     _, dicom = twin
     folder = _copy_series(dicom / "049", tmp_path / "gap")
     (folder / "0004.dcm").unlink()
-    _one_line_error(lambda: read_volume(folder), str(folder), "not uniform", "0003.dcm", "0005.dcm")
+    one_line_error(lambda: read_volume(folder), str(folder), "not uniform", "0003.dcm", "0005.dcm")
 
 
 def test_a_duplicated_slice_is_refused(twin, tmp_path):
     _, dicom = twin
     folder = _copy_series(dicom / "049", tmp_path / "dup")
     shutil.copy(folder / "0004.dcm", folder / "0004-copy.dcm")
-    _one_line_error(lambda: read_volume(folder), str(folder), "same position", "0004.dcm", "0004-copy.dcm")
+    one_line_error(lambda: read_volume(folder), str(folder), "same position", "0004.dcm", "0004-copy.dcm")
 
 
 def test_slices_of_different_size_are_refused(twin, tmp_path):
@@ -296,14 +287,14 @@ def test_slices_of_different_size_are_refused(twin, tmp_path):
         ds.Rows, ds.Columns = 16, 16
 
     _edit(folder, shrink, only={2})
-    _one_line_error(lambda: read_volume(folder), str(folder), "differ in size", "0003.dcm", "16x16")
+    one_line_error(lambda: read_volume(folder), str(folder), "differ in size", "0003.dcm", "16x16")
 
 
 def test_stored_values_without_their_intercept_are_refused(twin, tmp_path):
     _, dicom = twin
     folder = _copy_series(dicom / "049", tmp_path / "no-intercept")
     _edit(folder, lambda ds: setattr(ds, "RescaleIntercept", 0))
-    message = _one_line_error(lambda: read_volume(folder), str(folder), "not Hounsfield units", "RescaleIntercept (0028,1052)")
+    message = one_line_error(lambda: read_volume(folder), str(folder), "not Hounsfield units", "RescaleIntercept (0028,1052)")
     assert "scl_inter" not in message and "NIfTI" not in message  # DICOM advice for a DICOM series
 
 
@@ -316,7 +307,7 @@ def test_a_dicom_series_without_rescale_tags_gets_dicom_advice(twin, tmp_path):
         del ds.RescaleSlope
 
     _edit(folder, drop_rescale)
-    message = _one_line_error(lambda: read_volume(folder), str(folder), "RescaleIntercept", "RescaleSlope")
+    message = one_line_error(lambda: read_volume(folder), str(folder), "RescaleIntercept", "RescaleSlope")
     assert "scl_inter" not in message
 
 
@@ -328,16 +319,16 @@ def test_to_dicom_refuses_a_non_empty_destination_and_a_missing_source(twin, tmp
     dest = tmp_path / "dest"
     dest.mkdir()
     (dest / "keep.txt").write_text("mine")
-    _one_line_error(lambda: export_dicom(nifti, dest, **QUIET), str(dest), "not empty")
+    one_line_error(lambda: export_dicom(nifti, dest, **QUIET), str(dest), "not empty")
     assert os.listdir(dest) == ["keep.txt"]
-    _one_line_error(lambda: export_dicom(tmp_path / "nope", tmp_path / "out", **QUIET), "does not exist")
+    one_line_error(lambda: export_dicom(tmp_path / "nope", tmp_path / "out", **QUIET), "does not exist")
 
 
 @pytest.mark.parametrize("name", ["slice.png", "scan.dcm", "notes.txt"])
 def test_to_dicom_of_a_file_that_is_neither_nifti_nor_zip_says_what_to_give(name, tmp_path, capsys):
     src = tmp_path / name
     src.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
-    message = _one_line_error(lambda: export_dicom(src, tmp_path / "out", **QUIET), str(src),
+    message = one_line_error(lambda: export_dicom(src, tmp_path / "out", **QUIET), str(src),
                               "CT-ICH v1.3.1 dataset folder or zip", ".nii/.nii.gz")
     assert "dataset.local.path" not in message  # a config key means nothing to a command
     assert not (tmp_path / "out").exists()
@@ -399,9 +390,9 @@ def test_a_few_nan_voxels_are_counted_and_read_as_padding(twin, tmp_path):
 def test_a_mostly_nan_nifti_is_refused_naming_nan(twin, tmp_path):
     path, chosen = _float_copy(twin, tmp_path, "mostly-nan.nii.gz", np.nan, 0.7)
     needles = (str(path), "NaN", f"{int(chosen.sum())} of {chosen.size}", f"{100 * chosen.mean():.0f}%")
-    message = _one_line_error(lambda: read_volume(path), *needles)
+    message = one_line_error(lambda: read_volume(path), *needles)
     assert "nan..nan" not in message
-    _one_line_error(lambda: export_dicom(path, tmp_path / "out", **QUIET), *needles)
+    one_line_error(lambda: export_dicom(path, tmp_path / "out", **QUIET), *needles)
     assert not (tmp_path / "out").exists()
 
 
@@ -409,8 +400,8 @@ def test_a_mostly_nan_nifti_is_refused_naming_nan(twin, tmp_path):
 def test_infinite_voxels_are_refused_with_their_count(twin, tmp_path, value):
     path, chosen = _float_copy(twin, tmp_path, "inf.nii.gz", value, 0.0005)
     needles = (str(path), f"{int(chosen.sum())} infinite voxel")
-    _one_line_error(lambda: read_volume(path), *needles)
-    _one_line_error(lambda: export_dicom(path, tmp_path / "out", **QUIET), *needles)
+    one_line_error(lambda: read_volume(path), *needles)
+    one_line_error(lambda: export_dicom(path, tmp_path / "out", **QUIET), *needles)
     assert not (tmp_path / "out").exists()
 
 
