@@ -119,3 +119,12 @@ def test_synthetic_into_a_folder_that_is_not_empty_is_one_line(tmp_path, capsys)
     err = capsys.readouterr().err
     assert err == f"ichseq synthetic: {tmp_path / 'd'}: already exists and is not empty; remove it first\n"
     assert [p.name for p in (tmp_path / "d").iterdir()] == ["mine.txt"]
+
+
+@pytest.mark.parametrize("name", ["missing", "slice.png"])
+def test_check_on_a_wrong_path_answers_for_the_command_line_not_the_config(tmp_path, capsys, name):
+    (tmp_path / "slice.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    assert main(["check", str(tmp_path / name)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(tmp_path / name) in err
+    assert "dataset.local.path" not in err and "CT-ICH dataset folder or zip" in err

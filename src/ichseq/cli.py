@@ -64,9 +64,18 @@ def _to_dicom(args) -> None:
 
 
 def _check(args) -> None:
-    from .data.readers import open_dataset
+    import zipfile
 
-    ds = open_dataset(args.path)
+    from .data.readers import open_dataset
+    from .errors import DataError
+
+    # Said here for the command line: the readers' own messages point at the config's dataset.local.path.
+    path = Path(args.path)
+    if not path.exists():
+        raise DataError(f"{path}: does not exist; give a CT-ICH dataset folder or zip (v1.3.1 NIfTI or v1.0.0 JPG)")
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: neither a folder nor a zip archive; give a CT-ICH dataset folder or zip")
+    ds = open_dataset(path)
     pos = ds.labels.groupby("PatientNumber").label.max()
     print(
         f"{args.path}: {ds.layout}, {len(ds.patients)} patients ({int(pos.sum())} with hemorrhage), "
