@@ -29,6 +29,7 @@ from pydicom.valuerep import format_number_as_ds
 
 from ..atomic import atomic_dir
 from ..errors import DataError
+from ..paths import refuse_overlap
 from .layout import NIFTI_LAYOUT, NIFTI_SCAN_DIR
 from .readers import NO_DATA_HU, _Files, display_slices, hounsfield_volume, load_nifti
 from .volumes import WHAT_TO_GIVE, CTVolume, is_nifti, nifti_name
@@ -377,8 +378,6 @@ def export_dicom(src: str | Path, dest: str | Path, log=print) -> Path:
     voxels (no data) are written as -1024 HU, as :func:`ichseq.data.volumes.read_volume`
     reads them; infinite voxels and mostly-NaN scans are refused.
     """
-    from ..paths import refuse_overlap
-
     src, dest = Path(src), Path(dest)
     refuse_overlap(dest, [src], "DEST")  # DEST inside SRC would be read back as more scans; around it, replace it
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):

@@ -416,15 +416,17 @@ def scan_requirements(runs: list[TrainedRun], log=print) -> dict:
             "min_extent_mm": max(float(s["min_extent_mm"]) for s in saved)}
 
 
-def check_scan(runs: list[TrainedRun], volume: "CTVolume", allow_partial: bool = False, log=print) -> dict:
+def check_scan(runs: list[TrainedRun], volume: "CTVolume", allow_partial: bool = False, log=print,
+               need: dict | None = None) -> dict:
     """Refuse (one-line DataError) a scan that is not a head CT the models can read: not a head
     (field of view, no skull and brain), or too few slices or too short along the head for
     ``runs`` unless ``allow_partial`` (then the result is marked partial). Returns the
-    measurements, for decision.json."""
+    measurements, for decision.json. ``need``: :func:`scan_requirements` of ``runs`` when the
+    caller has it (a batch computes it, and says any note about it, once)."""
     from ..data.headcheck import check_coverage, check_head
 
     head = check_head(volume)
-    need = scan_requirements(runs, log=log)
+    need = need if need is not None else scan_requirements(runs, log=log)
     coverage = check_coverage(volume, need["min_slices"], need["min_extent_mm"], allow_partial)
     return {"head": head, "coverage": coverage, "requirements": need, "partial": bool(coverage.get("partial")),
             "nan_voxels": int(getattr(volume, "nan_voxels", 0) or 0)}
@@ -551,12 +553,13 @@ def predict(run, scans, out=None, series: str | None = None, device: str | None 
         out = Path("predictions") / runs[0].plan.name
         _check_out(out, inputs)
     out = Path(out)
+    need = scan_requirements(runs, log=log)
     results, failed = [], []
     for name, source in sources.items():
         try:
             check_replaceable(out / name, owned=is_prediction, owned_by=NOT_A_PREDICTION)
             volume = read_volume(source, series=series)
-            checks = check_scan(runs, volume, allow_partial=allow_partial)
+            checks = check_scan(runs, volume, allow_partial=allow_partial, log=log, need=need)
         except DataError as exc:  # this scan's own problem: say so, score the rest
             failed.append(name)
             log(f"{name}: not scored: {exc}")
