@@ -48,9 +48,17 @@ SLICE_THICKNESS_MM = 5.0
 AIR_HU = -1000.0
 
 
+GENERATORS = ("anatomical", "cartoon")
+
+
 @dataclass(frozen=True)
 class SyntheticSpec:
-    """What to generate. The defaults mirror the real cohort's size and composition."""
+    """What to generate. The defaults mirror the real cohort's size and composition.
+
+    ``generator``: ``anatomical`` (:mod:`ichseq.data.twin`: the ICBM 2009 brain in a built
+    skull, real acquisitions, bleeds where they occur, hard cases; ``difficulty``, the slice
+    thickness and the kernel apply to it) or ``cartoon`` (this module's ellipse head: fast,
+    for tests)."""
 
     n_patients: int = 75
     n_positive: int = 36
@@ -59,9 +67,23 @@ class SyntheticSpec:
     max_slices: int = 57
     seed: int = 0
     mimics_per_scan: float = 4.0  # Poisson mean of single-slice mimics per scan
-    noise_hu: float = 5.0
+    noise_hu: float = 5.0  # cartoon only; the anatomical twin's noise follows difficulty, kernel and thickness
+    generator: str = "anatomical"
+    difficulty: str = "moderate"
+    slice_thickness_mm: float = 5.0
+    kernel: str = "standard"
 
     def __post_init__(self) -> None:
+        from .twin import DIFFICULTIES, KERNELS
+
+        if self.generator not in GENERATORS:
+            raise ValueError(f"generator must be one of {', '.join(GENERATORS)}")
+        if self.difficulty not in DIFFICULTIES:
+            raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTIES)}")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(KERNELS)}")
+        if not 0.5 <= self.slice_thickness_mm <= 10.0:
+            raise ValueError("slice_thickness_mm must be between 0.5 and 10")
         if self.n_patients < 1:
             raise ValueError("n_patients must be >= 1")
         if not 0 <= self.n_positive <= self.n_patients:
@@ -339,8 +361,15 @@ def _place_mimics(
 # --------------------------------------------------------------------------- scans
 
 
-def synthesize_scan(patient: int, positive: bool, spec: SyntheticSpec) -> SyntheticScan:
-    """Generate one patient's scan, mask and per-slice labels (deterministic)."""
+def synthesize_scan(patient: int, positive: bool, spec: SyntheticSpec):
+    """Generate one patient's scan, mask and per-slice labels (deterministic), with the
+    spec's generator: a :class:`SyntheticScan` (cartoon) or a
+    :class:`ichseq.data.twin.AnatomicalScan`; both carry hu, mask, labels, affine,
+    mimic_slices, age and sex."""
+    if spec.generator == "anatomical":
+        from .twin import synthesize_anatomical_scan
+
+        return synthesize_anatomical_scan(patient, positive, spec)
     rng = np.random.default_rng([spec.seed, patient])
     size = spec.image_size
     n_slices = int(rng.integers(spec.min_slices, spec.max_slices + 1))
