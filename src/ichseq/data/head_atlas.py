@@ -104,6 +104,7 @@ class HeadAtlas:
     label: np.ndarray  # uint8, LABELS
     csf: np.ndarray  # uint8, CSF fraction x 255 inside the intracranial space (where SAH can lie)
     inner_depth: np.ndarray  # uint8, mm below the inner table inside the intracranial space, 0 outside
+    tentorium_z: np.ndarray  # (x, y) float32 MNI z of the tentorium over each column, NaN where there is none
     atrophy: int
 
     @property
@@ -209,10 +210,12 @@ def _skull_and_face() -> dict:
     dx, dy, dz = x - BRAIN_CENTRE_MM[0], y - BRAIN_CENTRE_MM[1], z - BRAIN_CENTRE_MM[2]
     r = np.sqrt(dx * dx + dy * dy + dz * dz) + 1e-3
     ux, uy, uz = dx / r, dy / r, dz / r
-    thickness = (6.0
-                 + 2.0 * np.clip(uy, 0, None)  # frontal bone
-                 + 3.5 * np.clip(-uy - 0.45, 0, None) / 0.55 * np.exp(-((z + 2.0) / 22.0) ** 2)  # occipital, thickest at the inion
-                 - 3.0 * np.clip(np.abs(ux) - 0.6, 0, None) / 0.4 * (z < 35)  # temporal squama
+    # Published adult means: frontal ~6-7 mm, parietal ~5-6, occipital ~7-8 (thickest at the
+    # inion), temporal squama ~3 (Lynnerup 2005; Moreira-Gonzalez 2006).
+    thickness = (5.2
+                 + 1.5 * np.clip(uy, 0, None)  # frontal bone
+                 + 3.0 * np.clip(-uy - 0.45, 0, None) / 0.55 * np.exp(-((z + 2.0) / 22.0) ** 2)  # occipital, inion
+                 - 2.6 * np.clip(np.abs(ux) - 0.6, 0, None) / 0.4 * (z < 35)  # temporal squama
                  + 0.8 * np.clip(uz, 0, None))
     thickness = thickness + 0.7 * _smooth_noise(GRID_SHAPE, 12.0, 2024)
     thickness = np.clip(thickness, 3.0, 10.0).astype(np.float32)
@@ -231,7 +234,7 @@ def _skull_and_face() -> dict:
     # laterally above the zygoma.
     scalp_thick = (5.5 + 1.0 * _smooth_noise(GRID_SHAPE, 15.0, 11)).clip(4.0, 8.0)
     temporalis = np.clip(np.abs(ux) - 0.55, 0, None) / 0.45 * np.exp(-((y + 12.0) / 30.0) ** 2)
-    temporalis_thick = 11.0 * temporalis * np.exp(-((z - 5.0) / 28.0) ** 2)
+    temporalis_thick = 7.0 * temporalis * np.exp(-((z - 5.0) / 28.0) ** 2)
     beyond = skull_dist - thickness
     scalp = (beyond > 0) & (beyond <= scalp_thick + temporalis_thick)
     muscle = scalp & (beyond <= temporalis_thick)
@@ -406,8 +409,18 @@ def head_atlas(atrophy: int = 0) -> HeadAtlas:
         label=label,
         csf=np.rint(csf * 255).astype(np.uint8),
         inner_depth=np.clip(np.rint(base["inner_depth"]), 0, 255).astype(np.uint8),
+        tentorium_z=_tentorium_height(base["tentorium"]),
         atrophy=atrophy,
     )
+
+
+def _tentorium_height(tentorium: np.ndarray) -> np.ndarray:
+    """Mean MNI z of the tentorium in each (x, y) column; NaN where the column has none."""
+    count = tentorium.sum(axis=2)
+    z = np.arange(GRID_SHAPE[2], dtype=np.float32) + np.float32(GRID_ORIGIN_MM[2])
+    total = (tentorium * z[None, None, :]).sum(axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=8)

@@ -5,20 +5,25 @@ input is this generator. It writes exactly what the v1.3.1 release contains::
 
     ct_scans/NNN.nii  masks/NNN.nii  hemorrhage_diagnosis_raw_ct.csv  Patient_demographics.csv
 
-Anatomy is crude but CT-like, in Hounsfield units: air, scalp, a skull ring (> 700 HU),
-grey/white parenchyma (20-45 HU), CSF ventricles (~5 HU), partial-volume blur and noise.
-Hemorrhages are hyperdense (50-90 HU) regions of the five subtypes spanning 2-15
-consecutive slices; their masks and the CSV labels are derived from the same pixels, so
-they agree by construction.
+Two generators write it (``SyntheticSpec.generator``):
 
-Single-slice *mimics* (calcifications of 100-400 HU whose blurred rims fall in the blood
-range, and streak artifacts whose bright bands do too) appear in negative and positive
-scans. A bleed always spans at least two consecutive slices while a mimic never does, so
-a model that sees neighbouring slices can tell them apart and a per-slice model is fooled
-more often: the property the slice-sequence comparison is about.
+``anatomical`` (the default; :mod:`ichseq.data.twin`)
+    Real anatomy from the ICBM 2009 template in a built skull and skull base, every patient
+    deformed, posed and acquired like a real scan, bleeds where and as they occur, hard cases
+    and negative mimics; ``difficulty``, ``slice_thickness_mm`` and ``kernel`` apply to it.
 
-Everything is drawn from ``numpy.random.default_rng([seed, patient])``, so a patient's
-scan does not depend on which other patients are generated.
+``cartoon`` (this module; fast, for tests)
+    Crude but CT-like, in Hounsfield units: air, scalp, a skull ring (> 700 HU), grey/white
+    parenchyma (20-45 HU), CSF ventricles (~5 HU), partial-volume blur and noise. Hemorrhages
+    are hyperdense (50-90 HU) regions of the five subtypes spanning 2-15 consecutive slices.
+    Single-slice *mimics* (calcifications of 100-400 HU whose blurred rims fall in the blood
+    range, and streak artifacts whose bright bands do too) appear in negative and positive
+    scans. A bleed always spans at least two consecutive slices while a mimic never does, so
+    a model that sees neighbouring slices can tell them apart.
+
+In both, masks and the CSV labels are derived from the same pixels, so they agree by
+construction, and everything is drawn from ``numpy.random.default_rng([seed, patient])``,
+so a patient's scan does not depend on which other patients are generated.
 """
 
 from __future__ import annotations
@@ -531,6 +536,9 @@ def generate_synthetic(dest: str | Path, spec: SyntheticSpec = SyntheticSpec(), 
     log(
         f"synthetic CT-ICH written to {dest}: {summary['patients']} patients "
         f"({summary['positive_patients']} with hemorrhage), {summary['slices']} slices "
-        f"({n_pos_slices} positive, {100 * n_pos_slices / len(rows):.1f}%), {n_mimics} single-slice mimics"
+        f"({n_pos_slices} positive, {100 * n_pos_slices / len(rows):.1f}%), "
+        + (f"{n_mimics} single-slice mimics" if spec.generator == "cartoon" else
+           f"{n_mimics} slices with calcifications; {spec.generator} twin, difficulty {spec.difficulty}, "
+           f"{spec.slice_thickness_mm:g} mm slices, {spec.kernel} kernel")
     )
     return summary

@@ -133,7 +133,10 @@ class Pose:
 
 
 def _draw_pose(rng: np.random.Generator, sex: str) -> Pose:
-    size = rng.normal(1.0 if sex == "M" else 0.96, 0.035)
+    # The ICBM 2009 brain is larger than a typical adult's (it was registered to MNI305 space,
+    # itself ~5-10% larger than Talairach's brain): scaled to an adult head of about
+    # 185-195 mm glabella to opisthocranion (men) and a few % less (women).
+    size = rng.normal(0.93 if sex == "M" else 0.90, 0.03)
     scale = size * rng.normal(1.0, 0.025, size=3)
     # Head flexion on the headrest and the gantry tilt chosen by the radiographer both tilt the
     # slice against the head (orbitomeatal line +- 20 degrees); small roll and yaw.
@@ -188,8 +191,14 @@ def _draw_lesion(rng: np.random.Generator, subtype: str, difficulty: Difficulty,
     size = difficulty.size
     p: dict = {"hu": rng.uniform(58.0, 80.0)}
     if subtype in ("Epidural", "Subdural"):
-        falx = subtype == "Subdural" and rng.random() < 0.2
-        if falx:
+        along_dura = str(rng.choice(["convexity", "falx", "tentorium"], p=[0.76, 0.14, 0.10])) \
+            if subtype == "Subdural" else "convexity"
+        if along_dura == "tentorium":
+            side = rng.choice([-1.0, 1.0])
+            p.update(kind="tentorium", centre=np.array([side * rng.uniform(10, 35), rng.uniform(-80, -45), 0.0]),
+                     radius=rng.uniform(12, 20) if hard else rng.uniform(20, 35) * size,
+                     thickness=(rng.uniform(1.5, 3.0) if hard else rng.uniform(2.5, 6.0)))
+        elif along_dura == "falx":
             p.update(kind="falx", y0=rng.uniform(-60, 30), half_length=rng.uniform(15, 40) * size,
                      thickness=(rng.uniform(1.5, 3.0) if hard else rng.uniform(2.5, 5.0)))
         else:
@@ -246,14 +255,23 @@ def _draw_lesion(rng: np.random.Generator, subtype: str, difficulty: Difficulty,
     return Lesion(subtype, p, hard)
 
 
-def _lesion_support(lesion: Lesion) -> tuple[np.ndarray, np.ndarray]:
-    """MNI bounding box (lo, hi) of a lesion, with room for its mass effect."""
+def _lesion_support(lesion: Lesion, mass_effect: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """MNI bounding box (lo, hi) of a lesion, or of the tissue its mass effect moves."""
     p = lesion.params
     if lesion.subtype == "Intraventricular":
         return np.array([-40.0, -70.0, -20.0]), np.array([40.0, 40.0, 40.0])
     if p.get("kind") == "falx":
         return np.array([-8.0, p["y0"] - p["half_length"] - 5, -10.0]), np.array([8.0, p["y0"] + p["half_length"] + 5, 90.0])
-    reach = p["radius"] * (3.0 if lesion.subtype == "Intraparenchymal" else 1.3) + p.get("thickness", 0) + 6.0
+    if p.get("kind") == "tentorium":
+        reach = p["radius"] + 3.0
+        return (np.array([p["centre"][0] - reach, p["centre"][1] - reach, -45.0]),
+                np.array([p["centre"][0] + reach, p["centre"][1] + reach, 25.0]))
+    if lesion.subtype == "Intraparenchymal":
+        reach = p["radius"] * (4.0 if mass_effect else 1.35 * max(p["axes"]) + 0.6) + 2.0
+    else:
+        reach = p["radius"] * (1.8 if mass_effect else 1.0) + p.get("thickness", 0) + 6.0
+        if mass_effect:
+            reach = max(reach, 90.0)
     return p["centre"] - reach, p["centre"] + reach
 
 
@@ -279,6 +297,15 @@ def _occupancy(lesion: Lesion, mni: np.ndarray, scanner_y: np.ndarray, atlas, ve
         brain = np.isin(label, (LABELS["grey matter"], LABELS["white matter"], LABELS["csf"], LABELS["ventricle"]))
         return ((r < wobble) & brain).astype(np.float32)
     depth = _sample(atlas.inner_depth, mni, order=1)
+    if p.get("kind") == "tentorium":
+        # A layer over (above) the tentorium, thinning towards its edges.
+        tz = ndi.map_coordinates(np.nan_to_num(atlas.tentorium_z, nan=-999.0),
+                                 (x - GRID_ORIGIN_MM[0], y - GRID_ORIGIN_MM[1]), order=0, mode="constant", cval=-999.0)
+        r2 = ((x - p["centre"][0]) ** 2 + (y - p["centre"][1]) ** 2) / p["radius"] ** 2
+        h = p["thickness"] * np.sqrt(np.clip(1 - r2, 0, 1))
+        label = _sample(atlas.label, mni, order=0)
+        return ((tz > -900) & (z >= tz - 0.5) & (z < tz + h) & (depth > 0)
+                & (label != LABELS["venous blood"])).astype(np.float32)
     if p.get("kind") == "falx":
         edge = np.where(y > 30, 32.0 - 1.2 * (y - 30), np.where(y < -40, np.maximum(32.0 + 1.6 * (y + 40), -4.0), 32.0))
         along = np.clip(1 - ((y - p["y0"]) / p["half_length"]) ** 2, 0, 1)
@@ -360,7 +387,7 @@ def synthesize_anatomical_scan(patient: int, positive: bool, spec, difficulty: D
 
     # Acquisition: the field of view, pixel size and slices from skull base to vertex.
     size = spec.image_size
-    fov = rng.uniform(200.0, 250.0)
+    fov = rng.uniform(215.0, 250.0)  # display field of view of a head scan
     spacing = fov / size
     thickness = float(spec.slice_thickness_mm)
     n_slices = int(rng.integers(spec.min_slices, spec.max_slices + 1))
@@ -432,7 +459,7 @@ def _render(lesions, atlas, level, pose, grid, mni, thickness, rng):
     # Mass effect: read the atlas from displaced points near space-occupying bleeds.
     read_at = mni.copy()
     for lesion in lesions:
-        lo, hi = _lesion_support(lesion)
+        lo, hi = _lesion_support(lesion, mass_effect=True)
         near = np.all((mni >= lo[:, None]) & (mni <= hi[:, None]), axis=0)
         if near.any():
             read_at[:, near] = _mass_effect(lesion, read_at[:, near], atlas)
@@ -527,7 +554,8 @@ def _add_calcifications(hu, mni, tissue, rng, age, difficulty, extra_mean) -> di
     if rng.random() < 0.02 + 0.06 * older:
         for side in (-1, 1):
             spots.append(("basal ganglia", np.array([side * 19.0, -2.0, 0.0]) + rng.normal(0, 2, 3), rng.uniform(2.0, 4.0)))
-    for _ in range(int(rng.poisson(difficulty.calcified_granulomas + extra_mean * 0.25))):
+    # mimics_per_scan (4 by default) scales the difficulty's granulomas: 0 turns them off.
+    for _ in range(int(rng.poisson(difficulty.calcified_granulomas * extra_mean / 4.0))):
         spots.append(("granuloma", np.array([rng.uniform(-55, 55), rng.uniform(-80, 50), rng.uniform(-10, 60)]),
                       rng.uniform(1.0, 2.5)))
     slices: dict[int, str] = {}
