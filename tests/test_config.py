@@ -179,6 +179,93 @@ def test_min_slices_larger_than_max_slices_is_rejected():
     assert "min_slices" in message
 
 
+def test_pretraining_cohorts_cross_field_rules_are_checked_when_a_model_pretrains():
+    message = _error({"pretrain": {"dataset": {"synthetic": {"n_patients": 50}}}})  # n_positive's default: 75
+    assert message.startswith("invalid configuration: pretrain.dataset.synthetic.n_positive: 75 is larger than")
+    message = _error({"pretrain": {"dataset": {"synthetic": {"min_slices": 30, "max_slices": 20}}}})
+    assert "pretrain.dataset.synthetic.min_slices" in message
+    # Not used without a model that pretrains, nor with a local pretraining cohort: not checked.
+    validate_config({"models": {"convnext": {}}, "pretrain": {"dataset": {"synthetic": {"n_patients": 50}}}})
+    validate_config({"pretrain": {"dataset": {"source": "local", "local": {"path": "elsewhere"},
+                                              "synthetic": {"n_patients": 50}}}})
+
+
+# --------------------------------------------------------------------------- synthetic generator
+
+
+def test_synthetic_generator_defaults_are_the_anatomical_twin_in_config_yaml_and_schema(repo_config):
+    expected = {"generator": "anatomical", "difficulty": "moderate", "slice_thickness_mm": 5.0, "kernel": "standard"}
+    assert {key: repo_config["dataset"]["synthetic"][key] for key in expected} == expected
+    validated = validate_config({})
+    for syn in (validated["dataset"]["synthetic"], validated["pretrain"]["dataset"]["synthetic"]):
+        assert {key: syn[key] for key in expected} == expected
+
+
+def test_synthetic_generator_vocabularies_are_the_codes():
+    from ichseq.data.synthetic import GENERATORS
+    from ichseq.data.twin import DIFFICULTIES, KERNELS
+
+    keys = load_schema()["$defs"]["synthetic"]["properties"]
+    assert keys["generator"]["enum"] == list(GENERATORS)
+    assert keys["difficulty"]["enum"] == list(DIFFICULTIES)
+    assert keys["kernel"]["enum"] == list(KERNELS)
+    # Every key but dir is a SyntheticSpec field: the acquire rules pass them as SyntheticSpec(**spec).
+    assert set(keys) - {"dir"} <= {f.name for f in dataclasses.fields(SyntheticSpec)}
+
+
+@pytest.mark.parametrize("section", ["dataset", "pretrain.dataset"])
+def test_every_allowed_synthetic_setting_validates_and_builds_its_spec(section):
+    chosen = {"generator": "cartoon", "difficulty": "hard", "slice_thickness_mm": 0.625, "kernel": "bone",
+              "min_slices": 200, "max_slices": 260}
+    config = {"dataset": {"synthetic": {}}, "pretrain": {"dataset": {"synthetic": {}}}}
+    (config["dataset"] if section == "dataset" else config["pretrain"]["dataset"])["synthetic"].update(chosen)
+    validated = validate_config(config)
+    syn = validated["dataset"] if section == "dataset" else validated["pretrain"]["dataset"]
+    spec = SyntheticSpec(**{key: value for key, value in syn["synthetic"].items() if key != "dir"})
+    assert {key: getattr(spec, key) for key in chosen} == chosen
+    for difficulty in ("easy", "moderate", "hard"):
+        validate_config({"dataset": {"synthetic": {"difficulty": difficulty}}})
+    for thickness in (0.5, 10, 2):
+        validate_config({"dataset": {"synthetic": {"slice_thickness_mm": thickness}}})
+
+
+@pytest.mark.parametrize(
+    ("synthetic", "key", "said"),
+    [
+        ({"difficulty": "extreme"}, "difficulty", "must be one of easy, moderate, hard, got 'extreme'"),
+        ({"generator": "voxel"}, "generator", "must be one of anatomical, cartoon, got 'voxel'"),
+        ({"kernel": "sharp"}, "kernel", "must be one of standard, bone, got 'sharp'"),
+        ({"slice_thickness_mm": 0.4}, "slice_thickness_mm", "0.4 is less than the minimum of 0.5"),
+        ({"slice_thickness_mm": 12}, "slice_thickness_mm", "12 is greater than the maximum of 10"),
+        ({"slice_thickness_mm": "thin"}, "slice_thickness_mm", "expected a number, got 'thin'"),
+    ],
+)
+@pytest.mark.parametrize("section", ["dataset", "pretrain.dataset"])
+def test_bad_synthetic_generator_settings_name_the_key(section, synthetic, key, said):
+    config = {"dataset": {"synthetic": synthetic}} if section == "dataset" else {
+        "pretrain": {"dataset": {"synthetic": synthetic}}}
+    assert _error(config) == f"invalid configuration: {section}.synthetic.{key}: {said}"
+
+
+def test_the_acquire_script_says_a_spec_it_cannot_build_in_one_line(tmp_path):
+    # What the schema and validate_config did not refuse (here handed over directly) ends the job
+    # with one line naming the config section, not a traceback.
+    script = REPO / "workflow" / "scripts" / "acquire_synthetic.py"
+    code = f"""
+import runpy, types
+spec = {{"n_patients": 4, "n_positive": 5, "generator": "cartoon"}}
+snakemake = types.SimpleNamespace(rule="acquire_pretrain_synthetic", params=types.SimpleNamespace(spec=spec),
+                                  output=[{str(tmp_path / "ds")!r}], log=[{str(tmp_path / "job.log")!r}])
+runpy.run_path({str(script)!r}, init_globals={{"snakemake": snakemake}})
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    (line,) = (tmp_path / "job.log").read_text().splitlines()
+    assert line.endswith(" ERROR acquire_synthetic failed: pretrain.dataset.synthetic: n_positive must be between 0 "
+                         "and n_patients"), line
+    assert not (tmp_path / "ds").exists()
+
+
 @pytest.mark.parametrize("local", [{}, {"path": None}, {"path": ""}])
 def test_local_source_without_a_path_is_rejected(local):
     message = _error({"dataset": {"source": "local", "local": local}})

@@ -254,7 +254,10 @@ def test_a_failed_jobs_error_line_reaches_the_console(tmp_path, copy_checkout, n
     data = copy_dataset(nifti_dataset)
     scan = next(iter(sorted((data / "ct_scans").iterdir())))
     scan.write_bytes(scan.read_bytes()[: scan.stat().st_size // 2])
-    (checkout / "broken.yaml").write_text(yaml.safe_dump({"dataset": {"source": "local", "local": {"path": str(data)}}}))
+    # The demo models' pretraining cohort, should its job run before the failing one: the fast cartoon twin.
+    broken = {"dataset": {"source": "local", "local": {"path": str(data)}},
+              "pretrain": {"dataset": {"synthetic": {"generator": "cartoon"}}}}
+    (checkout / "broken.yaml").write_text(yaml.safe_dump(broken))
     proc = subprocess.run([str(SNAKEMAKE), "--cores", "1", "--configfile", "broken.yaml"], cwd=checkout,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0

@@ -86,7 +86,10 @@ def _user_checkout(copy_checkout, folder: Path) -> Path:
     workdir = copy_checkout(folder)
     config = yaml.safe_load((workdir / "config.yaml").read_text())
     config["splits"]["replicates"] = REPLICATES
-    config["pretrain"] = {"dataset": {"synthetic": {"n_patients": 24, "n_positive": 12}}, "training": {"epochs": 1}}
+    # Both cohorts from the cartoon twin: the anatomical default builds a head atlas in each acquire job.
+    config["dataset"]["synthetic"]["generator"] = "cartoon"
+    config["pretrain"] = {"dataset": {"synthetic": {"n_patients": 24, "n_positive": 12, "generator": "cartoon"}},
+                          "training": {"epochs": 1}}
     config["models"]["vivit"]["pretrain"]["epochs"] = 1
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return workdir

@@ -23,8 +23,12 @@ AVAILABLE = ", ".join(sorted(BUILTIN))
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+# The cartoon synthetic twin (fast) for the study cohort and for any pretraining cohort: the
+# anatomical default builds a head atlas in each acquire job.
 TINY = {
-    "dataset": {"synthetic": {"n_patients": 10, "n_positive": 5, "image_size": 64, "min_slices": 12, "max_slices": 16}},
+    "dataset": {"synthetic": {"n_patients": 10, "n_positive": 5, "image_size": 64, "min_slices": 12, "max_slices": 16,
+                              "generator": "cartoon"}},
+    "pretrain": {"dataset": {"synthetic": {"generator": "cartoon"}}},
     "preprocess": {"image_size": 32},
     "splits": {"replicates": 3, "test_fraction": 0.3, "val_fraction": 0.25},
     # Deep-merged over config.yaml by Snakemake, so every architecture key is spelled out, and
@@ -239,7 +243,7 @@ def test_pretrain_stage_runs_before_features_and_reaches_the_report(tiny_run, tm
     config = json.loads(json.dumps(TINY))
     config["models"]["convnext"]["pretrained"] = "pretrain"
     config["pretrain"] = {"dataset": {"synthetic": {"n_patients": 10, "n_positive": 5, "image_size": 64,
-                                                    "min_slices": 12, "max_slices": 16}},
+                                                    "min_slices": 12, "max_slices": 16, "generator": "cartoon"}},
                           "training": {"epochs": 2, "batch_size": 16}}
     proc = snakemake(tmp_path, config=config)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,7 +1,9 @@
 """The ``ichseq`` command: package functions usable outside Snakemake.
 
     ichseq synthetic DEST [--patients N --positive N --size PX --seed S
-                           --min-slices N --max-slices N --mimics M]
+                           --min-slices N --max-slices N --mimics M
+                           --generator anatomical|cartoon --difficulty easy|moderate|hard
+                           --slice-thickness MM --kernel standard|bone]
     ichseq download DEST [--url URL]          (credentials: PHYSIONET_USERNAME/PASSWORD or ~/.netrc)
     ichseq to-jpg SRC DEST                    (v1.3.1 NIfTI -> v1.0.0 JPG layout)
     ichseq to-dicom SRC DEST                  (v1.3.1 NIfTI dataset or one .nii/.nii.gz -> DICOM CT series)
@@ -28,7 +30,9 @@ def _synthetic(args) -> None:
     from .data.synthetic import SyntheticSpec, generate_synthetic
 
     options = {"n_patients": args.patients, "n_positive": args.positive, "image_size": args.size, "seed": args.seed,
-               "min_slices": args.min_slices, "max_slices": args.max_slices, "mimics_per_scan": args.mimics}
+               "min_slices": args.min_slices, "max_slices": args.max_slices, "mimics_per_scan": args.mimics,
+               "generator": args.generator, "difficulty": args.difficulty, "slice_thickness_mm": args.slice_thickness,
+               "kernel": args.kernel}
     try:
         spec = SyntheticSpec(**options)
     except ValueError as exc:  # the spec's own checks name its fields; show what was given
@@ -168,8 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, about: str, parent=sub) -> argparse.ArgumentParser:
         return parent.add_parser(name, help=about, description=about, formatter_class=_HelpFormatter)
 
-    # Defaults: SyntheticSpec's (tests/test_cli.py keeps them equal), written out so that
-    # `ichseq --help` does not import nibabel and scipy.
+    # Defaults and allowed values: SyntheticSpec's (tests/test_cli.py keeps them equal), written
+    # out so that `ichseq --help` does not import nibabel and scipy. The allowed values are not
+    # argparse choices: a wrong one is the spec's one-line error, as any other wrong value.
     p = command("synthetic", "write the synthetic CT-ICH twin (v1.3.1 layout)")
     p.add_argument("dest", help="folder to write; must not exist or be empty")
     p.add_argument("--patients", type=int, default=75, help="number of patients")
@@ -180,6 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-slices", type=int, default=57, help="most slices per scan")
     p.add_argument("--mimics", type=float, default=4.0,
                    help="mean number of single-slice hemorrhage mimics (calcifications, streaks) per scan")
+    p.add_argument("--generator", default="anatomical", metavar="{anatomical,cartoon}",
+                   help="anatomical: a realistic head CT twin on the ICBM 2009 brain template (its head atlas takes "
+                        "~17 s to build, then ~0.3 s per 128-px scan); cartoon: the old fast ellipse head, for tests")
+    p.add_argument("--difficulty", default="moderate", metavar="{easy,moderate,hard}",
+                   help="anatomical only: how hard the bleeds are to see")
+    p.add_argument("--slice-thickness", type=float, default=5.0, metavar="MM",
+                   help="anatomical only: slice thickness in mm, 0.5-10 (a thin series such as 0.625 wants "
+                        "--min-slices/--max-slices around 200-260)")
+    p.add_argument("--kernel", default="standard", metavar="{standard,bone}",
+                   help="anatomical only: reconstruction kernel (bone: sharper, noisier)")
     p.set_defaults(func=_synthetic)
     p = command("download", "download CT-ICH v1.3.1 from PhysioNet")
     p.add_argument("dest", help="folder to download into; an interrupted download resumes there")

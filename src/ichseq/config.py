@@ -125,11 +125,7 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
         raise ConfigError(f"invalid configuration: {_describe(errors[0])}")
     _fill_defaults(config, schema)
     # Cross-field rules the schema cannot express.
-    syn = config["dataset"]["synthetic"]
-    if syn["n_positive"] > syn["n_patients"]:
-        raise ConfigError("invalid configuration: dataset.synthetic.n_positive: larger than n_patients")
-    if syn["min_slices"] > syn["max_slices"]:
-        raise ConfigError("invalid configuration: dataset.synthetic.min_slices: larger than max_slices")
+    _check_synthetic(config["dataset"]["synthetic"], "dataset.synthetic")
     if config["dataset"]["source"] == "local" and not config["dataset"]["local"]["path"]:
         raise ConfigError("invalid configuration: dataset.local.path: required when dataset.source is local")
     for name, entry in config["models"].items():
@@ -138,6 +134,18 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
         _check_phases(name, entry or {}, config)
     _check_pretrain(config)
     return config
+
+
+def _check_synthetic(syn: dict, where: str) -> None:
+    """A synthetic section's cross-field rules, which SyntheticSpec would otherwise refuse only in
+    the job that generates the data (the schema checks each key alone: ranges, generator,
+    difficulty, kernel)."""
+    if syn["n_positive"] > syn["n_patients"]:
+        raise ConfigError(f"invalid configuration: {where}.n_positive: {syn['n_positive']} is larger than "
+                          f"n_patients {syn['n_patients']}")
+    if syn["min_slices"] > syn["max_slices"]:
+        raise ConfigError(f"invalid configuration: {where}.min_slices: {syn['min_slices']} is larger than "
+                          f"max_slices {syn['max_slices']}")
 
 
 def _check_pretrain(config: dict) -> None:
@@ -149,6 +157,8 @@ def _check_pretrain(config: dict) -> None:
     if not users:
         return
     dataset = config["pretrain"]["dataset"]
+    if dataset["source"] == "synthetic":
+        _check_synthetic(dataset["synthetic"], "pretrain.dataset.synthetic")
     if dataset["source"] == "local" and not dataset["local"]["path"]:
         raise ConfigError("invalid configuration: pretrain.dataset.local.path: required when pretrain.dataset.source "
                           f"is local (models {', '.join(users)} use pretrained: pretrain)")

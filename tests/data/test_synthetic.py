@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import nibabel as nib
 import numpy as np
@@ -35,7 +35,11 @@ CSV_HEADER = (
     "No_Hemorrhage,Fracture_Yes_No"
 )
 REAL_NUMBERS = [p for p in range(49, 131) if not 59 <= p <= 65]
-SMALL = SyntheticSpec(n_patients=6, n_positive=3, image_size=32, min_slices=10, max_slices=14, seed=3)
+# This module tests the cartoon generator (the anatomical one: tests/data/test_twin.py). CARTOON is the
+# default spec with it; patient numbers and who bleeds do not depend on the generator.
+CARTOON = replace(SyntheticSpec(), generator="cartoon")
+SMALL = SyntheticSpec(n_patients=6, n_positive=3, image_size=32, min_slices=10, max_slices=14, seed=3,
+                      generator="cartoon")
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -43,7 +47,8 @@ SMALL = SyntheticSpec(n_patients=6, n_positive=3, image_size=32, min_slices=10, 
 
 @pytest.fixture(scope="module")
 def default_cohort(tmp_path_factory):
-    """SyntheticSpec() generated once (~4 s); the in-memory scans are captured on the way."""
+    """The default spec with the cartoon generator, generated once (~4 s); the in-memory scans are
+    captured on the way."""
     dest = tmp_path_factory.mktemp("default") / "ct-ich"
     scans: dict[int, synthetic.SyntheticScan] = {}
     original = synthetic.synthesize_scan
@@ -54,7 +59,7 @@ def default_cohort(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(synthetic, "synthesize_scan", capture)
-        summary = generate_synthetic(dest, SyntheticSpec(), **QUIET)
+        summary = generate_synthetic(dest, CARTOON, **QUIET)
     return dest, scans, summary
 
 
@@ -141,6 +146,11 @@ def test_default_positive_patients_without_generating():
         {"image_size": 16},
         {"min_slices": 7},
         {"min_slices": 30, "max_slices": 20},
+        {"generator": "voxel"},
+        {"difficulty": "extreme"},
+        {"kernel": "sharp"},
+        {"slice_thickness_mm": 0.4},
+        {"slice_thickness_mm": 12.0},
     ],
 )
 def test_spec_rejects_impossible_values(kwargs):
@@ -361,7 +371,8 @@ def test_mimics_occur_in_negative_and_positive_scans(default_scans):
 
 
 def test_no_mimics_when_disabled():
-    spec = SyntheticSpec(n_patients=6, n_positive=3, image_size=32, min_slices=10, max_slices=12, mimics_per_scan=0)
+    spec = SyntheticSpec(n_patients=6, n_positive=3, image_size=32, min_slices=10, max_slices=12, mimics_per_scan=0,
+                         generator="cartoon")
     for p in spec.patient_numbers():
         assert synthesize_scan(p, p in positive_patients(spec), spec).mimic_slices == {}
 
@@ -477,8 +488,8 @@ def test_synthesize_scan_is_deterministic(tiny_spec):
 
 
 def test_a_patients_scan_does_not_depend_on_cohort_size(tmp_path):
-    four = SyntheticSpec(n_patients=4, n_positive=2, image_size=32, min_slices=10, max_slices=14)
-    eight = SyntheticSpec(n_patients=8, n_positive=4, image_size=32, min_slices=10, max_slices=14)
+    four = SyntheticSpec(n_patients=4, n_positive=2, image_size=32, min_slices=10, max_slices=14, generator="cartoon")
+    eight = SyntheticSpec(n_patients=8, n_positive=4, image_size=32, min_slices=10, max_slices=14, generator="cartoon")
     for positive in (False, True):
         a, b = synthesize_scan(49, positive, four), synthesize_scan(49, positive, eight)
         np.testing.assert_array_equal(a.hu, b.hu)
@@ -500,7 +511,8 @@ def test_a_patients_scan_does_not_depend_on_cohort_size(tmp_path):
 
 
 def test_shortest_allowed_scans_can_be_generated():
-    spec = SyntheticSpec(n_patients=30, n_positive=10, image_size=32, min_slices=8, max_slices=8)
+    spec = SyntheticSpec(n_patients=30, n_positive=10, image_size=32, min_slices=8, max_slices=8,
+                         generator="cartoon")
     positives = positive_patients(spec)
     for p in spec.patient_numbers():
         scan = synthesize_scan(p, p in positives, spec)

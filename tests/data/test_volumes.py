@@ -26,7 +26,8 @@ from ichseq.data.volumes import find_scans, read_volume
 from ichseq.errors import DataError
 from tests.conftest import fail_on_call, one_line_error
 
-SPEC = SyntheticSpec(n_patients=2, n_positive=1, image_size=32, min_slices=8, max_slices=12, seed=11)
+SPEC = SyntheticSpec(n_patients=2, n_positive=1, image_size=32, min_slices=8, max_slices=12, seed=11,
+                     generator="cartoon")
 QUIET = {"log": lambda _msg: None}
 
 

@@ -259,7 +259,8 @@ def test_segmentation_loss_is_bce_plus_soft_dice():
 def loop_data(tmp_path_factory):
     """A tiny synthetic cohort at 32 px: its slice cache and train / val slice indices."""
     root = tmp_path_factory.mktemp("seg-loop")
-    spec = SyntheticSpec(n_patients=6, n_positive=3, image_size=32, min_slices=8, max_slices=10, seed=3)
+    spec = SyntheticSpec(n_patients=6, n_positive=3, image_size=32, min_slices=8, max_slices=10, seed=3,
+                         generator="cartoon")
     generate_synthetic(root / "ds", spec, log=QUIET)
     build_cache(root / "ds", root / "cache", WindowSpec(32), log=QUIET)
     cache = SliceCache(root / "cache")
@@ -344,7 +345,8 @@ def cohorts(tmp_path_factory):
     three replicate splits of the study cohort."""
     root = tmp_path_factory.mktemp("seg-cohorts")
     for name, seed, n in (("pretrain", 21, 24), ("study", 22, 20)):
-        spec = SyntheticSpec(n_patients=n, n_positive=n // 2, image_size=SIZE, min_slices=12, max_slices=16, seed=seed)
+        spec = SyntheticSpec(n_patients=n, n_positive=n // 2, image_size=SIZE, min_slices=12, max_slices=16, seed=seed,
+                             generator="cartoon")
         generate_synthetic(root / f"ds-{name}", spec, log=QUIET)
         build_cache(root / f"ds-{name}", root / f"cache-{name}", WindowSpec(SIZE), log=QUIET)
     study = cohort_from_manifest(pd.read_csv(root / "cache-study" / "manifest.csv"))

@@ -39,7 +39,8 @@ CONFIGS = {
 def study(tmp_path_factory):
     """30 unseen synthetic patients at 64 px and 5 replicate splits."""
     root = tmp_path_factory.mktemp("study")
-    spec = SyntheticSpec(n_patients=30, n_positive=15, image_size=SIZE, min_slices=12, max_slices=16, seed=12)
+    spec = SyntheticSpec(n_patients=30, n_positive=15, image_size=SIZE, min_slices=12, max_slices=16, seed=12,
+                         generator="cartoon")
     generate_synthetic(root / "ds", spec, log=QUIET)
     build_cache(root / "ds", root / "cache", WindowSpec(SIZE), log=QUIET)
     cohort = cohort_from_manifest(pd.read_csv(root / "cache" / "manifest.csv"))

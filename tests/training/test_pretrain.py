@@ -38,7 +38,8 @@ def outputs(folder) -> dict:
 def pretrain_cache(tmp_path_factory):
     """A pretraining cohort of its own (another seed than the conftest dataset), cached at 32 px."""
     root = tmp_path_factory.mktemp("pretrain")
-    spec = SyntheticSpec(n_patients=10, n_positive=5, image_size=64, min_slices=12, max_slices=16, seed=11)
+    spec = SyntheticSpec(n_patients=10, n_positive=5, image_size=64, min_slices=12, max_slices=16, seed=11,
+                         generator="cartoon")
     generate_synthetic(root / "ds", spec, log=QUIET)
     build_cache(root / "ds", root / "cache", WindowSpec(32), log=QUIET)
     return root / "cache"

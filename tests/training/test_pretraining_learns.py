@@ -41,7 +41,8 @@ CONFIG = {
 
 
 def cohort(root, seed: int, n: int):
-    spec = SyntheticSpec(n_patients=n, n_positive=n // 2, image_size=SIZE, min_slices=12, max_slices=16, seed=seed)
+    spec = SyntheticSpec(n_patients=n, n_positive=n // 2, image_size=SIZE, min_slices=12, max_slices=16, seed=seed,
+                         generator="cartoon")
     generate_synthetic(root / f"ds-{seed}", spec, log=QUIET)
     build_cache(root / f"ds-{seed}", root / f"cache-{seed}", WindowSpec(SIZE), log=QUIET)
     return root / f"cache-{seed}"

@@ -488,7 +488,8 @@ def test_uncached_hub_id_offline_fails_with_one_actionable_line(cohort_dir, tmp_
 def learnable(tmp_path_factory):
     """A 20-patient twin at 64 px: enough slices for a tiny CNN to show what it learned."""
     root = tmp_path_factory.mktemp("learnable")
-    spec = SyntheticSpec(n_patients=20, n_positive=10, image_size=64, min_slices=12, max_slices=16, seed=3)
+    spec = SyntheticSpec(n_patients=20, n_positive=10, image_size=64, min_slices=12, max_slices=16, seed=3,
+                         generator="cartoon")
     generate_synthetic(root / "ds", spec, log=QUIET)
     build_cache(root / "ds", root / "cache", WindowSpec(64), log=QUIET)
     cohort = cohort_from_manifest(pd.read_csv(root / "cache" / "manifest.csv"))
