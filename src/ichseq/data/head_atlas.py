@@ -52,8 +52,8 @@ TISSUE_HU = {
     "air": (-1000.0, (-1000, -1000)),
     "fat": (-95.0, (-120, -80)),
     "csf": (7.0, (0, 15)),
-    "white matter": (27.0, (20, 30)),
-    "grey matter": (39.0, (35, 45)),
+    "white matter": (26.0, (20, 30)),
+    "grey matter": (42.0, (35, 45)),
     "dura": (52.0, (45, 60)),
     "venous blood": (50.0, (40, 60)),
     "soft tissue": (45.0, (30, 60)),
@@ -82,6 +82,21 @@ TEMPLATE_ORIGIN_MM = np.array([-98.0, -134.0, -72.0])  # the template's own affi
 
 BRAIN_CENTRE_MM = np.array([0.0, -18.0, 12.0])
 
+# The template's licence asks for this notice in all copies; the twin's datasets are derived
+# from it and carry it (TEMPLATE_NOTICE.txt).
+TEMPLATE_NOTICE = """\
+The brain anatomy of these synthetic scans is derived from the ICBM 2009a symmetric non-linear
+template and its grey/white-matter probability maps (Fonov et al., NeuroImage 2009 and 2011),
+as bundled with nilearn:
+
+Copyright (C) 1993-2004 Louis Collins, McConnell Brain Imaging Centre, Montreal Neurological
+Institute, McGill University. Permission to use, copy, modify, and distribute this software
+and its documentation for any purpose and without fee is hereby granted, provided that the
+above copyright notice appear in all copies. The authors and McGill University make no
+representations about the suitability of this software for any purpose. It is provided
+"as is" without express or implied warranty.
+"""
+
 
 def template_dir() -> Path:
     """nilearn's bundled data folder, found without importing nilearn (which is slow to import)."""
@@ -103,7 +118,7 @@ class HeadAtlas:
     hu: np.ndarray  # float32 Hounsfield units
     label: np.ndarray  # uint8, LABELS
     csf: np.ndarray  # uint8, CSF fraction x 255 inside the intracranial space (where SAH can lie)
-    inner_depth: np.ndarray  # uint8, mm below the inner table inside the intracranial space, 0 outside
+    inner_depth: np.ndarray  # float32, mm below the inner table inside the intracranial space, 0 outside (shared by the levels)
     tentorium_z: np.ndarray  # (x, y) float32 MNI z of the tentorium over each column, NaN where there is none
     atrophy: int
 
@@ -408,7 +423,7 @@ def head_atlas(atrophy: int = 0) -> HeadAtlas:
         hu=hu,
         label=label,
         csf=np.rint(csf * 255).astype(np.uint8),
-        inner_depth=np.clip(np.rint(base["inner_depth"]), 0, 255).astype(np.uint8),
+        inner_depth=base["inner_depth"],
         tentorium_z=_tentorium_height(base["tentorium"]),
         atrophy=atrophy,
     )

@@ -515,6 +515,10 @@ def generate_synthetic(dest: str | Path, spec: SyntheticSpec = SyntheticSpec(), 
                     "Note1": "synthetic",
                 }
             )
+        if spec.generator == "anatomical":
+            from .head_atlas import TEMPLATE_NOTICE
+
+            (tmp / "TEMPLATE_NOTICE.txt").write_text(TEMPLATE_NOTICE, encoding="utf-8")
         # The release's diagnosis CSV starts with a UTF-8 byte-order mark; so does ours.
         with open(tmp / NIFTI_CSV, "w", newline="", encoding="utf-8-sig") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(DIAGNOSIS_COLUMNS))

@@ -146,9 +146,13 @@ def _draw_pose(rng: np.random.Generator, sex: str) -> Pose:
     shape = tuple(int(np.ceil(n / step)) + 2 for n in (213, 262, 213))
     elastic = np.stack([ndi.gaussian_filter(rng.normal(0, 1, size=shape), 1.0) for _ in range(3)])
     elastic *= 2.5 / max(float(elastic.std()), 1e-6)  # a few mm of shape difference
-    shift = np.array([rng.normal(0, 5.0), rng.normal(-8.0, 5.0), 0.0])
-    return Pose(rotation=rotation, scale=scale.astype(np.float32), shift=shift, elastic=elastic.astype(np.float32),
+    pose = Pose(rotation=rotation, scale=scale.astype(np.float32), shift=np.zeros(3), elastic=elastic.astype(np.float32),
                 elastic_step=step)
+    # Centre the head (the brain's centre is also the head's, front to back) in the field of
+    # view, give or take the radiographer's few mm.
+    centre = pose.to_scanner(BRAIN_CENTRE_MM.reshape(3, 1).astype(np.float32))[:, 0]
+    pose.shift = np.array([rng.normal(0, 4.0) - centre[0], rng.normal(0, 4.0) - centre[1], -centre[2]])
+    return pose
 
 
 # --------------------------------------------------------------------------- lesions
@@ -167,8 +171,11 @@ class Lesion:
 
 
 def _sample(volume: np.ndarray, mni: np.ndarray, order: int, cval: float = 0.0) -> np.ndarray:
+    """``volume`` at MNI points: nearest (order 0, the volume's dtype) or linear (float32: an
+    integer volume's interpolation is not truncated)."""
     idx = mni - GRID_ORIGIN_MM.reshape((3,) + (1,) * (mni.ndim - 1))
-    return ndi.map_coordinates(volume, idx, order=order, mode="constant", cval=cval, prefilter=False)
+    output = volume.dtype if order == 0 else np.float32
+    return ndi.map_coordinates(volume, idx, order=order, mode="constant", cval=cval, prefilter=False, output=output)
 
 
 def _inner_table_point(direction: np.ndarray, start: np.ndarray) -> np.ndarray:
@@ -304,18 +311,18 @@ def _occupancy(lesion: Lesion, mni: np.ndarray, scanner_y: np.ndarray, atlas, ve
         r2 = ((x - p["centre"][0]) ** 2 + (y - p["centre"][1]) ** 2) / p["radius"] ** 2
         h = p["thickness"] * np.sqrt(np.clip(1 - r2, 0, 1))
         label = _sample(atlas.label, mni, order=0)
-        return ((tz > -900) & (z >= tz - 0.5) & (z < tz + h) & (depth > 0)
+        return ((tz > -900) & (z >= tz - 0.5) & (z < tz + h) & (depth > 0.5)
                 & (label != LABELS["venous blood"])).astype(np.float32)
     if p.get("kind") == "falx":
         edge = np.where(y > 30, 32.0 - 1.2 * (y - 30), np.where(y < -40, np.maximum(32.0 + 1.6 * (y + 40), -4.0), 32.0))
         along = np.clip(1 - ((y - p["y0"]) / p["half_length"]) ** 2, 0, 1)
-        return ((np.abs(x) < 0.8 + p["thickness"] * np.sqrt(along)) & (z > edge) & (depth > 0)).astype(np.float32)
+        return ((np.abs(x) < 0.8 + p["thickness"] * np.sqrt(along)) & (z > edge) & (depth > 0.5)).astype(np.float32)
     rel = mni - p["centre"][:, None]
     normal = p["normal"][:, None]
     tangential = np.sqrt(np.maximum(np.sum(rel * rel, axis=0) - np.sum(rel * normal, axis=0) ** 2, 0))
     u = np.clip(1 - (tangential / p["radius"]) ** 2, 0, 1)
     profile = u if p["lens"] else np.sqrt(u)  # a lens for epidurals, a flatter crescent for subdurals
-    return ((depth > 0) & (depth < p["thickness"] * profile) & (u > 0)).astype(np.float32)
+    return ((depth > 0.5) & (depth < p["thickness"] * profile) & (u > 0)).astype(np.float32)
 
 
 def _mass_effect(lesion: Lesion, mni: np.ndarray, atlas) -> np.ndarray:
@@ -337,6 +344,9 @@ def _mass_effect(lesion: Lesion, mni: np.ndarray, atlas) -> np.ndarray:
         tangential = np.sqrt(np.maximum(np.sum(rel * rel, axis=0) - np.sum(rel * normal, axis=0) ** 2, 0))
         reach = np.clip(1 - (tangential / (1.8 * p["radius"])) ** 2, 0, 1)
         push = p["thickness"] * 0.8 * reach * np.clip(1 - depth / 90.0, 0, 1) * (depth > 0)
+        # Never read from beyond the inner table: what lies under the collection is brain that
+        # came from nearer the surface, not the skull (the push is at most the depth).
+        push = np.minimum(push, np.maximum(depth - 0.5, 0.0))
         return mni + normal * push
     return mni
 
@@ -391,7 +401,8 @@ def synthesize_anatomical_scan(patient: int, positive: bool, spec, difficulty: D
     spacing = fov / size
     thickness = float(spec.slice_thickness_mm)
     n_slices = int(rng.integers(spec.min_slices, spec.max_slices + 1))
-    base = pose.to_scanner(np.array([[0.0], [-20.0], [rng.uniform(-58.0, -42.0)]]))[2, 0]
+    # From the foramen magnum (the bottom of the posterior fossa) to the vertex.
+    base = pose.to_scanner(np.array([[0.0], [-20.0], [rng.uniform(-72.0, -62.0)]]))[2, 0]
     vertex = pose.to_scanner(np.array([[0.0], [-20.0], [rng.uniform(84.0, 92.0)]]))[2, 0]
     positions = np.linspace(base, vertex, n_slices)
     interval = float(positions[1] - positions[0])
