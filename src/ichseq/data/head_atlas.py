@@ -49,7 +49,7 @@ TEMPLATE_FILES = {
 # Kalender, "Computed Tomography" 3rd ed.; Osborn's Brain 2nd ed.). `published` is the range
 # the README's table compares the twin's measured values with.
 TISSUE_HU = {
-    "air": (-1000.0, (-1000, -1000)),
+    "air": (-1000.0, (-1010, -990)),  # -1000 by definition; the range allows the noise
     "fat": (-95.0, (-120, -80)),
     "csf": (7.0, (0, 15)),
     "white matter": (26.0, (20, 30)),
@@ -328,15 +328,31 @@ def _skull_and_face() -> dict:
         t = np.clip((by - 25.0) / 23.0, 0, 1)  # optic nerve from the apex to the globe
         paint(sl, np.sqrt((bx - side * (14 + 18 * t)) ** 2 + (bz + 36) ** 2) < 2.5, "soft tissue",
               TISSUE_HU["soft tissue"][0] - 10.0)
-        # Maxillary sinus (lowest slices only).
+        # Maxillary sinus (lowest slices only): air in a thin bony wall.
+        paint(*ellipsoid((side * 27, 48, -72), (15, 18, 17)), "cortical bone", cortical_hu * 0.7)
         paint(*ellipsoid((side * 27, 48, -72), (13, 16, 15)), "sinus air", air)
-    # Clivus: a bone slab from the dorsum sellae down to the foramen magnum, in front of the brainstem.
-    sl, (bx, by, bz) = box((-11, -34, -66), (11, -2, -26))
-    slope = np.clip((bz + 28.0) / -36.0, 0, 1)
-    paint(sl, (np.abs(bx) < 11) & (np.abs(by - (-8.0 - 20.0 * slope)) < 6), "cortical bone", cortical_hu * 0.8)
+        # Zygomatic arch (lateral bar at the level of the ear canal), mandibular condyle and
+        # ramus in front of the ear.
+        sl, (bx, by, bz) = box((side * 64 - 4, -18, -50), (side * 64 + 4, 30, -42))
+        paint(sl, (np.abs(bx - side * 64) < 2.5) & (np.abs(bz + 46) < 3.5), "cortical bone", cortical_hu * 0.9)
+        paint(*ellipsoid((side * 50, -8, -70), (5, 8, 22)), "cortical bone", cortical_hu * 0.9)
+    # Clivus: a bone slab from the dorsum sellae down to the foramen magnum, in front of the
+    # brainstem, narrow at the top (the dorsum is a thin plate) and wider below.
+    sl, (bx, by, bz) = box((-11, -34, -66), (11, -2, -34))
+    slope = np.clip((bz + 34.0) / -32.0, 0, 1)
+    paint(sl, (np.abs(bx) < 5 + 6 * slope) & (np.abs(by - (-10.0 - 18.0 * slope)) < 3 + 3 * slope), "cortical bone",
+          cortical_hu * 0.8)
+    # Foramen magnum and the upper cervical canal: the cord in CSF inside a bony ring (below the
+    # medulla, where the template ends), and the airway of the naso- and oropharynx in front.
+    sl, (bx, by, bz) = box((-20, -58, -92), (20, -14, -62))
+    radius = np.sqrt(bx**2 + ((by + 36.0) / 1.15) ** 2)
+    paint(sl, (radius < 19) & (radius >= 15), "cortical bone", cortical_hu * 0.8)
+    paint(sl, radius < 15, "csf", TISSUE_HU["csf"][0])
+    paint(sl, radius < 6, "white matter", TISSUE_HU["white matter"][0] + 8.0)
+    paint(*ellipsoid((0, 18, -78), (12, 9, 16)), "sinus air", air)
     # Sphenoid body and sinus, ethmoid cells, nasal cavity, frontal sinus.
-    paint(*ellipsoid((0, 12, -44), (16, 16, 13)), "cortical bone", cortical_hu * 0.8)
-    paint(*ellipsoid((0, 13, -44), (13, 13, 10)), "sinus air", air)
+    paint(*ellipsoid((0, 12, -48), (16, 16, 13)), "cortical bone", cortical_hu * 0.8)
+    paint(*ellipsoid((0, 13, -48), (13, 13, 10)), "sinus air", air)
     sl, _ = box((-11, 30, -52), (11, 66, -28))
     paint(sl, np.ones(trabecular[sl].shape, bool), "cortical bone", cortical_hu * 0.5)
     paint(sl, trabecular[sl] > -0.3, "sinus air", air)  # ethmoid cells

@@ -245,7 +245,7 @@ def _draw_lesion(rng: np.random.Generator, subtype: str, difficulty: Difficulty,
                  axes=rng.uniform(0.75, 1.25, 3), phases=rng.uniform(0, 2 * np.pi, 4),
                  oedema=float(rng.uniform(0.2, 0.6)), hu=rng.uniform(50, 62) if hard else rng.uniform(60, 85))
     elif subtype == "Intraventricular":
-        p.update(depth=rng.uniform(1.5, 3.5) if hard else rng.uniform(4.0, 12.0) * size, hu=rng.uniform(48, 75))
+        p.update(depth=rng.uniform(2.5, 5.0) if hard else rng.uniform(7.0, 20.0) * size, hu=rng.uniform(50, 75))
     else:  # Subarachnoid: basal cisterns, Sylvian fissure or convexity sulci
         site = str(rng.choice(["cisterns", "sylvian", "convexity"], p=[0.35, 0.3, 0.35]))
         side = rng.choice([-1.0, 1.0])
@@ -319,10 +319,14 @@ def _occupancy(lesion: Lesion, mni: np.ndarray, scanner_y: np.ndarray, atlas, ve
         return ((np.abs(x) < 0.8 + p["thickness"] * np.sqrt(along)) & (z > edge) & (depth > 0.5)).astype(np.float32)
     rel = mni - p["centre"][:, None]
     normal = p["normal"][:, None]
-    tangential = np.sqrt(np.maximum(np.sum(rel * rel, axis=0) - np.sum(rel * normal, axis=0) ** 2, 0))
+    along = np.sum(rel * normal, axis=0)
+    tangential = np.sqrt(np.maximum(np.sum(rel * rel, axis=0) - along**2, 0))
     u = np.clip(1 - (tangential / p["radius"]) ** 2, 0, 1)
     profile = u if p["lens"] else np.sqrt(u)  # a lens for epidurals, a flatter crescent for subdurals
-    return ((depth > 0.5) & (depth < p["thickness"] * profile) & (u > 0)).astype(np.float32)
+    # Only the cap of the head under the collection (not the far side of the cylinder along its
+    # normal), on its own side of the falx.
+    cap = (along > -(p["thickness"] + 12.0)) & (x * np.sign(p["normal"][0]) > -1.0)
+    return ((depth > 0.5) & (depth < p["thickness"] * profile) & (u > 0) & cap).astype(np.float32)
 
 
 def _mass_effect(lesion: Lesion, mni: np.ndarray, atlas) -> np.ndarray:
@@ -341,9 +345,12 @@ def _mass_effect(lesion: Lesion, mni: np.ndarray, atlas) -> np.ndarray:
         depth = _sample(atlas.inner_depth, mni, order=1)
         rel = mni - p["centre"][:, None]
         normal = p["normal"][:, None]
-        tangential = np.sqrt(np.maximum(np.sum(rel * rel, axis=0) - np.sum(rel * normal, axis=0) ** 2, 0))
+        along = np.sum(rel * normal, axis=0)  # negative inside, from the collection inwards
+        tangential = np.sqrt(np.maximum(np.sum(rel * rel, axis=0) - along**2, 0))
         reach = np.clip(1 - (tangential / (1.8 * p["radius"])) ** 2, 0, 1)
-        push = p["thickness"] * 0.8 * reach * np.clip(1 - depth / 90.0, 0, 1) * (depth > 0)
+        # Decays over 90 mm inwards from the collection: a large one shifts the midline; the
+        # far side of the head is not touched.
+        push = p["thickness"] * 0.8 * reach * np.clip(1 + along / 90.0, 0, 1) * (depth > 0)
         # Never read from beyond the inner table: what lies under the collection is brain that
         # came from nearer the surface, not the skull (the push is at most the depth).
         push = np.minimum(push, np.maximum(depth - 0.5, 0.0))
@@ -482,7 +489,7 @@ def _render(lesions, atlas, level, pose, grid, mni, thickness, rng):
     delta = np.zeros(256, np.float32)
     delta[LABELS["grey matter"]] = rng.normal(0, 1.5)
     delta[LABELS["white matter"]] = delta[LABELS["grey matter"]] + rng.normal(0, 1.0)
-    delta[LABELS["venous blood"]] = rng.uniform(-5.0, 22.0)
+    delta[LABELS["venous blood"]] = rng.uniform(-6.0, 14.0)  # up to ~64 HU: a dense sinus
     delta[LABELS["cortical bone"]] = delta[LABELS["diploe"]] = rng.normal(0, 80.0)
     hu += delta[tissue]
 
@@ -504,12 +511,15 @@ def _render(lesions, atlas, level, pose, grid, mni, thickness, rng):
             frac += _occupancy(lesion, centres + normal * off, scanner_y, atlas, vent_level)
         frac /= len(offsets)
         blood = _blood_hu(lesion, grid.reshape(3, -1)[:, near], rng)
-        hu[near] = hu[near] * (1 - frac) + blood * frac
+        background = hu[near].copy()
+        hu[near] = background * (1 - frac) + blood * frac
         if lesion.subtype == "Intraparenchymal":  # perihaematomal oedema, hypodense, not in the mask
             rim = _oedema(lesion, mni[:, near]) * (frac < 0.5) * np.isin(tissue[near], (LABELS["grey matter"], LABELS["white matter"]))
             hu[near] -= 9.0 * rim
         lesion_mask = np.zeros(hu.shape, bool)
-        lesion_mask[near] = frac >= 0.5
+        # In the mask: at least half the pixel is blood, and the rest is not bone (a pixel that
+        # straddles the inner table reads as bone, and a reader would not outline it).
+        lesion_mask[near] = (frac >= 0.5) & (background < 200.0)
         per_lesion_masks.append(lesion_mask.reshape(shape))
         mask |= lesion_mask
 
