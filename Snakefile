@@ -19,6 +19,7 @@ include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/stats.smk"
 include: "workflow/rules/predict.smk"
+include: "workflow/rules/twin.smk"
 
 
 rule all:
@@ -36,4 +37,6 @@ rule all:
         rules.pretrain_summary.output if PRETRAINED else [],
         # New scans scored by the trained runs, when predict.scans lists any.
         rules.predict.input if PREDICT_SCANS else [],
+        # The anatomical twin shown and measured, when the study cohort is one.
+        rules.twin_figure.output if TWIN_FIGURE else [],
     default_target: True
