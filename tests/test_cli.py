@@ -64,7 +64,7 @@ def test_help_output_shows_each_synthetic_option_with_its_default(capsys):
     assert done.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
     for option, default in [("--patients", 75), ("--min-slices", 24), ("--max-slices", 57), ("--mimics", 4.0),
-                            ("--generator", "anatomical"), ("--difficulty", "moderate"), ("--slice-thickness", 5.0),
+                            ("--generator", "anatomical"), ("--difficulty", "easy"), ("--slice-thickness", 5.0),
                             ("--kernel", "standard")]:
         assert option in out and f"(default: {default})" in out, option
 
@@ -129,7 +129,7 @@ def test_synthetic_command_passes_generator_difficulty_thickness_and_kernel(tmp_
     # Left out, they are the anatomical twin's defaults.
     spec = _captured_spec(monkeypatch, [str(tmp_path / "e")])
     assert (spec.generator, spec.difficulty, spec.slice_thickness_mm, spec.kernel) == (
-        "anatomical", "moderate", 5.0, "standard")
+        "anatomical", "easy", 5.0, "standard")
 
 
 def test_synthetic_command_with_cartoon_and_hard_writes_the_cartoon_twin(tmp_path, capsys):

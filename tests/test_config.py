@@ -194,7 +194,7 @@ def test_pretraining_cohorts_cross_field_rules_are_checked_when_a_model_pretrain
 
 
 def test_synthetic_generator_defaults_are_the_anatomical_twin_in_config_yaml_and_schema(repo_config):
-    expected = {"generator": "anatomical", "difficulty": "moderate", "slice_thickness_mm": 5.0, "kernel": "standard"}
+    expected = {"generator": "anatomical", "difficulty": "easy", "slice_thickness_mm": 5.0, "kernel": "standard"}
     assert {key: repo_config["dataset"]["synthetic"][key] for key in expected} == expected
     validated = validate_config({})
     for syn in (validated["dataset"]["synthetic"], validated["pretrain"]["dataset"]["synthetic"]):

@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generator", default="anatomical", metavar="{anatomical,cartoon}",
                    help="anatomical: a realistic head CT twin on the ICBM 2009 brain template (its head atlas takes "
                         "~17 s to build, then ~0.3 s per 128-px scan); cartoon: the old fast ellipse head, for tests")
-    p.add_argument("--difficulty", default="moderate", metavar="{easy,moderate,hard}",
+    p.add_argument("--difficulty", default="easy", metavar="{easy,moderate,hard}",
                    help="anatomical only: how hard the bleeds are to see")
     p.add_argument("--slice-thickness", type=float, default=5.0, metavar="MM",
                    help="anatomical only: slice thickness in mm, 0.5-10 (a thin series such as 0.625 wants "

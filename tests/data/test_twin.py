@@ -26,8 +26,9 @@ from ichseq.data.volumes import read_volume
 
 QUIET = {"log": lambda _msg: None}
 
-# Spec defaults (anatomical, moderate, 5 mm, standard kernel) on a small grid and fewer slices.
-DEFAULT = SyntheticSpec(n_patients=6, n_positive=3, image_size=96, min_slices=24, max_slices=30, seed=5)
+# The anatomical twin at moderate difficulty (hard cases included), 5 mm, standard kernel, on a small grid.
+DEFAULT = SyntheticSpec(n_patients=6, n_positive=3, image_size=96, min_slices=24, max_slices=30, seed=5,
+                        difficulty="moderate")
 # All positive, for the bleeds; one cohort per difficulty, same seeds.
 POSITIVE = SyntheticSpec(n_patients=12, n_positive=12, image_size=64, min_slices=16, max_slices=22, seed=11)
 WRITTEN = SyntheticSpec(n_patients=4, n_positive=2, image_size=64, min_slices=16, max_slices=20, seed=2)

@@ -145,16 +145,23 @@ def _ellipsoid(x, y, z, centre, semi, yaw_deg: float = 0.0) -> np.ndarray:
     return np.sqrt((dx / semi[0]) ** 2 + (dy / semi[1]) ** 2 + (dz / semi[2]) ** 2)
 
 
-def _smooth_noise(shape, sigma: float, seed: int) -> np.ndarray:
+def _smooth_noise(shape, sigma: float, seed: int, where: np.ndarray | None = None) -> np.ndarray:
     """Zero-mean, unit-SD smooth random field (fixed seed: the atlas is the same everywhere).
-    Wide fields are made on a coarse grid and interpolated up: the same field, much faster."""
+    Wide fields are made on a coarse grid and interpolated up: the same field, much faster;
+    with ``where``, only those voxels are filled (0 elsewhere)."""
     factor = max(1, int(sigma // 2))
     coarse = tuple(-(-n // factor) + 1 for n in shape) if factor > 1 else tuple(shape)
     field = ndi.gaussian_filter(np.random.default_rng(seed).standard_normal(coarse).astype(np.float32), sigma / factor)
-    if factor > 1:
-        field = ndi.zoom(field, factor, order=1)[tuple(slice(0, n) for n in shape)]
     field -= field.mean()
-    return field / max(float(field.std()), 1e-6)
+    field /= max(float(field.std()), 1e-6)
+    if factor == 1:
+        return field if where is None else np.where(where, field, 0).astype(np.float32)
+    if where is None:
+        return ndi.zoom(field, factor, order=1)[tuple(slice(0, n) for n in shape)]
+    out = np.zeros(shape, np.float32)
+    points = np.nonzero(where)
+    out[points] = ndi.map_coordinates(field, np.stack(points).astype(np.float32) / factor, order=1, mode="nearest")
+    return out
 
 
 def _crop_around(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
@@ -221,6 +228,8 @@ def _skull_and_face() -> dict:
     inner_depth[crop] = ndi.distance_transform_edt(intracranial[crop])
     skull_dist = ndi.distance_transform_edt(~intracranial).astype(np.float32)
 
+    # Where skull and scalp can be (their smooth random variations are only computed there).
+    shell = (skull_dist > 0) & (skull_dist <= 30.0)
     # Direction from the brain's centre: regional skull thickness (mm), 3-10 mm.
     dx, dy, dz = x - BRAIN_CENTRE_MM[0], y - BRAIN_CENTRE_MM[1], z - BRAIN_CENTRE_MM[2]
     r = np.sqrt(dx * dx + dy * dy + dz * dz) + 1e-3
@@ -232,7 +241,7 @@ def _skull_and_face() -> dict:
                  + 3.0 * np.clip(-uy - 0.45, 0, None) / 0.55 * np.exp(-((z + 2.0) / 22.0) ** 2)  # occipital, inion
                  - 2.6 * np.clip(np.abs(ux) - 0.6, 0, None) / 0.4 * (z < 35)  # temporal squama
                  + 0.8 * np.clip(uz, 0, None))
-    thickness = thickness + 0.7 * _smooth_noise(GRID_SHAPE, 12.0, 2024)
+    thickness = thickness + 0.7 * _smooth_noise(GRID_SHAPE, 12.0, 2024, where=shell)
     thickness = np.clip(thickness, 3.0, 10.0).astype(np.float32)
 
     hu = np.full(GRID_SHAPE, TISSUE_HU["air"][0], np.float32)
@@ -247,7 +256,7 @@ def _skull_and_face() -> dict:
 
     # Scalp: 5-7 mm of skin and subcutaneous fat over the calvarium; the temporalis muscle
     # laterally above the zygoma.
-    scalp_thick = (5.5 + 1.0 * _smooth_noise(GRID_SHAPE, 15.0, 11)).clip(4.0, 8.0)
+    scalp_thick = (5.5 + 1.0 * _smooth_noise(GRID_SHAPE, 15.0, 11, where=shell)).clip(4.0, 8.0)
     temporalis = np.clip(np.abs(ux) - 0.55, 0, None) / 0.45 * np.exp(-((y + 12.0) / 30.0) ** 2)
     temporalis_thick = 7.0 * temporalis * np.exp(-((z - 5.0) / 28.0) ** 2)
     beyond = skull_dist - thickness
@@ -406,7 +415,9 @@ def head_atlas(atrophy: int = 0) -> HeadAtlas:
     if a > 0:
         # Widen the ventricles (up to 3.5 mm), erode the brain surface (up to 2 mm) and open the
         # sulci: grey matter next to sulcal CSF gives way to CSF.
-        widened = ndi.distance_transform_edt(~ventricles) <= 3.5 * a
+        widened = np.zeros(GRID_SHAPE, bool)
+        crop = _crop_around(ventricles, 6)
+        widened[crop] = ndi.distance_transform_edt(~ventricles[crop]) <= 3.5 * a
         ventricles = widened & brain
         grey[ventricles] = 0
         white[ventricles] = 0

@@ -74,7 +74,7 @@ class SyntheticSpec:
     mimics_per_scan: float = 4.0  # Poisson mean of single-slice mimics per scan
     noise_hu: float = 5.0  # cartoon only; the anatomical twin's noise follows difficulty, kernel and thickness
     generator: str = "anatomical"
-    difficulty: str = "moderate"
+    difficulty: str = "easy"  # the default run's: models learn (AUC 0.8-0.95), none saturates (README, Measured)
     slice_thickness_mm: float = 5.0
     kernel: str = "standard"
 

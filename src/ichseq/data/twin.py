@@ -174,8 +174,32 @@ def _sample(volume: np.ndarray, mni: np.ndarray, order: int, cval: float = 0.0) 
     """``volume`` at MNI points: nearest (order 0, the volume's dtype) or linear (float32: an
     integer volume's interpolation is not truncated)."""
     idx = mni - GRID_ORIGIN_MM.reshape((3,) + (1,) * (mni.ndim - 1))
-    output = volume.dtype if order == 0 else np.float32
-    return ndi.map_coordinates(volume, idx, order=order, mode="constant", cval=cval, prefilter=False, output=output)
+    if order == 0:
+        return ndi.map_coordinates(volume, idx, order=0, mode="constant", cval=cval, prefilter=False)
+    return _trilinear(volume, idx.reshape(3, -1), cval).reshape(idx.shape[1:])
+
+
+def _trilinear(volume: np.ndarray, idx: np.ndarray, cval: float) -> np.ndarray:
+    """Linear interpolation of ``volume`` at fractional indices (3, n): the same values as
+    ``map_coordinates(order=1)`` inside the volume (``cval`` within a voxel of its border and
+    beyond), about twice as fast, which is most of a scan's generation time."""
+    shape = np.array(volume.shape)
+    first = np.floor(idx).astype(np.int64)
+    inside = np.all((first >= 0) & (first < shape[:, None] - 1), axis=0)
+    first = np.where(inside, first, 0)
+    frac = (idx - first).astype(np.float32)
+    step_x, step_y = volume.shape[1] * volume.shape[2], volume.shape[2]
+    base = first[0] * step_x + first[1] * step_y + first[2]
+    flat = volume.reshape(-1)
+    fx, fy, fz = frac
+    out = np.zeros(idx.shape[1], np.float32)
+    for dx in (0, 1):
+        wx = fx if dx else 1 - fx
+        for dy in (0, 1):
+            weight = wx * (fy if dy else 1 - fy)
+            corner = base + dx * step_x + dy * step_y
+            out += weight * ((1 - fz) * flat[corner] + fz * flat[corner + 1])
+    return np.where(inside, out, np.float32(cval))
 
 
 def _inner_table_point(direction: np.ndarray, start: np.ndarray) -> np.ndarray:
