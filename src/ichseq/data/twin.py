@@ -526,6 +526,14 @@ def _render(lesions, atlas, level, pose, grid, mni, thickness, rng):
     for lesion in lesions:
         lo, hi = _lesion_support(lesion)
         near = np.nonzero(np.all((mni >= lo[:, None] - thickness) & (mni <= hi[:, None] + thickness), axis=0))[0]
+        if "thickness" in lesion.params:
+            # An extra-axial collection lies within its thickness of the inner table: only
+            # pixels whose centre is that close (give or take half a slice), or in the bone
+            # beside it, can hold any of it. Most of a large collection's box is not.
+            depth = _sample(atlas.inner_depth, mni[:, near], order=0)
+            limit = lesion.params["thickness"] + thickness / 2 + 1.5
+            bone = np.isin(tissue[near], (LABELS["cortical bone"], LABELS["diploe"]))
+            near = near[((depth > 0) & (depth <= limit)) | bone]
         frac = np.zeros(near.size, np.float32)
         vent_level = ventricles_y + lesion.params.get("depth", 0.0)
         normal = pose.slice_normal_in_mni().astype(np.float32)[:, None]

@@ -93,7 +93,9 @@ def showcase_patient(spec, fractions: Sequence[float] = LEVEL_FRACTIONS, min_sli
     deliberately hard one, of the first subtypes of :data:`SHOWCASE_SUBTYPES` that any patient
     offers (an intraparenchymal haematoma, else an epidural, else any), shown on at least
     ``min_slices_shown`` of the figure's slice levels, while at least one level shows no blood
-    (a collection on every level hides the normal anatomy); the first positive patient if none."""
+    (a collection on every level hides the normal anatomy); for an intraparenchymal one, the
+    blood must also show on a level at the other difficulties (the rows are compared); the
+    first positive patient if none."""
     from ..data.synthetic import positive_patients
 
     positives = sorted(positive_patients(spec))
@@ -107,13 +109,27 @@ def showcase_patient(spec, fractions: Sequence[float] = LEVEL_FRACTIONS, min_sli
             continue
         shown_by[patient] = {lesion.subtype for lesion in scan.lesions
                              if not lesion.hard and sum(lesion.covers(k) for k in levels) >= min_slices_shown}
-        if shown_by[patient] & set(SHOWCASE_SUBTYPES[0]):
+        if shown_by[patient] & set(SHOWCASE_SUBTYPES[0]) and _shown_at_every_level(spec, patient, fractions):
             return patient
     for subtypes in SHOWCASE_SUBTYPES[1:]:
         for patient, shown in shown_by.items():
             if shown & set(subtypes):
                 return patient
     return positives[0]
+
+
+def _shown_at_every_level(spec, patient: int, fractions: Sequence[float]) -> bool:
+    """Whether the patient's blood shows on one of the figure's levels at every difficulty (the
+    figure compares the rows; a row without blood shows nothing to compare)."""
+    from ..data.twin import DIFFICULTIES
+
+    for difficulty in DIFFICULTIES:
+        if difficulty == spec.difficulty:
+            continue
+        scan = _scan(spec, patient, True, difficulty)
+        if not any(scan.mask[k].any() for k in _slice_indices(scan.hu.shape[0], fractions)):
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- the figure
