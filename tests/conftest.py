@@ -119,6 +119,24 @@ RUN_FILES = {"metrics": "metrics.json", "predictions": "predictions.csv", "sampl
              "history": "history.csv", "cost": "cost.json", "model": "model"}
 
 
+def generate_capturing(dest, spec) -> tuple[dict, dict]:
+    """``generate_synthetic(dest, spec)`` quietly, returning the in-memory scans it wrote (by
+    patient) and its summary."""
+    from ichseq.data import synthetic
+
+    scans: dict = {}
+    original = synthetic.synthesize_scan
+
+    def capture(patient, positive, spec_):
+        scans[patient] = original(patient, positive, spec_)
+        return scans[patient]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(synthetic, "synthesize_scan", capture)
+        summary = generate_synthetic(dest, spec, log=lambda _msg: None)
+    return scans, summary
+
+
 def run_outputs(folder) -> dict[str, Path]:
     """train_run's ``outputs`` for a run folder laid out as the train rule lays it out."""
     return {key: Path(folder) / name for key, name in RUN_FILES.items()}

@@ -26,7 +26,7 @@ from ichseq.data.layout import (
 )
 from ichseq.data.synthetic import SyntheticSpec, generate_synthetic, positive_patients, synthesize_scan
 from ichseq.errors import DataError
-from tests.conftest import fail_on_call
+from tests.conftest import fail_on_call, generate_capturing
 from tests.test_atomic import killed_child
 
 QUIET = {"log": lambda _msg: None}
@@ -50,16 +50,7 @@ def default_cohort(tmp_path_factory):
     """The default spec with the cartoon generator, generated once (~4 s); the in-memory scans are
     captured on the way."""
     dest = tmp_path_factory.mktemp("default") / "ct-ich"
-    scans: dict[int, synthetic.SyntheticScan] = {}
-    original = synthetic.synthesize_scan
-
-    def capture(patient, positive, spec):
-        scans[patient] = original(patient, positive, spec)
-        return scans[patient]
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(synthetic, "synthesize_scan", capture)
-        summary = generate_synthetic(dest, CARTOON, **QUIET)
+    scans, summary = generate_capturing(dest, CARTOON)
     return dest, scans, summary
 
 

@@ -15,14 +15,15 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from ichseq.data import synthetic
 from ichseq.data.head_atlas import GRID_ORIGIN_MM, INTRACRANIAL_LABELS, LABELS, TISSUE_HU, head_atlas
 from ichseq.data.headcheck import check_head
 from ichseq.data.layout import NIFTI_MASK_DIR, NIFTI_SCAN_DIR, SUBTYPES, patient_file
 from ichseq.data.readers import open_dataset
-from ichseq.data.synthetic import SyntheticSpec, generate_synthetic, positive_patients, synthesize_scan
+from ichseq.data.synthetic import SyntheticSpec, positive_patients, synthesize_scan
 from ichseq.data.twin import DIFFICULTIES
 from ichseq.data.volumes import read_volume
+
+from tests.conftest import generate_capturing
 
 QUIET = {"log": lambda _msg: None}
 
@@ -124,17 +125,7 @@ def positive_cohort():
 
 def _generate_capturing(dest, spec) -> dict:
     """generate_synthetic(dest, spec), returning the in-memory scans it wrote."""
-    scans = {}
-    original = synthetic.synthesize_scan
-
-    def capture(patient, positive, spec_):
-        scans[patient] = original(patient, positive, spec_)
-        return scans[patient]
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(synthetic, "synthesize_scan", capture)
-        generate_synthetic(dest, spec, **QUIET)
-    return scans
+    return generate_capturing(dest, spec)[0]
 
 
 @pytest.fixture(scope="module")
