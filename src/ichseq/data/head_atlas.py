@@ -164,6 +164,12 @@ def _smooth_noise(shape, sigma: float, seed: int, where: np.ndarray | None = Non
     return out
 
 
+def falx_edge(y):
+    """MNI z of the falx's free edge at MNI y: above the corpus callosum, lower in front (to the
+    crista galli) and behind (down to the tentorium, never into the cerebellar vermis)."""
+    return np.where(y > 30, 32.0 - 1.2 * (y - 30), np.where(y < -40, np.maximum(32.0 + 1.6 * (y + 40), -4.0), 32.0))
+
+
 def _crop_around(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     """Index slices of ``mask``'s bounding box grown by ``margin`` voxels."""
     slices = ndi.find_objects(mask.astype(np.uint8))[0]
@@ -372,9 +378,7 @@ def _skull_and_face() -> dict:
 
     # Dura: the falx in the interhemispheric fissure (down to its free edge above the corpus
     # callosum) and the tentorium in the gap between cerebrum and cerebellum.
-    # The falx's free edge: above the corpus callosum, lower in front (to the crista galli) and
-    # behind (down to the tentorium, never into the cerebellar vermis).
-    edge = np.where(y > 30, 32.0 - 1.2 * (y - 30), np.where(y < -40, np.maximum(32.0 + 1.6 * (y + 40), -4.0), 32.0))
+    edge = falx_edge(y)
     falx_zone = intracranial & (np.abs(x) <= 2.2) & (z > edge)
     falx = intracranial & (np.abs(x) <= 0.8) & (z > edge)
     gap = intracranial & ~brain & (y < -35) & (z > -35) & (z < 15)

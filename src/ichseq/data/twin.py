@@ -23,6 +23,7 @@ calcified granulomas; dense venous sinuses; beam hardening; partial-volume bone 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,7 @@ from .head_atlas import (
     GRID_ORIGIN_MM,
     LABELS,
     TISSUE_HU,
+    falx_edge,
     head_atlas,
     slab_atlas,
 )
@@ -218,7 +220,7 @@ def _unit(v) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def _draw_lesion(rng: np.random.Generator, subtype: str, difficulty: Difficulty, hard: bool, age: int) -> Lesion:
+def _draw_lesion(rng: np.random.Generator, subtype: str, difficulty: Difficulty, hard: bool) -> Lesion:
     size = difficulty.size
     p: dict = {"hu": rng.uniform(58.0, 80.0)}
     if subtype in ("Epidural", "Subdural"):
@@ -338,7 +340,7 @@ def _occupancy(lesion: Lesion, mni: np.ndarray, scanner_y: np.ndarray, atlas, ve
         return ((tz > -900) & (z >= tz - 0.5) & (z < tz + h) & (depth > 0.5)
                 & (label != LABELS["venous blood"])).astype(np.float32)
     if p.get("kind") == "falx":
-        edge = np.where(y > 30, 32.0 - 1.2 * (y - 30), np.where(y < -40, np.maximum(32.0 + 1.6 * (y + 40), -4.0), 32.0))
+        edge = falx_edge(y)
         along = np.clip(1 - ((y - p["y0"]) / p["half_length"]) ** 2, 0, 1)
         return ((np.abs(x) < 0.8 + p["thickness"] * np.sqrt(along)) & (z > edge) & (depth > 0.5)).astype(np.float32)
     rel = mni - p["centre"][:, None]
@@ -450,7 +452,7 @@ def synthesize_anatomical_scan(patient: int, positive: bool, spec, difficulty: D
         for _ in range(n_lesions):
             subtype = str(rng.choice(names, p=weights / weights.sum()))
             hard = allow_hard and bool(rng.random() < difficulty.hard_fraction)
-            drawn.append(_draw_lesion(rng, subtype, difficulty, hard, age))
+            drawn.append(_draw_lesion(rng, subtype, difficulty, hard))
         return drawn
 
     # A positive patient must show blood somewhere: a bleed too small or thin to fill half a
@@ -564,14 +566,11 @@ def _ventricle_floor(pose: Pose, atlas) -> float:
     return float(pose.to_scanner(points)[1].min())
 
 
-_VENTRICLE_POINTS: dict[int, np.ndarray] = {}
-
-
+@functools.lru_cache(maxsize=ATROPHY_LEVELS)
 def _ventricle_points(level: int) -> np.ndarray:
-    if level not in _VENTRICLE_POINTS:
-        idx = np.array(np.nonzero(head_atlas(level).label == LABELS["ventricle"]), float)
-        _VENTRICLE_POINTS[level] = idx[:, ::7] + GRID_ORIGIN_MM[:, None]
-    return _VENTRICLE_POINTS[level]
+    """MNI points (3, n) of every 7th ventricle voxel of an atrophy level."""
+    idx = np.array(np.nonzero(head_atlas(level).label == LABELS["ventricle"]), float)
+    return idx[:, ::7] + GRID_ORIGIN_MM[:, None]
 
 
 def _blood_hu(lesion: Lesion, scanner: np.ndarray, rng: np.random.Generator) -> np.ndarray:
