@@ -9,12 +9,18 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 
 # Never let a test reach for the Hugging Face hub (a lookup hangs ~23 s before failing).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The head atlas of the anatomical twin is built once for the whole session (its processes and
+# the workflows' jobs inherit this) and cached in a temporary folder, not the user's ~/.cache.
+SESSION_CACHE = None if "ICHSEQ_CACHE_DIR" in os.environ else tempfile.mkdtemp(prefix="ichseq-test-cache-")
+if SESSION_CACHE:
+    os.environ["ICHSEQ_CACHE_DIR"] = SESSION_CACHE
 
 import pytest
 
@@ -27,6 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # under a second. The test suite keeps to the cartoon twin; the anatomical one has tests of its own.
 TINY_SPEC = SyntheticSpec(n_patients=8, n_positive=4, image_size=64, min_slices=12, max_slices=16, seed=7,
                           generator="cartoon")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if SESSION_CACHE:  # ~0.5 GB of atlas levels
+        shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,27 +1,33 @@
 """How long the anatomical synthetic twin takes: the atlas, the default cohorts, 512 px scans.
 
-    .venv/bin/python workflow/benchmarks/twin_generation.py            # the full run (about 10 min on 2 cores)
+    .venv/bin/python workflow/benchmarks/twin_generation.py            # the full run (about 6 min on 2 cores)
     .venv/bin/python workflow/benchmarks/twin_generation.py --quick    # a smoke run: a few patients of each
 
-Each measurement runs in a fresh Python process, as a Snakemake job does (imports, the atlas
-built once per process), and prints its timings as it finishes:
+Each measurement runs in a fresh Python process, as a Snakemake job does, with the atlas cache
+(``ICHSEQ_CACHE_DIR``) in a temporary folder of its own, and prints its timings as it finishes:
 
-(i)   the head atlas: nilearn's ICBM 2009 template read and the skull, skull base and face
-      built, then each of the four atrophy levels (``head_atlas(0..3)``);
-(ii)  the default study cohort (``SyntheticSpec()``: 75 patients, 128 px, 5 mm) written with
-      ``generate_synthetic`` into a temporary folder, as rule acquire_synthetic does;
-(iii) the default pretraining cohort (150 patients, 75 with a hemorrhage, seed 7);
-(iv)  single patients at the real scans' 512 px: 5 mm slices (28-32 from skull base to vertex)
-      and 0.625 mm slices (200-240), generated in memory.
+(i)   the head atlas built (cold cache): nilearn's ICBM 2009 template read, the skull, skull
+      base and face built, each of the four atrophy levels (``head_atlas(0..3)``) and stored;
+      then read back in another fresh process (warm cache);
+(ii)  the two default cohorts as the default run makes them: the study cohort
+      (``SyntheticSpec()``: 75 patients, 128 px, 5 mm) and the pretraining cohort (150
+      patients, 75 with a hemorrhage, seed 7) written with ``generate_synthetic`` by two
+      processes side by side (rules acquire_synthetic and acquire_pretrain_synthetic on 2
+      cores): the wall time until both are written, with a cold cache (the first run: both
+      processes build the atlas) and a warm one (every later run);
+(iii) single patients at the real scans' 512 px: 5 mm slices (28-32 from skull base to vertex)
+      and 0.625 mm slices (200-240), generated in memory (warm cache).
 
-(ii) to (iv) build the atlas first and time it apart, so their per-patient times are the
-generation alone; the atlas time of (i) comes once per process on top.
+Each cohort process reports the atlas's time apart from the generation's, so the per-patient
+times are the generation alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import resource
 import subprocess
 import sys
@@ -92,16 +98,34 @@ def step_cohort(name: str, quick: bool) -> dict:
             "per_patient_s": seconds / patients, "total_s": time.perf_counter() - start, "peak_mb": _peak_mb()}
 
 
-def _child(step: str, quick: bool) -> dict:
-    """Run one step in a fresh process; its last output line is the JSON result."""
-    command = [sys.executable, __file__, "--step", step] + (["--quick"] if quick else [])
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+def _command(step: str, quick: bool) -> list[str]:
+    return [sys.executable, __file__, "--step", step] + (["--quick"] if quick else [])
+
+
+def _result(step: str, done: subprocess.CompletedProcess) -> dict:
     if done.returncode:
         sys.exit(f"{step} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _child(step: str, quick: bool, env: dict) -> dict:
+    """Run one step in a fresh process; its last output line is the JSON result."""
+    start = time.perf_counter()
+    result = _result(step, subprocess.run(_command(step, quick), capture_output=True, text=True, env=env))
     result["process_s"] = time.perf_counter() - start
     return result
+
+
+def _side_by_side(steps: list[str], quick: bool, env: dict) -> tuple[float, dict]:
+    """Run steps in fresh processes at the same time; the wall time until the last is done."""
+    start = time.perf_counter()
+    running = {step: subprocess.Popen(_command(step, quick), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, env=env) for step in steps}
+    results = {}
+    for step, proc in running.items():
+        out, err = proc.communicate()
+        results[step] = _result(step, subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return time.perf_counter() - start, results
 
 
 def main(argv=None) -> None:
@@ -115,24 +139,35 @@ def main(argv=None) -> None:
         return
 
     print(f"{describe()}; anatomical synthetic twin{' (--quick)' if args.quick else ''}", flush=True)
-    atlas = _child("atlas", args.quick)
-    levels = ", ".join(f"{s:.1f}" for s in atlas["levels_s"])
-    print(f"(i) atlas: {atlas['total_s']:.1f} s (import {atlas['import_s']:.1f} s; levels 0-3: {levels} s; "
-          f"peak {atlas['peak_mb']:.0f} MB; process {atlas['process_s']:.1f} s)", flush=True)
-    results = {}
-    for roman, name in zip(("ii", "iii", "iv", "iv"), COHORTS):
-        r = results[name] = _child(name, args.quick)
-        spec = r["spec"]
-        patients = f"{r['patients']} patient" + ("s" if r["patients"] != 1 else "")
-        print(f"({roman}) {name}: {patients} ({spec['image_size']} px, {spec['slice_thickness_mm']:g} mm, "
-              f"{r['slices']} slices): {r['generate_s']:.1f} s = {r['per_patient_s']:.2f} s/patient, "
-              f"{r['generate_s'] / r['slices'] * 1000:.0f} ms/slice; atlas {r['atlas_s']:.1f} s before; "
-              f"peak {r['peak_mb']:.0f} MB; process {r['process_s']:.1f} s", flush=True)
-    study, pre = results["study"], results["pretraining"]
-    print(f"summary: atlas {atlas['total_s']:.0f} s per process; study cohort {study['generate_s']:.0f} s "
-          f"({study['patients']} patients), pretraining cohort {pre['generate_s']:.0f} s ({pre['patients']}); "
-          f"512 px {results['512px-5mm']['per_patient_s']:.1f} s/patient at 5 mm, "
-          f"{results['512px-0.625mm']['per_patient_s']:.1f} s/patient at 0.625 mm")
+    cache = tempfile.mkdtemp(prefix="ichseq-bench-cache-")
+    env = dict(os.environ, ICHSEQ_CACHE_DIR=cache)
+    try:
+        cold = _child("atlas", args.quick, env)
+        warm = _child("atlas", args.quick, env)
+        for label, atlas in (("built, cold cache", cold), ("read, warm cache", warm)):
+            levels = ", ".join(f"{s:.2f}" for s in atlas["levels_s"])
+            print(f"(i) atlas {label}: {atlas['total_s']:.1f} s (import {atlas['import_s']:.1f} s; levels 0-3: "
+                  f"{levels} s; peak {atlas['peak_mb']:.0f} MB; process {atlas['process_s']:.1f} s)", flush=True)
+        for label in ("cold", "warm"):
+            if label == "cold":
+                shutil.rmtree(cache)
+                os.makedirs(cache)
+            wall, results = _side_by_side(["study", "pretraining"], args.quick, env)
+            parts = []
+            for name, r in results.items():
+                parts.append(f"{name} {r['patients']} patients ({r['slices']} slices) {r['total_s']:.1f} s = atlas "
+                             f"{r['atlas_s']:.1f} s + {r['generate_s']:.1f} s ({r['per_patient_s']:.2f} s/patient), "
+                             f"peak {r['peak_mb']:.0f} MB")
+            print(f"(ii) default cohorts side by side, {label} cache: {wall:.1f} s wall; " + "; ".join(parts), flush=True)
+        for name in ("512px-5mm", "512px-0.625mm"):
+            r = _child(name, args.quick, env)
+            spec = r["spec"]
+            patients = f"{r['patients']} patient" + ("s" if r["patients"] != 1 else "")
+            print(f"(iii) {name}: {patients} ({spec['image_size']} px, {spec['slice_thickness_mm']:g} mm, "
+                  f"{r['slices']} slices): {r['generate_s']:.1f} s = {r['per_patient_s']:.2f} s/patient, "
+                  f"{r['generate_s'] / r['slices'] * 1000:.0f} ms/slice; peak {r['peak_mb']:.0f} MB", flush=True)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 if __name__ == "__main__":

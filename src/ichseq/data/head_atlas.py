@@ -29,12 +29,18 @@ grey matter gives way to CSF and the ventricles widen, inside a skull that does 
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
+import os
+import shutil
+import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import scipy
 from scipy import ndimage as ndi
 
 from ..errors import DataError
@@ -402,9 +408,95 @@ def _skull_and_face() -> dict:
 
 @functools.lru_cache(maxsize=ATROPHY_LEVELS)
 def head_atlas(atrophy: int = 0) -> HeadAtlas:
-    """The whole head at one atrophy level (0-3), built once per process (a few seconds)."""
+    """The whole head at one atrophy level (0-3), read-only: memory-mapped from the on-disk
+    cache (:func:`atlas_cache_dir`) when it holds this version of the atlas, else built (about
+    15 s for the first level, 1-2 s for each other) and written there for the next process."""
     if not 0 <= atrophy < ATROPHY_LEVELS:
         raise ValueError(f"atrophy level must be 0..{ATROPHY_LEVELS - 1}")
+    folder = atlas_cache_dir()
+    if folder is not None:
+        cached = _load_cached(folder, atrophy)
+        if cached is not None:
+            return cached
+    atlas = _build_head_atlas(atrophy)
+    for array in _atlas_arrays(atlas).values():
+        array.setflags(write=False)  # built or mapped, the atlas is never written to
+    if folder is not None:
+        _store_cached(folder, atlas)
+    return atlas
+
+
+# --------------------------------------------------------------------------- on-disk cache
+
+ATLAS_FIELDS = ("hu", "label", "csf", "inner_depth", "tentorium_z")
+
+
+def _atlas_arrays(atlas: HeadAtlas) -> dict[str, np.ndarray]:
+    return {name: getattr(atlas, name) for name in ATLAS_FIELDS}
+
+
+def atlas_cache_dir() -> Path | None:
+    """Where built atlases are kept, like Hugging Face's or nilearn's download caches:
+    ``$ICHSEQ_CACHE_DIR/head-atlas/<version>``, else ``$XDG_CACHE_HOME/ichseq/...``, else
+    ``~/.cache/ichseq/...``; ``ICHSEQ_CACHE_DIR=off`` builds in memory every time. The version
+    is a digest of this module's source, the template files and numpy/scipy's versions, so a
+    changed atlas never reads an old one (old versions can be deleted by hand, ~0.5 GB each)."""
+    root = os.environ.get("ICHSEQ_CACHE_DIR")
+    if root and root.strip().lower() == "off":
+        return None
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        root = str(Path(xdg) / "ichseq") if xdg else str(Path.home() / ".cache" / "ichseq")
+    return Path(root) / "head-atlas" / _atlas_version()
+
+
+@functools.lru_cache(maxsize=1)
+def _atlas_version() -> str:
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    folder = template_dir()
+    for name in sorted(TEMPLATE_FILES.values()):
+        digest.update(f"{name}:{(folder / name).stat().st_size}".encode())
+    digest.update(f"numpy {np.__version__} scipy {scipy.__version__}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _load_cached(folder: Path, atrophy: int) -> HeadAtlas | None:
+    """The cached level, memory-mapped (processes share its pages), or None when absent or
+    unreadable (then it is built again)."""
+    level = folder / f"level{atrophy}"
+    try:
+        # Plain read-only arrays over the mapping (a memmap's own indexing is slow).
+        arrays = {name: np.asarray(np.load(level / f"{name}.npy", mmap_mode="r")) for name in ATLAS_FIELDS}
+    except (OSError, ValueError):
+        return None
+    expected = {"tentorium_z": GRID_SHAPE[:2]}
+    if any(array.shape != expected.get(name, GRID_SHAPE) for name, array in arrays.items()):
+        return None
+    return HeadAtlas(atrophy=atrophy, **arrays)
+
+
+def _store_cached(folder: Path, atlas: HeadAtlas) -> None:
+    """Write a level into a private folder, then rename it into place: a level folder is
+    complete or absent, and processes building the same level at once do not clash. A cache
+    that cannot be written is skipped with a warning (the atlas is still returned)."""
+    level = folder / f"level{atlas.atrophy}"
+    if level.is_dir():
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".level{atlas.atrophy}-", dir=folder))
+        for name, array in _atlas_arrays(atlas).items():
+            np.save(staging / f"{name}.npy", array)
+        try:
+            staging.rename(level)
+        except OSError:  # another process put the same level there first
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError as err:
+        warnings.warn(f"{folder}: cannot cache the head atlas there ({err.strerror or err}); "
+                      "set ICHSEQ_CACHE_DIR to a writable folder, or to off", stacklevel=3)
+
+
+def _build_head_atlas(atrophy: int) -> HeadAtlas:
     brain, grey, white = _template()
     base = _skull_and_face()
     intracranial = base["intracranial"]
@@ -469,7 +561,6 @@ def _tentorium_height(tentorium: np.ndarray) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=8)
 def slab_atlas(atrophy: int, thickness_mm: float) -> np.ndarray:
     """The atlas HU averaged over a slice's thickness along z (the slice-sensitivity profile,
     a box of the nominal thickness): sampling it at a slice's centre gives the partial volume

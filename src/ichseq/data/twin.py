@@ -27,12 +27,14 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy import ndimage as ndi
 
 from .head_atlas import (
     ATROPHY_LEVELS,
     BRAIN_CENTRE_MM,
     GRID_ORIGIN_MM,
+    GRID_SHAPE,
     LABELS,
     TISSUE_HU,
     falx_edge,
@@ -105,25 +107,22 @@ class Pose:
 
     def grid_to_mni(self, grid: np.ndarray, step: int = 8) -> np.ndarray:
         """:meth:`to_mni` of a slice grid (3, S, N, N) (pixel centres evenly spaced in rows and
-        columns): the smooth elastic field is evaluated on a coarse grid about ``step`` pixels
-        apart and interpolated bilinearly, as exact to a small fraction of a mm and much faster."""
+        columns): exact on a coarse grid about ``step`` pixels apart, interpolated bilinearly in
+        between (the pose's affine part is linear in the pixel position, so it stays exact). The
+        elastic field between those points is a smooth field of its own, within 1.3 mm of
+        :meth:`to_mni`'s (99% of pixels within 0.5 mm at 128 px); everything in a scan is drawn
+        through this one mapping, so the anatomy and the bleeds stay consistent."""
         n = grid.shape[-1]
         m = max(2, int(np.ceil((n - 1) / step)) + 1)
         pos = np.linspace(0.0, n - 1.0, m)
         first, dcol, drow = grid[:, :, 0, 0], grid[:, 0, 0, 1] - grid[:, 0, 0, 0], grid[:, 0, 1, 0] - grid[:, 0, 0, 0]
         coarse = (first[:, :, None, None] + drow[:, None, None, None] * pos[None, None, :, None]
                   + dcol[:, None, None, None] * pos[None, None, None, :]).astype(np.float32)
-        coarse_mni = self.to_mni(coarse)
-        undeformed = ((self.rotation.T @ (grid.reshape(3, -1) - self.shift[:, None])) / self.scale[:, None])
-        undeformed = undeformed.astype(np.float32).reshape(grid.shape)
-        coarse_undeformed = ((self.rotation.T @ (coarse.reshape(3, -1) - self.shift[:, None])) / self.scale[:, None])
-        field = coarse_undeformed.reshape(coarse.shape) - coarse_mni  # the displacement, coarse
-        u = np.arange(n) * (m - 1) / (n - 1)
-        i0 = np.minimum(np.floor(u).astype(int), m - 2)
-        w = (u - i0).astype(np.float32)
-        rows = field[:, :, i0, :] * (1 - w)[None, None, :, None] + field[:, :, i0 + 1, :] * w[None, None, :, None]
-        full = rows[:, :, :, i0] * (1 - w) + rows[:, :, :, i0 + 1] * w
-        return undeformed - full
+        coarse_mni = torch.from_numpy(np.ascontiguousarray(self.to_mni(coarse), np.float32))
+        with torch.no_grad():  # pixel centres at the coarse points' positions: align_corners
+            full = torch.nn.functional.interpolate(coarse_mni.reshape(1, -1, m, m), size=(n, n), mode="bilinear",
+                                                   align_corners=True)
+        return full.reshape(grid.shape).numpy()
 
     def slice_normal_in_mni(self) -> np.ndarray:
         """MNI displacement per mm along the scanner's z (for sub-samples across a slice)."""
@@ -202,6 +201,27 @@ def _trilinear(volume: np.ndarray, idx: np.ndarray, cval: float) -> np.ndarray:
             corner = base + dx * step_x + dy * step_y
             out += weight * ((1 - fz) * flat[corner] + fz * flat[corner + 1])
     return np.where(inside, out, np.float32(cval))
+
+
+@functools.lru_cache(maxsize=8)
+def _slab_tensor(level: int, thickness_mm: float) -> torch.Tensor:
+    """:func:`slab_atlas` less air's HU as a (1, 1, x, y, z) tensor: grid_sample's zero padding
+    is then air outside the atlas."""
+    return torch.from_numpy(slab_atlas(level, thickness_mm) - np.float32(AIR_HU))[None, None]
+
+
+def _sample_slab_hu(level: int, thickness_mm: float, mni: np.ndarray) -> np.ndarray:
+    """The slab atlas's HU at MNI points (3, n), trilinear: every pixel of a scan is one look-up,
+    the largest single cost of a scan, so it goes through torch's grid_sample (about twice as
+    fast as :func:`_trilinear` on one thread, and multi-threaded)."""
+    scale = (2.0 / (np.array(GRID_SHAPE, np.float32) - 1.0))[:, None]
+    normalised = (mni - GRID_ORIGIN_MM[:, None]).astype(np.float32) * scale - np.float32(1.0)
+    # grid_sample's last axis is (W, H, D) = the volume's axes (z, y, x), each in [-1, 1].
+    points = torch.from_numpy(np.ascontiguousarray(normalised[::-1].T)).view(1, 1, 1, -1, 3)
+    with torch.no_grad():
+        out = torch.nn.functional.grid_sample(_slab_tensor(level, thickness_mm), points, mode="bilinear",
+                                              padding_mode="zeros", align_corners=True)
+    return out.view(-1).numpy() + np.float32(AIR_HU)
 
 
 def _inner_table_point(direction: np.ndarray, start: np.ndarray) -> np.ndarray:
@@ -508,7 +528,7 @@ def _render(lesions, atlas, level, pose, grid, mni, thickness, rng):
         if near.any():
             read_at[:, near] = _mass_effect(lesion, read_at[:, near], atlas)
 
-    hu = _sample(slab_atlas(level, thickness), read_at, order=1, cval=AIR_HU)
+    hu = _sample_slab_hu(level, thickness, read_at)
     tissue = _sample(atlas.label, read_at, order=0)
     # Per-patient tissue values: scanner calibration of grey/white, haematocrit of venous blood
     # (a dense sinus is a subdural mimic), bone mineral density.
