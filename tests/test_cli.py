@@ -87,7 +87,7 @@ def test_synthetic_defaults_are_the_spec_defaults():
 def test_synthetic_command_writes_what_the_spec_asks_for(tmp_path, capsys):
     options = ["--patients", "5", "--positive", "2", "--size", "32", "--seed", "3",
                "--min-slices", "9", "--max-slices", "10", "--mimics", "0", "--generator", "cartoon"]
-    assert main(["synthetic", str(tmp_path / "cli"), *options]) == 0
+    assert main(["synthetic", str(tmp_path / "cli"), *options, "--workers", "2"]) == 0
     assert "0 single-slice mimics" in capsys.readouterr().out
     spec = SyntheticSpec(n_patients=5, n_positive=2, image_size=32, seed=3, min_slices=9, max_slices=10,
                          mimics_per_scan=0, generator="cartoon")
@@ -114,7 +114,7 @@ def _captured_spec(monkeypatch, argv) -> SyntheticSpec:
     from ichseq.data import synthetic
 
     specs = []
-    monkeypatch.setattr(synthetic, "generate_synthetic", lambda dest, spec, log=print: specs.append(spec))
+    monkeypatch.setattr(synthetic, "generate_synthetic", lambda dest, spec, log=print, workers=1: specs.append(spec))
     assert main(["synthetic", *argv]) == 0
     (spec,) = specs
     return spec

@@ -246,6 +246,22 @@ def test_thin_slices_still_cover_skull_base_to_vertex(thin):
         assert lowest <= 0.5 and highest <= 0.05, (lowest, highest)  # posterior fossa to vertex
 
 
+def test_workers_write_the_same_files(written, tmp_path):
+    """Patients generated in two forked processes: byte for byte the files of one process."""
+    import filecmp
+
+    from ichseq.data.synthetic import generate_synthetic
+
+    one, _ = written
+    two = tmp_path / "two-workers"
+    summary = generate_synthetic(two, WRITTEN, log=lambda _msg: None, workers=2)
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file()) == files
+    assert len(files) == 2 * WRITTEN.n_patients + 3  # scans, masks, the two CSVs, the template notice
+    assert all(filecmp.cmp(one / f, two / f, shallow=False) for f in files)
+    assert summary["patients"] == WRITTEN.n_patients
+
+
 def test_written_nifti_round_trips(written):
     dest, scans = written
     dataset = open_dataset(dest)

@@ -16,6 +16,7 @@ rule acquire_synthetic:
         spec={k: v for k, v in DATASET["synthetic"].items() if k != "dir"},
     log:
         "logs/data/acquire_synthetic.log",
+    threads: config["threads"]["synthetic"]
     resources:
         mem_mb=2000,
         runtime=30,

@@ -12,6 +12,7 @@ rule acquire_pretrain_synthetic:
         spec={k: v for k, v in PRETRAIN_DATASET["synthetic"].items() if k != "dir"},
     log:
         "logs/pretrain/acquire_synthetic.log",
+    threads: config["threads"]["synthetic"]
     resources:
         mem_mb=2000,
         runtime=30,

@@ -24,6 +24,9 @@ rule twin_figure:
     log:
         "logs/data/twin_figure.log",
     threads: 1
+    # Not on the way to any model: it waits for a free core rather than slowing the cohorts'
+    # jobs and the pretrainings that wait for them.
+    priority: -1
     resources:
         mem_mb=3000,
         runtime=30,

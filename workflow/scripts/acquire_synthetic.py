@@ -14,7 +14,7 @@ def acquire(log):
         spec = SyntheticSpec(**snakemake.params.spec)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{SECTION}: {exc}") from None
-    return generate_synthetic(snakemake.output[0], spec, log=log)
+    return generate_synthetic(snakemake.output[0], spec, log=log, workers=snakemake.threads)
 
 
 run_step(snakemake.log[0], acquire, name="acquire_synthetic")

@@ -478,15 +478,51 @@ def positive_patients(spec: SyntheticSpec) -> set[int]:
     return {numbers[i] for i in chosen}
 
 
-def generate_synthetic(dest: str | Path, spec: SyntheticSpec = SyntheticSpec(), log=print) -> dict:
+def _write_patient(folder: Path, spec: SyntheticSpec, patient: int, positive: bool) -> tuple[list[dict], int, dict]:
+    """Generate one patient, write its scan and mask into ``folder``; return its CSV rows, its
+    count of mimic slices and its demographics row."""
+    scan = synthesize_scan(patient, positive, spec)
+    nib.save(volume_to_nifti(scan.hu, scan.affine), folder / NIFTI_SCAN_DIR / patient_file(patient))
+    mask = scan.mask.astype(np.uint8) * 255
+    nib.save(volume_to_nifti(mask, scan.affine), folder / NIFTI_MASK_DIR / patient_file(patient))
+    flags = {s: int(any(r[s] for r in scan.labels)) for s in SUBTYPES}
+    demo = {
+        "Patient Number": patient,
+        "Age (years)": scan.age,
+        "Gender": scan.sex,
+        **flags,
+        "Fracture (yes 1/no 0)": int(any(r["Fracture_Yes_No"] for r in scan.labels)),
+        "Note1": "synthetic",
+    }
+    return scan.labels, len(scan.mimic_slices), demo
+
+
+def _write_patients(args) -> list[tuple[list[dict], int, dict]]:
+    folder, spec, patients, positives = args
+    return [_write_patient(folder, spec, patient, patient in positives) for patient in patients]
+
+
+def _single_threaded() -> None:
+    """A worker's initialiser: one torch thread per worker process (the workers are the
+    parallelism), so no OpenMP pool inherited across the fork is ever used."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def generate_synthetic(dest: str | Path, spec: SyntheticSpec = SyntheticSpec(), log=print, workers: int = 1) -> dict:
     """Write the synthetic dataset to ``dest`` (v1.3.1 layout) and return a summary.
 
     The files are written into a temporary sibling folder that is renamed to ``dest`` only
     when complete, so an interrupted run never leaves a folder that looks like a dataset.
+    ``workers`` > 1 generates the patients in that many processes (the same files: each
+    patient is drawn from its own seed); the anatomical twin's atlas is made ready first, so
+    the workers map the cached copy instead of each building it.
     """
     dest = Path(dest)
     if dest.is_dir() and any(dest.iterdir()):
         raise FileExistsError(f"{dest}: already exists and is not empty; remove it first")
+    workers = max(1, min(int(workers), spec.n_patients))
     # Never a folder with anything in it, even one filled while this ran; a file at dest is a
     # one-line DataError. The temporary folder is ichseq's by name: one a killed run left is
     # swept by the next run beside it.
@@ -495,26 +531,29 @@ def generate_synthetic(dest: str | Path, spec: SyntheticSpec = SyntheticSpec(), 
         (tmp / NIFTI_SCAN_DIR).mkdir()
         (tmp / NIFTI_MASK_DIR).mkdir()
         positives = positive_patients(spec)
-        rows, demo = [], []
-        n_mimics = 0
-        for patient in spec.patient_numbers():
-            scan = synthesize_scan(patient, patient in positives, spec)
-            nib.save(volume_to_nifti(scan.hu, scan.affine), tmp / NIFTI_SCAN_DIR / patient_file(patient))
-            mask = scan.mask.astype(np.uint8) * 255
-            nib.save(volume_to_nifti(mask, scan.affine), tmp / NIFTI_MASK_DIR / patient_file(patient))
-            rows.extend(scan.labels)
-            n_mimics += len(scan.mimic_slices)
-            flags = {s: int(any(r[s] for r in scan.labels)) for s in SUBTYPES}
-            demo.append(
-                {
-                    "Patient Number": patient,
-                    "Age (years)": scan.age,
-                    "Gender": scan.sex,
-                    **flags,
-                    "Fracture (yes 1/no 0)": int(any(r["Fracture_Yes_No"] for r in scan.labels)),
-                    "Note1": "synthetic",
-                }
-            )
+        numbers = spec.patient_numbers()
+        if workers == 1:
+            written = _write_patients((tmp, spec, numbers, positives))
+        else:
+            if spec.generator == "anatomical":
+                from .head_atlas import ATROPHY_LEVELS, head_atlas
+
+                for level in range(ATROPHY_LEVELS):  # built (and cached) once, here
+                    head_atlas(level)
+            # Forked workers (a spawned one would run a Snakemake script's body again), each on
+            # one thread.
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            chunks = [numbers[i::workers] for i in range(workers)]
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                     initializer=_single_threaded) as pool:
+                parts = list(pool.map(_write_patients, [(tmp, spec, chunk, positives) for chunk in chunks]))
+            by_patient = {n: r for chunk, part in zip(chunks, parts) for n, r in zip(chunk, part)}
+            written = [by_patient[n] for n in numbers]
+        rows = [row for labels, _, _ in written for row in labels]
+        n_mimics = sum(count for _, count, _ in written)
+        demo = [d for _, _, d in written]
         if spec.generator == "anatomical":
             from .head_atlas import TEMPLATE_NOTICE
 
