@@ -64,7 +64,7 @@ def _to_dicom(args) -> None:
     from .data.dicom import export_dicom
 
     with output_errors(args.dest):  # a full disk, a read-only folder: one line
-        export_dicom(args.src, args.dest)
+        export_dicom(args.src, args.dest, compression=args.compression)
 
 
 def _check(args) -> None:
@@ -207,11 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="v1.3.1 (NIfTI) dataset folder or zip")
     p.add_argument("dest", help="folder to write the JPG layout to")
     p.set_defaults(func=_to_jpg)
-    p = command("to-dicom", "write NIfTI CT scans as DICOM CT series (uncompressed, geometry and HU rescale tags "
-                            "from the NIfTI), e.g. to test `ichseq predict` on whole DICOM series")
+    p = command("to-dicom", "write NIfTI CT scans as DICOM CT series (geometry and HU rescale tags from the "
+                            "NIfTI; uncompressed or lossless-compressed), e.g. to test `ichseq predict` on whole "
+                            "DICOM series")
     p.add_argument("src", help="v1.3.1 (NIfTI) dataset folder or zip (every ct_scans/NNN.nii -> DEST/NNN/), "
                                "or one .nii/.nii.gz file (-> DEST)")
     p.add_argument("dest", help="folder to write; must not exist or be empty")
+    p.add_argument("--compression", default="none", metavar="{none,jpeg-lossless,jpeg-ls,jpeg2000,rle}",
+                   help="transfer syntax of the files: none (explicit VR little endian), or lossless JPEG (process "
+                        "14 SV1, as CQ500), JPEG-LS, JPEG 2000 or RLE, encoded by GDCM (default none)")
     p.set_defaults(func=_to_dicom)
     p = command("check", "detect the layout of a dataset folder/zip and validate it")
     p.add_argument("path", help="dataset folder or zip, v1.3.1 (NIfTI) or v1.0.0 (JPG)")

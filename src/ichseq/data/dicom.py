@@ -8,8 +8,10 @@ orientation, size or pixel spacing; a missing or duplicated slice). Slices are o
 ImagePositionPatient projected on the slice normal (row cosines x column cosines, turned to
 point superior), HU = stored * RescaleSlope + RescaleIntercept, pixels as displayed.
 
-Writing (:func:`export_dicom`): CT Image Storage, explicit VR little endian, uncompressed,
-geometry from the NIfTI affine (RAS -> DICOM LPS). A slice's pixel rows and columns are those
+Writing (:func:`export_dicom`): CT Image Storage, explicit VR little endian, uncompressed or
+in one of the lossless syntaxes hospital exports use (``COMPRESSIONS``: JPEG lossless as in
+CQ500, JPEG-LS, JPEG 2000, RLE; encoded by GDCM, python-gdcm), geometry from the NIfTI affine
+(RAS -> DICOM LPS). A slice's pixel rows and columns are those
 the NIfTI reader displays, so a written series reads back to the same HU, positions and
 order. UIDs are derived from the source file's content and name: a rerun writes identical files.
 """
@@ -24,7 +26,15 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
 from pydicom.valuerep import format_number_as_ds
 
 from ..atomic import atomic_dir
@@ -42,6 +52,17 @@ SPACING_TOLERANCE_FRACTION = 0.05
 ORIENTATION_TOLERANCE = 1e-4  # direction cosines
 WHAT_TO_CONVERT = "give a CT-ICH v1.3.1 dataset folder or zip, or one .nii/.nii.gz file"
 DECOMPRESS_HINT = "or decompress the series first, e.g. `gdcmconv --raw IN OUT` (GDCM) or `dcmdjpeg IN OUT` (DCMTK)"
+
+# ``ichseq to-dicom --compression``: name -> the lossless transfer syntax written (GDCM encodes
+# them all; pydicom alone encodes only RLE). Reading decodes these and the lossy ones through
+# pydicom's pixel-data plugins (python-gdcm, pillow).
+COMPRESSIONS = {
+    "none": ExplicitVRLittleEndian,
+    "jpeg-lossless": JPEGLosslessSV1,
+    "jpeg-ls": JPEGLSLossless,
+    "jpeg2000": JPEG2000Lossless,
+    "rle": RLELossless,
+}
 
 # RAS (NIfTI) <-> LPS (DICOM): x and y change sign.
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
@@ -289,11 +310,39 @@ def _geometry(affine: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray, l
     return np.concatenate([row_cosines, column_cosines]), normal, [dy, dx], spacing
 
 
+def _compress_file(path: Path, uid) -> None:
+    """Re-encode a written (uncompressed) DICOM file in place in the lossless syntax ``uid``."""
+    try:
+        import gdcm
+    except ImportError:
+        raise DataError(f"--compression: writing {uid.name} needs python-gdcm; pip install python-gdcm==3.2.6 "
+                        "(requirements.txt)") from None
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(path))
+    if not reader.Read():  # pragma: no cover - a file just written by pydicom
+        raise DataError(f"{path}: GDCM cannot read the file it was to compress")
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.GetTSType(str(uid))))
+    change.SetInput(reader.GetImage())
+    if not change.Change():  # pragma: no cover - lossless syntaxes of 16-bit monochrome data
+        raise DataError(f"{path}: GDCM could not encode it as {uid.name}")
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(path))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    if not writer.Write():
+        raise OSError(f"{path}: GDCM could not write the compressed file")
+
+
 def write_dicom_series(
-    values: np.ndarray, affine: np.ndarray, folder: Path, *, name: str, uid_seed: str, description: str
+    values: np.ndarray, affine: np.ndarray, folder: Path, *, name: str, uid_seed: str, description: str,
+    compression: str = "none",
 ) -> list[Path]:
     """Write a NIfTI volume ``(cols, rows, S)`` in HU as one CT series into ``folder`` (one file
-    per slice, in the file's slice order, InstanceNumber = 1-based NIfTI index)."""
+    per slice, in the file's slice order, InstanceNumber = 1-based NIfTI index), uncompressed
+    or in a lossless syntax of ``COMPRESSIONS``."""
+    if compression not in COMPRESSIONS:
+        raise DataError(f"--compression {compression}: not one of {', '.join(COMPRESSIONS)}")
     orientation, normal, pixel_spacing, spacing = _geometry(affine, description)
     stack = display_slices(values)
     stored, slope, intercept = _encode(stack)
@@ -351,6 +400,8 @@ def write_dicom_series(
         ds.PixelData = np.ascontiguousarray(stored[k]).astype(stored.dtype.newbyteorder("<")).tobytes()
         path = folder / f"{k + 1:0{width}d}.dcm"
         ds.save_as(path, enforce_file_format=True)
+        if compression != "none":
+            _compress_file(path, COMPRESSIONS[compression])
         written.append(path)
     return written
 
@@ -370,15 +421,18 @@ def _nifti_sources(src: Path) -> list[tuple[str, Callable[[], bytes], str]]:
     return [(nifti_name(Path(rel)), lambda rel=rel: files.read(rel), files.where(rel)) for rel in rels]
 
 
-def export_dicom(src: str | Path, dest: str | Path, log=print) -> Path:
+def export_dicom(src: str | Path, dest: str | Path, log=print, compression: str = "none") -> Path:
     """Write ``src`` (a CT-ICH v1.3.1 dataset folder/zip: every ``ct_scans/NNN.nii`` ->
-    ``dest/NNN/``; or one ``.nii``/``.nii.gz`` file -> ``dest``) as DICOM CT series.
+    ``dest/NNN/``; or one ``.nii``/``.nii.gz`` file -> ``dest``) as DICOM CT series,
+    uncompressed or in a lossless syntax of ``COMPRESSIONS`` (the same HU either way).
 
     ``dest`` must not exist or be empty; it appears only when every series is written. NaN
     voxels (no data) are written as -1024 HU, as :func:`ichseq.data.volumes.read_volume`
     reads them; infinite voxels and mostly-NaN scans are refused.
     """
     src, dest = Path(src), Path(dest)
+    if compression not in COMPRESSIONS:
+        raise DataError(f"--compression {compression}: not one of {', '.join(COMPRESSIONS)}")
     refuse_overlap(dest, [src], "DEST")  # DEST inside SRC would be read back as more scans; around it, replace it
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise DataError(f"{dest}: already exists and is not empty; remove it or choose another destination")
@@ -397,7 +451,9 @@ def export_dicom(src: str | Path, dest: str | Path, log=print) -> Path:
             seed = hashlib.sha256(raw).hexdigest()
             folder = tmp if single else tmp / name
             n_slices += len(write_dicom_series(values, affine, folder, name=name, uid_seed=seed,
-                                               description=f"ichseq to-dicom of {Path(where).name}"))
+                                               description=f"ichseq to-dicom of {Path(where).name}",
+                                               compression=compression))
     padding = f"; {n_nan} NaN voxels (no data) written as {NO_DATA_HU:g} HU" if n_nan else ""
-    log(f"DICOM written to {dest}: {len(sources)} series, {n_slices} slices{padding}")
+    syntax = "" if compression == "none" else f", {COMPRESSIONS[compression].name}"
+    log(f"DICOM written to {dest}: {len(sources)} series, {n_slices} slices{syntax}{padding}")
     return dest
