@@ -11,7 +11,7 @@
     ichseq stats METRICS_CSV --out DIR [--alpha A --undefined drop|zero --seed S --resamples N --power-alpha A
                                         --percent]
                                               (compare models over replicates: tests, tables)
-    ichseq predict RUN SCAN... [--out DIR --series UID --device auto|cpu|cuda --allow-partial]
+    ichseq predict RUN SCAN... [--out DIR --series UID --device auto|cpu|cuda --allow-partial --no-reformat]
                                               (trained runs on new NIfTI / DICOM scans; RUN: a run or model folder)
     ichseq profile install [PROFILE] [--dest DIR --name NAME --link|--copy --force]
                                               (so that `snakemake --profile slurm` finds profiles/slurm)
@@ -138,7 +138,7 @@ def _predict(args) -> None:
     # Each scan's "written DIR" line comes as it is written; scans that could not be scored are
     # listed at the end (exit status 1) after the others were scored.
     predict(args.run, args.scans, out=args.out, series=args.series, device=args.device,
-            allow_partial=args.allow_partial, log=lambda msg: print(msg, flush=True))
+            allow_partial=args.allow_partial, log=lambda msg: print(msg, flush=True), reformat=not args.no_reformat)
 
 
 def _profile_install(args) -> None:
@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-partial", action="store_true",
                    help="score a scan with fewer slices or a shorter extent along the head than the model needs "
                         "(e.g. a single slice); its result is marked partial, about the slices given only")
+    p.add_argument("--no-reformat", action="store_true",
+                   help="read each scan as it is: no averaging of thin slices into the training's slabs, no "
+                        "field-of-view matching in mm, no tilt correction, and a missing slice refused")
     p.set_defaults(func=_predict)
     p = command("profile", "install this repository's Snakemake profiles for `snakemake --profile NAME`")
     profile = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do (install)")

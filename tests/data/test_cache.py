@@ -450,3 +450,80 @@ def test_prewindowed_scans_need_the_option_and_are_then_cached_as_they_are(nifti
     for patient, values in display.items():
         rows = manifest[manifest.patient == patient]
         np.testing.assert_array_equal(slices[rows.row], values.transpose(2, 1, 0)[rows.slice.to_numpy() - 1])
+
+
+# --------------------------------------------------------------------------- scan geometry
+
+
+def _nifti_geometry(path) -> tuple[float, int]:
+    """``(mean in-plane pixel spacing in mm, number of columns)`` of a NIfTI file, read here with
+    nibabel: columns are the file's first axis, rows its second."""
+    img = nib.load(path)
+    column_mm, row_mm = (float(np.linalg.norm(img.affine[:3, axis])) for axis in (0, 1))
+    return (row_mm + column_mm) / 2, int(img.shape[0])
+
+
+def test_manifest_records_the_pixel_spacing_and_size_the_nifti_affines_give(nifti_dataset, copy_dataset, tmp_path):
+    """One patient rewritten with unequal row and column spacing and fewer columns than rows, so
+    that mixing up rows and columns (or taking one spacing for both) shows."""
+    src = copy_dataset(nifti_dataset)
+    changed = 50
+    for folder in (NIFTI_SCAN_DIR, NIFTI_MASK_DIR):
+        path = src / folder / patient_file(changed)
+        img = nib.load(path)
+        affine = img.affine @ np.diag([1.25, 0.9, 1.0, 1.0])  # columns 1.25x, rows 0.9x the spacing
+        data = np.ascontiguousarray(np.asanyarray(img.dataobj)[8:56])  # 48 of the 64 columns
+        new = nib.Nifti1Image(data, affine, img.header)
+        new.set_qform(affine, code=1)
+        new.set_sform(affine, code=1)
+        nib.save(new, path)
+    out = tmp_path / "cache"
+    _build(src, out, 32)
+    manifest = _manifest(out)
+    assert list(manifest.columns) == list(MANIFEST_COLUMNS)
+    recorded = {}
+    for patient, rows in manifest.groupby("patient"):
+        pixel_mm, columns = _nifti_geometry(src / NIFTI_SCAN_DIR / patient_file(patient))
+        np.testing.assert_allclose(rows.pixel_mm.to_numpy(), pixel_mm, rtol=1e-6)
+        assert (rows.source_size == columns).all(), patient
+        recorded[patient] = (rows.pixel_mm.iloc[0], rows.source_size.iloc[0])
+    assert manifest.source_size.dtype.kind == "i"
+    others = {value for patient, value in recorded.items() if patient != changed}
+    assert recorded[changed] not in others and recorded[changed][1] == 48
+
+
+def test_jpg_cache_records_the_jpg_size_and_no_pixel_spacing(jpg_dataset, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "jpg-cache"
+    _build(jpg_dataset, out, 32)
+    manifest = _manifest(out)
+    assert list(manifest.columns) == list(MANIFEST_COLUMNS)
+    assert manifest.pixel_mm.isna().all()  # a JPG has no geometry
+    for patient, rows in manifest.groupby("patient"):
+        first = rows.slice.iloc[0]
+        with Image.open(jpg_dataset / "Patients_CT" / f"{patient:03d}" / "brain" / f"{first}.jpg") as im:
+            assert (rows.source_size == im.width).all(), patient
+    cache = SliceCache(out)
+    assert cache.manifest.pixel_mm.isna().all()
+
+
+def test_a_manifest_without_the_geometry_columns_still_loads(small_cache, tmp_path):
+    """A cache written before the manifest had pixel_mm and source_size: readable, the geometry unknown."""
+    old = tmp_path / "old-cache"
+    shutil.copytree(small_cache[0], old)
+    manifest = _manifest(old)
+    manifest.drop(columns=["pixel_mm", "source_size"]).to_csv(old / "manifest.csv", index=False)
+    cache, current = SliceCache(old), SliceCache(small_cache[0])
+    assert cache.manifest.pixel_mm.isna().all() and cache.manifest.source_size.isna().all()
+    assert current.manifest.pixel_mm.notna().all()
+    assert cache.patients == current.patients
+    kept = [c for c in MANIFEST_COLUMNS if c not in ("pixel_mm", "source_size")]
+    pd.testing.assert_frame_equal(cache.manifest[kept], current.manifest[kept])
+    for patient in cache.patients:
+        np.testing.assert_array_equal(cache.patient_rows(patient), current.patient_rows(patient))
+    # As ``ichseq predict`` builds one for a new scan: only the columns the readers use.
+    rows = current.manifest[["row", "patient", "slice", "position_mm", "label", "has_mask"]]
+    in_memory = SliceCache.from_arrays(np.asarray(current.slices), rows, current.meta)
+    assert in_memory.manifest.pixel_mm.isna().all() and in_memory.manifest.source_size.isna().all()
+    assert in_memory.patients == current.patients

@@ -460,3 +460,55 @@ def test_a_killed_predict_leaves_a_temporary_that_the_next_run_sweeps(workspace,
     (out / ".049.someone-else").mkdir()  # not ichseq's: never touched
     predict(run, [scan], out=out, log=QUIET)
     assert sorted(p.name for p in out.iterdir()) == [".049.someone-else", "049"]
+
+
+def test_a_thin_compressed_series_with_a_missing_slice_is_read_as_the_training_slabs(workspace, nifti_dataset,
+                                                                                     tmp_path, capsys):
+    """A 5 mm cohort scan re-sliced to 0.625 mm (each slice 8 times), written as a JPEG-lossless
+    DICOM series (CQ500's syntax) with one slice missing: reformatted, it is again the 5 mm scan
+    (each slab the mean of its 8 or 7 identical slices), so it gets the 5 mm scan's probability;
+    the gap is listed. Read as it is (--no-reformat), it is refused as an incomplete series."""
+    full = read_volume(nifti_of(nifti_dataset, 49))
+    thin = _nifti(tmp_path / "thin.nii", np.repeat(full.hu, 8, axis=0), spacing=(230 / 64, 230 / 64, 0.625))
+    series = tmp_path / "scans" / "thin-049"
+    assert main(["to-dicom", str(thin), str(series), "--compression", "jpeg-lossless"]) == 0
+    names = sorted(p.name for p in series.iterdir())
+    (series / names[100]).unlink()
+    run = str(workspace / "results" / "runs" / "convnext")
+    capsys.readouterr()
+    assert main(["predict", run, str(series), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING gap of 1.25 mm (1 missing slice(s))" in out and names[99] in out and names[101] in out
+    decision = json.loads((tmp_path / "out" / "thin-049" / "decision.json").read_text())
+    assert decision["slices"] == len(full.hu)  # e.g. 29-31 rows for a 150 mm scan
+    slabs = decision["reformat"]["slabs"]
+    assert slabs["applied"] and slabs["slab_mm"] == 5.0 and slabs["source_slices"] == 8 * len(full.hu) - 1
+    (gap,) = decision["reformat"]["gaps"]
+    assert (gap["before"], gap["after"], gap["missing_slices"]) == (names[99], names[101], 1)
+    assert decision["warnings"] and "bridged" in decision["warnings"][0]
+    direct = predict_scan(load_runs(run, log=QUIET), full, outputs(tmp_path / "direct"), log=QUIET)
+    assert decision["probability"] == pytest.approx(direct["probability"], abs=1e-5)
+    assert main(["predict", run, str(series), "--out", str(tmp_path / "as-is"), "--no-reformat"]) == 1
+    captured = capsys.readouterr()
+    assert "not uniform" in captured.out and not (tmp_path / "as-is").exists()
+
+
+def test_a_wider_field_of_view_is_cropped_to_the_training_one(workspace, nifti_dataset, tmp_path):
+    """The same head in a 345 mm field of view (16 more pixels of air on each side, same pixel
+    size): resized by pixel count it would be drawn a third smaller; reformatted, the model sees
+    the 230 mm field it was trained on, and the 230 mm scan's probabilities."""
+    full = read_volume(nifti_of(nifti_dataset, 50))
+    wide_hu = np.full((len(full.hu), 96, 96), -1024.0, np.float32)
+    wide_hu[:, 16:80, 16:80] = full.hu
+    wide = _nifti(tmp_path / "wide.nii", wide_hu)
+    runs = load_runs(workspace / "results" / "runs" / "convnext", log=QUIET)
+    from ichseq.inference.predict import read_scan
+
+    volume, report = read_scan(runs, wide, log=QUIET)
+    assert report["field_of_view"]["applied"] and report["field_of_view"]["target_mm"] == pytest.approx(230.0)
+    assert volume.hu.shape[1:] == (64, 64)
+    got = predict_scan(runs, volume, outputs(tmp_path / "wide"), log=QUIET, reformat=report)
+    direct = predict_scan(runs, full, outputs(tmp_path / "direct"), log=QUIET)
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "wide" / "slices.csv").ensemble,
+                               pd.read_csv(tmp_path / "direct" / "slices.csv").ensemble, atol=1e-5)
+    assert got["reformat"]["field_of_view"]["source_mm"] == [pytest.approx(345.0), pytest.approx(345.0)]

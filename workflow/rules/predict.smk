@@ -39,6 +39,7 @@ rule predict_scan:
     params:
         series=lambda wc: config["predict"]["series"].get(wc.scan),
         allow_partial=config["predict"]["allow_partial"],
+        reformat=config["predict"]["reformat"],
     threads: config["threads"]["predict"]
     log:
         "logs/predict/{model}/{scan}.log",

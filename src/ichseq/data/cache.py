@@ -5,7 +5,8 @@ Layout of the cache folder (written to a temporary sibling and renamed when comp
     slices.npy     uint8 (N, size, size)  brain window, all patients' slices concatenated
     masks.npy      uint8 (N, size, size)  0/1 hemorrhage masks (for mask-aware models only)
     manifest.csv   one row per slice: row, patient, slice, position_mm, label, subtypes,
-                   fracture, has_mask; rows of a patient are contiguous and ordered by position
+                   fracture, has_mask, pixel_mm, source_size; rows of a patient are contiguous
+                   and ordered by position
     cache.json     how it was made (source, layout, window, size, dataset_sha256) and the counts
     dataset.json   the dataset's content manifest (each file's size and SHA-256) it was made from
 
@@ -35,6 +36,13 @@ from .layout import SUBTYPES
 from .readers import open_dataset
 from .windowing import resize_masks, resize_slices, to_uint8
 
+#: The scan's own in-plane geometry, before the resize to the cache's size (what ``ichseq predict``
+#: needs to bring a new scan to the training geometry): ``pixel_mm``, the mean of the row and
+#: column spacing in mm (NaN where the layout records none: the v1.0.0 JPGs), and ``source_size``,
+#: the slice's number of columns. Caches written before these columns existed lack them;
+#: :class:`SliceCache` reads them as NaN (unknown).
+GEOMETRY_COLUMNS = ("pixel_mm", "source_size")
+
 MANIFEST_COLUMNS = (
     "row",
     "patient",
@@ -44,6 +52,7 @@ MANIFEST_COLUMNS = (
     *SUBTYPES,
     "fracture",
     "has_mask",
+    *GEOMETRY_COLUMNS,
 )
 
 _WORKER_DATASET = None
@@ -80,6 +89,7 @@ def _process_patient(patient: int, spec: WindowSpec, dataset=None):
     images = to_uint8(resize_slices(scan.images, spec.image_size))
     masks = resize_masks(scan.masks, spec.image_size).astype(np.uint8)
     labels = dataset.patient_labels(patient).loc[scan.slice_numbers]
+    pixel_mm = np.nan if scan.pixel_mm is None else round(float(np.mean(scan.pixel_mm)), 6)
     rows = pd.DataFrame(
         {
             "patient": patient,
@@ -89,6 +99,8 @@ def _process_patient(patient: int, spec: WindowSpec, dataset=None):
             **{s: labels[s].to_numpy() for s in SUBTYPES},
             "fracture": labels["Fracture_Yes_No"].to_numpy(),
             "has_mask": masks.reshape(len(masks), -1).any(axis=1).astype(int),
+            "pixel_mm": pixel_mm,
+            "source_size": scan.source_size,
         }
     )
     return images, masks, rows
@@ -160,7 +172,7 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
 
 def _cache_bytes(n_slices: int, image_size: int, files: list) -> int:
     """About the size of a cache folder: the two pixel arrays plus generous room for the
-    manifest (a row of ~70 bytes per slice), dataset.json (~200 bytes per file) and cache.json."""
+    manifest (a row of ~85 bytes per slice), dataset.json (~200 bytes per file) and cache.json."""
     return 2 * n_slices * image_size * image_size + 128 * n_slices + 512 * len(files) + 16384
 
 
@@ -195,13 +207,20 @@ def _window_meta(layout: str, spec: WindowSpec) -> dict | str:
     return {"level": spec.level, "width": spec.width}
 
 
+def _with_geometry_columns(manifest: pd.DataFrame) -> pd.DataFrame:
+    """``manifest`` with the GEOMETRY_COLUMNS it lacks added as NaN (unknown): a cache written
+    before they existed stays readable, and readers of the geometry need no special case."""
+    missing = [column for column in GEOMETRY_COLUMNS if column not in manifest.columns]
+    return manifest.assign(**{column: np.nan for column in missing}) if missing else manifest
+
+
 class SliceCache:
     """Read access to a cache folder: the manifest in memory, the pixels memory-mapped."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         try:
-            self.manifest = pd.read_csv(self.path / "manifest.csv")
+            self.manifest = _with_geometry_columns(pd.read_csv(self.path / "manifest.csv"))
             self.slices = np.load(self.path / "slices.npy", mmap_mode="r")
             self.meta = json.loads((self.path / "cache.json").read_text())
         except (OSError, ValueError) as exc:
@@ -215,10 +234,11 @@ class SliceCache:
                     masks: np.ndarray | None = None) -> "SliceCache":
         """A cache held in memory (a new scan being predicted, which no cache folder holds):
         ``slices`` uint8 (N, size, size), ``manifest`` with the columns of MANIFEST_COLUMNS the
-        readers use (row, patient, slice, position_mm, label), ``masks`` all 0 unless given."""
+        readers use (row, patient, slice, position_mm, label; GEOMETRY_COLUMNS are NaN unless
+        given), ``masks`` all 0 unless given."""
         cache = cls.__new__(cls)
         cache.path = Path("<memory>")
-        cache.manifest = manifest.reset_index(drop=True)
+        cache.manifest = _with_geometry_columns(manifest.reset_index(drop=True))
         cache.slices = np.ascontiguousarray(slices, dtype=np.uint8)
         cache.meta = dict(meta)
         # A new scan has no hemorrhage masks: a model that reads them as an input gets none.

@@ -180,7 +180,7 @@ def slice_normal(iop) -> np.ndarray:
     return -normal if normal[2] < 0 else normal
 
 
-def _check_spacing(positions: np.ndarray, paths: list[Path], folder: Path) -> None:
+def _check_spacing(positions: np.ndarray, paths: list[Path], folder: Path, allow_gaps: bool = False) -> None:
     gaps = np.diff(positions)
     if len(gaps) == 0:
         return
@@ -192,7 +192,12 @@ def _check_spacing(positions: np.ndarray, paths: list[Path], folder: Path) -> No
             f"a duplicated slice; remove one of them"
         )
     ref = float(np.median(gaps))
-    bad = np.flatnonzero(np.abs(gaps - ref) > max(SPACING_TOLERANCE_MM, SPACING_TOLERANCE_FRACTION * ref))
+    tolerance = max(SPACING_TOLERANCE_MM, SPACING_TOLERANCE_FRACTION * ref)
+    off = np.abs(gaps - ref) > tolerance
+    if allow_gaps:  # missing slices: a whole number of spacings, left for the reformatting
+        multiple = np.rint(gaps / ref)
+        off &= ~((multiple >= 2) & (np.abs(gaps - multiple * ref) <= tolerance * multiple))
+    bad = np.flatnonzero(off)
     if len(bad):
         i = bad[0]
         raise DataError(
@@ -214,9 +219,11 @@ def _hu(path: Path, ds: Dataset) -> np.ndarray:
     return (pixels.astype(np.float64) * slope + intercept).astype(np.float32)
 
 
-def read_dicom_series(folder: Path, files: list[Path], series: str | None = None) -> CTVolume:
+def read_dicom_series(folder: Path, files: list[Path], series: str | None = None, allow_gaps: bool = False) -> CTVolume:
     """The CT series held by ``files`` (the DICOM files of ``folder``); ``series`` picks one
-    SeriesInstanceUID when there are several."""
+    SeriesInstanceUID when there are several; ``allow_gaps``: missing slices (a gap a whole
+    number of the series' spacings long) are read, not refused (the reformatting bridges or
+    refuses them)."""
     slices: list[tuple[Path, Dataset]] = []
     for path in files:
         try:
@@ -255,7 +262,7 @@ def read_dicom_series(folder: Path, files: list[Path], series: str | None = None
     chosen = [chosen[i] for i in order]
     positions = positions[order]
     paths = [path for path, _ in chosen]
-    _check_spacing(positions, paths, folder)
+    _check_spacing(positions, paths, folder, allow_gaps)
     hu, nan_voxels = hounsfield_volume(np.stack([_hu(path, ds) for path, ds in chosen]), str(folder), "dicom")
     numbers = [ds.get("InstanceNumber") for _, ds in chosen]
     if all(n is not None and n != "" for n in numbers) and len({int(n) for n in numbers}) == len(numbers):
@@ -263,10 +270,16 @@ def read_dicom_series(folder: Path, files: list[Path], series: str | None = None
     else:  # missing or repeated InstanceNumbers: the geometric order
         slice_numbers = np.arange(1, len(chosen) + 1, dtype=np.int64)
     first = chosen[0][1]
+    # Each slice's origin relative to the first, in the slice plane: (down the rows, along the
+    # columns) = the column and row direction cosines. Non-zero and growing under gantry tilt.
+    iop = np.array(first.ImageOrientationPatient, float)
+    origins = np.array([np.array(ds.ImagePositionPatient, float) for _, ds in chosen])
+    offsets = np.stack([(origins - origins[0]) @ iop[3:], (origins - origins[0]) @ iop[:3]], axis=1)
     return CTVolume(
         source=str(folder), name=folder.resolve().name, hu=hu, positions=positions.astype(np.float64),
         slice_numbers=slice_numbers, files=[str(p) for p in paths], series_uid=uid or None,
         spacing_mm=_pixel_spacing(first), slice_thickness_mm=_positive(first, "SliceThickness"), nan_voxels=nan_voxels,
+        in_plane_offsets_mm=offsets,
     )  # fmt: skip
 
 

@@ -224,13 +224,21 @@ def order_nifti_slices(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarr
 
 @dataclass
 class Scan:
-    """One patient's slices, ordered inferior to superior."""
+    """One patient's slices, ordered inferior to superior, at the scan's own pixel grid."""
 
     patient: int
     slice_numbers: np.ndarray  # the CSV SliceNumber of each slice
     positions: np.ndarray  # mm along the head axis (v1.0.0: the slice number)
     images: np.ndarray  # float32 (S, H, W) brain window in [0, 1]
     masks: np.ndarray  # bool (S, H, W); never part of the classification input
+    # (between rows, between columns) in mm, as :func:`nifti_pixel_spacing`; None where the
+    # layout records no geometry (the v1.0.0 JPGs).
+    pixel_mm: tuple[float, float] | None
+
+    @property
+    def source_size(self) -> int:
+        """The number of columns of the scan's slices as stored, before any resizing."""
+        return int(self.images.shape[2])
 
 
 # --------------------------------------------------------------------------- file access
@@ -456,15 +464,22 @@ class NiftiDataset(CTICHDataset):
     def _volume(self, rel: str) -> tuple[np.ndarray, np.ndarray]:
         return load_nifti(self.files.read(rel), self.files.where(rel))
 
-    def _read_ordered(self, patient: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(slice_numbers, positions_mm, values (S, rows, cols), masks)`` ordered by position;
-        values as stored, after the header's scl_slope / scl_inter."""
+    def _read_ordered(
+        self, patient: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]:
+        """``(slice_numbers, positions_mm, values (S, rows, cols), masks, pixel_mm)`` ordered by
+        position; values as stored, after the header's scl_slope / scl_inter; ``pixel_mm`` as
+        :func:`nifti_pixel_spacing` (from the scan's affine, the one its positions come from)."""
         name = patient_file(patient)
         hu, affine = self._volume(f"{NIFTI_SCAN_DIR}/{name}")
         mask, _ = self._volume(f"{NIFTI_MASK_DIR}/{name}")
         numbers, positions, stack = order_nifti_slices(hu, affine)
         masks = display_slices(mask)[numbers - 1] > 0
-        return numbers, positions, stack, masks
+        return numbers, positions, stack, masks, nifti_pixel_spacing(affine)
+
+    def _hounsfield(self, patient: int, values: np.ndarray) -> np.ndarray:
+        hu, _nan_voxels = hounsfield_volume(values, self.files.where(f"{NIFTI_SCAN_DIR}/{patient_file(patient)}"))
+        return hu
 
     def read_hu(self, patient: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(slice_numbers, positions_mm, hu (S, rows, cols), masks)`` ordered by position.
@@ -472,22 +487,21 @@ class NiftiDataset(CTICHDataset):
         NaN voxels (no data) are -1024 HU. Raises :class:`DataError` when the scan's values
         cannot be Hounsfield units, hold an infinity or are mostly NaN.
         """
-        numbers, positions, hu, masks = self._read_ordered(patient)
-        hu, _nan_voxels = hounsfield_volume(hu, self.files.where(f"{NIFTI_SCAN_DIR}/{patient_file(patient)}"))
-        return numbers, positions, hu, masks
+        numbers, positions, values, masks, _pixel_mm = self._read_ordered(patient)
+        return numbers, positions, self._hounsfield(patient, values), masks
 
     def read_scan(self, patient, level=BRAIN_WINDOW_LEVEL, width=BRAIN_WINDOW_WIDTH) -> Scan:
+        numbers, positions, values, masks, pixel_mm = self._read_ordered(patient)
         if not self.prewindowed:
-            numbers, positions, hu, masks = self.read_hu(patient)
-            return Scan(patient, numbers, positions, brain_window(hu, level, width), masks)
+            hu = self._hounsfield(patient, values)
+            return Scan(patient, numbers, positions, brain_window(hu, level, width), masks, pixel_mm)
         # Already windowed by whoever exported them: level/width are ignored, as for the JPGs.
-        numbers, positions, values, masks = self._read_ordered(patient)
         where = self.files.where(f"{NIFTI_SCAN_DIR}/{patient_file(patient)}")
         nan_voxels = count_no_data(values, where)
         check_display_values(values, where)
         values = fill_no_data(values, nan_voxels, NO_DATA_DISPLAY)
         images = np.clip(values / np.float32(255.0), 0.0, 1.0).astype(np.float32)
-        return Scan(patient, numbers, positions, images, masks)
+        return Scan(patient, numbers, positions, images, masks, pixel_mm)
 
 
 _JPG_NAME = re.compile(r"^(\d+)(" + JPG_MASK_SUFFIX + r")?\.jpe?g$", re.IGNORECASE)
@@ -547,7 +561,9 @@ class JpgDataset(CTICHDataset):
             if masks[-1].shape != im.shape:
                 raise DataError(f"{self.files.where(rel)}: mask size {masks[-1].shape} differs from its slice {im.shape}")
         nums = np.array(numbers)
-        return Scan(patient, nums, nums.astype(float), np.stack(images).astype(np.float32), np.stack(masks))
+        # A JPG holds no pixel spacing (nor slice positions): the geometry is unknown.
+        return Scan(patient, nums, nums.astype(float), np.stack(images).astype(np.float32), np.stack(masks),
+                    pixel_mm=None)
 
 
 def open_dataset(path: str | Path, prewindowed: bool = False) -> CTICHDataset:

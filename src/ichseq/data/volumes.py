@@ -60,6 +60,10 @@ class CTVolume:
     spacing_mm: tuple[float, float] | None = None
     slice_thickness_mm: float | None = None  # DICOM SliceThickness (0018,0050) when given; None for NIfTI
     nan_voxels: int = 0  # NaN ("no data") voxels of the file, now -1024 HU in ``hu``
+    # (S, 2) mm each slice's origin lies from the first slice's along the displayed rows (down) and
+    # columns (right): zero for a straight stack, growing slice by slice under gantry tilt
+    # (:mod:`ichseq.data.reformat` shifts it back); None when unknown.
+    in_plane_offsets_mm: np.ndarray | None = None
 
 
 def is_nifti(path: Path) -> bool:
@@ -107,12 +111,27 @@ def read_nifti_volume(path: Path) -> CTVolume:
         source=where, name=nifti_name(path), hu=np.ascontiguousarray(hu, dtype=np.float32),
         positions=positions.astype(np.float64), slice_numbers=numbers.astype(np.int64), files=None, series_uid=None,
         spacing_mm=nifti_pixel_spacing(affine), slice_thickness_mm=None, nan_voxels=nan_voxels,
+        in_plane_offsets_mm=nifti_in_plane_offsets(affine, numbers),
     )  # fmt: skip
 
 
-def read_volume(path: str | Path, series: str | None = None) -> CTVolume:
+def nifti_in_plane_offsets(affine: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+    """(S, 2) mm: how far each slice (1-based file index ``numbers``, in reading order) lies from
+    the first along the displayed rows (the file's second axis) and columns (its first axis):
+    the slice step's components in the slice plane, non-zero when the affine is sheared, as a
+    gantry-tilted series converted without tilt correction is."""
+    step = np.asarray(affine, float)[:3, 2]
+    rows_dir, cols_dir = (np.asarray(affine, float)[:3, axis] for axis in (1, 0))
+    per_slice = np.array([step @ rows_dir / np.linalg.norm(rows_dir), step @ cols_dir / np.linalg.norm(cols_dir)])
+    index = np.asarray(numbers, float) - float(numbers[0])
+    return index[:, None] * per_slice[None, :]
+
+
+def read_volume(path: str | Path, series: str | None = None, allow_gaps: bool = False) -> CTVolume:
     """Read one scan: a ``.nii``/``.nii.gz`` file, or a folder holding one DICOM series
-    (``series``: the SeriesInstanceUID to read when the folder holds several)."""
+    (``series``: the SeriesInstanceUID to read when the folder holds several). ``allow_gaps``:
+    a DICOM series with missing slices (gaps a whole number of spacings long) is read, for
+    :func:`ichseq.data.reformat.reformat_volume` to bridge or refuse; otherwise it is refused."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: does not exist; {WHAT_TO_GIVE}")
@@ -138,7 +157,7 @@ def read_volume(path: str | Path, series: str | None = None) -> CTVolume:
         raise DataError(f"{path}: no DICOM files in this folder; {WHAT_TO_GIVE}")
     from .dicom import read_dicom_series
 
-    return read_dicom_series(path, files, series)
+    return read_dicom_series(path, files, series, allow_gaps=allow_gaps)
 
 
 def find_scans(path: str | Path) -> list[Path]:

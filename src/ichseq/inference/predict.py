@@ -226,6 +226,41 @@ def scan_cache(volume: "CTVolume", slices: np.ndarray, preprocess: dict) -> Slic
                                                      "image_size": preprocess["image_size"]})
 
 
+def runs_geometry(runs: list[TrainedRun]):
+    """The geometry the runs' models were trained on (:class:`ichseq.data.reformat.Geometry`):
+    each value the median over the replicates (their train patients differ, their scanner
+    geometry hardly); None when a run did not record it."""
+    from ..data.reformat import Geometry
+
+    geometries = [Geometry.from_info(run.info.get("geometry"), int(run.preprocess["image_size"])) for run in runs]
+    if any(g is None for g in geometries):
+        return None
+
+    def median(values):
+        known = [v for v in values if v is not None]
+        return float(np.median(known)) if len(known) == len(values) else None
+
+    return Geometry(median([g.slice_spacing_mm for g in geometries]), median([g.field_of_view_mm for g in geometries]),
+                    geometries[0].image_size)
+
+
+def read_scan(runs: list[TrainedRun], source, series: str | None = None, reformat: bool = True, log=print):
+    """``(volume, report)``: the scan at ``source`` read and, unless ``reformat`` is False,
+    reformatted to the runs' training geometry (:func:`ichseq.data.reformat.reformat_volume`:
+    gantry tilt, slabs of the training thickness with short gaps bridged, field of view in mm);
+    ``report`` is what was done (decision.json's ``reformat``; None when not asked)."""
+    from ..data.reformat import gap_warnings, reformat_volume
+    from ..data.volumes import read_volume
+
+    if not reformat:
+        return read_volume(source, series=series), None
+    volume = read_volume(source, series=series, allow_gaps=True)
+    volume, report = reformat_volume(volume, runs_geometry(runs))
+    for line in gap_warnings(report):
+        log(f"{volume.name}: WARNING {line}")
+    return volume, report
+
+
 @dataclass
 class ReplicateScore:
     replicate: int
@@ -433,11 +468,12 @@ def check_scan(runs: list[TrainedRun], volume: "CTVolume", allow_partial: bool =
 
 
 def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print, allow_partial: bool = False,
-                 checks: dict | None = None) -> dict:
+                 checks: dict | None = None, reformat: dict | None = None) -> dict:
     """Score ``volume`` with every run of ``runs`` and write the outputs named by
     ``PREDICT_OUTPUTS`` (paths by name: the predict rule's ``snakemake.output``). Returns
     decision.json's content. ``checks``: :func:`check_scan`'s result when the caller ran it
-    already; otherwise it runs here, before anything is written."""
+    already; otherwise it runs here, before anything is written. ``reformat``: the report of
+    :func:`read_scan` (None: the scan was read as it is, ``--no-reformat``)."""
     from .figure import prediction_figure
 
     paths = output_paths(outputs, PREDICT_OUTPUTS, "predict_scan")
@@ -463,6 +499,8 @@ def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print,
                   "positive": s.positive, **{k: v for k, v in s.decision.items() if k not in ("rule", "threshold")}}
                  for run, s in zip(runs, scores)],
         "preprocess": applied,
+        "reformat": reformat if reformat is not None else {"applied": False, "note": "--no-reformat: read as it is"},
+        "warnings": [f"WARNING {line}" for line in _reformat_warnings(reformat)],
         "top_slices": top,
         "top_slices_by": "occlusion" if "occlusion" in table else "ensemble slice probability",
         "saliency": ("Grad-CAM (captum LayerGradCam) of the hemorrhage class, mean over the replicates"
@@ -482,6 +520,12 @@ def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print,
         + f", {result['votes_positive']} of {len(scores)} replicates positive; {first.plan.name}, rule "
           f"{result['rule']})" + (f"; PARTIAL scan: {PARTIAL_NOTE}" if checks["partial"] else ""))
     return result
+
+
+def _reformat_warnings(report: dict | None) -> list[str]:
+    from ..data.reformat import gap_warnings
+
+    return gap_warnings(report or {})
 
 
 def scan_name(path) -> str:
@@ -532,7 +576,7 @@ def _check_out(out: Path, inputs: list) -> None:
 
 
 def predict(run, scans, out=None, series: str | None = None, device: str | None = None, allow_partial: bool = False,
-            log=print) -> list[dict]:
+            log=print, reformat: bool = True) -> list[dict]:
     """``ichseq predict``: every scan behind ``scans`` scored by ``run`` (a run or model
     folder); each scan's outputs in ``out``/NAME/ (default ``predictions/MODEL``), written to a
     temporary folder renamed when complete.
@@ -540,8 +584,8 @@ def predict(run, scans, out=None, series: str | None = None, device: str | None 
     A scan that cannot be scored (unreadable, not a head CT, too partial) does not stop the
     batch: the others are scored, and at the end one DataError lists the scans left unscored.
     Nothing this program did not write is replaced: an existing ``out``/NAME is replaced only
-    when it is an earlier prediction (:func:`is_prediction`)."""
-    from ..data.volumes import read_volume
+    when it is an earlier prediction (:func:`is_prediction`). ``reformat``: each scan is put in
+    the runs' training geometry first (:func:`read_scan`)."""
 
     sources = scan_sources(scans)  # every path checked before any model loads
     # As given (a batch folder is named as the user gave it) and each scan found in it.
@@ -558,7 +602,7 @@ def predict(run, scans, out=None, series: str | None = None, device: str | None 
     for name, source in sources.items():
         try:
             check_replaceable(out / name, owned=is_prediction, owned_by=NOT_A_PREDICTION)
-            volume = read_volume(source, series=series)
+            volume, reformatted = read_scan(runs, source, series=series, reformat=reformat, log=log)
             checks = check_scan(runs, volume, allow_partial=allow_partial, log=log, need=need)
         except DataError as exc:  # this scan's own problem: say so, score the rest
             failed.append(name)
@@ -566,7 +610,7 @@ def predict(run, scans, out=None, series: str | None = None, device: str | None 
             continue
         with output_errors(out / name), atomic_dir(out / name, owned=is_prediction, owned_by=NOT_A_PREDICTION) as tmp:
             result = predict_scan(runs, volume, {k: tmp / f for k, f in PREDICT_FILES.items()}, log=log,
-                                  checks=checks)
+                                  checks=checks, reformat=reformatted)
         results.append({**result, "output": str(out / name)})
         log(f"written {out / name}")
     if failed:

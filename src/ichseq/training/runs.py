@@ -41,6 +41,7 @@ from ..atomic import atomic_dir, write_csv_atomic, write_json_atomic
 from ..config import section_defaults, validate_section
 from ..columns import COST_COLUMNS, PREDICTION_COLUMNS
 from ..data.cache import SliceCache
+from ..data.layout import NIFTI_LAYOUT
 from ..data.splits import read_split
 from ..errors import ConfigError, DataError
 from .feature_store import extract_features, read_feature_store, write_feature_store
@@ -389,6 +390,56 @@ def input_requirements(cache: SliceCache, patients) -> dict:
                              "shortest_extent_mm": round(min(extents), 1), "fraction": COVERAGE_FRACTION}}
 
 
+def training_geometry(cache: SliceCache, patients) -> dict:
+    """``ichseq.json``'s ``geometry``: the acquisition geometry of the development ``patients``'
+    scans in ``cache`` (a run's train and val patients), so that ``ichseq predict`` can reformat a
+    new scan to what the model learned from: thin slices averaged into slabs of the training
+    spacing, and the in-plane field resampled by millimetres (``model_pixel_mm``) rather than by
+    pixel count, which would shrink or blow up a head scanned with another field of view.
+
+    * ``slice_spacing_mm``: the median over patients of each scan's median spacing between
+      consecutive slice positions (None when no scan has two slices, or when the layout's
+      positions are slice numbers, not mm: the v1.0.0 JPGs);
+    * ``pixel_mm``: the median in-plane pixel spacing of the scans as stored, before the resize
+      to the cache's size (None when unknown: the JPGs, or a cache written before the manifest
+      recorded it);
+    * ``field_of_view_mm``: the median over patients of pixel spacing x columns (None when unknown);
+    * ``image_size``: the cache's slice size, what the model reads;
+    * ``model_pixel_mm``: ``field_of_view_mm / image_size``, the spacing of the pixels the model
+      reads (None when unknown);
+    * ``patients``: how many of ``patients`` the cache holds, which these were computed from.
+
+    Spacings are rounded to 4 decimals (0.1 um), far below any scanner's precision."""
+    rows = cache.manifest[cache.manifest.patient.isin([int(p) for p in patients])]
+    if rows.empty:
+        raise DataError(f"{cache.path}: none of the run's development patients is in the slice cache; rerun the "
+                        f"brain_window rule")
+    positions_in_mm = cache.meta.get("layout") == NIFTI_LAYOUT
+    spacings, fields = [], []
+    for _patient, scan in rows.groupby("patient"):
+        positions = np.sort(scan.position_mm.to_numpy(float))
+        if positions_in_mm and len(positions) > 1:
+            spacings.append(float(np.median(np.diff(positions))))
+        field_mm = scan.pixel_mm.to_numpy(float) * scan.source_size.to_numpy(float)
+        field_mm = field_mm[np.isfinite(field_mm)]
+        if len(field_mm):
+            fields.append(float(np.median(field_mm)))
+    pixel_mm = rows.pixel_mm.to_numpy(float)
+    pixel_mm = pixel_mm[np.isfinite(pixel_mm)]
+    image_size = int(cache.slices.shape[1])
+    field_of_view = float(np.median(fields)) if fields else None
+
+    def rounded(value):
+        return None if value is None else round(float(value), 4)
+
+    return {"slice_spacing_mm": rounded(np.median(spacings)) if spacings else None,
+            "pixel_mm": rounded(np.median(pixel_mm)) if len(pixel_mm) else None,
+            "field_of_view_mm": rounded(field_of_view),
+            "image_size": image_size,
+            "model_pixel_mm": rounded(field_of_view / image_size) if field_of_view is not None else None,
+            "patients": int(rows.patient.nunique())}
+
+
 def _save_model_dir(out: Path, model: "CTClassifier", mode: str, info: dict) -> None:
     with atomic_dir(out) as tmp:
         if mode == "head":
@@ -537,11 +588,14 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
     write_csv_atomic(predictions[list(PREDICTION_COLUMNS)], paths["predictions"])
     write_csv_atomic(result.history, paths["history"])
     write_json_atomic(paths["cost"], cost)
+    development = [*split["train"], *split["val"]]  # what the model was developed on: never the test patients
     _save_model_dir(paths["model"], model, settings.mode,
                     {"plan": plan.as_dict(), "replicate": int(replicate), "best_epoch": int(result.best_epoch),
                      "decision": decision, "preprocess": preprocess_of(cache),
-                     "input_requirements": input_requirements(cache, [*split["train"], *split["val"]]), **({"feature_dim": int(meta["feature_dim"]), "features": str(features_path)}
-                                             if settings.mode == "head" else {})})
+                     "input_requirements": input_requirements(cache, development),
+                     "geometry": training_geometry(cache, development),
+                     **({"feature_dim": int(meta["feature_dim"]), "features": str(features_path)}
+                        if settings.mode == "head" else {})})
     write_json_atomic(paths["metrics"], report)  # last: its presence means the run is complete
     checkpoint.unlink(missing_ok=True)
     shown = {k: (None if v is None else round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
