@@ -90,7 +90,7 @@ def test_synthetic_command_writes_what_the_spec_asks_for(tmp_path, capsys):
     assert main(["synthetic", str(tmp_path / "cli"), *options, "--workers", "2"]) == 0
     assert "0 single-slice mimics" in capsys.readouterr().out
     spec = SyntheticSpec(n_patients=5, n_positive=2, image_size=32, seed=3, min_slices=9, max_slices=10,
-                         mimics_per_scan=0, generator="cartoon")
+                         mimics_per_scan=0.0, generator="cartoon")
     generate_synthetic(tmp_path / "api", spec, log=lambda _msg: None)
     compared = filecmp.dircmp(tmp_path / "cli", tmp_path / "api")
     assert compared.left_list == compared.right_list

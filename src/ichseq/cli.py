@@ -6,13 +6,14 @@
                            --slice-thickness MM --kernel standard|bone]
     ichseq download DEST [--url URL]          (credentials: PHYSIONET_USERNAME/PASSWORD or ~/.netrc)
     ichseq to-jpg SRC DEST                    (v1.3.1 NIfTI -> v1.0.0 JPG layout)
-    ichseq to-dicom SRC DEST                  (v1.3.1 NIfTI dataset or one .nii/.nii.gz -> DICOM CT series)
+    ichseq to-dicom SRC DEST [--compression C] (v1.3.1 NIfTI dataset or one .nii/.nii.gz -> DICOM CT series)
     ichseq check PATH                         (detect the layout and validate a dataset)
     ichseq stats METRICS_CSV --out DIR [--alpha A --undefined drop|zero --seed S --resamples N --power-alpha A
                                         --percent]
                                               (compare models over replicates: tests, tables)
     ichseq predict RUN SCAN... [--out DIR --series UID --device auto|cpu|cuda --allow-partial --no-reformat]
                                               (trained runs on new NIfTI / DICOM scans; RUN: a run or model folder)
+    ichseq card RUN [--json]                  (a trained model's card: data, metrics with spread, input, recipe)
     ichseq profile install [PROFILE] [--dest DIR --name NAME --link|--copy --force]
                                               (so that `snakemake --profile slurm` finds profiles/slurm)
 """
@@ -141,6 +142,15 @@ def _predict(args) -> None:
             allow_partial=args.allow_partial, log=lambda msg: print(msg, flush=True), reformat=not args.no_reformat)
 
 
+def _card(args) -> None:
+    import json
+
+    from .inference.card import card_markdown, model_card
+
+    card = model_card(args.run)
+    print(json.dumps(card, indent=2, default=str) if args.json else card_markdown(card), end="" if not args.json else "\n")
+
+
 def _profile_install(args) -> None:
     from .profiles import install_profile
 
@@ -255,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read each scan as it is: no averaging of thin slices into the training's slabs, no "
                         "field-of-view matching in mm, no tilt correction, and a missing slice refused")
     p.set_defaults(func=_predict)
+    p = command("card", "print a trained model's card: what it was trained on, its test metrics over the replicates, "
+                        "the input it expects, its recipe and limitations")
+    p.add_argument("run", metavar="RUN", help="a run folder (results/runs/MODEL/rep-N) or a model folder "
+                   "(results/runs/MODEL: every finished replicate)")
+    p.add_argument("--json", action="store_true", help="the card as JSON instead of Markdown")
+    p.set_defaults(func=_card)
     p = command("profile", "install this repository's Snakemake profiles for `snakemake --profile NAME`")
     profile = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do (install)")
     p = command("install", "copy or link profiles/PROFILE into Snakemake's profile folder", parent=profile)

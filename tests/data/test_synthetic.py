@@ -153,7 +153,15 @@ def test_spec_rejects_impossible_values(kwargs):
 
 
 def test_layout_is_exactly_the_v131_file_set(default_dir):
-    expected = {NIFTI_CSV, DEMOGRAPHICS_CSV}
+    """The release's files, plus the marker that says what made them (a model trained on them
+    then says it was trained on synthetic data)."""
+    import json
+
+    from ichseq.data.synthetic import SYNTHETIC_MARKER
+
+    marker = json.loads((default_dir / SYNTHETIC_MARKER).read_text())
+    assert marker["generator"] == "ichseq synthetic" and marker["spec"]["n_patients"] == len(REAL_NUMBERS)
+    expected = {NIFTI_CSV, DEMOGRAPHICS_CSV, SYNTHETIC_MARKER}
     for p in REAL_NUMBERS:
         expected |= {f"{NIFTI_SCAN_DIR}/{p:03d}.nii", f"{NIFTI_MASK_DIR}/{p:03d}.nii"}
     found = {p.relative_to(default_dir).as_posix() for p in default_dir.rglob("*") if p.is_file()}

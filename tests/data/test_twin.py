@@ -257,7 +257,7 @@ def test_workers_write_the_same_files(written, tmp_path):
     summary = generate_synthetic(two, WRITTEN, log=lambda _msg: None, workers=2)
     files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
     assert sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file()) == files
-    assert len(files) == 2 * WRITTEN.n_patients + 3  # scans, masks, the two CSVs, the template notice
+    assert len(files) == 2 * WRITTEN.n_patients + 4  # scans, masks, the two CSVs, the template notice, the marker
     assert all(filecmp.cmp(one / f, two / f, shallow=False) for f in files)
     assert summary["patients"] == WRITTEN.n_patients
 

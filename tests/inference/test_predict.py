@@ -512,3 +512,63 @@ def test_a_wider_field_of_view_is_cropped_to_the_training_one(workspace, nifti_d
     np.testing.assert_allclose(pd.read_csv(tmp_path / "wide" / "slices.csv").ensemble,
                                pd.read_csv(tmp_path / "direct" / "slices.csv").ensemble, atol=1e-5)
     assert got["reformat"]["field_of_view"]["source_mm"] == [pytest.approx(345.0), pytest.approx(345.0)]
+
+
+def test_a_model_trained_on_synthetic_data_says_so_on_every_prediction(workspace, nifti_dataset, tmp_path, capsys):
+    """The tiny cohort is the synthetic twin: its runs record that (from the dataset's marker
+    file, through the cache), and each answer carries it in the CLI, decision.json and figure."""
+    info = json.loads((workspace / "results/runs/convnext/rep-0/model/ichseq.json").read_text())
+    assert info["trained_on"]["synthetic"] is True and info["trained_on"]["spec"]["generator"] == "cartoon"
+    split = json.loads((workspace / "rep-0.json").read_text())
+    assert info["trained_on"]["patients"] == {part: len(split[part]) for part in ("train", "val", "test")}
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for patient in (49, 50):
+        shutil.copy(nifti_of(nifti_dataset, patient), scans)
+    assert main(["predict", str(workspace / "results/runs/convnext"), str(scans), "--out", str(tmp_path / "out")]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "NOTE" in line]
+    assert len(notes) == 2 and all("SYNTHETIC data only" in n and "NOT FOR CLINICAL USE" in n for n in notes)
+    for patient in ("049", "050"):
+        decision = json.loads((tmp_path / "out" / patient / "decision.json").read_text())
+        assert decision["trained_on"]["synthetic"] is True and "NOT FOR CLINICAL USE" in decision["notice"]
+
+
+def test_real_or_unrecorded_training_data_is_said_as_such():
+    from ichseq.inference.card import training_notice
+
+    real = training_notice({"synthetic": False, "description": "CT-ICH from PhysioNet in the nifti layout (75 patients)"})
+    assert real.startswith("trained on CT-ICH from PhysioNet") and "not for clinical use" in real
+    assert "SYNTHETIC" not in real
+    assert "not recorded" in training_notice(None) and "not for clinical use" in training_notice(None)
+
+
+def test_a_dataset_without_the_synthetic_marker_is_recorded_as_what_the_config_says(nifti_dataset, tmp_path):
+    from ichseq.data.synthetic import SYNTHETIC_MARKER
+
+    local = tmp_path / "local"
+    shutil.copytree(nifti_dataset, local)
+    (local / SYNTHETIC_MARKER).unlink()
+    meta = build_cache(local, tmp_path / "cache", WindowSpec(32), log=QUIET, source="local")
+    assert meta["dataset"]["synthetic"] is False and meta["dataset"]["source"] == "local"
+    assert "a local dataset" in meta["dataset"]["description"]
+    meta = build_cache(nifti_dataset, tmp_path / "cache2", WindowSpec(32), log=QUIET, source="synthetic")
+    assert meta["dataset"]["synthetic"] is True and meta["dataset"]["spec"]["seed"] == 7
+
+
+def test_the_card_shows_the_data_the_metrics_with_their_spread_and_the_recipe(workspace, capsys):
+    folder = workspace / "results/runs/convnext"
+    assert main(["card", str(folder)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("# Model card: convnext (convnext)") and "SYNTHETIC data only" in text
+    aucs = [json.loads((folder / f"rep-{r}" / "metrics.json").read_text())["metrics"]["roc_auc"] for r in range(REPLICATES)]
+    row = next(line for line in text.splitlines() if line.startswith("| roc_auc |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[1]) == pytest.approx(np.mean(aucs), abs=5e-4)
+    assert float(cells[2]) == pytest.approx(np.std(aucs, ddof=1), abs=5e-4) and cells[5] == str(REPLICATES)
+    assert "slice spacing 5 mm" in text and "field of view 230 mm" in text
+    assert "Trained on synthetic scans only" in text
+    assert main(["card", str(folder / "rep-1"), "--json"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["replicates"] == [1] and card["test_metrics"]["roc_auc"]["sd"] is None
+    assert card["geometry"]["image_size"] == 32
+    assert main(["card", str(workspace / "nothing-here")]) == 1

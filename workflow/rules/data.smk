@@ -53,6 +53,7 @@ rule brain_window:
         width=config["preprocess"]["window"]["width"],
         image_size=config["preprocess"]["image_size"],
         prewindowed=DATASET["prewindowed"],
+        source=SOURCE,
     threads: config["threads"]["brain_window"]
     log:
         "logs/data/brain_window.log",

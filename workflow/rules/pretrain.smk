@@ -34,6 +34,7 @@ rule pretrain_window:
         width=config["preprocess"]["window"]["width"],
         image_size=config["preprocess"]["image_size"],
         prewindowed=PRETRAIN_DATASET["prewindowed"],
+        source=PRETRAIN_DATASET["source"],
     threads: config["threads"]["brain_window"]
     log:
         "logs/pretrain/brain_window.log",

@@ -7,7 +7,8 @@ p = snakemake.params
 run_step(
     snakemake.log[0],
     lambda log: build_cache(
-        p.root, snakemake.output[0], WindowSpec(p.image_size, p.level, p.width, p.prewindowed), workers=snakemake.threads, log=log
+        p.root, snakemake.output[0], WindowSpec(p.image_size, p.level, p.width, p.prewindowed), workers=snakemake.threads, log=log,
+        source=p.source,
     ),
     name="brain_window",
 )

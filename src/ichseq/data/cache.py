@@ -106,8 +106,35 @@ def _process_patient(patient: int, spec: WindowSpec, dataset=None):
     return images, masks, rows
 
 
-def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(), workers: int = 1, log=print) -> dict:
-    """Read every scan of the dataset at ``src`` once and write the cache folder ``out``.
+def dataset_provenance(dataset, source: str | None = None) -> dict:
+    """What the dataset is, for cache.json's ``dataset`` (every run trained on the cache copies it
+    into its ``ichseq.json``, and ``ichseq predict`` and ``ichseq card`` say it): ``source`` (the
+    config's ``dataset.source``: synthetic, physionet, local; None when not given), ``synthetic``
+    (True when the dataset carries the synthetic twin's marker file or the source says so),
+    ``description`` (one line) and, for a synthetic one, the generator's ``spec``."""
+    from .synthetic import SYNTHETIC_MARKER
+
+    layout = dataset.layout
+    if dataset.files.exists(SYNTHETIC_MARKER):
+        try:
+            spec = json.loads(dataset.files.read(SYNTHETIC_MARKER)).get("spec") or {}
+        except ValueError:
+            spec = {}
+        what = ", ".join(f"{k} {spec[k]}" for k in ("generator", "difficulty", "slice_thickness_mm", "seed")
+                         if k in spec)
+        return {"source": source, "synthetic": True, "description": f"the ichseq synthetic twin ({what})",
+                "spec": spec}
+    if source == "synthetic":  # written by an ichseq older than the marker
+        return {"source": source, "synthetic": True, "description": "the ichseq synthetic twin"}
+    where = {"physionet": "CT-ICH from PhysioNet", "local": "a local dataset"}.get(source, "a dataset")
+    return {"source": source, "synthetic": False,
+            "description": f"{where} in the {layout} layout ({len(dataset.patients)} patients)"}
+
+
+def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(), workers: int = 1, log=print,
+                source: str | None = None) -> dict:
+    """Read every scan of the dataset at ``src`` once and write the cache folder ``out``
+    (``source``: the config's ``dataset.source``, recorded with the dataset's provenance).
 
     ``out`` may be absent, an empty folder or an earlier cache (:func:`is_cache`), which is
     replaced; anything else there is refused, as is a file system without room for the cache,
@@ -156,6 +183,7 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
         write_manifest(tmp / MANIFEST_NAME, files)
         meta = {
             "source": str(src),
+            "dataset": dataset_provenance(dataset, source),
             "dataset_sha256": digest,
             "layout": dataset.layout,
             "window": _window_meta(dataset.layout, spec),

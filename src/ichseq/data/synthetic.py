@@ -29,6 +29,7 @@ so a patient's scan does not depend on which other patients are generated.
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,11 @@ AIR_HU = -1000.0
 
 
 GENERATORS = ("anatomical", "cartoon")
+
+
+#: Written into every synthetic dataset: the generator and its spec (the slice cache and every
+#: run trained on it record it; ``ichseq predict`` then says the model was trained on synthetic data).
+SYNTHETIC_MARKER = "ichseq-synthetic.json"
 
 
 @dataclass(frozen=True)
@@ -558,6 +564,9 @@ def generate_synthetic(dest: str | Path, spec: SyntheticSpec = SyntheticSpec(), 
             from .head_atlas import TEMPLATE_NOTICE
 
             (tmp / "TEMPLATE_NOTICE.txt").write_text(TEMPLATE_NOTICE, encoding="utf-8")
+        # What made these files: a model trained on them says so on every prediction.
+        (tmp / SYNTHETIC_MARKER).write_text(json.dumps({"generator": "ichseq synthetic", "spec": asdict(spec)},
+                                                       indent=2) + "\n", encoding="utf-8")
         # The release's diagnosis CSV starts with a UTF-8 byte-order mark; so does ours.
         with open(tmp / NIFTI_CSV, "w", newline="", encoding="utf-8-sig") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(DIAGNOSIS_COLUMNS))

@@ -227,8 +227,10 @@ def _title(decision: dict, n_columns: int) -> str:
     spread = f" ± {sd:.3f}" if n > 1 else ""
     # A partial scan (--allow-partial) says so where the answer is read.
     partial = " (PARTIAL scan: the rest of the head was not read)" if decision.get("partial") else ""
+    # What the model was trained on, in the figure as in every other output (a figure travels alone).
+    notice = f"\n{decision['notice']}" if decision.get("notice") else ""
     return (f"{decision['scan']}: {decision['decision']}, p = {float(decision['probability']):.3f}{spread}{partial}\n"
-            f"{decision['model']} ({decision['kind']}), {n} replicate{'s' if n != 1 else ''}")
+            f"{decision['model']} ({decision['kind']}), {n} replicate{'s' if n != 1 else ''}{notice}")
 
 
 def _sd(value) -> float:

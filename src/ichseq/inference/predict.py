@@ -60,6 +60,7 @@ from ..training.loop import predict_logits, select_device
 from ..training.runs import RUN_MODEL_INFO, ModelPlan, load_run_model, output_paths
 from ..training.samples import SLICE_LEVEL, build_samples
 from ..training.votes import aggregate_patient
+from .card import training_notice
 
 if TYPE_CHECKING:
     from ..data.volumes import CTVolume
@@ -498,6 +499,8 @@ def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print,
         "runs": [{"replicate": s.replicate, "run": str(run.path), "probability": s.probability,
                   "positive": s.positive, **{k: v for k, v in s.decision.items() if k not in ("rule", "threshold")}}
                  for run, s in zip(runs, scores)],
+        "trained_on": first.info.get("trained_on"),
+        "notice": training_notice(first.info.get("trained_on")),
         "preprocess": applied,
         "reformat": reformat if reformat is not None else {"applied": False, "note": "--no-reformat: read as it is"},
         "warnings": [f"WARNING {line}" for line in _reformat_warnings(reformat)],
@@ -519,6 +522,7 @@ def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print,
         + (f" ± {sd:.3f}" if sd is not None else "")
         + f", {result['votes_positive']} of {len(scores)} replicates positive; {first.plan.name}, rule "
           f"{result['rule']})" + (f"; PARTIAL scan: {PARTIAL_NOTE}" if checks["partial"] else ""))
+    log(f"{volume.name}: NOTE {first.plan.name} was {result['notice']}")
     return result
 
 

@@ -390,6 +390,19 @@ def input_requirements(cache: SliceCache, patients) -> dict:
                              "shortest_extent_mm": round(min(extents), 1), "fraction": COVERAGE_FRACTION}}
 
 
+def trained_on(cache: SliceCache, split: dict) -> dict:
+    """``ichseq.json``'s ``trained_on``: the dataset the model learnt from (the cache's
+    ``dataset`` provenance: whether it is synthetic, its description and generator spec; its
+    content digest) and how many patients each part of the split had. ``ichseq predict`` says it
+    on every prediction and ``ichseq card`` prints it. A cache written before the provenance was
+    recorded gives ``synthetic: None`` (unknown)."""
+    dataset = cache.meta.get("dataset") or {"source": None, "synthetic": None,
+                                            "description": "not recorded (a slice cache older than ichseq's "
+                                                           "dataset provenance)"}
+    return {**dataset, "dataset_sha256": cache.meta.get("dataset_sha256"), "cache": str(cache.path),
+            "patients": {part: len(split.get(part) or []) for part in ("train", "val", "test")}}
+
+
 def training_geometry(cache: SliceCache, patients) -> dict:
     """``ichseq.json``'s ``geometry``: the acquisition geometry of the development ``patients``'
     scans in ``cache`` (a run's train and val patients), so that ``ichseq predict`` can reformat a
@@ -594,6 +607,7 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
                      "decision": decision, "preprocess": preprocess_of(cache),
                      "input_requirements": input_requirements(cache, development),
                      "geometry": training_geometry(cache, development),
+                     "trained_on": trained_on(cache, split),
                      **({"feature_dim": int(meta["feature_dim"]), "features": str(features_path)}
                         if settings.mode == "head" else {})})
     write_json_atomic(paths["metrics"], report)  # last: its presence means the run is complete
