@@ -456,3 +456,48 @@ def test_to_dicom_refuses_a_destination_inside_or_around_its_source(nifti_datase
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "DEST" in err and "input" in err
     assert sorted(p for p in src.rglob("*")) == before
+
+
+def test_a_localizer_is_refused_as_not_an_axial_slice(twin, tmp_path):
+    _, dicom = twin
+    folder = _copy_series(dicom / "049", tmp_path / "scout")
+    _edit(folder, lambda ds: setattr(ds, "ImageType", ["ORIGINAL", "PRIMARY", "LOCALIZER"]), only={0})
+    one_line_error(lambda: read_volume(folder), "0001.dcm", "localizer", "axial series")
+
+
+def test_two_reconstructions_of_different_thickness_in_one_series_are_refused(twin, tmp_path):
+    _, dicom = twin
+    folder = _copy_series(dicom / "049", tmp_path / "mixed-thickness")
+    _edit(folder, lambda ds: setattr(ds, "SliceThickness", "1.25"), only={2, 3})
+    one_line_error(lambda: read_volume(folder), str(folder), "different thickness", "1.25", "5", "export one")
+
+
+@pytest.mark.parametrize("kernel", ["BONE", "H70s", ["Br64", "3"], "FC30", "LUNG"])
+def test_a_sharp_kernel_series_is_read_with_a_warning(twin, tmp_path, kernel):
+    _, dicom = twin
+    folder = _copy_series(dicom / "049", tmp_path / "bone")
+    _edit(folder, lambda ds: setattr(ds, "ConvolutionKernel", kernel))
+    volume = read_volume(folder)
+    assert len(volume.warnings) == 1 and "sharp reconstruction kernel" in volume.warnings[0]
+    assert "\n" not in volume.warnings[0]
+
+
+@pytest.mark.parametrize("kernel", ["STANDARD", "H30s", "FC26", "SOFT", "Hr38"])
+def test_soft_tissue_kernels_give_no_warning(twin, tmp_path, kernel):
+    _, dicom = twin
+    folder = _copy_series(dicom / "049", tmp_path / "soft")
+    _edit(folder, lambda ds: setattr(ds, "ConvolutionKernel", kernel))
+    assert read_volume(folder).warnings == ()
+
+
+def test_contrast_is_warned_about_as_pydicoms_own_ct_slice_says(twin, tmp_path):
+    """pydicom's CT_small.dcm was acquired with Isovue (ContrastBolusAgent ISOVUE300/100)."""
+    from ichseq.data.dicom import series_warnings
+
+    (line,) = series_warnings(pydicom.dcmread(get_testdata_file("CT_small.dcm")))
+    assert "contrast-enhanced" in line and "ISOVUE300/100" in line
+    assert series_warnings(pydicom.dcmread(get_testdata_file("693_J2KI.dcm"))) == []  # "5/5mm Plain", STANDARD
+    _, dicom = twin
+    folder = _copy_series(dicom / "049", tmp_path / "cta")
+    _edit(folder, lambda ds: setattr(ds, "SeriesDescription", "CTA HEAD"))
+    assert "contrast-enhanced" in read_volume(folder).warnings[0]

@@ -572,3 +572,19 @@ def test_the_card_shows_the_data_the_metrics_with_their_spread_and_the_recipe(wo
     assert card["replicates"] == [1] and card["test_metrics"]["roc_auc"]["sd"] is None
     assert card["geometry"]["image_size"] == 32
     assert main(["card", str(workspace / "nothing-here")]) == 1
+
+
+def test_a_bone_kernel_series_is_scored_with_its_warning_in_the_outputs(workspace, nifti_dataset, tmp_path, capsys):
+    import pydicom
+
+    series = tmp_path / "scans" / "bone-050"
+    assert main(["to-dicom", str(nifti_of(nifti_dataset, 50)), str(series)]) == 0
+    for path in series.iterdir():
+        ds = pydicom.dcmread(path)
+        ds.ConvolutionKernel = "BONEPLUS"
+        ds.save_as(path)
+    capsys.readouterr()
+    assert main(["predict", str(workspace / "results/runs/convnext"), str(series), "--out", str(tmp_path / "o")]) == 0
+    assert "bone-050: WARNING a sharp reconstruction kernel (ConvolutionKernel BONEPLUS" in capsys.readouterr().out
+    decision = json.loads((tmp_path / "o" / "bone-050" / "decision.json").read_text())
+    assert any("sharp reconstruction kernel" in w for w in decision["warnings"])

@@ -19,6 +19,7 @@ order. UIDs are derived from the source file's content and name: a rerun writes 
 from __future__ import annotations
 
 import hashlib
+import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -120,10 +121,39 @@ def _check_decodable(path: Path, ds: Dataset) -> None:
         )
 
 
+# Reconstruction kernels sharper than the soft-tissue (brain) ones the models learnt from:
+# vendors' bone / lung / edge kernels (GE BONE, BONEPLUS, EDGE, LUNG; Siemens H/B/J/Hr/Br/Qr
+# kernels numbered 60 and up; Canon FC30-FC39 and FC8x bone/lung; Philips D, E, L, Y-sharp).
+_SHARP_KERNEL = re.compile(r"BONE|EDGE|LUNG|SHARP|DETAIL|^[HBJIQ]R?[6-9]\d|^FC(3\d|8\d)$|^[DEL]$|^YD|^YE")
+_CONTRAST_WORDS = re.compile(r"\bCTA\b|ANGIO|CONTRAST|\bC\+|POST[ -]?CON|ARTERIAL|VENOUS PHASE")
+
+
+def series_warnings(ds: Dataset) -> list[str]:
+    """What the first slice says about the series that changes how an answer reads: a sharp
+    (bone or lung) kernel, or contrast. One line each; the series is still read."""
+    out = []
+    kernel = ds.get("ConvolutionKernel") or ""
+    kernel = " ".join(kernel) if isinstance(kernel, (list, tuple, pydicom.multival.MultiValue)) else str(kernel)
+    description = str(ds.get("SeriesDescription", "") or "")
+    if _SHARP_KERNEL.search(kernel.strip().upper()) or "BONE" in description.upper():
+        out.append(f"a sharp reconstruction kernel (ConvolutionKernel {kernel.strip() or '-'}, series "
+                   f"{description.strip() or '-'!r}): the model learnt from soft-tissue (brain) kernels, whose "
+                   f"noise and edges differ; prefer the soft-tissue series of the study")
+    agent = str(ds.get("ContrastBolusAgent", "") or "").strip()
+    if agent or _CONTRAST_WORDS.search(description.upper()):
+        out.append(f"contrast-enhanced (ContrastBolusAgent {agent or '-'}, series {description.strip() or '-'!r}): "
+                   f"enhancing vessels and tissue look like blood to a model trained on non-contrast CT")
+    return out
+
+
 def _check_slice(path: Path, ds: Dataset) -> None:
     modality = str(ds.get("Modality", "") or "")
     if modality != "CT":
         raise DataError(f"{path}: Modality {modality or '(missing)'}, not CT; ichseq reads CT series only")
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    if "LOCALIZER" in image_type or "SCOUT" in image_type or "TOPOGRAM" in image_type:
+        raise DataError(f"{path}: a localizer (scout) image (ImageType {'/'.join(image_type)}), not an axial slice; "
+                        f"give the axial series, or remove the localizer from the folder")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise DataError(
@@ -256,6 +286,10 @@ def read_dicom_series(folder: Path, files: list[Path], series: str | None = None
     for path, ds in chosen:
         _check_slice(path, ds)
     _check_same(chosen, folder)
+    thicknesses = {round(t, 3) for t in (_positive(ds, "SliceThickness") for _, ds in chosen) if t is not None}
+    if len(thicknesses) > 1:
+        raise DataError(f"{folder}: slices of different thickness ({', '.join(f'{t:g}' for t in sorted(thicknesses))} "
+                        f"mm SliceThickness) in one series: two reconstructions mixed; export one of them")
     normal = slice_normal(chosen[0][1].ImageOrientationPatient)
     positions = np.array([float(np.dot(np.array(ds.ImagePositionPatient, float), normal)) for _, ds in chosen])
     order = np.argsort(positions, kind="stable")
@@ -279,7 +313,7 @@ def read_dicom_series(folder: Path, files: list[Path], series: str | None = None
         source=str(folder), name=folder.resolve().name, hu=hu, positions=positions.astype(np.float64),
         slice_numbers=slice_numbers, files=[str(p) for p in paths], series_uid=uid or None,
         spacing_mm=_pixel_spacing(first), slice_thickness_mm=_positive(first, "SliceThickness"), nan_voxels=nan_voxels,
-        in_plane_offsets_mm=offsets,
+        in_plane_offsets_mm=offsets, warnings=tuple(series_warnings(first)),
     )  # fmt: skip
 
 

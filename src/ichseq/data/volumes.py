@@ -64,6 +64,9 @@ class CTVolume:
     # columns (right): zero for a straight stack, growing slice by slice under gantry tilt
     # (:mod:`ichseq.data.reformat` shifts it back); None when unknown.
     in_plane_offsets_mm: np.ndarray | None = None
+    # What the series says that the answer should be read against (a bone kernel, contrast):
+    # one line each, logged and kept in decision.json; the scan is still scored.
+    warnings: tuple[str, ...] = ()
 
 
 def is_nifti(path: Path) -> bool:

@@ -254,8 +254,13 @@ def read_scan(runs: list[TrainedRun], source, series: str | None = None, reforma
     from ..data.volumes import read_volume
 
     if not reformat:
-        return read_volume(source, series=series), None
+        volume = read_volume(source, series=series)
+        for line in volume.warnings:
+            log(f"{volume.name}: WARNING {line}")
+        return volume, None
     volume = read_volume(source, series=series, allow_gaps=True)
+    for line in volume.warnings:
+        log(f"{volume.name}: WARNING {line}")
     volume, report = reformat_volume(volume, runs_geometry(runs))
     for line in gap_warnings(report):
         log(f"{volume.name}: WARNING {line}")
@@ -503,7 +508,7 @@ def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print,
         "notice": training_notice(first.info.get("trained_on")),
         "preprocess": applied,
         "reformat": reformat if reformat is not None else {"applied": False, "note": "--no-reformat: read as it is"},
-        "warnings": [f"WARNING {line}" for line in _reformat_warnings(reformat)],
+        "warnings": [f"WARNING {line}" for line in [*getattr(volume, "warnings", ()), *_reformat_warnings(reformat)]],
         "top_slices": top,
         "top_slices_by": "occlusion" if "occlusion" in table else "ensemble slice probability",
         "saliency": ("Grad-CAM (captum LayerGradCam) of the hemorrhage class, mean over the replicates"
