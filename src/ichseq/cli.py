@@ -11,7 +11,7 @@
     ichseq stats METRICS_CSV --out DIR [--alpha A --undefined drop|zero --seed S --resamples N --power-alpha A
                                         --percent]
                                               (compare models over replicates: tests, tables)
-    ichseq predict RUN SCAN... [--out DIR --series UID --device auto|cpu|cuda --allow-partial --no-reformat]
+    ichseq predict RUN SCAN... [--out DIR --series UID --device auto|cpu|cuda --allow-partial --no-reformat --strict]
                                               (trained runs on new NIfTI / DICOM scans; RUN: a run or model folder)
     ichseq card RUN [--json]                  (a trained model's card: data, metrics with spread, input, recipe)
     ichseq profile install [PROFILE] [--dest DIR --name NAME --link|--copy --force]
@@ -139,7 +139,8 @@ def _predict(args) -> None:
     # Each scan's "written DIR" line comes as it is written; scans that could not be scored are
     # listed at the end (exit status 1) after the others were scored.
     predict(args.run, args.scans, out=args.out, series=args.series, device=args.device,
-            allow_partial=args.allow_partial, log=lambda msg: print(msg, flush=True), reformat=not args.no_reformat)
+            allow_partial=args.allow_partial, log=lambda msg: print(msg, flush=True), reformat=not args.no_reformat,
+            strict=args.strict)
 
 
 def _card(args) -> None:
@@ -261,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-partial", action="store_true",
                    help="score a scan with fewer slices or a shorter extent along the head than the model needs "
                         "(e.g. a single slice); its result is marked partial, about the slices given only")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse (leave unscored) a scan out of the model's training distribution instead of scoring "
+                        "it with in_distribution: false")
     p.add_argument("--no-reformat", action="store_true",
                    help="read each scan as it is: no averaging of thin slices into the training's slabs, no "
                         "field-of-view matching in mm, no tilt correction, and a missing slice refused")

@@ -229,6 +229,8 @@ def _title(decision: dict, n_columns: int) -> str:
     partial = " (PARTIAL scan: the rest of the head was not read)" if decision.get("partial") else ""
     # What the model was trained on, in the figure as in every other output (a figure travels alone).
     notice = f"\n{decision['notice']}" if decision.get("notice") else ""
+    if decision.get("in_distribution") is False:
+        notice += f"\nOUT OF DISTRIBUTION: score {decision['ood']['score_ratio']:.2f}x the threshold, not reliable"
     return (f"{decision['scan']}: {decision['decision']}, p = {float(decision['probability']):.3f}{spread}{partial}\n"
             f"{decision['model']} ({decision['kind']}), {n} replicate{'s' if n != 1 else ''}{notice}")
 

@@ -60,6 +60,7 @@ from ..training.loop import predict_logits, select_device
 from ..training.runs import RUN_MODEL_INFO, ModelPlan, load_run_model, output_paths
 from ..training.samples import SLICE_LEVEL, build_samples
 from ..training.votes import aggregate_patient
+from ..training.ood import load_reference, scan_score
 from .card import training_notice
 
 if TYPE_CHECKING:
@@ -79,6 +80,10 @@ ENSEMBLE_RULE = "majority of the replicates' decisions; a tie counts as hemorrha
 _REP = re.compile(r"^rep-(\d+)$")
 
 
+class OutOfDistribution(DataError):
+    """A scan refused by ``--strict`` for lying outside the runs' training distribution."""
+
+
 @dataclass
 class TrainedRun:
     """One replicate's trained model, ready to apply."""
@@ -88,6 +93,7 @@ class TrainedRun:
     model: "CTClassifier"
     info: dict  # its model/ichseq.json
     plan: ModelPlan
+    ood: dict | None = None  # its out-of-distribution reference (ichseq.training.ood), None for older runs
 
     @property
     def preprocess(self) -> dict:
@@ -162,7 +168,7 @@ def load_runs(run, device: str | None = None, log=print) -> list[TrainedRun]:
         model, _ = load_run_model(model_dir, info=info)
         model.to(select_device(device or plan.training.device))
         replicate = int(info.get("replicate", -1))
-        runs.append(TrainedRun(replicate, path, model, info, plan))
+        runs.append(TrainedRun(replicate, path, model, info, plan, load_reference(model_dir)))
     first = runs[0]
     for other in runs[1:]:
         if (other.plan.name, other.plan.architecture) != (first.plan.name, first.plan.architecture):
@@ -278,6 +284,9 @@ class ReplicateScore:
     # Models that score whole scans: per slice read, how much the scan's probability drops when
     # that slice is blanked (occlusion); NaN for slices not read, and for slice models.
     occlusion: np.ndarray | None = None
+    # The scan's out-of-distribution score over the run's threshold (<= 1: like its training
+    # scans); None when the run has no reference.
+    ood_ratio: float | None = None
 
 
 class SharedFeatures:
@@ -345,7 +354,24 @@ def score_run(run: TrainedRun, cache: SliceCache, shared: SharedFeatures | None 
         positive = probability >= float(decision["threshold"])
     occlusion = None if model.kind in SLICE_LEVEL else _occlusion(run, shared, samples, probability)
     return ReplicateScore(run.replicate, slice_probability, read, float(probability), bool(positive), decision,
-                          occlusion)
+                          occlusion, _ood_ratio(run, shared, samples))
+
+
+def _ood_ratio(run: TrainedRun, shared: SharedFeatures, samples) -> float | None:
+    """The scan's score against the run's reference, on the features its classifier read (the
+    shared backbone features in head mode, computed once; the trained model's in full mode)."""
+    if run.ood is None:
+        return None
+    plan_key = json.dumps(run.plan.as_dict(), sort_keys=True, default=str)
+    if run.plan.training.mode == "head":
+        stored = shared.store[plan_key][0] if run.plan.backbone is not None else shared.store[plan_key, "scan"]
+        features = stored.float().cpu().numpy()
+        if run.plan.backbone is not None:  # the slice rows of this scan, all of them
+            features = features[: len(shared.cache.slices)]
+    else:
+        features = extract_features(run.model, shared.cache, samples, run.plan.training.feature_batch_size,
+                                    run.model.device, log=_quiet, pool=True)
+    return scan_score(run.ood, features) / float(run.ood["threshold"])
 
 
 def _occlusion(run: TrainedRun, shared: SharedFeatures, samples, probability: float) -> np.ndarray:
@@ -386,6 +412,28 @@ def ensemble(scores: list[ReplicateScore]) -> dict:
             "probability_min": float(probs.min()), "probability_max": float(probs.max()),
             "decision": "hemorrhage" if positive else "no hemorrhage", "positive": bool(positive),
             "votes_positive": votes, "replicates_total": len(scores), "ensemble_rule": ENSEMBLE_RULE}
+
+
+def distribution_check(scores: list[ReplicateScore]) -> dict:
+    """decision.json's ``in_distribution`` and ``ood``: a scan is in distribution when most
+    replicates' scores are within their thresholds (a tie counts as out: the guard errs towards
+    saying so); None when no run has a reference (trained before ichseq recorded one)."""
+    ratios = [s.ood_ratio for s in scores if s.ood_ratio is not None]
+    if not ratios:
+        return {"in_distribution": None, "ood": {"note": "the runs have no out-of-distribution reference (trained "
+                                                         "before ichseq recorded one): not checked"}}
+    inside = sum(r <= 1.0 for r in ratios)
+    ok = 2 * inside > len(ratios)
+    median = float(np.median(ratios))
+    reasons = ([] if ok else [f"the features the model reads lie {median:.2f}x as far from its training scans' as the "
+                              f"threshold (the largest development scan's, +10%): the scan is unlike what it learnt "
+                              f"from; its answer is not reliable"])
+    return {"in_distribution": bool(ok),
+            "ood": {"score_ratio": round(median, 4), "replicates_within": int(inside), "replicates": len(ratios),
+                    "per_replicate": [round(float(r), 4) for r in ratios],
+                    "method": "median Mahalanobis distance of the scan's samples to the training samples' features "
+                              "(Ledoit-Wolf covariance), over the run's threshold; in distribution at <= 1",
+                    "reasons": reasons}}
 
 
 def slice_table(cache: SliceCache, scores: list[ReplicateScore]) -> pd.DataFrame:
@@ -474,12 +522,13 @@ def check_scan(runs: list[TrainedRun], volume: "CTVolume", allow_partial: bool =
 
 
 def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print, allow_partial: bool = False,
-                 checks: dict | None = None, reformat: dict | None = None) -> dict:
+                 checks: dict | None = None, reformat: dict | None = None, strict: bool = False) -> dict:
     """Score ``volume`` with every run of ``runs`` and write the outputs named by
     ``PREDICT_OUTPUTS`` (paths by name: the predict rule's ``snakemake.output``). Returns
     decision.json's content. ``checks``: :func:`check_scan`'s result when the caller ran it
     already; otherwise it runs here, before anything is written. ``reformat``: the report of
-    :func:`read_scan` (None: the scan was read as it is, ``--no-reformat``)."""
+    :func:`read_scan` (None: the scan was read as it is, ``--no-reformat``). ``strict``: a scan
+    out of the runs' training distribution is refused (DataError, nothing written)."""
     from .figure import prediction_figure
 
     paths = output_paths(outputs, PREDICT_OUTPUTS, "predict_scan")
@@ -490,6 +539,10 @@ def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print,
     cache = scan_cache(volume, slices, applied)
     shared = SharedFeatures(cache)
     scores = [score_run(run, cache, shared) for run in runs]
+    distribution = distribution_check(scores)
+    if strict and distribution["in_distribution"] is False:
+        raise OutOfDistribution(f"{volume.name}: out of the model's training distribution (score "
+                        f"{distribution['ood']['score_ratio']:.2f}x its threshold); not scored (--strict)")
     table = slice_table(cache, scores)
     top = top_slices(table)
     saliency = saliency_of(runs, cache, top) if first.model.kind in SLICE_LEVEL else None
@@ -504,6 +557,7 @@ def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print,
         "runs": [{"replicate": s.replicate, "run": str(run.path), "probability": s.probability,
                   "positive": s.positive, **{k: v for k, v in s.decision.items() if k not in ("rule", "threshold")}}
                  for run, s in zip(runs, scores)],
+        **distribution,
         "trained_on": first.info.get("trained_on"),
         "notice": training_notice(first.info.get("trained_on")),
         "preprocess": applied,
@@ -526,9 +580,20 @@ def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print,
     log(f"{volume.name}: {result['decision']} (p = {result['probability']:.3f}"
         + (f" ± {sd:.3f}" if sd is not None else "")
         + f", {result['votes_positive']} of {len(scores)} replicates positive; {first.plan.name}, rule "
-          f"{result['rule']})" + (f"; PARTIAL scan: {PARTIAL_NOTE}" if checks["partial"] else ""))
+          f"{result['rule']})" + (f"; PARTIAL scan: {PARTIAL_NOTE}" if checks["partial"] else "")
+        + f"; {_distribution_text(distribution)}")
     log(f"{volume.name}: NOTE {first.plan.name} was {result['notice']}")
     return result
+
+
+def _distribution_text(distribution: dict) -> str:
+    inside = distribution["in_distribution"]
+    if inside is None:
+        return "in distribution: not checked (no reference)"
+    ratio = distribution["ood"]["score_ratio"]
+    if inside:
+        return f"in distribution (score {ratio:.2f} of the threshold)"
+    return f"OUT OF DISTRIBUTION (score {ratio:.2f}x the threshold): unlike the training scans, not reliable"
 
 
 def _reformat_warnings(report: dict | None) -> list[str]:
@@ -585,7 +650,7 @@ def _check_out(out: Path, inputs: list) -> None:
 
 
 def predict(run, scans, out=None, series: str | None = None, device: str | None = None, allow_partial: bool = False,
-            log=print, reformat: bool = True) -> list[dict]:
+            log=print, reformat: bool = True, strict: bool = False) -> list[dict]:
     """``ichseq predict``: every scan behind ``scans`` scored by ``run`` (a run or model
     folder); each scan's outputs in ``out``/NAME/ (default ``predictions/MODEL``), written to a
     temporary folder renamed when complete.
@@ -617,9 +682,15 @@ def predict(run, scans, out=None, series: str | None = None, device: str | None 
             failed.append(name)
             log(f"{name}: not scored: {exc}")
             continue
-        with output_errors(out / name), atomic_dir(out / name, owned=is_prediction, owned_by=NOT_A_PREDICTION) as tmp:
-            result = predict_scan(runs, volume, {k: tmp / f for k, f in PREDICT_FILES.items()}, log=log,
-                                  checks=checks, reformat=reformatted)
+        try:
+            with output_errors(out / name), atomic_dir(out / name, owned=is_prediction,
+                                                       owned_by=NOT_A_PREDICTION) as tmp:
+                result = predict_scan(runs, volume, {k: tmp / f for k, f in PREDICT_FILES.items()}, log=log,
+                                      checks=checks, reformat=reformatted, strict=strict)
+        except OutOfDistribution as exc:  # --strict; a full disk or the like still stops the batch
+            failed.append(name)
+            log(f"{name}: not scored: {exc}")
+            continue
         results.append({**result, "output": str(out / name)})
         log(f"written {out / name}")
     if failed:

@@ -31,8 +31,10 @@ META_FILE = "features.json"
 
 @torch.no_grad()
 def extract_features(model, cache: SliceCache, samples: Samples, batch_size: int, device: torch.device,
-                     log=print) -> np.ndarray:
-    """float32 (N, D) backbone features of every sample, the model in eval mode."""
+                     log=print, pool: bool = False) -> np.ndarray:
+    """float32 (N, D) backbone features of every sample, the model in eval mode. ``pool``: a
+    model whose features keep a frame axis ((N, T, D): a two-stage model trained whole) has them
+    averaged over it (the out-of-distribution reference's one vector per sample)."""
     model.eval().to(device)
     out = None
     t0 = time.perf_counter()
@@ -42,6 +44,8 @@ def extract_features(model, cache: SliceCache, samples: Samples, batch_size: int
         with autocast(device):
             feats = model.features(model.prepare(samples.pixels(cache, index)))
         feats = feats.float().cpu().numpy()
+        if pool and feats.ndim > 2:
+            feats = feats.reshape(len(feats), -1, feats.shape[-1]).mean(axis=1)
         if out is None:
             out = np.empty((len(samples), feats.shape[1]), dtype=np.float32)
         out[index] = feats

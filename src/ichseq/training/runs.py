@@ -45,6 +45,7 @@ from ..data.layout import NIFTI_LAYOUT
 from ..data.splits import read_split
 from ..errors import ConfigError, DataError
 from .feature_store import extract_features, read_feature_store, write_feature_store
+from .ood import OOD_FILE, fit_reference, save_reference
 from .loop import TrainSettings, backbone_seed, derive_seed, fit, patient_probabilities, predict_logits, run_seed, select_device
 from .metrics import binary_metrics
 from .samples import SLICE_LEVEL, Samples, build_samples
@@ -453,13 +454,40 @@ def training_geometry(cache: SliceCache, patients) -> dict:
             "patients": int(rows.patient.nunique())}
 
 
-def _save_model_dir(out: Path, model: "CTClassifier", mode: str, info: dict) -> None:
+def _save_model_dir(out: Path, model: "CTClassifier", mode: str, info: dict, ood: dict | None = None) -> None:
     with atomic_dir(out) as tmp:
         if mode == "head":
             model.save_classifier(tmp)
         else:
             model.save(tmp, settings=ModelPlan.from_dict(info["plan"]).build_settings())
+        if ood is not None:
+            save_reference(tmp, ood)
         (tmp / RUN_MODEL_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
+
+
+def _ood_reference(model, plan: "ModelPlan", cache: SliceCache, split: dict, samples, stored_features,
+                   store_samples, device, log) -> dict | None:
+    """The run's out-of-distribution reference (:mod:`ichseq.training.ood`) on the features its
+    classifier reads: the feature store's rows (head mode; a two-stage model's backbone slice
+    features), or the trained model's features of its development samples (full mode)."""
+    from dataclasses import replace
+
+    development = [*split["train"], *split["val"]]
+    if stored_features is not None:
+        features, patients = stored_features, store_samples.patient
+    else:
+        dev = samples.select(development)
+        subset = replace(samples, patient=samples.patient[dev], slice=samples.slice[dev], label=samples.label[dev],
+                         rows=samples.rows[dev])
+        features = extract_features(model, cache, subset, plan.training.feature_batch_size, device, log=lambda _m: None,
+                                    pool=True)
+        patients = subset.patient
+    keep = np.isin(patients, np.asarray(development, np.int64))
+    try:
+        return fit_reference(features[keep], patients[keep], split["train"], split["val"])
+    except ValueError as exc:  # too few samples: no guard rather than no run
+        log(f"{plan.name}: no out-of-distribution reference ({exc})")
+        return None
 
 
 def load_run_model(model_dir, info: dict | None = None) -> tuple["CTClassifier", dict]:
@@ -525,6 +553,7 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
         model.freeze_backbone().init_classifier_(seed).to(device)
         module = model.classifier
         stored = torch.from_numpy(features).to(device)
+        ood_inputs = (features, samples)  # what the classifier reads: the store's rows and their samples
         if plan.backbone is not None:
             # Each frame of a scan / context sample takes its slice's stored row.
             feature_rows = np.full(cache.slices.shape[0], -1, np.int64)
@@ -542,6 +571,7 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
                       "trainable": trainable}
         feature_seconds, provenance = meta["seconds"], {"features": str(features_path), "feature_store": meta}
     else:
+        ood_inputs = (None, None)
         model.init_classifier_(seed)
         samples = _samples_for(model, cache, plan)
         fetch, train_fetch = full_mode_fetches(model, samples, cache, settings, seed)
@@ -602,14 +632,18 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
     write_csv_atomic(result.history, paths["history"])
     write_json_atomic(paths["cost"], cost)
     development = [*split["train"], *split["val"]]  # what the model was developed on: never the test patients
+    ood = _ood_reference(model, plan, cache, split, samples, *ood_inputs, device, log)
     _save_model_dir(paths["model"], model, settings.mode,
                     {"plan": plan.as_dict(), "replicate": int(replicate), "best_epoch": int(result.best_epoch),
                      "decision": decision, "preprocess": preprocess_of(cache),
                      "input_requirements": input_requirements(cache, development),
                      "geometry": training_geometry(cache, development),
                      "trained_on": trained_on(cache, split),
+                     **({"ood": {"file": OOD_FILE, "threshold": float(ood["threshold"]), "dim": int(ood["dim"]),
+                                 "score": "median Mahalanobis distance of the scan's samples (Ledoit-Wolf)"}}
+                        if ood is not None else {}),
                      **({"feature_dim": int(meta["feature_dim"]), "features": str(features_path)}
-                        if settings.mode == "head" else {})})
+                        if settings.mode == "head" else {})}, ood=ood)
     write_json_atomic(paths["metrics"], report)  # last: its presence means the run is complete
     checkpoint.unlink(missing_ok=True)
     shown = {k: (None if v is None else round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
