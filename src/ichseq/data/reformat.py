@@ -19,8 +19,8 @@ model's own preprocessing (window, resize), in three steps, each recorded in the
    shorter than a slab are bridged, the slabs around them averaging the slices that are there,
    and listed; a longer gap is refused, as an incomplete series. A series about as thick as the
    training's is kept slice for slice (a gap in it is refused).
-3. **Field of view.** The slices are cropped or padded (air) about their centre to the
-   training field of view in mm, so the model's resize to its image size gives pixels of the
+3. **Field of view.** A field of view more than 10% off the training one is cropped or
+   padded (air) about its centre to the training field of view in mm, so the model's resize to its image size gives pixels of the
    training size in mm, not whatever the scan's matrix and field of view make of them.
 
 Geometry comes from the run's ``ichseq.json`` (``geometry``: ``slice_spacing_mm``,
@@ -45,8 +45,10 @@ AIR_HU = -1024.0  # what padding and shifting bring in: the value scanners store
 SLAB_BELOW = 0.75
 #: A slice offset in the plane smaller than this (pixels) is no tilt worth correcting.
 TILT_MIN_PIXELS = 0.25
-#: A field of view within this share of the training one is kept as it is.
-FOV_TOLERANCE = 0.02
+#: A field of view within this share of the training one is kept as it is: training cohorts
+#: span such a range themselves (the twin 215-250 mm, head CT 220-250 mm), so the model has seen
+#: it, and a scan already at the model's pixel count would only be blurred by resampling.
+FOV_TOLERANCE = 0.10
 
 
 @dataclass(frozen=True)

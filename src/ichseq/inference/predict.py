@@ -60,7 +60,7 @@ from ..training.loop import predict_logits, select_device
 from ..training.runs import RUN_MODEL_INFO, ModelPlan, load_run_model, output_paths
 from ..training.samples import SLICE_LEVEL, build_samples
 from ..training.votes import aggregate_patient
-from ..training.ood import load_reference, scan_score
+from ..training.ood import bounds, load_reference, scan_score
 from .card import training_notice
 
 if TYPE_CHECKING:
@@ -371,7 +371,10 @@ def _ood_ratio(run: TrainedRun, shared: SharedFeatures, samples) -> float | None
     else:
         features = extract_features(run.model, shared.cache, samples, run.plan.training.feature_batch_size,
                                     run.model.device, log=_quiet, pool=True)
-    return scan_score(run.ood, features) / float(run.ood["threshold"])
+    score = scan_score(run.ood, features)
+    lower, upper = bounds(run.ood)
+    # Below the typical range counts as out too: reported as a ratio > 1 of how far below.
+    return score / upper if score >= lower else -(lower / max(score, 1e-12))
 
 
 def _occlusion(run: TrainedRun, shared: SharedFeatures, samples, probability: float) -> np.ndarray:
@@ -418,21 +421,32 @@ def distribution_check(scores: list[ReplicateScore]) -> dict:
     """decision.json's ``in_distribution`` and ``ood``: a scan is in distribution when most
     replicates' scores are within their thresholds (a tie counts as out: the guard errs towards
     saying so); None when no run has a reference (trained before ichseq recorded one)."""
+    # A negative ratio is a scan atypically close to the training mean (-r: r times below the
+    # lower bound); a positive one the score over the upper bound.
     ratios = [s.ood_ratio for s in scores if s.ood_ratio is not None]
     if not ratios:
         return {"in_distribution": None, "ood": {"note": "the runs have no out-of-distribution reference (trained "
                                                          "before ichseq recorded one): not checked"}}
-    inside = sum(r <= 1.0 for r in ratios)
+    inside = sum(0 <= r <= 1.0 for r in ratios)
     ok = 2 * inside > len(ratios)
-    median = float(np.median(ratios))
-    reasons = ([] if ok else [f"the features the model reads lie {median:.2f}x as far from its training scans' as the "
-                              f"threshold (the largest development scan's, +10%): the scan is unlike what it learnt "
-                              f"from; its answer is not reliable"])
+    below = sum(r < 0 for r in ratios)
+    median = float(np.median(np.abs(ratios)))
+    if ok:
+        reasons = []
+    elif 2 * below > len(ratios):
+        reasons = [f"the features the model reads are {median:.2f}x closer to its training mean than its development "
+                   f"scans' lower bound: an atypically bland input, unlike what it learnt from; its answer is not "
+                   f"reliable"]
+    else:
+        reasons = [f"the features the model reads lie {median:.2f}x as far from its training scans' as the threshold "
+                   f"(the development scans' 99th percentile, +10%): the scan is unlike what it learnt from; its "
+                   f"answer is not reliable"]
     return {"in_distribution": bool(ok),
             "ood": {"score_ratio": round(median, 4), "replicates_within": int(inside), "replicates": len(ratios),
                     "per_replicate": [round(float(r), 4) for r in ratios],
                     "method": "median Mahalanobis distance of the scan's samples to the training samples' features "
-                              "(Ledoit-Wolf covariance), over the run's threshold; in distribution at <= 1",
+                              "(Ledoit-Wolf covariance), over the run's threshold; in distribution at <= 1; a "
+                              "negative per-replicate value -r: r times below the typical range's lower bound",
                     "reasons": reasons}}
 
 

@@ -11,7 +11,9 @@ a few slices does not move it; a scan unlike training on most slices does). The 
 set on development scans scored as new ones (the val scans, and each train scan under the
 Gaussian fitted without its cross-validation fold): 1.1x their 99th percentile, so that scans
 like the training ones come out in distribution (the false-alarm rate on fresh scans is
-measured, README); the score is reported as a ratio to it (1.0 = the threshold).
+measured, README); the score is reported as a ratio to it (1.0 = the threshold). A scan far
+*closer* to the mean than the development scans (below 1/1.1 of their 1st percentile) is
+atypical too (:func:`bounds`).
 
 Saved beside the model as ``ood_reference.npz`` (mean, precision matrix, threshold, the
 development scores), read by ``ichseq predict``.
@@ -64,6 +66,18 @@ def fit_reference(features: np.ndarray, patients: np.ndarray, train, val, seed: 
                      train_scores=np.asarray(held_out, float), val_scores=val_scores,
                      dim=np.int64(features.shape[1]))
     return reference
+
+
+def bounds(reference: dict) -> tuple[float, float]:
+    """(lower, upper) scan scores of the in-distribution range. Upper: the saved threshold.
+    Lower: the 1st percentile of the development scores, / MARGIN. In many dimensions typical
+    samples lie on a shell around the mean, not at it (Nalisnick et al., ICLR 2019, on
+    typicality): a scan whose features sit far closer to the mean than any training scan's (a
+    bland image, little structure) is as atypical as one far out."""
+    development = np.concatenate([np.asarray(reference.get("train_scores", []), float),
+                                  np.asarray(reference.get("val_scores", []), float)])
+    lower = float(np.quantile(development, 1 - TRAIN_QUANTILE)) / MARGIN if len(development) else 0.0
+    return lower, float(reference["threshold"])
 
 
 def distances(reference: dict, features: np.ndarray) -> np.ndarray:
