@@ -113,7 +113,7 @@ def test_head_mode_trains_the_models_own_classifier_on_its_cached_features(maskn
     assert MaskNet.seen and not any(s["pixels"] for s in MaskNet.seen)
     assert all(s["masks"] == (s["positions"][0], 32, 32) for s in MaskNet.seen)
     saved = sorted(p.name for p in (tmp_path / "run/model").iterdir())
-    assert saved == ["head.safetensors", "ichseq.json"]
+    assert saved == ["head.safetensors", "ichseq.json", "ood_reference.npz"]
     recomputed, written = reread_probabilities(tmp_path / "run", cohort_dir)
     np.testing.assert_allclose(recomputed, written, rtol=1e-5, atol=1e-6)
 
@@ -127,7 +127,8 @@ def test_full_mode_uses_the_models_loss_with_masks_and_saves_a_loadable_model(ma
     history = pd.read_csv(tmp_path / "run/history.csv")
     assert len(history) == 3 and history.train_loss.notna().all()
     saved = sorted(p.name for p in (tmp_path / "run/model").iterdir())
-    assert saved == ["ichseq.json", "model.safetensors", "model_settings.json", "preprocessor_config.json"]
+    assert saved == ["ichseq.json", "model.safetensors", "model_settings.json", "ood_reference.npz",
+                     "preprocessor_config.json"]
     # The backbone (and the mask branch, trained by the model's own loss) moved from initialisation.
     fresh, _ = plan.build(), None
     loaded, _ = load_run_model(tmp_path / "run/model")
