@@ -52,6 +52,7 @@ import torch
 from ..atomic import atomic_dir, check_replaceable, output_errors, write_csv_atomic, write_json_atomic
 from ..data.cache import SliceCache
 from ..data.frames import BLANK
+from ..data.reformat import gap_warnings
 from ..data.windowing import BRAIN_WINDOW_LEVEL, BRAIN_WINDOW_WIDTH, brain_window, resize_slices, to_uint8
 from ..errors import DataError
 from ..paths import refuse_overlap
@@ -256,17 +257,14 @@ def read_scan(runs: list[TrainedRun], source, series: str | None = None, reforma
     reformatted to the runs' training geometry (:func:`ichseq.data.reformat.reformat_volume`:
     gantry tilt, slabs of the training thickness with short gaps bridged, field of view in mm);
     ``report`` is what was done (decision.json's ``reformat``; None when not asked)."""
-    from ..data.reformat import gap_warnings, reformat_volume
+    from ..data.reformat import reformat_volume
     from ..data.volumes import read_volume
 
-    if not reformat:
-        volume = read_volume(source, series=series)
-        for line in volume.warnings:
-            log(f"{volume.name}: WARNING {line}")
-        return volume, None
-    volume = read_volume(source, series=series, allow_gaps=True)
+    volume = read_volume(source, series=series, allow_gaps=reformat)
     for line in volume.warnings:
         log(f"{volume.name}: WARNING {line}")
+    if not reformat:
+        return volume, None
     volume, report = reformat_volume(volume, runs_geometry(runs))
     for line in gap_warnings(report):
         log(f"{volume.name}: WARNING {line}")
@@ -366,14 +364,12 @@ def _ood_ratio(run: TrainedRun, shared: SharedFeatures, samples) -> float | None
     if run.plan.training.mode == "head":
         stored = shared.store[plan_key][0] if run.plan.backbone is not None else shared.store[plan_key, "scan"]
         features = stored.float().cpu().numpy()
-        if run.plan.backbone is not None:  # the slice rows of this scan, all of them
-            features = features[: len(shared.cache.slices)]
     else:
         features = extract_features(run.model, shared.cache, samples, run.plan.training.feature_batch_size,
                                     run.model.device, log=_quiet, pool=True)
     score = scan_score(run.ood, features)
     lower, upper = bounds(run.ood)
-    # Below the typical range counts as out too: reported as a ratio > 1 of how far below.
+    # Below the typical range counts as out too: reported negative, -r for r times below the bound.
     return score / upper if score >= lower else -(lower / max(score, 1e-12))
 
 
@@ -576,7 +572,7 @@ def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print,
         "notice": training_notice(first.info.get("trained_on")),
         "preprocess": applied,
         "reformat": reformat if reformat is not None else {"applied": False, "note": "--no-reformat: read as it is"},
-        "warnings": [f"WARNING {line}" for line in [*getattr(volume, "warnings", ()), *_reformat_warnings(reformat)]],
+        "warnings": [f"WARNING {line}" for line in [*getattr(volume, "warnings", ()), *gap_warnings(reformat or {})]],
         "top_slices": top,
         "top_slices_by": "occlusion" if "occlusion" in table else "ensemble slice probability",
         "saliency": ("Grad-CAM (captum LayerGradCam) of the hemorrhage class, mean over the replicates"
@@ -608,12 +604,6 @@ def _distribution_text(distribution: dict) -> str:
     if inside:
         return f"in distribution (score {ratio:.2f} of the threshold)"
     return f"OUT OF DISTRIBUTION (score {ratio:.2f}x the threshold): unlike the training scans, not reliable"
-
-
-def _reformat_warnings(report: dict | None) -> list[str]:
-    from ..data.reformat import gap_warnings
-
-    return gap_warnings(report or {})
 
 
 def scan_name(path) -> str:
