@@ -32,6 +32,7 @@ rule all:
         rules.collect_runs.output,
         rules.statistics.output,
         rules.figures.output,
+        rules.calibration.output,
         rules.comparison.output,
         # The pretraining's summary and curves, when a model is pretrained here.
         rules.pretrain_summary.output if PRETRAINED else [],

@@ -48,10 +48,11 @@ def _declared(workdir: Path, rules: set[str]) -> set[str]:
 
 
 def test_statistics_and_figures_write_exactly_their_declared_files(tiny_run):
-    rules = {"statistics", "figures"}
+    rules = {"statistics", "figures", "calibration"}
     declared = _declared(tiny_run, rules)
     assert {"results/summary.md", "results/stats/tests.csv", "logs/stats/statistics.log",
-            "results/figures/confusion_matrices.svg"} <= declared  # fmt: skip
+            "results/figures/confusion_matrices.svg", "results/figures/reliability.svg",
+            "results/stats/calibration.html", "logs/stats/calibration.log"} <= declared  # fmt: skip
     before = _files(tiny_run)
     proc = snakemake(tiny_run, "--forcerun", *sorted(rules))
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -198,7 +198,7 @@ def test_rerun_of_one_replicate_touches_nothing_else(slurm_run, cluster):
     # The normal run refreshes the fan-in only.
     proc = _snakemake(slurm_run, *SLURM_PROFILES, env=cluster)
     ran = set(re.findall(r"^\s*(?:local)?rule (\w+):", proc.stdout + proc.stderr, flags=re.M)) - {"all"}
-    assert ran == {"collect_runs", "statistics", "figures", "comparison"}, ran
+    assert ran == {"collect_runs", "statistics", "figures", "calibration", "comparison"}, ran
     after = _snapshot(slurm_run)
     fan_in = ("results/metrics/", "results/stats/", "results/figures/", "results/summary.md")
     for key, (digest, mtime) in before.items():

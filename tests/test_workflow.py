@@ -98,7 +98,8 @@ def test_statistics_figures_and_report(tiny_run):
     assert {"shapiro", "levene", "mann_whitney_u", "paired_t", "wilcoxon"} <= set(tests.test)
     assert "Undefined values" in (tiny_run / "results/stats/tables.md").read_text()
     assert (tiny_run / "results/summary.md").read_text().startswith("# Findings")
-    figures = ("metrics_boxplot", "paired_runs", "confusion_matrices", "roc_curves", "training_curves", "cost")
+    figures = ("metrics_boxplot", "paired_runs", "confusion_matrices", "roc_curves", "training_curves", "cost",
+               "reliability")
     for name in figures:
         assert (tiny_run / f"results/figures/{name}.png").stat().st_size > 1000
         assert (tiny_run / f"results/figures/{name}.svg").is_file()
@@ -113,9 +114,15 @@ def test_statistics_figures_and_report(tiny_run):
     pages = {}
     for match in re.finditer(r"data:text/html;charset=utf8;filename=([\w.]+);base64,([A-Za-z0-9+/=]+)", html):
         pages[match.group(1)] = base64.b64decode(match.group(2)).decode()
-    assert {"tables.html", "runs.html", "cost.html", "findings.html"} <= set(pages), sorted(pages)
+    assert {"tables.html", "runs.html", "cost.html", "findings.html", "calibration.html"} <= set(pages), sorted(pages)
     assert pages["tables.html"].count("<table>") == 9 and "Table III. t-tests" in pages["tables.html"]
     assert pages["runs.html"].count("<tr>") == 1 + len(runs.groupby(["model", "replicate"]))
+    # Each run's calibration: ECE before/after per run and per model, every run calibrated.
+    calibration = pd.read_csv(tiny_run / "results/stats/calibration_runs.csv")
+    assert len(calibration) == 6 and calibration.calibrated.all()
+    models = pd.read_csv(tiny_run / "results/stats/calibration.csv")
+    assert sorted(models.model) == ["convnext", "vivit"] and (models.calibrated_replicates == 3).all()
+    assert pages["calibration.html"].count("<table>") == 2
 
 
 def test_failed_training_job_leaves_nothing_that_looks_complete(tiny_run, tmp_path):

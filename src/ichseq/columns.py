@@ -15,6 +15,9 @@ RATE_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "balance
 
 #: A run's predictions.csv: one row per test patient.
 PREDICTION_COLUMNS = ("patient", "label", "probability", "prediction")
+#: The column beside them since runs calibrate: the model's own patient probability (``probability``
+#: is the calibrated one). Optional when reading: runs trained before have none.
+UNCALIBRATED = "probability_uncalibrated"
 #: A run's history.csv: one row per epoch (``best`` = 1 on the kept epoch).
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_roc_auc", "val_balanced_accuracy", "lr", "seconds", "best")
 #: Added to the history (after the val columns) under ``checkpoint_selection: test``.

@@ -97,6 +97,7 @@ WRITERS = {
     "confusion_matrices": (figures.confusion_matrices, make_runs),
     "paired_plot": (figures.paired_plot, make_runs),
     "roc_curves": (figures.roc_curves, make_predictions),
+    "reliability_diagram": (figures.reliability_diagram, make_predictions),
     "training_curves": (figures.training_curves, make_history),
     "cost_plot": (figures.cost_plot, make_cost),
 }
@@ -169,7 +170,7 @@ def test_svg_has_no_date_and_keeps_text(tmp_path):
 @pytest.mark.parametrize("name", sorted(WRITERS))
 def test_missing_column_names_the_column_and_the_table(tmp_path, name):
     writer, make = WRITERS[name]
-    table = {"roc_curves": "predictions", "training_curves": "history", "cost_plot": "cost"}
+    table = {"roc_curves": "predictions", "reliability_diagram": "predictions", "training_curves": "history", "cost_plot": "cost"}
     df = make()
     column = df.columns[2]
     with pytest.raises(DataError, match=rf"{table.get(name, 'runs')} table lacks column\(s\) {column}"):

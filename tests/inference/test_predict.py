@@ -9,10 +9,12 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import logit
 
 from ichseq.cli import main
 from ichseq.config import validate_config
 from ichseq.data.cache import WindowSpec, build_cache
+from ichseq.training.calibration import calibrated
 from ichseq.data.cohort import cohort_from_manifest
 from ichseq.data.splits import patient_split
 from ichseq.atomic import write_json_atomic
@@ -89,16 +91,22 @@ def test_a_scan_scores_as_in_training(workspace, nifti_dataset, tmp_path, name):
                           outputs(tmp_path), log=QUIET)
     table = pd.read_csv(tmp_path / "slices.csv")
     mine = written[written.patient == patient]
+    # sample_predictions.csv keeps the model's own probabilities; predict reports them through
+    # the run's calibration map.
+    calibration = json.loads((run / "model" / "ichseq.json").read_text())["calibration"]
+    expected = calibrated(calibration, logit(mine.probability.to_numpy()))
     if "slice" in mine:  # slice-level: every slice's probability, matched by slice number
         got = table.set_index("slice").loc[mine.slice, "rep-0"].to_numpy()
-        np.testing.assert_allclose(got, mine.probability.to_numpy(), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     else:  # one probability per scan
         assert table["rep-0"].isna().all()
-        np.testing.assert_allclose(result["probability"], mine.probability.iloc[0], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(result["probability"], expected[0], rtol=1e-5, atol=1e-6)
         assert "occlusion" in table and table.occlusion[table.read == 1].notna().all()
     decision = json.loads((tmp_path / "decision.json").read_text())
     predictions = pd.read_csv(run / "predictions.csv").set_index("patient")
     assert decision["positive"] == bool(predictions.loc[patient, "prediction"])  # the run's own rule
+    np.testing.assert_allclose(decision["probability"], predictions.loc[patient, "probability"], rtol=1e-5)
+    assert decision["calibrated"] and decision["runs"][0]["calibration"]["method"] == "platt"
     assert decision["replicates"] == [0] and decision["model"] == name
 
 
@@ -567,6 +575,11 @@ def test_the_card_shows_the_data_the_metrics_with_their_spread_and_the_recipe(wo
     assert float(cells[2]) == pytest.approx(np.std(aucs, ddof=1), abs=5e-4) and cells[5] == str(REPLICATES)
     assert "slice spacing 5 mm" in text and "field of view 230 mm" in text
     assert "Trained on synthetic scans only" in text
+    eces = [json.loads((folder / f"rep-{r}" / "metrics.json").read_text())["calibration"]["test"]["after"]["ece"]
+            for r in range(REPLICATES)]
+    line = next(line for line in text.splitlines() if line.startswith("- test expected calibration error"))
+    assert "platt map fitted on its own validation patients" in text
+    assert f"{np.mean(eces):.3f} ± {np.std(eces, ddof=1):.4g} after" in line
     assert main(["card", str(folder / "rep-1"), "--json"]) == 0
     card = json.loads(capsys.readouterr().out)
     assert card["replicates"] == [1] and card["test_metrics"]["roc_auc"]["sd"] is None
@@ -639,3 +652,20 @@ def test_a_scan_unlike_the_training_ones_is_flagged_and_refused_when_strict(work
     captured = capsys.readouterr()
     assert "out of the model's training distribution" in captured.out
     assert not (tmp_path / "strict").exists() or not any((tmp_path / "strict").iterdir())  # nothing for the scan
+
+
+def test_a_run_trained_before_calibration_reports_its_softmax(workspace, nifti_dataset, tmp_path):
+    run = tmp_path / "old" / "rep-0"
+    shutil.copytree(workspace / "results" / "runs" / "convnext" / "rep-0", run)
+    info = json.loads((run / "model" / "ichseq.json").read_text())
+    del info["calibration"]
+    (run / "model" / "ichseq.json").write_text(json.dumps(info))
+    written = pd.read_csv(run / "sample_predictions.csv")
+    patient = int(written.patient.iloc[0])
+    result = predict_scan(load_runs(run, log=QUIET), read_volume(nifti_of(nifti_dataset, patient)),
+                          outputs(tmp_path / "out"), log=QUIET)
+    mine = written[written.patient == patient]
+    table = pd.read_csv(tmp_path / "out" / "slices.csv").set_index("slice")
+    np.testing.assert_allclose(table.loc[mine.slice, "rep-0"], mine.probability, rtol=1e-5, atol=1e-6)
+    assert result["calibrated"] is False and "not calibrated" in result["calibration"]
+    assert result["runs"][0]["calibration"] is None

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
+from scipy.special import expit, logit
 from transformers import ConvNextConfig, ConvNextForImageClassification
 
 from ichseq.atomic import write_json_atomic
@@ -23,6 +24,7 @@ from ichseq.data.splits import patient_split
 from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
 from ichseq.errors import ConfigError, DataError, ModelError
 from ichseq.models.base import Batch
+from ichseq.training.calibration import calibration_summary
 from ichseq.training.feature_store import extract_features, read_feature_store
 from ichseq.training.loop import (
     TrainSettings,
@@ -107,7 +109,7 @@ def test_model_entry_overrides_the_global_sections():
     cfg["models"]["convnext"] = {**CONVNEXT, "training": {"lr": 0.5}, "aggregation": {"rule": "k_of_n"}}
     plan = model_plan(cfg, "convnext")
     assert plan.training.lr == 0.5 and plan.training.epochs == 4
-    assert plan.aggregation == {"rule": "k_of_n", "threshold": 0.5, "k": 2}
+    assert plan.aggregation == {"rule": "k_of_n", "threshold": 0.5, "k": 2, "calibration": "platt"}
     assert model_plan(cfg, "vivit").training.lr == 0.01
     with pytest.raises(ConfigError, match="models.resnet"):
         model_plan(cfg, "resnet")
@@ -218,7 +220,10 @@ def test_run_writes_every_output_and_is_deterministic(stores, tmp_path, name):
                                        "roc_auc", "tn", "fp", "fn", "tp", "n_test"}
     split = json.loads((stores / "rep-0.json").read_text())
     predictions = pd.read_csv(out / "predictions.csv")
-    assert list(predictions.columns) == ["patient", "label", "probability", "prediction"]
+    assert list(predictions.columns) == ["patient", "label", "probability", "prediction", "probability_uncalibrated"]
+    # Test ECE and Brier before and after the calibration, as the predictions give them.
+    for when, column in (("before", "probability_uncalibrated"), ("after", "probability")):
+        assert metrics["calibration"]["test"][when] == calibration_summary(predictions[column], predictions.label)
     assert sorted(predictions.patient) == split["test"]  # test patients only, each once
     assert metrics["metrics"]["n_test"] == len(split["test"])
     history = pd.read_csv(out / "history.csv")
@@ -365,12 +370,41 @@ def test_slice_model_patient_decision_follows_the_rule(stores, tmp_path, rule):
     if rule == "max_prob":
         patient_threshold = report["decision"]["patient_threshold"]
         assert 0.0 <= patient_threshold <= 1.0
-    expected = aggregate_predictions(slices, rule, threshold=0.45, k=2, patient_threshold=patient_threshold)
     predictions = pd.read_csv(tmp_path / "out/predictions.csv")
-    assert predictions.prediction.tolist() == expected.prediction.tolist()
-    # AUC ranks patients by their highest slice probability, whatever the rule.
-    np.testing.assert_allclose(predictions.probability, slices.groupby("patient").probability.max().sort_index())
+    # The model's own patient probability is its highest slice's; the reported one is that
+    # through the run's calibration map (fitted on the val patients: a real fit, not the identity).
+    top = slices.groupby("patient").probability.max().sort_index().to_numpy()
+    np.testing.assert_allclose(predictions.probability_uncalibrated, top)
+    calibration = report["calibration"]
+    assert calibration["method"] == "platt" and calibration["fitted"] and calibration["slope"] != 1.0
+    np.testing.assert_allclose(predictions.probability, expit(calibration["slope"] * logit(top) + calibration["intercept"]),
+                               rtol=1e-6)
+    if rule == "max_prob":  # chosen on calibrated val probabilities, compared with calibrated ones
+        expected = (predictions.probability >= patient_threshold).astype(int).tolist()
+    else:  # the study's votes: the model's own slice probabilities against the fixed threshold
+        expected = aggregate_predictions(slices, rule, threshold=0.45, k=2).prediction.tolist()
+    assert predictions.prediction.tolist() == expected
     assert report["decision"]["rule"] == rule
+
+
+@pytest.mark.parametrize("rule", ["max_prob", "any"])
+def test_scan_model_threshold_is_chosen_on_the_validation_patients(stores, tmp_path, rule):
+    cfg = config(aggregation={"rule": rule, "threshold": 0.5})
+    report = run(stores, tmp_path / "out", "vivit", cfg=cfg)
+    predictions = pd.read_csv(tmp_path / "out/predictions.csv")
+    calibration = report["calibration"]
+    if rule == "max_prob":
+        # The threshold that best separates the val patients' calibrated probabilities.
+        info = json.loads((tmp_path / "out/model/ichseq.json").read_text())
+        val = json.loads((stores / "rep-0.json").read_text())["val"]
+        assert report["decision"]["rule"] == "max_prob" and info["decision"] == report["decision"]
+        assert info["calibration"] == {k: v for k, v in calibration.items() if k != "test"}
+        assert len(val) == calibration["patients"]
+        expected = (predictions.probability >= report["decision"]["patient_threshold"]).astype(int)
+    else:  # the study's fixed threshold on the model's own probability
+        assert report["decision"] == {"rule": "threshold", "threshold": 0.5}
+        expected = (predictions.probability_uncalibrated >= 0.5).astype(int)
+    assert predictions.prediction.tolist() == expected.tolist()
 
 
 @pytest.mark.parametrize(("policy", "padding"), [("uniform", "edge"), ("first", "edge"), ("first", "zeros")])

@@ -9,6 +9,7 @@ localrules:
     collect_runs,
     statistics,
     figures,
+    calibration,
     comparison,
 
 
@@ -86,6 +87,27 @@ rule figures:
         "logs/stats/figures.log",
     script:
         "../scripts/figures.py"
+
+
+# Each run's calibration on the test patients: ECE and Brier score before and after the map
+# the run fitted on its validation patients, per run (calibration_runs.csv, a download) and per
+# model (calibration.csv, and both on the page), and the reliability diagram.
+rule calibration:
+    input:
+        predictions="results/metrics/predictions.csv",
+    output:
+        models=report("results/stats/calibration.csv", caption="../report/calibration_table.rst", category=COMPARISON,
+                      subcategory="Calibration"),
+        runs="results/stats/calibration_runs.csv",
+        html=report("results/stats/calibration.html", caption="../report/calibration_page.rst", category=COMPARISON,
+                    subcategory="Calibration"),
+        reliability=report("results/figures/reliability.png", caption="../report/reliability.rst", category=COMPARISON,
+                           subcategory="Calibration"),
+        reliability_svg="results/figures/reliability.svg",
+    log:
+        "logs/stats/calibration.log",
+    script:
+        "../scripts/calibration.py"
 
 
 # The many-model comparison. The leaderboard is written for any number of models; the

@@ -18,7 +18,8 @@ Input tables (long format, one row per run, epoch or patient; see the column con
 
 * runs -- ``model, replicate, metric, value``; ``value`` NaN means the metric is undefined
   for that run (e.g. precision with no positive prediction) and is left out of the plots;
-* predictions -- ``model, replicate, patient, label, probability, prediction``;
+* predictions -- ``model, replicate, patient, label, probability, prediction`` (the
+  reliability diagram also reads ``probability_uncalibrated`` where present);
 * history -- ``model, replicate, epoch, train_loss, val_loss, val_roc_auc,
   val_balanced_accuracy, seconds, best``;
 * cost -- ``model, replicate, parameters_total, parameters_trainable, feature_seconds,
@@ -45,9 +46,11 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from ichseq.columns import COST_COLUMNS, COST_NUMBERS, COUNT_METRICS, PREDICTION_COLUMNS, RATE_METRICS, RUN_COLUMNS, RUN_KEYS
 from ichseq.columns import HISTORY_COLUMNS as RUN_HISTORY_COLUMNS
+from ichseq.analysis.calibration import UNCALIBRATED, calibration_models, calibration_predictions, calibration_runs
 from ichseq.analysis.checked import is_validated, mark_validated
 from ichseq.atomic import write_bytes_atomic
 from ichseq.errors import DataError
+from ichseq.training.calibration import BINS, reliability_table
 
 #: Resolution of the PNG copies.
 DPI = 150
@@ -853,3 +856,74 @@ def leaderboard_figure(board: pd.DataFrame) -> Figure:
 def leaderboard_plot(board: pd.DataFrame, paths: Sequence[str | Path]) -> list[Path]:
     """Write :func:`leaderboard_figure` to ``paths`` (PNG and SVG)."""
     return save_figure(leaderboard_figure(board), paths)
+
+
+# --------------------------------------------------------------------------- reliability
+
+
+def reliability_figure(predictions: pd.DataFrame) -> Figure:
+    """Reliability diagrams, one panel per model, of every replicate's test patients pooled.
+
+    Each panel: the diagonal (perfect calibration), the observed share of hemorrhage against
+    the mean predicted probability in each of :data:`~ichseq.training.calibration.BINS`
+    equal-width bins, before calibration (the raw probability; grey, dashed) and after (the
+    model's colour); empty bins are left out of a curve, so a model whose probabilities all
+    fall in one bin is one point. The strip below counts the patients in each bin (grey
+    before, coloured after). The title gives the ECE before -> after as mean ± sd over the
+    replicates; the legend the pooled ECE. Runs without uncalibrated probabilities (trained
+    before ichseq calibrated) count as uncalibrated (before = after); the title says how many.
+    """
+    df = calibration_predictions(predictions)
+    summary = calibration_models(calibration_runs(df), df).set_index("model")
+    models = list(summary.index)
+    palette = model_palette(models)
+    ncols = min(3, len(models))
+    nrows = math.ceil(len(models) / ncols)
+    width = 1.0 / BINS
+    with _style():
+        fig = Figure(figsize=(3.7 * ncols, 4.9 * nrows), layout="constrained")
+        grid = fig.add_gridspec(2 * nrows, ncols, height_ratios=[3.6, 1.0] * nrows)
+        for i, model in enumerate(models):
+            row, col = divmod(i, ncols)
+            ax = fig.add_subplot(grid[2 * row, col])
+            strip = fig.add_subplot(grid[2 * row + 1, col], sharex=ax)
+            colour, stats = palette[model], summary.loc[model]
+            sub = df[df["model"] == model]
+            tables = {"before": reliability_table(sub[UNCALIBRATED], sub["label"]),
+                      "after": reliability_table(sub["probability"], sub["label"])}  # fmt: skip
+            styles = {"before": dict(color="0.45", ls="--", lw=1.2, marker="o", ms=4),
+                      "after": dict(color=colour, ls="-", lw=2.0, marker="o", ms=5)}  # fmt: skip
+            ax.plot([0, 1], [0, 1], ls=":", color="0.6", lw=0.9, label="perfectly calibrated")
+            for when, table in tables.items():
+                filled = table[table["count"] > 0]
+                ax.plot(filled["mean_probability"], filled["observed"], zorder=3 if when == "after" else 2,
+                        label=f"{when} (pooled ECE {stats[f'ece_{when}_pooled']:.3f})", **styles[when])
+                offset = -width / 4 if when == "before" else width / 4
+                strip.bar(table["lower"] + width / 2 + offset, table["count"], width=width / 2.2,
+                          color=styles[when]["color"], alpha=0.8 if when == "after" else 0.6)
+            ax.legend(loc="upper left")
+            ax.set_xlim(-0.02, 1.02)
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_ylabel("observed share with hemorrhage")
+            ax.tick_params(labelbottom=False)
+            ece = (f"ECE {_pm(stats['ece_before_mean'], stats['ece_before_sd'], '.3f')} → "
+                   f"{_pm(stats['ece_after_mean'], stats['ece_after_sd'], '.3f')}")  # fmt: skip
+            calibrated, replicates = int(stats["calibrated_replicates"]), int(stats["replicates"])
+            if calibrated == 0:
+                note = "\nnot calibrated (runs predate calibration)"
+            elif calibrated < replicates:
+                note = f"\n{calibrated} of {replicates} replicates calibrated"
+            else:
+                note = ""
+            ax.set_title(f"{model}\n{ece}{note}")
+            strip.set_xlabel("predicted probability")
+            strip.set_ylabel("patients")
+            strip.set_xticks(np.linspace(0.0, 1.0, 6))
+        fig.suptitle(f"Reliability on the test patients\n(replicates pooled, {BINS} equal-width bins; "
+                     "ECE: mean ± sd over replicates)")  # fmt: skip
+    return fig
+
+
+def reliability_diagram(predictions: pd.DataFrame, paths: Sequence[str | Path]) -> list[Path]:
+    """Write :func:`reliability_figure` to ``paths`` (PNG and SVG)."""
+    return save_figure(reliability_figure(predictions), paths)

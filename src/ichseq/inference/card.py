@@ -71,6 +71,16 @@ def model_card(run) -> dict:
                              "min": round(float(values.min()), 4), "max": round(float(values.max()), 4),
                              "n": int(len(values))}
     trained_on = first.get("trained_on")
+    calibration = {}
+    for when in ("before", "after"):
+        for name in ("ece", "brier"):
+            values = np.array([((r.get("calibration") or {}).get("test") or {}).get(when, {}).get(name)
+                               for r in reports if r], dtype=float)
+            values = values[np.isfinite(values)]
+            if len(values):
+                calibration[f"{name}_{when}"] = {"mean": round(float(values.mean()), 4),
+                                                 "sd": round(float(values.std(ddof=1)), 4) if len(values) > 1 else None,
+                                                 "n": int(len(values))}
     return {
         "model": plan.get("name"), "architecture": plan.get("architecture"),
         "replicates": [int(i.get("replicate", -1)) for i in infos],
@@ -86,6 +96,7 @@ def model_card(run) -> dict:
                    "frames": plan.get("frames"), "model": {k: v for k, v in (plan.get("model") or {}).items()
                                                            if k != "pretrained"}},
         "decision": [i.get("decision") for i in infos],
+        "calibration": {"maps": [i.get("calibration") for i in infos], "test": calibration},
     }
 
 
@@ -118,6 +129,22 @@ def card_markdown(card: dict) -> str:
         lines.append(f"| {name} | {m['mean']:.3f} | {_fmt(m['sd'])} | {m['min']:.3f} | {m['max']:.3f} | {m['n']} |")
     if not card["test_metrics"]:
         lines.append("| (no finished replicate's metrics.json) | | | | | |")
+    calibration = card.get("calibration") or {}
+    maps = [m for m in calibration.get("maps") or [] if m]
+    test = calibration.get("test") or {}
+    lines += ["", "## Calibration"]
+    if maps:
+        methods = sorted({m.get("method", "none") for m in maps})
+        lines.append(f"- each replicate's probability goes through a {'/'.join(methods)} map fitted on its own "
+                     f"validation patients ({_fmt(maps[0].get('patients'))} in replicate {card['replicates'][0]}); "
+                     f"ROC AUC and decisions are unchanged by it")
+    else:
+        lines.append("- none recorded (runs trained before ichseq calibrated): probabilities are the softmax as it is")
+    for name, label in (("ece", "expected calibration error (10 bins)"), ("brier", "Brier score")):
+        before, after = test.get(f"{name}_before"), test.get(f"{name}_after")
+        if before and after:
+            lines.append(f"- test {label}: {before['mean']:.3f} ± {_fmt(before['sd'])} before, "
+                         f"{after['mean']:.3f} ± {_fmt(after['sd'])} after (mean ± sd over {after['n']} replicates)")
     geometry = card.get("geometry") or {}
     lines += ["", "## Expected input",
               f"- geometry it was trained on: slice spacing {_fmt(geometry.get('slice_spacing_mm'))} mm, field of "

@@ -191,8 +191,10 @@ def _scan_level(ax, slices: pd.DataFrame, decision: dict, top: list[int], row_of
 
 
 def _threshold(ax, decision: dict) -> None:
-    ax.axhline(float(decision["threshold"]), color="black", lw=1.0, ls="--",
-               label=f"threshold {float(decision['threshold']):.3g} ({decision['rule']})")
+    # On the probability scale drawn (calibrated since ichseq calibrates: the rule's threshold
+    # carried through each replicate's map, their median); older decisions: the rule's own.
+    cut = float(decision.get("probability_threshold", decision["threshold"]))
+    ax.axhline(cut, color="black", lw=1.0, ls="--", label=f"threshold {cut:.3g} ({decision['rule']})")
 
 
 def _rug(ax, slices: pd.DataFrame, label: str) -> None:

@@ -10,20 +10,25 @@ Each scan (a NIfTI file in HU or a folder holding one DICOM series, read by
 ``model/ichseq.json`` (``preprocess``: the HU window, the slice size; then the model's own input
 windows and normalisation, and for a sequence model its frame policy), and each replicate decides
 by its own rule and threshold (``decision``: e.g. ``any`` slice >= 0.5, or ``max_prob`` with the
-patient threshold chosen on its validation patients). The ensemble's decision is the majority of
-the replicates' decisions, a tie counting as hemorrhage (triage errs on the side of review); its
-probability is the mean of theirs.
+patient threshold chosen on its validation patients). Each replicate's probability is calibrated
+by the map its run fitted on its validation patients (``calibration`` in ichseq.json,
+:mod:`ichseq.training.calibration`; runs trained before have none and give the softmax as it
+is). The ensemble's decision is the majority of the replicates' decisions, a tie counting as
+hemorrhage (triage errs on the side of review); its probability is the mean of theirs.
 
 Per scan it writes (``PREDICT_OUTPUTS``, by these names, so a rule can declare them):
 
 * ``slices``  ``slices.csv``: one row per slice in scan order: slice number, position_mm,
   ``read`` (1 when a model read it: every slice for slice models, the clip's frames for a
-  sequence model), the probability of each replicate (``rep-N``; empty for models that score a
+  sequence model), the calibrated probability of each replicate (``rep-N``: the scan's probability
+  were that slice its highest, so the scan's is their maximum; empty for models that score a
   whole scan), ``ensemble`` (their mean) and ``ensemble_sd``; for models that score a whole
   scan, ``occlusion`` instead: the mean drop of the scan's probability when that slice is
   blanked (how much the decision rests on it; the figure's "highest-scoring" slices);
 * ``decision``  ``decision.json``: probability (mean, sd, min, max), decision, votes, rule,
-  threshold, model, replicates used and their own probabilities and decisions; written last,
+  threshold, ``calibrated`` and ``probability_threshold`` (the rule's threshold on the calibrated
+  scale, the replicates' median), model, replicates used and their own probabilities, decisions,
+  thresholds and calibration maps; written last,
   so its presence means the scan's outputs are complete;
 * ``figure_png``, ``figure_svg``: the slice-score curve along the scan with the threshold, and
   the highest-scoring slices windowed, with a Grad-CAM overlay for slice models.
@@ -60,7 +65,7 @@ from ..training.feature_store import extract_features
 from ..training.loop import predict_logits, select_device
 from ..training.runs import RUN_MODEL_INFO, ModelPlan, load_run_model, output_paths
 from ..training.samples import SLICE_LEVEL, build_samples
-from ..training.votes import aggregate_patient
+from ..training.calibration import calibrated, decide, decision_cut
 from ..training.ood import bounds, load_reference, scan_score
 from .card import training_notice
 
@@ -99,6 +104,11 @@ class TrainedRun:
     @property
     def preprocess(self) -> dict:
         return self.info["preprocess"]
+
+    @property
+    def calibration(self) -> dict | None:
+        """Its calibration map (None for a run trained before ichseq calibrated: the softmax as it is)."""
+        return self.info.get("calibration")
 
 
 def find_runs(run) -> list[Path]:
@@ -335,22 +345,21 @@ def score_run(run: TrainedRun, cache: SliceCache, shared: SharedFeatures | None 
     index = np.arange(len(samples))
     with torch.no_grad():
         logits = predict_logits(model, shared.fetch(run, samples, "scan"), index, plan.training.feature_batch_size)
-    probs = torch.softmax(logits, dim=1)[:, 1].double().numpy()
+    z = (logits[:, 1] - logits[:, 0]).double().numpy()
     n = len(cache.slices)
     read = np.zeros(n, bool)
     read[samples.rows[samples.rows != BLANK]] = True
     slice_probability = np.full(n, np.nan)
     decision = dict(run.info.get("decision") or {"rule": "threshold", "threshold": plan.aggregation["threshold"]})
+    if model.kind not in SLICE_LEVEL and decision["rule"] not in ("threshold", "max_prob"):
+        decision["rule"] = "threshold"
+    # On the run's calibrated scale (identity for a run trained before ichseq calibrated): a
+    # slice's value is the scan's probability were it the highest slice, so the scan's is their maximum.
+    probability, positive, probs = decide(z, decision, run.calibration)
     if model.kind in SLICE_LEVEL:
         centre = samples.rows[:, samples.rows.shape[1] // 2]  # a context sample's slice is its middle frame
         slice_probability[centre] = probs
-        probability, positive = aggregate_patient(probs, decision["rule"], threshold=decision["threshold"],
-                                                  k=decision.get("k"),
-                                                  patient_threshold=decision.get("patient_threshold"))
-    else:
-        probability = float(probs[0])
-        positive = probability >= float(decision["threshold"])
-    occlusion = None if model.kind in SLICE_LEVEL else _occlusion(run, shared, samples, probability)
+    occlusion = None if model.kind in SLICE_LEVEL else _occlusion(run, shared, samples, z[0])
     return ReplicateScore(run.replicate, slice_probability, read, float(probability), bool(positive), decision,
                           occlusion, _ood_ratio(run, shared, samples))
 
@@ -373,7 +382,7 @@ def _ood_ratio(run: TrainedRun, shared: SharedFeatures, samples) -> float | None
     return score / upper if score >= lower else -(lower / max(score, 1e-12))
 
 
-def _occlusion(run: TrainedRun, shared: SharedFeatures, samples, probability: float) -> np.ndarray:
+def _occlusion(run: TrainedRun, shared: SharedFeatures, samples, logit: float) -> np.ndarray:
     """For a model that scores a whole scan: the drop of the scan's probability when each slice
     it reads is blanked, as its padding is (a sequence model sees a black frame, a scan model's
     frame mask drops the slice), one forward pass per read slice."""
@@ -393,7 +402,8 @@ def _occlusion(run: TrainedRun, shared: SharedFeatures, samples, probability: fl
     with torch.no_grad():
         logits = predict_logits(model, shared.fetch(run, occluded, "occlusion"), np.arange(len(frames)),
                                 plan.training.feature_batch_size)
-    drop = probability - torch.softmax(logits, dim=1)[:, 1].double().numpy()
+    occluded_z = (logits[:, 1] - logits[:, 0]).double().numpy()
+    drop = calibrated(run.calibration, logit) - calibrated(run.calibration, occluded_z)
     out = np.full(len(shared.cache.slices), np.nan)
     # A slice read twice (a short scan's repeated frame) keeps its largest effect.
     for row, d in zip(rows[frames], drop):
@@ -563,9 +573,12 @@ def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print,
         "kind": first.model.kind, **ensemble(scores),
         "rule": decision_rule["rule"], "threshold": float(decision_rule["threshold"]),
         **({"k": decision_rule["k"]} if "k" in decision_rule else {}),
+        **calibration_summary(runs, scores),
         "replicates": [s.replicate for s in scores],
         "runs": [{"replicate": s.replicate, "run": str(run.path), "probability": s.probability,
-                  "positive": s.positive, **{k: v for k, v in s.decision.items() if k not in ("rule", "threshold")}}
+                  "positive": s.positive, **{k: v for k, v in s.decision.items() if k not in ("rule", "threshold")},
+                  "probability_threshold": decision_cut(s.decision, run.calibration),
+                  "calibration": _map_of(run.calibration)}
                  for run, s in zip(runs, scores)],
         **distribution,
         "trained_on": first.info.get("trained_on"),
@@ -589,11 +602,38 @@ def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print,
     sd = result["probability_sd"]
     log(f"{volume.name}: {result['decision']} (p = {result['probability']:.3f}"
         + (f" ± {sd:.3f}" if sd is not None else "")
+        + (" calibrated" if result["calibrated"] else " uncalibrated")
         + f", {result['votes_positive']} of {len(scores)} replicates positive; {first.plan.name}, rule "
-          f"{result['rule']})" + (f"; PARTIAL scan: {PARTIAL_NOTE}" if checks["partial"] else "")
+          f"{result['rule']} at {result['probability_threshold']:.3f})" + (f"; PARTIAL scan: {PARTIAL_NOTE}" if checks["partial"] else "")
         + f"; {_distribution_text(distribution)}")
     log(f"{volume.name}: NOTE {first.plan.name} was {result['notice']}")
     return result
+
+
+def _map_of(calibration: dict | None) -> dict | None:
+    if not calibration:
+        return None
+    return {k: calibration[k] for k in ("method", "slope", "intercept", "temperature") if k in calibration}
+
+
+def calibration_summary(runs: list[TrainedRun], scores: list[ReplicateScore]) -> dict:
+    """decision.json's ``calibrated`` (every replicate's probability went through its own map,
+    fitted on its validation patients; False when none had one), ``calibration`` (in words) and
+    ``probability_threshold``: the median over the replicates of the threshold each one's rule
+    applies on that scale (the figure's dashed line)."""
+    methods = sorted({(run.calibration or {}).get("method", "none") for run in runs})
+    calibrated_runs = sum(bool(run.calibration) and run.calibration.get("method", "none") != "none" for run in runs)
+    cuts = [decision_cut(s.decision, run.calibration) for run, s in zip(runs, scores)]
+    if calibrated_runs == len(runs):
+        words = (f"{'/'.join(methods)} calibrated: each replicate's probability through the map fitted on its own "
+                 f"validation patients")
+    elif calibrated_runs == 0:
+        words = ("not calibrated: the softmax of the model's highest sample (runs trained before ichseq calibrated, "
+                 "or aggregation.calibration: none)")
+    else:
+        words = f"{calibrated_runs} of {len(runs)} replicates calibrated ({'/'.join(methods)})"
+    return {"calibrated": calibrated_runs == len(runs), "calibration": words,
+            "probability_threshold": float(np.median(cuts))}
 
 
 def _distribution_text(distribution: dict) -> str:

@@ -4,10 +4,13 @@ These are what the ``features`` and ``train`` rules call. A run writes exactly t
 given (the ``train`` rule's outputs, keyed by name, see ``RUN_OUTPUTS``):
 
 * ``metrics.json``  patient-level test metrics (undefined ones are null), plus those only the
-  model defines (``extra_test_metrics``: seg_cls's segmentation Dice), written last;
-* ``predictions.csv``  one row per test patient: patient, label, probability, prediction;
+  model defines (``extra_test_metrics``: seg_cls's segmentation Dice), the decision rule and the
+  calibration map with the test patients' ECE and Brier score before and after it; written last;
+* ``predictions.csv``  one row per test patient: patient, label, probability (calibrated on the
+  val patients, :mod:`ichseq.training.calibration`), prediction, probability_uncalibrated (the
+  model's own: the softmax of the patient's highest sample);
 * ``sample_predictions.csv``  one row per test *sample*: each slice (slice models) or each scan
-  clip with the slice numbers of its frames (sequence models), with its probability;
+  clip with the slice numbers of its frames (sequence models), with the model's own probability;
 * ``history.csv``  per epoch: train loss, val loss, val ROC AUC, val balanced accuracy, lr;
 * ``cost.json``  parameters, feature-extraction and training seconds, samples/s, device;
 * ``model``  a folder: the trained classifier (head mode: the model's ``save_classifier``,
@@ -36,20 +39,22 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import expit
 
 from ..atomic import atomic_dir, write_csv_atomic, write_json_atomic
 from ..config import section_defaults, validate_section
-from ..columns import COST_COLUMNS, PREDICTION_COLUMNS
+from ..columns import COST_COLUMNS, PREDICTION_COLUMNS, UNCALIBRATED
 from ..data.cache import SliceCache
 from ..data.layout import NIFTI_LAYOUT
 from ..data.splits import read_split
 from ..errors import ConfigError, DataError
 from .feature_store import extract_features, read_feature_store, write_feature_store
 from .ood import OOD_FILE, fit_reference, save_reference
-from .loop import TrainSettings, backbone_seed, derive_seed, fit, patient_probabilities, predict_logits, run_seed, select_device
+from .loop import TrainSettings, backbone_seed, derive_seed, fit, predict_logits, run_seed, select_device
 from .metrics import binary_metrics
 from .samples import SLICE_LEVEL, Samples, build_samples
-from .votes import aggregate_predictions, choose_patient_threshold
+from .calibration import calibrated, calibration_summary, decide, fit_calibration, patient_logits
+from .votes import choose_patient_threshold
 
 if TYPE_CHECKING:
     from ..models.base import CTClassifier
@@ -332,27 +337,32 @@ def _split_indices(samples: Samples, split: dict, cache: SliceCache, split_path)
     return index
 
 
-def _decide(plan: ModelPlan, kind: str, samples: Samples, index: np.ndarray, probs: np.ndarray,
-            val_index: np.ndarray, val_probs: np.ndarray) -> tuple[pd.DataFrame, dict]:
-    """Patient predictions from sample probabilities, and the decision rule used."""
-    threshold = float(plan.aggregation["threshold"])
-    if kind not in SLICE_LEVEL:  # one sample per scan: its score is the patient's
-        table = pd.DataFrame({"patient": samples.patient[index], "label": samples.label[index], "probability": probs})
-        table["prediction"] = (table.probability >= threshold).astype(int)
-        return table.sort_values("patient", ignore_index=True), {"rule": "threshold", "threshold": threshold}
-    rule, k = plan.aggregation["rule"], plan.aggregation["k"]
-    patient_threshold = None
-    if rule == "max_prob":
-        val = patient_probabilities(samples.patient[val_index], samples.label[val_index], val_probs)
-        patient_threshold = choose_patient_threshold(val.label, val.probability)
-    slices = pd.DataFrame({"patient": samples.patient[index], "label": samples.label[index], "probability": probs})
-    table = aggregate_predictions(slices, rule, threshold=threshold, k=k, patient_threshold=patient_threshold)
-    decision = {"rule": rule, "threshold": threshold}
+def _decide(plan: ModelPlan, kind: str, samples: Samples, index: np.ndarray, logits: np.ndarray,
+            val_index: np.ndarray, val_logits: np.ndarray) -> tuple[pd.DataFrame, dict, dict]:
+    """Patient predictions of the test samples ``index`` from their logits (positive minus
+    negative class), the decision rule used and the calibration map, both fitted on the
+    validation samples (:mod:`ichseq.training.calibration`): the table's ``probability`` is the
+    calibrated patient probability, ``probability_uncalibrated`` the model's own."""
+    aggregation = plan.aggregation
+    val = patient_logits(samples.patient[val_index], val_logits)
+    val["label"] = pd.Series(samples.label[val_index]).groupby(samples.patient[val_index]).max().to_numpy()
+    calibration = fit_calibration(aggregation.get("calibration", "none"), val.z.to_numpy(), val.label.to_numpy())
+    rule = aggregation["rule"]
+    if kind not in SLICE_LEVEL and rule != "max_prob":
+        rule = "threshold"  # one sample per scan: any / k_of_n are its probability >= threshold
+    decision = {"rule": rule, "threshold": float(aggregation["threshold"])}
     if rule == "k_of_n":
-        decision["k"] = k
+        decision["k"] = int(aggregation["k"])
     if rule == "max_prob":
-        decision["patient_threshold"] = patient_threshold
-    return table, decision
+        decision["patient_threshold"] = choose_patient_threshold(val.label, calibrated(calibration, val.z))
+    frame = pd.DataFrame({"patient": samples.patient[index], "label": samples.label[index], "z": logits})
+    rows = []
+    for patient, group in frame.groupby("patient", sort=True):
+        z = group.z.to_numpy()
+        probability, positive, _ = decide(z, decision, calibration)
+        rows.append({"patient": int(patient), "label": int(group.label.max()), "probability": probability,
+                     "prediction": int(positive), UNCALIBRATED: float(expit(z.max()))})
+    return pd.DataFrame(rows), decision, calibration
 
 
 def preprocess_of(cache: SliceCache) -> dict:
@@ -595,13 +605,18 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
                  train_fetch=train_fetch if settings.mode == "full" else None)
     module.load_state_dict(result.best_state)
 
-    def probabilities(idx):
-        logits = predict_logits(model, fetch, idx, settings.feature_batch_size)
-        return torch.softmax(logits, dim=1)[:, 1].double().numpy()
+    def positive_logits(idx):
+        logits = predict_logits(model, fetch, idx, settings.feature_batch_size).double()
+        return (logits[:, 1] - logits[:, 0]).numpy()
 
-    test_probs, val_probs = probabilities(index["test"]), probabilities(index["val"])
-    predictions, decision = _decide(plan, kind, samples, index["test"], test_probs, index["val"], val_probs)
+    test_logits, val_logits = positive_logits(index["test"]), positive_logits(index["val"])
+    test_probs = expit(test_logits)  # the model's own sample probabilities (sample_predictions.csv)
+    predictions, decision, calibration = _decide(plan, kind, samples, index["test"], test_logits, index["val"],
+                                                 val_logits)
     metrics = binary_metrics(predictions.label, predictions.prediction, predictions.probability)
+    calibration_record = {**calibration,
+                          "test": {"before": calibration_summary(predictions[UNCALIBRATED], predictions.label),
+                                   "after": calibration_summary(predictions.probability, predictions.label)}}
     # Metrics only some models define (seg_cls: its segmentation Dice), on the test samples' pixels.
     metrics.update(model.extra_test_metrics(lambda idx: samples.batch(model, cache, idx), index["test"],
                                             samples.patient, settings.feature_batch_size))
@@ -623,19 +638,20 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
     }
     cost = {key: values[key] for key in COST_COLUMNS}
     report = {"model": plan.name, "replicate": int(replicate), "best_epoch": int(result.best_epoch),
-              "class_imbalance": settings.class_imbalance, "decision": decision, "metrics": metrics}
+              "class_imbalance": settings.class_imbalance, "decision": decision, "calibration": calibration_record,
+              "metrics": metrics}
     if biased:  # only then, so that runs of the default protocol keep their outputs as they were
         cost["checkpoint_selection"] = report["checkpoint_selection"] = "test"
 
     write_csv_atomic(sample_table, paths["sample_predictions"])
-    write_csv_atomic(predictions[list(PREDICTION_COLUMNS)], paths["predictions"])
+    write_csv_atomic(predictions[[*PREDICTION_COLUMNS, UNCALIBRATED]], paths["predictions"])
     write_csv_atomic(result.history, paths["history"])
     write_json_atomic(paths["cost"], cost)
     development = [*split["train"], *split["val"]]  # what the model was developed on: never the test patients
     ood = _ood_reference(model, plan, cache, split, samples, *ood_inputs, device, log)
     _save_model_dir(paths["model"], model, settings.mode,
                     {"plan": plan.as_dict(), "replicate": int(replicate), "best_epoch": int(result.best_epoch),
-                     "decision": decision, "preprocess": preprocess_of(cache),
+                     "decision": decision, "calibration": calibration, "preprocess": preprocess_of(cache),
                      "input_requirements": input_requirements(cache, development),
                      "geometry": training_geometry(cache, development),
                      "trained_on": trained_on(cache, split),
