@@ -52,6 +52,8 @@ rule brain_window:
         level=config["preprocess"]["window"]["level"],
         width=config["preprocess"]["window"]["width"],
         image_size=config["preprocess"]["image_size"],
+        # Thin slices averaged into slabs of this many mm (null: slice for slice).
+        slab_mm=config["preprocess"]["slab_mm"],
         prewindowed=DATASET["prewindowed"],
         source=SOURCE,
     threads: config["threads"]["brain_window"]

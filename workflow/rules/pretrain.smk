@@ -33,6 +33,7 @@ rule pretrain_window:
         level=config["preprocess"]["window"]["level"],
         width=config["preprocess"]["window"]["width"],
         image_size=config["preprocess"]["image_size"],
+        slab_mm=config["preprocess"]["slab_mm"],
         prewindowed=PRETRAIN_DATASET["prewindowed"],
         source=PRETRAIN_DATASET["source"],
     threads: config["threads"]["brain_window"]

@@ -4,11 +4,13 @@ from ichseq.data.cache import WindowSpec, build_cache
 from ichseq.runlog import run_step
 
 p = snakemake.params
+# preprocess.slab_mm (both cache rules pass it); a rule without it caches slice for slice.
+slab_mm = getattr(p, "slab_mm", None)
 run_step(
     snakemake.log[0],
     lambda log: build_cache(
-        p.root, snakemake.output[0], WindowSpec(p.image_size, p.level, p.width, p.prewindowed), workers=snakemake.threads, log=log,
-        source=p.source,
+        p.root, snakemake.output[0], WindowSpec(p.image_size, p.level, p.width, p.prewindowed, slab_mm),
+        workers=snakemake.threads, log=log, source=p.source,
     ),
     name="brain_window",
 )

@@ -7,8 +7,18 @@ Layout of the cache folder (written to a temporary sibling and renamed when comp
     manifest.csv   one row per slice: row, patient, slice, position_mm, label, subtypes,
                    fracture, has_mask, pixel_mm, source_size; rows of a patient are contiguous
                    and ordered by position
-    cache.json     how it was made (source, layout, window, size, dataset_sha256) and the counts
+    cache.json     how it was made (source, layout, window, size, slab_mm, dataset_sha256) and
+                   the counts
     dataset.json   the dataset's content manifest (each file's size and SHA-256) it was made from
+
+**Slabs** (``preprocess.slab_mm``, :attr:`WindowSpec.slab_mm`; NIfTI in HU only): a scan whose
+slices are thinner than :data:`~ichseq.data.reformat.SLAB_BELOW` x slab_mm is cached as slabs of
+slab_mm, as ``ichseq predict`` reformats a thin scan (:func:`ichseq.data.reformat.plan_slabs`):
+each slab the mean of its slices **in HU**, windowed after (the mean of windowed values is not
+the window of the mean: the window clips). A row is then a slab: ``slice`` its number 1..n,
+``position_mm`` its centre, its labels and mask pixels set where any of its slices' are; a gap
+shorter than a slab is bridged (and logged), a longer one refused. Scans already about that
+thick are cached slice for slice, as without slab_mm.
 
 Training opens ``slices.npy`` with ``mmap_mode="r"`` and slices a patient's rows out
 without reading the rest: decoding NIfTI/JPG and windowing happen once per dataset, not
@@ -30,11 +40,12 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_dir, check_free_space, check_replaceable
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .fingerprint import MANIFEST_NAME, dataset_manifest, manifest_digest, read_manifest, write_manifest
 from .layout import SUBTYPES
 from .readers import open_dataset
-from .windowing import resize_masks, resize_slices, to_uint8
+from .reformat import gap_warnings, plan_slabs
+from .windowing import brain_window, resize_masks, resize_slices, to_uint8
 
 #: The scan's own in-plane geometry, before the resize to the cache's size (what ``ichseq predict``
 #: needs to bring a new scan to the training geometry): ``pixel_mm``, the mean of the row and
@@ -76,6 +87,8 @@ class WindowSpec:
     width: float = 120.0
     # v1.3.1 scans hold 0-255 display values, not HU: used as they are, level/width unused.
     prewindowed: bool = False
+    # preprocess.slab_mm: thin slices averaged (in HU) into slabs of this many mm; None: slice for slice.
+    slab_mm: float | None = None
 
 
 def _worker_init(path: str, prewindowed: bool) -> None:
@@ -84,26 +97,49 @@ def _worker_init(path: str, prewindowed: bool) -> None:
 
 
 def _process_patient(patient: int, spec: WindowSpec, dataset=None):
+    """``(images uint8, masks uint8, manifest rows, log lines)`` of one patient's scan."""
     dataset = dataset or _WORKER_DATASET
-    scan = dataset.read_scan(patient, spec.level, spec.width)
-    images = to_uint8(resize_slices(scan.images, spec.image_size))
+    if spec.slab_mm is None:
+        scan, slabs = dataset.read_scan(patient, spec.level, spec.width), None
+        images = scan.images
+    else:
+        scan = dataset.read_hu_scan(patient)
+        slabs = plan_slabs(scan.positions, spec.slab_mm, f"{dataset.scan_where(patient)} (patient {patient})",
+                           lambda k: f"slice {int(scan.slice_numbers[k])}", reads="of preprocess.slab_mm",
+                           fix="add the missing slices, remove the patient from the dataset, or set "
+                               "preprocess.slab_mm: null to cache the scan slice for slice")
+        # Averaged in HU, then windowed: the window clips, so windowing first would not give the
+        # slab a thick reconstruction shows. A scan already about slab_mm thick is windowed as it is.
+        images = brain_window(scan.images if slabs is None else slabs.mean(scan.images), spec.level, spec.width)
+    images = to_uint8(resize_slices(images, spec.image_size))
     masks = resize_masks(scan.masks, spec.image_size).astype(np.uint8)
     labels = dataset.patient_labels(patient).loc[scan.slice_numbers]
+    flags = {"label": labels["label"].to_numpy(), **{s: labels[s].to_numpy() for s in SUBTYPES},
+             "fracture": labels["Fracture_Yes_No"].to_numpy()}
+    numbers, positions, notes = scan.slice_numbers, scan.positions, []
+    if slabs is not None:
+        # A slab is positive (for a subtype, a fracture) when any of its slices is, and a pixel is
+        # in its mask when it is in any of its slices' masks: a bleed seen on one thin slice is in
+        # the slab that averages it, as it is in a thick reconstruction of the same scan.
+        masks = slabs.any(masks)
+        flags = {name: slabs.any(values) for name, values in flags.items()}
+        numbers, positions = np.arange(1, len(slabs) + 1), slabs.centres
+        notes = [f"patient {patient}: {len(scan.positions)} slices of {slabs.step:.3g} mm averaged into "
+                 f"{len(slabs)} slabs of {slabs.thickness:g} mm"]
+        notes += [f"patient {patient}: {line}" for line in gap_warnings({"gaps": slabs.gaps})]
     pixel_mm = np.nan if scan.pixel_mm is None else round(float(np.mean(scan.pixel_mm)), 6)
     rows = pd.DataFrame(
         {
             "patient": patient,
-            "slice": scan.slice_numbers,
-            "position_mm": np.round(scan.positions, 3),
-            "label": labels["label"].to_numpy(),
-            **{s: labels[s].to_numpy() for s in SUBTYPES},
-            "fracture": labels["Fracture_Yes_No"].to_numpy(),
+            "slice": numbers,
+            "position_mm": np.round(positions, 3),
+            **flags,
             "has_mask": masks.reshape(len(masks), -1).any(axis=1).astype(int),
             "pixel_mm": pixel_mm,
             "source_size": scan.source_size,
         }
     )
-    return images, masks, rows
+    return images, masks, rows, notes
 
 
 def dataset_provenance(dataset, source: str | None = None) -> dict:
@@ -145,6 +181,7 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
     # nor a disk too small for the result is worth an hour of reading.
     check_replaceable(out, owned=is_cache, owned_by=NOT_A_CACHE)
     dataset = open_dataset(src, spec.prewindowed)
+    _check_slabs(spec, dataset, src)
     # Hashed before the scans are read (a file replaced meanwhile then no longer matches its
     # entry, so the next run hashes it again and sees the change); unchanged files keep the
     # hashes of the cache being replaced.
@@ -159,6 +196,9 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
     else:
         results = [_process_patient(p, spec, dataset) for p in dataset.patients]
 
+    for *_arrays, notes in results:
+        for line in notes:
+            log(line)
     n = sum(len(r[0]) for r in results)
     shape = (n, spec.image_size, spec.image_size)
     needed = _cache_bytes(n, spec.image_size, files)
@@ -170,7 +210,7 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
             _start_npy(slices, shape)
             _start_npy(masks, shape)
             frames, start = [], 0
-            for images, mask, rows in results:
+            for images, mask, rows, _notes in results:
                 # Else the .npy files would not match their headers.
                 assert images.shape[1:] == mask.shape[1:] == shape[1:]
                 slices.write(np.ascontiguousarray(images, dtype=np.uint8).data)
@@ -188,14 +228,35 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
             "layout": dataset.layout,
             "window": _window_meta(dataset.layout, spec),
             "image_size": spec.image_size,
+            # preprocess.slab_mm (None: slice for slice), and how many scans were averaged into slabs.
+            "slab_mm": spec.slab_mm,
+            **({"slabbed_scans": sum(1 for r in results if r[3])} if spec.slab_mm is not None else {}),
             "patients": len(dataset.patients),
             "slices": int(n),
             "positive_slices": int(manifest.label.sum()),
             "seconds": round(time.perf_counter() - t0, 2),
         }
         (tmp / CACHE_META).write_text(json.dumps(meta, indent=2) + "\n")
-    log(f"cache written to {out}: {n} slices of {spec.image_size}x{spec.image_size} in {meta['seconds']} s")
+    slabs = f" ({meta['slabbed_scans']} scans as {spec.slab_mm:g} mm slabs)" if spec.slab_mm is not None else ""
+    log(f"cache written to {out}: {n} slices of {spec.image_size}x{spec.image_size}{slabs} in {meta['seconds']} s")
     return meta
+
+
+def _check_slabs(spec: WindowSpec, dataset, src) -> None:
+    """``preprocess.slab_mm`` needs slice positions in mm and Hounsfield units: refused (one line)
+    for a JPG dataset or a pre-windowed one before any scan is read."""
+    if spec.slab_mm is None:
+        return
+    if not spec.slab_mm > 0:
+        raise ConfigError(f"invalid configuration: preprocess.slab_mm: {spec.slab_mm} is not a positive number of mm")
+    if not dataset.layout.startswith("nifti"):
+        raise DataError(f"preprocess.slab_mm: {spec.slab_mm:g} mm slabs need slice positions in mm, but {src} is in "
+                        f"the {dataset.layout} layout (JPG), whose slices have none; set preprocess.slab_mm: null")
+    if spec.prewindowed:
+        raise DataError(f"preprocess.slab_mm: {spec.slab_mm:g} mm slabs average slices in Hounsfield units, but "
+                        f"dataset.prewindowed says {src} holds 0-255 display values (averaging windowed values is "
+                        f"not averaging tissue: the window clips); set preprocess.slab_mm: null or provide the scans "
+                        f"in HU")
 
 
 def _cache_bytes(n_slices: int, image_size: int, files: list) -> int:

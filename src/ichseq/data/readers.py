@@ -229,7 +229,7 @@ class Scan:
     patient: int
     slice_numbers: np.ndarray  # the CSV SliceNumber of each slice
     positions: np.ndarray  # mm along the head axis (v1.0.0: the slice number)
-    images: np.ndarray  # float32 (S, H, W) brain window in [0, 1]
+    images: np.ndarray  # float32 (S, H, W) brain window in [0, 1] (NiftiDataset.read_hu_scan: HU)
     masks: np.ndarray  # bool (S, H, W); never part of the classification input
     # (between rows, between columns) in mm, as :func:`nifti_pixel_spacing`; None where the
     # layout records no geometry (the v1.0.0 JPGs).
@@ -489,6 +489,21 @@ class NiftiDataset(CTICHDataset):
         """
         numbers, positions, values, masks, _pixel_mm = self._read_ordered(patient)
         return numbers, positions, self._hounsfield(patient, values), masks
+
+    def read_hu_scan(self, patient: int) -> Scan:
+        """As :meth:`read_scan`, but ``images`` hold the slices in Hounsfield units (float32, NaN
+        voxels -1024), not windowed: for a caller that combines slices before the window (the
+        slice cache's slabs, ``preprocess.slab_mm``). Raises :class:`DataError` as :meth:`read_hu`,
+        and for a dataset opened ``prewindowed`` (its values are not HU)."""
+        if self.prewindowed:
+            raise DataError(f"{self.path}: the scans hold 0-255 display values (dataset.prewindowed), not "
+                            f"Hounsfield units; read them with read_scan")
+        numbers, positions, values, masks, pixel_mm = self._read_ordered(patient)
+        return Scan(patient, numbers, positions, self._hounsfield(patient, values), masks, pixel_mm)
+
+    def scan_where(self, patient: int) -> str:
+        """How to name ``patient``'s scan file in an error message."""
+        return self.files.where(f"{NIFTI_SCAN_DIR}/{patient_file(patient)}")
 
     def read_scan(self, patient, level=BRAIN_WINDOW_LEVEL, width=BRAIN_WINDOW_WIDTH) -> Scan:
         numbers, positions, values, masks, pixel_mm = self._read_ordered(patient)

@@ -18,7 +18,9 @@ model's own preprocessing (window, resize), in three steps, each recorded in the
    the slices whose centres fall in it. Missing slices (a gap a whole number of spacings long)
    shorter than a slab are bridged, the slabs around them averaging the slices that are there,
    and listed; a longer gap is refused, as an incomplete series. A series about as thick as the
-   training's is kept slice for slice (a gap in it is refused).
+   training's is kept slice for slice (a gap in it is refused). The slice cache averages a
+   thin-slice training cohort the same way (``preprocess.slab_mm``): :func:`plan_slabs` and
+   :class:`Slabs` serve both.
 3. **Field of view.** A field of view more than 10% off the training one is cropped or
    padded (air) about its centre to the training field of view in mm, so the model's resize to its image size gives pixels of the
    training size in mm, not whatever the scan's matrix and field of view make of them.
@@ -115,19 +117,27 @@ def _label(volume: CTVolume, k: int) -> str:
     return f"slice {int(volume.slice_numbers[k])}"
 
 
-def _gaps(volume: CTVolume) -> list[dict]:
-    """Where consecutive slices are further apart than the series' spacing (missing slices)."""
-    positions = np.asarray(volume.positions, float)
+def series_gaps(positions, name=None) -> list[dict]:
+    """Where consecutive slices at ``positions`` (mm, ascending) are further apart than the
+    series' spacing (missing slices): ``before``/``after`` (``name(k)`` of the slices around the
+    gap; default ``slice k+1``), ``gap_mm``, ``missing_slices``, ``from_mm``, ``to_mm``."""
+    positions = np.asarray(positions, float)
+    name = name or (lambda k: f"slice {k + 1}")
     step = _spacing(positions)
     out = []
     if step <= 0:
         return out
     for i in np.flatnonzero(np.diff(positions) > 1.5 * step):
         gap = float(positions[i + 1] - positions[i])
-        out.append({"before": _label(volume, i), "after": _label(volume, i + 1), "gap_mm": round(gap, 3),
+        out.append({"before": name(int(i)), "after": name(int(i) + 1), "gap_mm": round(gap, 3),
                     "missing_slices": int(round(gap / step)) - 1, "from_mm": round(float(positions[i]), 3),
                     "to_mm": round(float(positions[i + 1]), 3)})
     return out
+
+
+def _gaps(volume: CTVolume) -> list[dict]:
+    """Where consecutive slices are further apart than the series' spacing (missing slices)."""
+    return series_gaps(volume.positions, lambda k: _label(volume, k))
 
 
 def _check_even(volume: CTVolume) -> None:
@@ -140,11 +150,82 @@ def _check_even(volume: CTVolume) -> None:
                         f"missing slice?); export the complete series")
 
 
-def _slabs(volume: CTVolume, thickness: float | None) -> tuple[CTVolume, dict, list[dict]]:
-    positions = np.asarray(volume.positions, float)
+@dataclass(frozen=True)
+class Slabs:
+    """Which slab of ``thickness`` mm each slice of a stack falls in (:func:`plan_slabs`): the one
+    slab routine of ``ichseq predict`` (:func:`reformat_volume`) and of the slice cache
+    (``preprocess.slab_mm``, :func:`ichseq.data.cache.build_cache`)."""
+
+    thickness: float  # mm, the slabs' thickness and the spacing of their centres
+    step: float  # mm, the series' own spacing (median between consecutive slices)
+    index: np.ndarray  # int (S,): the slab (0-based) of each slice; non-decreasing
+    counts: np.ndarray  # int (n,): slices per slab, none 0
+    centres: np.ndarray  # float (n,): each slab's centre, mm
+    gaps: list[dict]  # the missing slices bridged (:func:`series_gaps` entries, with ``slab_mm``)
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    @property
+    def first(self) -> np.ndarray:
+        """int (n,): the first slice of each slab."""
+        return np.searchsorted(self.index, np.arange(len(self)))
+
+    def mean(self, stack: np.ndarray) -> np.ndarray:
+        """float32 (n, ...): each slab the mean of its slices of ``stack`` (S, ...), summed in float64.
+        For CT, average Hounsfield units, never windowed values: a window clips, so the mean of
+        clipped values is not the window of the mean."""
+        stack = np.asarray(stack)
+        total = np.add.reduceat(stack, self.first, axis=0, dtype=np.float64)
+        return (total / self.counts.reshape((-1,) + (1,) * (stack.ndim - 1))).astype(np.float32)
+
+    def any(self, values: np.ndarray) -> np.ndarray:
+        """(n, ...), the dtype of ``values`` (S, ...): each slab the maximum of its slices, so for
+        0/1 labels or boolean masks, set where any of its slices is."""
+        return np.maximum.reduceat(np.asarray(values), self.first, axis=0)
+
+
+def plan_slabs(positions, thickness: float | None, source: str, name=None, reads: str = "the model reads",
+               fix: str = "export the complete series") -> Slabs | None:
+    """How slices at ``positions`` (mm, ascending) are averaged into slabs of ``thickness`` mm, or
+    None where they are kept slice for slice: ``thickness`` unknown, fewer than two slices, or a
+    spacing of at least :data:`SLAB_BELOW` x ``thickness`` (about as thick already).
+
+    Slab edges run every ``thickness`` from half a spacing below the first slice; the last slab
+    must be at least half full; each slab holds the slices whose centres fall in it. Missing
+    slices shorter than a slab are bridged (the slabs around them hold the slices that are
+    there) and listed in ``gaps``; a longer gap is refused with a one-line :class:`DataError`
+    naming ``source``, the slices around it (``name(k)``, default ``slice k+1``), the slabs
+    ``reads`` ("the {thickness} mm slabs {reads}") and ``fix``."""
+    positions = np.asarray(positions, float)
     step = _spacing(positions)
-    gaps = _gaps(volume)
     if thickness is None or len(positions) < 2 or step >= SLAB_BELOW * thickness:
+        return None
+    gaps = series_gaps(positions, name)
+    long = [g for g in gaps if g["gap_mm"] - step > thickness]
+    if long:
+        g = long[0]
+        raise DataError(f"{source}: a gap of {g['gap_mm']:.2f} mm between {g['before']} and {g['after']} "
+                        f"({g['missing_slices']} missing slices) is longer than the {thickness:.2f} mm slabs {reads}; "
+                        f"{fix}")
+    # Slab edges from half a spacing below the first slice; the last slab must be at least half full.
+    start = positions[0] - step / 2
+    extent = positions[-1] + step / 2 - start
+    n = max(1, int(np.floor(extent / thickness + 0.5)))
+    index = np.minimum(np.floor((positions - start) / thickness).astype(int), n - 1)
+    counts = np.bincount(index, minlength=n)
+    if (counts == 0).any():  # pragma: no cover - excluded by the gap check above
+        raise DataError(f"{source}: a slab of {thickness:.2f} mm holds no slice; {fix}")
+    for g in gaps:
+        g["slab_mm"] = thickness
+    return Slabs(float(thickness), step, index, counts, start + (np.arange(n) + 0.5) * thickness, gaps)
+
+
+def _slabs(volume: CTVolume, thickness: float | None) -> tuple[CTVolume, dict, list[dict]]:
+    slabs = plan_slabs(volume.positions, thickness, volume.source, lambda k: _label(volume, k))
+    if slabs is None:
+        step = _spacing(np.asarray(volume.positions, float))
+        gaps = _gaps(volume)
         if gaps:  # thick slices: a missing one is a hole a slab cannot cover
             g = gaps[0]
             raise DataError(f"{volume.source}: {g['gap_mm']:.2f} mm between {g['before']} and {g['after']} where the "
@@ -153,34 +234,15 @@ def _slabs(volume: CTVolume, thickness: float | None) -> tuple[CTVolume, dict, l
         why = ("the training slice spacing is unknown" if thickness is None else
                f"its {step:.2f} mm slices are about the training {thickness:.2f} mm")
         return volume, {"applied": False, "reason": why, "source_spacing_mm": round(step, 4)}, []
-    long = [g for g in gaps if g["gap_mm"] - step > thickness]
-    if long:
-        g = long[0]
-        raise DataError(f"{volume.source}: a gap of {g['gap_mm']:.2f} mm between {g['before']} and {g['after']} "
-                        f"({g['missing_slices']} missing slices) is longer than the {thickness:.2f} mm slabs the model "
-                        f"reads; export the complete series")
-    # Slab edges from half a spacing below the first slice; the last slab must be at least half full.
-    start = positions[0] - step / 2
-    extent = positions[-1] + step / 2 - start
-    n = max(1, int(np.floor(extent / thickness + 0.5)))
-    index = np.minimum(np.floor((positions - start) / thickness).astype(int), n - 1)
-    counts = np.bincount(index, minlength=n)
-    if (counts == 0).any():  # pragma: no cover - excluded by the gap check above
-        raise DataError(f"{volume.source}: a slab of {thickness:.2f} mm holds no slice; export the complete series")
-    hu = np.zeros((n,) + volume.hu.shape[1:], np.float64)
-    np.add.at(hu, index, volume.hu)
-    hu = (hu / counts[:, None, None]).astype(np.float32)
-    centres = start + (np.arange(n) + 0.5) * thickness
-    for g in gaps:
-        g["slab_mm"] = thickness
-    slabbed = dataclasses.replace(volume, hu=hu, positions=centres, slice_numbers=np.arange(1, n + 1, dtype=np.int64),
-                                  files=None, slice_thickness_mm=thickness, in_plane_offsets_mm=None)
-    first_of = np.searchsorted(index, np.arange(n))
-    info = {"applied": True, "source_spacing_mm": round(step, 4), "slab_mm": round(thickness, 4), "slabs": n,
-            "source_slices": int(len(positions)),
-            "slices_per_slab": {"min": int(counts.min()), "max": int(counts.max())},
-            "first_source_slice": [_label(volume, int(k)) for k in first_of]}
-    return slabbed, info, gaps
+    n = len(slabs)
+    slabbed = dataclasses.replace(volume, hu=slabs.mean(volume.hu), positions=slabs.centres,
+                                  slice_numbers=np.arange(1, n + 1, dtype=np.int64), files=None,
+                                  slice_thickness_mm=thickness, in_plane_offsets_mm=None)
+    info = {"applied": True, "source_spacing_mm": round(slabs.step, 4), "slab_mm": round(thickness, 4), "slabs": n,
+            "source_slices": int(len(volume.positions)),
+            "slices_per_slab": {"min": int(slabs.counts.min()), "max": int(slabs.counts.max())},
+            "first_source_slice": [_label(volume, int(k)) for k in slabs.first]}
+    return slabbed, info, slabs.gaps
 
 
 # --------------------------------------------------------------------------- tilt
