@@ -137,3 +137,23 @@ def test_other_bad_input_is_refused_in_one_line(tmp_path, breaks, match):
     with pytest.raises(DataError, match=match):
         prediction_figure(*args, None, [tmp_path / "f.png"])
     assert not list(tmp_path.iterdir())
+
+
+def test_title_wraps_the_notice_and_says_the_distribution_check_and_the_scale():
+    from ichseq.inference.figure import TITLE_WIDTH, _title
+
+    table = slice_table()
+    notice = "trained on SYNTHETIC data only (" + "a long generator description, " * 8 + "): NOT FOR CLINICAL USE"
+    inside = decision(table, notice=notice, calibrated=True, in_distribution=True, ood={"score_ratio": 0.65},
+                      probability_threshold=0.547)
+    title = _title(inside, 3)
+    assert "p = 0.871 ± 0.042 (calibrated)" in title
+    assert all(len(line) <= TITLE_WIDTH for line in title.splitlines()[2:])
+    assert "NOT FOR CLINICAL USE" in title.replace("\n", " ")
+    assert title.splitlines()[-1] == "in distribution (score 0.65 of the threshold)"
+    out = _title(decision(table, in_distribution=False, ood={"score_ratio": 2.5}), 3)
+    assert "OUT OF DISTRIBUTION: score 2.50x the threshold" in out and "(calibrated)" not in out
+    assert "distribution" not in _title(decision(table), 3)  # not checked: nothing said
+    # The dashed line is the rule's threshold on the probabilities drawn: the calibrated one.
+    fig = prediction_figure_object(table, images(), inside, None)
+    assert line_with_label(fig.axes[0], "threshold").get_ydata()[0] == pytest.approx(0.547)

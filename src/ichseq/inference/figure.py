@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -40,6 +41,8 @@ REPLICATE_COLUMN = re.compile(r"^rep-(\d+)$")
 DECISION_KEYS = ("scan", "model", "kind", "probability", "probability_sd", "decision", "rule", "threshold",
                  "replicates", "top_slices")
 MAX_TOP_SLICES = 4
+#: Characters per line of the title's notice.
+TITLE_WIDTH = 110
 #: Colormap and highest opacity of the Grad-CAM overlay.
 SALIENCY_CMAP = "inferno"
 SALIENCY_ALPHA = 0.6
@@ -79,11 +82,15 @@ def prediction_figure_object(slices: pd.DataFrame, images: np.ndarray, decision:
         # legend (top) and the Grad-CAM colour bar (bottom).
         width = 2.3 * max(ncols, 3) + 3.4
         image_height = 2.3 if top else 0.0
-        fig = Figure(figsize=(width, 1.0 + 3.0 + image_height + (0.5 if top else 0.0)))
+        title = _title(decision, len(replicate_columns))
+        # The title's lines (notice, distribution check) take their own room above the curve.
+        title_height = 0.22 * (title.count("\n") + 1) + 0.2
+        height = 0.5 + 3.0 + image_height + (0.5 if top else 0.0) + title_height
+        fig = Figure(figsize=(width, height))
         grid = fig.add_gridspec(2 if top else 1, ncols + 1, width_ratios=[1.0] * ncols + [0.9 * ncols / max(ncols, 3) + 0.4],
                                 height_ratios=[3.0, image_height] if top else [3.0],
-                                left=0.07, right=0.97, top=0.86 if top else 0.8, bottom=0.04 if top else 0.14,
-                                wspace=0.12, hspace=0.45)
+                                left=0.07, right=0.97, top=1.0 - title_height / height,
+                                bottom=(0.2 if top else 0.55) / height, wspace=0.12, hspace=0.45)
         curve = fig.add_subplot(grid[0, :ncols])
         if slice_level:
             _slice_curve(curve, slices, replicate_columns, decision, top, row_of)
@@ -99,7 +106,7 @@ def prediction_figure_object(slices: pd.DataFrame, images: np.ndarray, decision:
         # Clear of the occlusion axis's labels on the curve's right side, when there is one.
         legend_ax.legend(handles, labels, loc="upper left", frameon=False, borderaxespad=0.0,
                          bbox_to_anchor=(0.0 if len(fig.axes) == 2 else 0.3, 1.0))
-        fig.suptitle(_title(decision, len(replicate_columns)))
+        fig.suptitle(title, y=1.0 - 0.1 / height, va="top")
         image_axes = [fig.add_subplot(grid[1, i]) for i in range(len(top))]
         overlay = None
         for ax, number in zip(image_axes, top):
@@ -230,11 +237,17 @@ def _title(decision: dict, n_columns: int) -> str:
     # A partial scan (--allow-partial) says so where the answer is read.
     partial = " (PARTIAL scan: the rest of the head was not read)" if decision.get("partial") else ""
     # What the model was trained on, in the figure as in every other output (a figure travels alone).
-    notice = f"\n{decision['notice']}" if decision.get("notice") else ""
-    if decision.get("in_distribution") is False:
-        notice += f"\nOUT OF DISTRIBUTION: score {decision['ood']['score_ratio']:.2f}x the threshold, not reliable"
-    return (f"{decision['scan']}: {decision['decision']}, p = {float(decision['probability']):.3f}{spread}{partial}\n"
-            f"{decision['model']} ({decision['kind']}), {n} replicate{'s' if n != 1 else ''}{notice}")
+    # Wrapped: the notice names the dataset and its settings, wider than the figure.
+    notice = "".join(f"\n{line}" for line in textwrap.wrap(decision.get("notice") or "", TITLE_WIDTH))
+    inside = decision.get("in_distribution")
+    ratio = (decision.get("ood") or {}).get("score_ratio")
+    if inside is False:
+        notice += f"\nOUT OF DISTRIBUTION: score {ratio:.2f}x the threshold, not reliable"
+    elif inside is True:
+        notice += f"\nin distribution (score {ratio:.2f} of the threshold)"
+    scale = " (calibrated)" if decision.get("calibrated") else ""
+    return (f"{decision['scan']}: {decision['decision']}, p = {float(decision['probability']):.3f}{spread}{scale}"
+            f"{partial}\n{decision['model']} ({decision['kind']}), {n} replicate{'s' if n != 1 else ''}{notice}")
 
 
 def _sd(value) -> float:
