@@ -3,7 +3,8 @@
     ichseq synthetic DEST [--patients N --positive N --size PX --seed S
                            --min-slices N --max-slices N --mimics M
                            --generator anatomical|cartoon --difficulty easy|moderate|hard
-                           --slice-thickness MM --kernel standard|bone]
+                           --slice-thickness MM --kernel standard|bone
+                           --layout ctich|cq500|rsna --no-zip]
     ichseq download DEST [--url URL]          (credentials: PHYSIONET_USERNAME/PASSWORD or ~/.netrc)
     ichseq to-jpg SRC DEST                    (v1.3.1 NIfTI -> v1.0.0 JPG layout)
     ichseq to-dicom SRC DEST [--compression C] (v1.3.1 NIfTI dataset or one .nii/.nii.gz -> DICOM CT series)
@@ -27,6 +28,17 @@ import sys
 from .errors import ConfigError, IchseqError
 
 
+#: ``ichseq synthetic --layout``: name -> what it writes (format_twins.LAYOUTS, written out so that
+#: `ichseq --help` imports nothing heavy; tests/data/test_format_twins.py keeps them equal).
+SYNTHETIC_LAYOUTS = {
+    "ctich": "CT-ICH v1.3.1 (ct_scans/NNN.nii, masks/NNN.nii, hemorrhage_diagnosis_raw_ct.csv)",
+    "cq500": "CQ500 (CQ500-CT-<n>.zip per patient holding 5 mm, 0.625 mm and bone-kernel JPEG-lossless DICOM "
+             "series, and reads.csv of three readers who sometimes disagree)",
+    "rsna": "RSNA 2019 (stage_2_train/ID_<hex>.dcm, one uncompressed slice per file, and stage_2_train.csv with six "
+            "subtype rows per slice)",
+}
+
+
 def _synthetic(args) -> None:
     from .data.synthetic import SyntheticSpec, generate_synthetic
 
@@ -39,13 +51,45 @@ def _synthetic(args) -> None:
     except ValueError as exc:  # the spec's own checks name its fields; show what was given
         given = ", ".join(f"{key} {value}" for key, value in options.items())
         raise ConfigError(f"{exc} (given: {given})") from None
+    if args.layout not in SYNTHETIC_LAYOUTS:
+        raise ConfigError(f"--layout {args.layout}: not one of {', '.join(SYNTHETIC_LAYOUTS)}")
+    if args.no_zip and args.layout != "cq500":
+        raise ConfigError(f"--no-zip applies to --layout cq500 only, not {args.layout}")
     from .atomic import output_errors
 
     try:
         with output_errors(args.dest):  # a full disk, a read-only folder: one line
-            generate_synthetic(args.dest, spec, workers=args.workers)
+            if args.layout == "ctich":
+                generate_synthetic(args.dest, spec, workers=args.workers)
+            else:
+                _synthetic_layout(args, spec)
     except FileExistsError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _synthetic_layout(args, spec) -> None:
+    """The NIfTI twin generated into a temporary folder beside DEST, then written to DEST in
+    the CQ500 or RSNA layout (:mod:`ichseq.data.format_twins`)."""
+    import shutil
+
+    from .atomic import temp_dir_beside
+    from .data.format_twins import write_cq500, write_rsna
+    from .data.synthetic import generate_synthetic
+
+    dest = Path(args.dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):  # before minutes of generating
+        raise FileExistsError(f"{dest}: already exists and is not empty; remove it first")
+    tmp = temp_dir_beside(dest)
+    try:
+        twin = tmp / "ct-ich"
+        generate_synthetic(twin, spec, workers=args.workers,
+                           log=lambda line: print(line.replace(f" written to {twin}", " generated")))
+        if args.layout == "cq500":
+            write_cq500(twin, dest, zipped=not args.no_zip, seed=spec.seed)
+        else:
+            write_rsna(twin, dest, seed=spec.seed)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _download(args) -> None:
@@ -186,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Defaults and allowed values: SyntheticSpec's (tests/test_cli.py keeps them equal), written
     # out so that `ichseq --help` does not import nibabel and scipy. The allowed values are not
     # argparse choices: a wrong one is the spec's one-line error, as any other wrong value.
-    p = command("synthetic", "write the synthetic CT-ICH twin (v1.3.1 layout)")
+    p = command("synthetic", "write the synthetic CT-ICH twin (v1.3.1 layout, or with --layout that of CQ500 or "
+                             "RSNA 2019)")
     p.add_argument("dest", help="folder to write; must not exist or be empty")
     p.add_argument("--patients", type=int, default=75, help="number of patients")
     p.add_argument("--positive", type=int, default=36, help="how many of them have a hemorrhage")
@@ -209,6 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="anatomical only: reconstruction kernel (bone: sharper, noisier)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="generate the patients in N processes (the same files; default 1)")
+    p.add_argument("--layout", default="ctich", metavar="{" + ",".join(SYNTHETIC_LAYOUTS) + "}",
+                   help="the layout DEST gets: " + "; ".join(f"{name}: {what}" for name, what in
+                                                           SYNTHETIC_LAYOUTS.items())
+                        + "; cq500 and rsna are the CT-ICH twin's scans and labels rewritten, to test the readers of "
+                          "those public datasets without them")
+    p.add_argument("--no-zip", action="store_true",
+                   help="cq500 only: write each patient's extracted folder (CQ500CT<n> CQ500CT<n>/) instead of "
+                        "CQ500-CT-<n>.zip")
     p.set_defaults(func=_synthetic)
     p = command("download", "download CT-ICH v1.3.1 from PhysioNet")
     p.add_argument("dest", help="folder to download into; an interrupted download resumes there")

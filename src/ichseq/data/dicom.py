@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -125,22 +125,48 @@ def _check_decodable(path: Path, ds: Dataset) -> None:
 # vendors' bone / lung / edge kernels (GE BONE, BONEPLUS, EDGE, LUNG; Siemens H/B/J/Hr/Br/Qr
 # kernels numbered 60 and up; Canon FC30-FC39 and FC8x bone/lung; Philips D, E, L, Y-sharp).
 _SHARP_KERNEL = re.compile(r"BONE|EDGE|LUNG|SHARP|DETAIL|^[HBJIQ]R?[6-9]\d|^FC(3\d|8\d)$|^[DEL]$|^YD|^YE")
-_CONTRAST_WORDS = re.compile(r"\bCTA\b|ANGIO|CONTRAST|\bC\+|POST[ -]?CON|ARTERIAL|VENOUS PHASE")
+# "CONTRAST" but not a plain series named for it ("PRE CONTRAST", "NON-CONTRAST", "WITHOUT CONTRAST",
+# as CQ500's plain series are); "PRE AND POST CONTRAST" still matches POST CON.
+_CONTRAST_WORDS = re.compile(r"\bCTA\b|ANGIO|(?<!PRE)(?<!PRE[ -])(?<!NON)(?<!NON[ -])(?<!\bNO )(?<!WITHOUT )(?<!W/O )"
+                             r"CONTRAST|\bC\+|POST[ -]?CON|ARTERIAL|VENOUS PHASE")
+
+
+def kernel_name(ds: Dataset) -> str:
+    """ConvolutionKernel (0018,1210) as one string (several values joined by spaces); "" when missing."""
+    kernel = ds.get("ConvolutionKernel") or ""
+    kernel = " ".join(kernel) if isinstance(kernel, (list, tuple, pydicom.multival.MultiValue)) else str(kernel)
+    return kernel.strip()
+
+
+def is_sharp_kernel(ds: Dataset) -> bool:
+    """A sharp (bone, lung, edge) reconstruction: by ConvolutionKernel, or BONE in SeriesDescription."""
+    return bool(_SHARP_KERNEL.search(kernel_name(ds).upper())) or "BONE" in str(ds.get("SeriesDescription", "") or "").upper()
+
+
+def is_contrast(ds: Dataset) -> bool:
+    """Contrast-enhanced: a ContrastBolusAgent, or contrast words in SeriesDescription."""
+    agent = str(ds.get("ContrastBolusAgent", "") or "").strip()
+    return bool(agent) or bool(_CONTRAST_WORDS.search(str(ds.get("SeriesDescription", "") or "").upper()))
+
+
+def is_localizer(ds: Dataset) -> bool:
+    """A localizer (scout, topogram) image by its ImageType, not an axial slice."""
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    return "LOCALIZER" in image_type or "SCOUT" in image_type or "TOPOGRAM" in image_type
 
 
 def series_warnings(ds: Dataset) -> list[str]:
     """What the first slice says about the series that changes how an answer reads: a sharp
     (bone or lung) kernel, or contrast. One line each; the series is still read."""
     out = []
-    kernel = ds.get("ConvolutionKernel") or ""
-    kernel = " ".join(kernel) if isinstance(kernel, (list, tuple, pydicom.multival.MultiValue)) else str(kernel)
+    kernel = kernel_name(ds)
     description = str(ds.get("SeriesDescription", "") or "")
-    if _SHARP_KERNEL.search(kernel.strip().upper()) or "BONE" in description.upper():
+    if is_sharp_kernel(ds):
         out.append(f"a sharp reconstruction kernel (ConvolutionKernel {kernel.strip() or '-'}, series "
                    f"{description.strip() or '-'!r}): the model learnt from soft-tissue (brain) kernels, whose "
                    f"noise and edges differ; prefer the soft-tissue series of the study")
     agent = str(ds.get("ContrastBolusAgent", "") or "").strip()
-    if agent or _CONTRAST_WORDS.search(description.upper()):
+    if is_contrast(ds):
         out.append(f"contrast-enhanced (ContrastBolusAgent {agent or '-'}, series {description.strip() or '-'!r}): "
                    f"enhancing vessels and tissue look like blood to a model trained on non-contrast CT")
     return out
@@ -150,8 +176,8 @@ def _check_slice(path: Path, ds: Dataset) -> None:
     modality = str(ds.get("Modality", "") or "")
     if modality != "CT":
         raise DataError(f"{path}: Modality {modality or '(missing)'}, not CT; ichseq reads CT series only")
-    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
-    if "LOCALIZER" in image_type or "SCOUT" in image_type or "TOPOGRAM" in image_type:
+    if is_localizer(ds):
+        image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
         raise DataError(f"{path}: a localizer (scout) image (ImageType {'/'.join(image_type)}), not an axial slice; "
                         f"give the axial series, or remove the localizer from the folder")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -383,15 +409,24 @@ def _compress_file(path: Path, uid) -> None:
 
 def write_dicom_series(
     values: np.ndarray, affine: np.ndarray, folder: Path, *, name: str, uid_seed: str, description: str,
-    compression: str = "none",
+    compression: str = "none", file_names: Sequence[str] | None = None,
+    tags: Mapping[str, object] | Callable[[int], Mapping[str, object]] | None = None,
 ) -> list[Path]:
     """Write a NIfTI volume ``(cols, rows, S)`` in HU as one CT series into ``folder`` (one file
     per slice, in the file's slice order, InstanceNumber = 1-based NIfTI index), uncompressed
-    or in a lossless syntax of ``COMPRESSIONS``."""
+    or in a lossless syntax of ``COMPRESSIONS``.
+
+    ``file_names``: one per slice (default ``0001.dcm`` ...). ``tags``: DICOM keyword -> value
+    set on every slice after the defaults (or a function: slice index -> such a mapping), e.g.
+    ConvolutionKernel, or a StudyInstanceUID that several series share; None removes the
+    element; a SOPInstanceUID given there is the file meta's too (the format twins,
+    :mod:`ichseq.data.format_twins`)."""
     if compression not in COMPRESSIONS:
         raise DataError(f"--compression {compression}: not one of {', '.join(COMPRESSIONS)}")
     orientation, normal, pixel_spacing, spacing = _geometry(affine, description)
     stack = display_slices(values)
+    if file_names is not None and len(file_names) != len(stack):
+        raise ValueError(f"{len(file_names)} file names for {len(stack)} slices")
     stored, slope, intercept = _encode(stack)
     study_uid = generate_uid(entropy_srcs=[uid_seed, name, "study"])
     series_uid = generate_uid(entropy_srcs=[uid_seed, name, "series"])
@@ -445,7 +480,13 @@ def write_dicom_series(
         ds.RescaleSlope = slope
         ds.RescaleType = "HU"
         ds.PixelData = np.ascontiguousarray(stored[k]).astype(stored.dtype.newbyteorder("<")).tobytes()
-        path = folder / f"{k + 1:0{width}d}.dcm"
+        for keyword, value in ((tags(k) if callable(tags) else tags) or {}).items():
+            if value is not None:
+                setattr(ds, keyword, value)
+            elif keyword in ds:
+                delattr(ds, keyword)
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        path = folder / (file_names[k] if file_names is not None else f"{k + 1:0{width}d}.dcm")
         ds.save_as(path, enforce_file_format=True)
         if compression != "none":
             _compress_file(path, COMPRESSIONS[compression])
