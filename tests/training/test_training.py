@@ -407,6 +407,34 @@ def test_scan_model_threshold_is_chosen_on_the_validation_patients(stores, tmp_p
     assert predictions.prediction.tolist() == expected.tolist()
 
 
+def test_a_cache_with_scan_labels_only_trains_scan_models_and_refuses_slice_models(stores, tmp_path):
+    """CQ500 gives one label per scan: its cache says so, and a slice model would learn that every
+    slice of a bleeding scan bleeds."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(stores / "cache", cache)
+    meta = json.loads((cache / "cache.json").read_text())
+    (cache / "cache.json").write_text(json.dumps({**meta, "slice_labels": False, "masks": False}))
+    cfg = config()
+
+    def train(name, out, plan=None):
+        plan = plan or model_plan(cfg, name)
+        return train_run(plan, 0, stores / "rep-0.json", cache, run_outputs(tmp_path / out), stores / f"features-{name}",
+                         log=QUIET)
+
+    with pytest.raises(ConfigError, match=r"models\.convnext: a slice-level model needs slice labels.*external test set"):
+        train("convnext", "convnext")
+    assert not (tmp_path / "convnext" / "metrics.json").exists()
+    assert train("vivit", "vivit")["metrics"]["n_test"] > 0  # a scan model needs the scan label only
+    from dataclasses import replace
+
+    plan = model_plan(cfg, "vivit")
+    masked = replace(plan, training=replace(plan.training, mode="full", mask_loss_weight=0.5))
+    with pytest.raises(ConfigError, match=r"learns from hemorrhage masks.*has none"):
+        train("vivit", "masked", masked)
+
+
 @pytest.mark.parametrize(("policy", "padding"), [("uniform", "edge"), ("first", "edge"), ("first", "zeros")])
 def test_sequence_model_sees_the_frames_of_its_policy(cohort_dir, tmp_path, policy, padding):
     # 20 frames > every tiny scan (12-16 slices), so `first` has to pad.

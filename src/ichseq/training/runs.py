@@ -500,6 +500,24 @@ def _ood_reference(model, plan: "ModelPlan", cache: SliceCache, split: dict, sam
         return None
 
 
+def check_labels_suffice(plan: ModelPlan, model: "CTClassifier", cache: SliceCache) -> None:
+    """Refuse, in one line, to train on labels the cache does not have: a dataset with only a
+    scan label per patient (CQ500: ``slice_labels: false`` in cache.json, each slice carrying
+    its scan's label) cannot teach a slice-level model, whose every slice of a bleeding scan
+    would be called a bleed; one without masks (``masks: false``) cannot teach a model that
+    learns from them (seg_cls, ``training.mask_loss_weight``). Older caches lack the flags: both true."""
+    meta = cache.meta
+    if meta.get("slice_labels", True) is False and model.kind in SLICE_LEVEL:
+        raise ConfigError(f"models.{plan.name}: a {model.kind}-level model needs slice labels, and the dataset of "
+                          f"{cache.path} ({(meta.get('dataset') or {}).get('description', meta.get('layout'))}) has "
+                          f"one label per scan only; train it on a dataset with slice labels and use this one as an "
+                          f"external test set, or train a scan-level model (vivit, videomae, timesformer, cnn_rnn)")
+    needs_masks = "masks" in getattr(model, "needs", ()) or plan.training.mask_loss_weight > 0
+    if meta.get("masks", True) is False and needs_masks:
+        raise ConfigError(f"models.{plan.name}: it learns from hemorrhage masks, and the dataset of {cache.path} has "
+                          f"none; train it on a dataset with masks (CT-ICH, the synthetic twin)")
+
+
 def load_run_model(model_dir, info: dict | None = None) -> tuple["CTClassifier", dict]:
     """The trained model of a run (its ``model`` output folder) in eval mode, and its ``ichseq.json``
     (``info``: that file's content, already read and adjusted, e.g. paths made absolute).
@@ -549,6 +567,7 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
     seed = run_seed(settings.seed, plan.name, replicate)
     model = plan.build()
     kind = model.kind
+    check_labels_suffice(plan, model, cache)
 
     if settings.mode == "head":
         if features_path is None:
