@@ -128,6 +128,9 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     _check_synthetic(config["dataset"]["synthetic"], "dataset.synthetic")
     if config["dataset"]["source"] == "local" and not config["dataset"]["local"]["path"]:
         raise ConfigError("invalid configuration: dataset.local.path: required when dataset.source is local")
+    if config["dataset"]["source"] == "cq500" and not config["dataset"]["cq500"]["path"]:
+        raise ConfigError("invalid configuration: dataset.cq500.path: required when dataset.source is cq500 (the "
+                          "folder of the CQ500-CT-<n>.zip files and reads.csv)")
     for name, entry in config["models"].items():
         _check_model_entry(name, entry or {}, config["preprocess"]["image_size"])
         _check_input_windows(name, entry or {}, config["preprocess"]["window"])

@@ -1,12 +1,13 @@
 # Configuration validation and input functions shared by all stages.
 
 import os
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
 from ichseq.config import load_schema, validate_config
 from ichseq.data.download import MARKER_FILE
-from ichseq.data.fingerprint import MANIFEST_NAME, dataset_fingerprint
+from ichseq.data.fingerprint import MANIFEST_NAME, dataset_fingerprint, sha256_file
 from ichseq.errors import ConfigError, IchseqError
 
 try:
@@ -23,6 +24,14 @@ REPLICATES = list(range(config["splits"]["replicates"]))
 
 if SOURCE == "local" and not os.path.exists(DATASET["local"]["path"]):
     raise WorkflowError(f"dataset.local.path: {DATASET['local']['path']} does not exist")
+if SOURCE == "cq500":
+    # CQ500 is downloaded beforehand (free, CC BY-NC-SA): no acquire rule, the folder must be there.
+    if not os.path.isdir(DATASET["cq500"]["path"]):
+        raise WorkflowError(f"dataset.cq500.path: {DATASET['cq500']['path']} is not a folder; give the folder "
+                            f"holding CQ500's CQ500-CT-<n>.zip files and reads.csv")
+    if DATASET["cq500"]["reads"] and not os.path.isfile(DATASET["cq500"]["reads"]):
+        raise WorkflowError(f"dataset.cq500.reads: {DATASET['cq500']['reads']} does not exist; give CQ500's "
+                            f"reads.csv, or null for reads.csv in dataset.cq500.path")
 
 
 def raw_dataset(dataset=None):
@@ -33,7 +42,18 @@ def raw_dataset(dataset=None):
         return dataset["synthetic"]["dir"]
     if dataset["source"] == "physionet":
         return os.path.join(dataset["physionet"]["dir"], MARKER_FILE)
+    if dataset["source"] == "cq500":
+        return dataset["cq500"]["path"]
     return dataset["local"]["path"]
+
+
+def cq500_options(dataset=None):
+    """A brain-window rule's ``cq500`` parameter: the dataset.cq500 section when the source is
+    CQ500 (its label rule, slab thickness and series pins rerun the cache when changed), else None."""
+    dataset = dataset or DATASET
+    if dataset.get("source") != "cq500":
+        return None
+    return {key: dataset["cq500"][key] for key in ("reads", "label_rule", "slab_mm", "series")}
 
 
 def dataset_root(path):
@@ -50,7 +70,8 @@ def dataset_content(dataset, cache):
     does. Files whose size and modification time match the current cache's manifest keep
     their recorded hashes: an unchanged dataset costs one stat per file, not a re-read.
 
-    Only a local dataset gets a digest. A synthetic or downloaded one is written by its
+    A local dataset and CQ500 (local too) get a digest; CQ500's includes its reads file when
+    dataset.cq500.reads lies outside the folder. A synthetic or downloaded one is written by its
     acquire rule in this run, after this parameter was recorded (the main process plans, and
     under Slurm records, the parameter before any job runs): a digest would be "absent" at
     first and so rebuild the cache on the next invocation. Those folders are the acquire
@@ -58,12 +79,18 @@ def dataset_content(dataset, cache):
     """
 
     def content(wildcards):
-        if dataset["source"] != "local":
+        if dataset["source"] not in ("local", "cq500"):
             return f"dataset written by rule acquire_{dataset['source']}"
+        root = dataset_root(raw_dataset(dataset))
         try:
-            digest = dataset_fingerprint(dataset_root(raw_dataset(dataset)), os.path.join(cache, MANIFEST_NAME))
+            digest = dataset_fingerprint(root, os.path.join(cache, MANIFEST_NAME))
+            reads = dataset["cq500"]["reads"] if dataset["source"] == "cq500" else None
+            if reads and os.path.commonpath([os.path.abspath(reads), os.path.abspath(root)]) != os.path.abspath(root):
+                digest += f", reads sha256 {sha256_file(Path(reads))}"
         except IchseqError as exc:
             raise WorkflowError(str(exc)) from None
+        except OSError as exc:
+            raise WorkflowError(f"{exc.filename}: cannot read ({exc.strerror or exc})") from None
         # Labelled: Snakemake's "params have changed" reason prints the value before and now.
         return f"dataset content sha256 {digest}"
 

@@ -56,6 +56,8 @@ rule brain_window:
         slab_mm=config["preprocess"]["slab_mm"],
         prewindowed=DATASET["prewindowed"],
         source=SOURCE,
+        # dataset.cq500 (reads, label_rule, slab_mm, series) when the source is cq500, else None.
+        cq500=cq500_options(),
     threads: config["threads"]["brain_window"]
     log:
         "logs/data/brain_window.log",

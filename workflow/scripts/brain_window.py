@@ -10,7 +10,7 @@ run_step(
     snakemake.log[0],
     lambda log: build_cache(
         p.root, snakemake.output[0], WindowSpec(p.image_size, p.level, p.width, p.prewindowed, slab_mm),
-        workers=snakemake.threads, log=log, source=p.source,
+        workers=snakemake.threads, log=log, source=p.source, dataset_options=getattr(p, "cq500", None),
     ),
     name="brain_window",
 )

@@ -10,6 +10,11 @@ Layout of the cache folder (written to a temporary sibling and renamed when comp
     cache.json     how it was made (source, layout, window, size, slab_mm, dataset_sha256) and
                    the counts
     dataset.json   the dataset's content manifest (each file's size and SHA-256) it was made from
+    series_choice.csv  CQ500 only (``dataset.source: cq500``): per patient the series read, or
+                   why the patient is skipped (:func:`ichseq.data.cq500.cq500_inventory`'s table)
+
+**Scan-labelled datasets** (CQ500): cache.json's ``slice_labels`` and ``masks`` are false; each
+row carries its scan's labels and has_mask 0 (caches without the keys: both true).
 
 **Slabs** (``preprocess.slab_mm``, :attr:`WindowSpec.slab_mm`; NIfTI in HU only): a scan whose
 slices are thinner than :data:`~ichseq.data.reformat.SLAB_BELOW` x slab_mm is cached as slabs of
@@ -42,7 +47,8 @@ import pandas as pd
 from ..atomic import atomic_dir, check_free_space, check_replaceable
 from ..errors import ConfigError, DataError
 from .fingerprint import MANIFEST_NAME, dataset_manifest, manifest_digest, read_manifest, write_manifest
-from .layout import SUBTYPES
+from .layout import JPG_LAYOUT, SUBTYPES
+from .public_layouts import CQ500_LAYOUT
 from .readers import open_dataset
 from .reformat import gap_warnings, plan_slabs
 from .windowing import brain_window, resize_masks, resize_slices, to_uint8
@@ -91,13 +97,16 @@ class WindowSpec:
     slab_mm: float | None = None
 
 
-def _worker_init(path: str, prewindowed: bool) -> None:
+def _worker_init(path: str, prewindowed: bool, dataset=None) -> None:
+    """A worker's dataset: ``dataset`` itself when given (pickled: CQ500's, whose inventory is
+    not taken again), else the CT-ICH dataset at ``path`` opened anew (a zip handle does not pickle)."""
     global _WORKER_DATASET
-    _WORKER_DATASET = open_dataset(path, prewindowed)
+    _WORKER_DATASET = dataset if dataset is not None else open_dataset(path, prewindowed)
 
 
 def _process_patient(patient: int, spec: WindowSpec, dataset=None):
-    """``(images uint8, masks uint8, manifest rows, log lines)`` of one patient's scan."""
+    """``(images uint8, masks uint8, manifest rows, log lines, slabbed)`` of one patient's scan
+    (``slabbed``: averaged into preprocess.slab_mm slabs here)."""
     dataset = dataset or _WORKER_DATASET
     if spec.slab_mm is None:
         scan, slabs = dataset.read_scan(patient, spec.level, spec.width), None
@@ -127,6 +136,8 @@ def _process_patient(patient: int, spec: WindowSpec, dataset=None):
         notes = [f"patient {patient}: {len(scan.positions)} slices of {slabs.step:.3g} mm averaged into "
                  f"{len(slabs)} slabs of {slabs.thickness:g} mm"]
         notes += [f"patient {patient}: {line}" for line in gap_warnings({"gaps": slabs.gaps})]
+    # What the dataset's own reading did (CQ500: its thin series averaged into slabs, tilt undone).
+    notes = list(getattr(dataset, "scan_notes", lambda _p: [])(patient)) + notes
     pixel_mm = np.nan if scan.pixel_mm is None else round(float(np.mean(scan.pixel_mm)), 6)
     rows = pd.DataFrame(
         {
@@ -139,7 +150,7 @@ def _process_patient(patient: int, spec: WindowSpec, dataset=None):
             "source_size": scan.source_size,
         }
     )
-    return images, masks, rows, notes
+    return images, masks, rows, notes, slabs is not None
 
 
 def dataset_provenance(dataset, source: str | None = None) -> dict:
@@ -162,15 +173,40 @@ def dataset_provenance(dataset, source: str | None = None) -> dict:
                 "spec": spec}
     if source == "synthetic":  # written by an ichseq older than the marker
         return {"source": source, "synthetic": True, "description": "the ichseq synthetic twin"}
-    where = {"physionet": "CT-ICH from PhysioNet", "local": "a local dataset"}.get(source, "a dataset")
+    where = {"physionet": "CT-ICH from PhysioNet", "local": "a local dataset",
+             "cq500": "CQ500 (qure.ai, CC BY-NC-SA)"}.get(source, "a dataset")
     return {"source": source, "synthetic": False,
             "description": f"{where} in the {layout} layout ({len(dataset.patients)} patients)"}
 
 
+def open_source(src: str | Path, spec: WindowSpec, source: str | None = None, options: dict | None = None,
+                log=print):
+    """The dataset at ``src`` as the config's ``dataset.source`` says: CQ500 for ``cq500``
+    (:class:`ichseq.data.cq500.Cq500Dataset`, ``options`` its ``dataset.cq500`` section: reads,
+    label_rule, slab_mm, series), else CT-ICH in either layout (:func:`open_dataset`, detected)."""
+    if source != CQ500_LAYOUT:
+        return open_dataset(src, spec.prewindowed)
+    from .cq500 import Cq500Dataset
+
+    if spec.prewindowed:
+        raise ConfigError("invalid configuration: dataset.prewindowed: true applies to CT-ICH NIfTI scans; CQ500's "
+                          "DICOM series are in Hounsfield units: set it to false")
+    options = options or {}
+    return Cq500Dataset(src, options.get("reads"), options.get("label_rule") or "majority",
+                        5.0 if options.get("slab_mm") is None else options["slab_mm"], options.get("series") or {},
+                        log=log)
+
+
 def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(), workers: int = 1, log=print,
-                source: str | None = None) -> dict:
+                source: str | None = None, dataset_options: dict | None = None) -> dict:
     """Read every scan of the dataset at ``src`` once and write the cache folder ``out``
-    (``source``: the config's ``dataset.source``, recorded with the dataset's provenance).
+    (``source``: the config's ``dataset.source``, recorded with the dataset's provenance; ``cq500``
+    reads ``src`` as CQ500, with ``dataset_options`` its ``dataset.cq500`` section: see
+    :func:`open_source`).
+
+    cache.json says whether the rows carry slice labels and masks (``slice_labels``, ``masks``;
+    absent in caches written before: true). CQ500's do not: every slice carries its scan's
+    labels and no mask; its series-choice table is written into the cache (``series_choice``).
 
     ``out`` may be absent, an empty folder or an earlier cache (:func:`is_cache`), which is
     replaced; anything else there is refused, as is a file system without room for the cache,
@@ -180,7 +216,7 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
     # Refused before the scans are read, not after: neither a folder of someone else's files
     # nor a disk too small for the result is worth an hour of reading.
     check_replaceable(out, owned=is_cache, owned_by=NOT_A_CACHE)
-    dataset = open_dataset(src, spec.prewindowed)
+    dataset = open_source(src, spec, source, dataset_options, log)
     _check_slabs(spec, dataset, src)
     # Hashed before the scans are read (a file replaced meanwhile then no longer matches its
     # entry, so the next run hashes it again and sees the change); unchanged files keep the
@@ -191,12 +227,14 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
     log(f"reading {dataset.layout} dataset at {src}: {len(dataset.patients)} patients, {len(dataset.labels)} slices")
     check_free_space(out, _cache_bytes(len(dataset.labels), spec.image_size, files))
     if workers > 1:
-        with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(str(src), spec.prewindowed)) as pool:
+        shared = dataset if dataset.layout == CQ500_LAYOUT else None
+        with ProcessPoolExecutor(workers, initializer=_worker_init,
+                                 initargs=(str(src), spec.prewindowed, shared)) as pool:
             results = list(pool.map(_process_patient, dataset.patients, [spec] * len(dataset.patients)))
     else:
         results = [_process_patient(p, spec, dataset) for p in dataset.patients]
 
-    for *_arrays, notes in results:
+    for *_arrays, notes, _slabbed in results:
         for line in notes:
             log(line)
     n = sum(len(r[0]) for r in results)
@@ -210,7 +248,7 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
             _start_npy(slices, shape)
             _start_npy(masks, shape)
             frames, start = [], 0
-            for images, mask, rows, _notes in results:
+            for images, mask, rows, _notes, _slabbed in results:
                 # Else the .npy files would not match their headers.
                 assert images.shape[1:] == mask.shape[1:] == shape[1:]
                 slices.write(np.ascontiguousarray(images, dtype=np.uint8).data)
@@ -221,6 +259,10 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
         manifest = pd.concat(frames, ignore_index=True)[list(MANIFEST_COLUMNS)]
         manifest.to_csv(tmp / "manifest.csv", index=False)
         write_manifest(tmp / MANIFEST_NAME, files)
+        # A dataset's own files written into the cache (CQ500: series_choice.csv) and what
+        # cache.json records of them.
+        extras = getattr(dataset, "cache_extras", None)
+        extra_meta = extras(tmp) if extras else {}
         meta = {
             "source": str(src),
             "dataset": dataset_provenance(dataset, source),
@@ -230,10 +272,15 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
             "image_size": spec.image_size,
             # preprocess.slab_mm (None: slice for slice), and how many scans were averaged into slabs.
             "slab_mm": spec.slab_mm,
-            **({"slabbed_scans": sum(1 for r in results if r[3])} if spec.slab_mm is not None else {}),
+            **({"slabbed_scans": sum(1 for r in results if r[4])} if spec.slab_mm is not None else {}),
             "patients": len(dataset.patients),
             "slices": int(n),
             "positive_slices": int(manifest.label.sum()),
+            # Whether a row's labels are its slice's own and masks.npy holds masks; false for a
+            # dataset labelled per scan (CQ500): every slice carries its scan's labels.
+            "slice_labels": bool(getattr(dataset, "slice_labels", True)),
+            "masks": bool(getattr(dataset, "has_masks", True)),
+            **extra_meta,
             "seconds": round(time.perf_counter() - t0, 2),
         }
         (tmp / CACHE_META).write_text(json.dumps(meta, indent=2) + "\n")
@@ -249,7 +296,7 @@ def _check_slabs(spec: WindowSpec, dataset, src) -> None:
         return
     if not spec.slab_mm > 0:
         raise ConfigError(f"invalid configuration: preprocess.slab_mm: {spec.slab_mm} is not a positive number of mm")
-    if not dataset.layout.startswith("nifti"):
+    if dataset.layout == JPG_LAYOUT:
         raise DataError(f"preprocess.slab_mm: {spec.slab_mm:g} mm slabs need slice positions in mm, but {src} is in "
                         f"the {dataset.layout} layout (JPG), whose slices have none; set preprocess.slab_mm: null")
     if spec.prewindowed:
@@ -289,7 +336,7 @@ def _reserve(fd: int, offset: int, length: int) -> None:
 
 
 def _window_meta(layout: str, spec: WindowSpec) -> dict | str:
-    if not layout.startswith("nifti"):
+    if layout == JPG_LAYOUT:
         return "as published (JPG)"
     if spec.prewindowed:
         return "as provided (pre-windowed 0-255 NIfTI, dataset.prewindowed)"

@@ -51,6 +51,7 @@ from .dicom import is_contrast, is_localizer, is_sharp_kernel, kernel_name, slic
 from .layout import SUBTYPES
 from .public_layouts import (
     CQ500_CATEGORY_COLUMN,
+    CQ500_LAYOUT,
     CQ500_NAME,
     CQ500_NAME_COLUMN,
     CQ500_PATIENT_DIR,
@@ -62,8 +63,10 @@ from .public_layouts import (
     cq500_columns,
     cq500_name,
 )
-from .reformat import SLAB_BELOW
+from .readers import Scan
+from .reformat import SLAB_BELOW, Geometry, gap_warnings, reformat_volume
 from .volumes import CTVolume, is_dicom_file, read_volume
+from .windowing import BRAIN_WINDOW_LEVEL, BRAIN_WINDOW_WIDTH, brain_window
 
 RULES = ("majority", "any", *CQ500_READERS)
 #: CQ500 subtype -> ichseq's name (layout.SUBTYPES, in its order).
@@ -650,6 +653,173 @@ def read_cq500_scan(patient_location: str | Path, series_uid: str, folder: str |
                                files=files)
 
 
-__all__ = ["LABEL_COLUMNS", "RULES", "SERIES_COLUMNS", "CHOICE_COLUMNS", "choose_series", "cq500_inventory",
-           "cq500_labels", "find_cq500_patients", "list_series", "patient_number", "read_cq500_reads",
-           "read_cq500_scan", "write_series_choice"]
+# --------------------------------------------------------------------------- the dataset (slice cache)
+
+#: What the slice cache calls CQ500's series-choice table inside the cache folder.
+SERIES_CHOICE_FILE = "series_choice.csv"
+
+
+class _RootFiles:
+    """The little of :class:`ichseq.data.readers._Files` the cache's provenance reads
+    (``exists``, ``read``), over the files directly in a CQ500 root (the twin's marker)."""
+
+    def __init__(self, root: Path):
+        self.path = root
+
+    def exists(self, rel: str) -> bool:
+        return (self.path / rel).is_file()
+
+    def read(self, rel: str, n: int | None = None) -> bytes:
+        with open(self.path / rel, "rb") as fh:
+            return fh.read() if n is None else fh.read(n)
+
+
+def looks_like_cq500(path: str | Path) -> bool:
+    """Whether ``path`` holds CQ500's reads.csv or a patient's zip or folder (at its top or one
+    folder below), or is one patient's folder: what the readers' unknown-layout message checks."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    if (path / CQ500_READS).is_file() or patient_number(path) is not None:
+        return True
+    try:
+        return bool(_discover(path)[0])
+    except (DataError, OSError):
+        return False
+
+
+class Cq500Dataset:
+    """CQ500 as the slice cache reads a dataset (:func:`ichseq.data.cache.build_cache` with
+    ``source="cq500"``): the patients of :func:`cq500_inventory` that can be used, one scan each
+    (the chosen series), and scan labels only.
+
+    CQ500 has no slice labels and no masks: every slice carries its scan's labels by ``rule``
+    (``label``, the five subtypes, ``Fracture_Yes_No``) and an empty mask; ``slice_labels`` and
+    ``has_masks`` are False, which the cache records (cache.json ``slice_labels``, ``masks``).
+    A scan is read by :func:`read_cq500_scan` and put straight (gantry tilt undone) and, when
+    its slices are thinner than :data:`ichseq.data.reformat.SLAB_BELOW` x ``prefer_mm``, averaged
+    in HU into ``prefer_mm`` slabs (:func:`ichseq.data.reformat.reformat_volume`, as ``ichseq
+    predict`` does); short gaps are bridged (noted), longer ones refused in one line.
+
+    The inventory (every series header read once) is made here, once: its messages go to
+    ``log`` once; the object holds no open file nor ``log``, so worker processes get it pickled
+    rather than taking the inventory again."""
+
+    layout = CQ500_LAYOUT
+    slice_labels = False
+    has_masks = False
+
+    def __init__(self, root: str | Path, reads_path: str | Path | None = None, rule: str = "majority",
+                 prefer_mm: float = 5.0, choice: dict | None = None, log=print):
+        self.root = Path(root)
+        if not (isinstance(prefer_mm, (int, float)) and prefer_mm > 0):
+            raise ConfigError(f"invalid configuration: dataset.cq500.slab_mm: {prefer_mm!r} is not a positive "
+                              f"number of mm")
+        if rule not in RULES:
+            raise ConfigError(f"invalid configuration: dataset.cq500.label_rule: {rule!r} is not one of "
+                              f"{', '.join(RULES)}")
+        self.reads_path = Path(reads_path) if reads_path else self.root / CQ500_READS
+        if not self.reads_path.exists() and not looks_like_cq500(self.root):
+            from .layout import JPG_CSV, NIFTI_CSV
+
+            raise DataError(f"{self.root}: not CQ500 (no {CQ500_READS}, no CQ500-CT-<n>.zip nor CQ500CT<n> folder); "
+                            f"CT-ICH ({NIFTI_CSV} or {JPG_CSV}) is read with dataset.source local; point "
+                            f"dataset.cq500.path at the CQ500 download")
+        self.rule = rule
+        self.prefer_mm = float(prefer_mm)
+        self.choice = dict(choice or {})
+        self.files = _RootFiles(self.root)
+        self.table, self.messages = cq500_inventory(self.root, self.reads_path, rule, self.prefer_mm, self.choice)
+        for line in self.messages:
+            log(f"CQ500: {line}")
+        usable = self.table[self.table["use"]].set_index("patient")
+        if usable.empty:
+            raise DataError(f"{self.root}: no usable CQ500 scan: {len(self.table)} patient(s) in {self.reads_path} "
+                            f"or on disk, none both on disk, in {CQ500_READS} and with a readable non-localizer CT "
+                            f"series (see the reasons above); point dataset.cq500.path at the CQ500 download")
+        self.patients = [int(p) for p in usable.index]
+        self._usable = usable
+        self._notes: dict[int, list[str]] = {}
+        self._counts: dict[int, int] = {}
+        # Slice rows by the chosen series' slice counts (a thin one by its slabs, estimated): the
+        # counts the cache announces and sizes its free-space check by.
+        self.labels = pd.concat([self._rows(p, self._planned(p)) for p in self.patients], ignore_index=True)
+
+    @property
+    def path(self) -> Path:
+        return self.root
+
+    def _planned(self, patient: int) -> int:
+        """The slices the patient's scan will give: its series' count, or about its extent over
+        ``prefer_mm`` when it will be averaged into slabs."""
+        row = self._usable.loc[patient]
+        n = int(row["slices"])
+        step = row["spacing_mm"] if pd.notna(row["spacing_mm"]) else row["thickness_mm"]
+        if not row["reformat"] or pd.isna(step):
+            return n
+        return max(1, min(n, int(np.floor(n * float(step) / self.prefer_mm + 0.5))))
+
+    def _rows(self, patient: int, n: int) -> pd.DataFrame:
+        """``n`` slice rows of ``patient`` (SliceNumber 1..n), each with the scan's labels, in
+        the columns of :func:`ichseq.data.readers.read_diagnosis_csv`."""
+        row = self._usable.loc[patient]
+        flags = {name: int(row[name]) for name in ("label", *SUBTYPES)}
+        return pd.DataFrame({"PatientNumber": patient, "SliceNumber": np.arange(1, n + 1),
+                             **{s: flags[s] for s in SUBTYPES}, "No_Hemorrhage": 1 - flags["label"],
+                             "Fracture_Yes_No": int(row["fracture"]), "label": flags["label"]})
+
+    def patient_labels(self, patient: int) -> pd.DataFrame:
+        """The patient's slice rows by SliceNumber, each with the scan's labels: 1..the chosen
+        series' slice count (at least as many as a read gives: slabs are fewer than slices), or
+        the count of the last read if more."""
+        n = max(int(self._usable.at[patient, "slices"]), self._counts.get(patient, 0))
+        return self._rows(patient, n).set_index("SliceNumber")
+
+    def scan_where(self, patient: int) -> str:
+        """How to name ``patient``'s scan (its location and series folder) in a message."""
+        row = self._usable.loc[patient]
+        return f"{row['location']}/{row['folder']}"
+
+    def scan_notes(self, patient: int) -> list[str]:
+        """What the last read of ``patient`` did worth a log line (slabs, bridged gaps, warnings)."""
+        return list(self._notes.get(patient, []))
+
+    def read_hu_scan(self, patient: int) -> Scan:
+        """The chosen series in HU (float32), ordered inferior -> superior, untilted, slabbed to
+        ``prefer_mm`` when thin; slices numbered 1..S in that order; empty masks."""
+        row = self._usable.loc[patient]
+        volume = read_cq500_scan(row["location"], row["series_uid"], row["folder"], allow_gaps=True)
+        read, report = reformat_volume(volume, Geometry(self.prefer_mm, None, 0))
+        notes = [f"{cq500_name(patient)}: WARNING {line}" for line in volume.warnings]
+        slabs = report.get("slabs") or {}
+        if slabs.get("applied"):
+            notes.append(f"{cq500_name(patient)}: {slabs['source_slices']} slices of {slabs['source_spacing_mm']:.3g} mm "
+                         f"averaged into {slabs['slabs']} slabs of {slabs['slab_mm']:g} mm")
+        if (report.get("tilt") or {}).get("corrected"):
+            notes.append(f"{cq500_name(patient)}: gantry tilt of {report['tilt']['tilt_deg']:g} degrees undone")
+        notes += [f"{cq500_name(patient)}: {line}" for line in gap_warnings(report)]
+        n = len(read.positions)
+        self._notes[patient] = notes
+        self._counts[patient] = n
+        numbers = np.arange(1, n + 1)
+        masks = np.zeros(read.hu.shape, bool)
+        return Scan(patient, numbers, np.asarray(read.positions, float), read.hu.astype(np.float32), masks,
+                    None if read.spacing_mm is None else tuple(float(v) for v in read.spacing_mm))
+
+    def read_scan(self, patient: int, level: float = BRAIN_WINDOW_LEVEL, width: float = BRAIN_WINDOW_WIDTH) -> Scan:
+        """As :meth:`read_hu_scan`, brain-windowed (``level``/``width``) into [0, 1] as
+        :class:`~ichseq.data.readers.NiftiDataset`'s."""
+        scan = self.read_hu_scan(patient)
+        return dataclasses.replace(scan, images=brain_window(scan.images, level, width))
+
+    def cache_extras(self, folder: Path) -> dict:
+        """Write the series-choice table into the cache ``folder`` being written; what cache.json
+        records of it (the file, the label rule, the reads file)."""
+        write_series_choice(self.table, Path(folder) / SERIES_CHOICE_FILE)
+        return {"series_choice": SERIES_CHOICE_FILE, "label_rule": self.rule, "cq500_slab_mm": self.prefer_mm,
+                "reads": str(self.reads_path)}
+
+
+__all__ = ["LABEL_COLUMNS", "RULES", "SERIES_COLUMNS", "CHOICE_COLUMNS", "SERIES_CHOICE_FILE", "Cq500Dataset",
+           "choose_series", "cq500_inventory", "cq500_labels", "find_cq500_patients", "list_series",
+           "looks_like_cq500", "patient_number", "read_cq500_reads", "read_cq500_scan", "write_series_choice"]

@@ -275,9 +275,17 @@ class _Files:
             hits = [n for n in names if PurePosixPath(n).name == wanted]
             if hits:
                 return str(PurePosixPath(min(hits, key=lambda n: n.count("/"))).parent).strip(".")
+        from .cq500 import looks_like_cq500  # not at the top: cq500 reads volumes, which read this module
+
+        if looks_like_cq500(self.path):
+            raise DataError(
+                f"{self.path}: CQ500's layout (reads.csv, CQ500-CT-<n> zips or folders), not CT-ICH's ({NIFTI_CSV} "
+                f"or {JPG_CSV}); read it with dataset.source: cq500 and dataset.cq500.path"
+            )
         raise DataError(
             f"{self.path}: unknown layout: found neither {NIFTI_CSV} (CT-ICH v1.3.1, NIfTI) "
-            f"nor {JPG_CSV} (v1.0.0, JPG); point the dataset path at the unpacked release or its zip"
+            f"nor {JPG_CSV} (v1.0.0, JPG), nor CQ500's reads.csv and CQ500-CT-<n> zips or folders "
+            f"(dataset.source: cq500); point the dataset path at the unpacked release or its zip"
         )
 
     def full(self, rel: str) -> str:
@@ -583,6 +591,10 @@ class JpgDataset(CTICHDataset):
 
 def open_dataset(path: str | Path, prewindowed: bool = False) -> CTICHDataset:
     """Open a CT-ICH folder or zip of either layout (detected) and validate it.
+
+    CT-ICH only: a CQ500 folder is refused in one line naming ``dataset.source: cq500``
+    (CQ500 is opened by the config's source, :func:`ichseq.data.cache.open_source`, with its
+    reads file, label rule and series choice; a folder like neither gets a line naming both).
 
     ``prewindowed``: v1.3.1 scans hold 0-255 display values instead of HU (the v1.0.0 JPGs
     always do, so it changes nothing there).
