@@ -1,0 +1,620 @@
+"""RSNA 2019 intracranial hemorrhage detection (Kaggle): labels, header index, scans (issue 26.2).
+
+The download (:mod:`ichseq.data.public_layouts`) is ``stage_2_train/ID_<hex>.dcm``, one slice
+per file under random names (about 752,000 files, 21,700 scans), and ``stage_2_train.csv``
+(``ID,Label``, six rows per slice ``ID_<hex>_<subtype>``). A scan is a SeriesInstanceUID; its
+slices are ordered by ImagePositionPatient along the slice normal (the files carry no
+InstanceNumber nor SliceThickness). RSNA replaced the UIDs by ``ID_<hex>`` strings, which are
+not DICOM UIDs: pydicom's validation is turned off while this module reads them.
+
+* :func:`read_rsna_labels`: the label file as one row per slice (the six subtypes, int8),
+  vectorised (a few seconds for the real 4.5 million rows); every malformed row is refused in
+  one line naming the file; ``any`` disagreeing with the subtypes is reported, not refused.
+* :func:`index_headers`: one row per ``.dcm`` file from its header only (never the pixels),
+  optionally in a process pool; ``problem`` says why a file cannot be used. Kept as a
+  ``.csv.gz`` (:func:`write_header_index` / :func:`read_header_index`): Parquet would be
+  smaller and typed, but pyarrow is not a dependency of ichseq.
+* :func:`group_scans`: the usable scans and their slices in order, with the labels; the
+  faults of the real data are listed (one message line per kind) and the scans or slices
+  they touch are skipped, never a crash.
+* :func:`read_rsna_scan`: one scan's files read as a :class:`~ichseq.data.volumes.CTVolume`
+  (HU, ordered) by :func:`ichseq.data.dicom.read_dicom_series`, with its slices' labels.
+
+Labels in ichseq's terms (:func:`group_scans`): a slice's ``label`` is its ``any`` row; the
+subtypes take ichseq's names (``public_layouts.RSNA_TO_SUBTYPE``, ``layout.SUBTYPES`` order);
+a scan's label and subtypes are those of any of its slices.
+
+Pixel values are not touched here: the known RSNA quirk of files whose stored values wrap
+(BitsStored 12 with values above 4095) is left to the reader's HU checks; ``bits_stored``
+is in the index for whoever wants to find them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import csv
+import dataclasses
+import gzip
+import io
+import math
+import multiprocessing
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+
+from ..atomic import write_bytes_atomic
+from ..errors import DataError
+from .dicom import ORIENTATION_TOLERANCE, SPACING_TOLERANCE_FRACTION, SPACING_TOLERANCE_MM, read_dicom_series
+from .layout import SUBTYPES
+from .public_layouts import RSNA_LABEL_COLUMNS, RSNA_LABELS, RSNA_SUBTYPES, RSNA_TO_SUBTYPE, RSNA_TRAIN_DIR
+from .volumes import CTVolume
+
+WHAT_LABELS = (f"it must be RSNA 2019's {RSNA_LABELS}: header {','.join(RSNA_LABEL_COLUMNS)}, rows "
+               f"ID_<hex>_<subtype>,0|1 with subtypes {', '.join(RSNA_SUBTYPES)}")
+_FIRST = 5  # ids listed in a message before "..."
+
+# --------------------------------------------------------------------------- labels
+
+
+def _ids(ids, first: int = _FIRST) -> str:
+    ids = list(ids)
+    shown = ", ".join(str(i) for i in ids[:first])
+    return shown + (f", ... ({len(ids) - first} more)" if len(ids) > first else "")
+
+
+def _first_bad_row(text: str, where: str) -> None:
+    """Raise the one-line error for the first malformed row of the label file's ``text``
+    (the slow, exact path, taken only when the vectorised checks found something)."""
+    generic = re.compile(r"^(ID_[0-9a-f]+)_([^_]*)$")
+    for number, line in enumerate(text.splitlines(), 1):
+        if number == 1 or not line.strip():
+            continue
+        fields = line.split(",")
+        if len(fields) != 2:
+            raise DataError(f"{where}: line {number}: {line[:80]!r} has {len(fields)} fields, not 2; {WHAT_LABELS}")
+        match = generic.match(fields[0])
+        if not match:
+            raise DataError(f"{where}: line {number}: ID {fields[0][:80]!r} is not ID_<hex>_<subtype>; {WHAT_LABELS}")
+        if match.group(2) not in RSNA_SUBTYPES:
+            raise DataError(f"{where}: line {number}: unknown subtype {match.group(2)[:40]!r} in {fields[0][:80]!r}; "
+                            f"{WHAT_LABELS}")
+        if fields[1].strip() not in ("0", "1"):
+            raise DataError(f"{where}: line {number}: Label {fields[1][:40]!r} of {fields[0]} is not 0 or 1; "
+                            f"{WHAT_LABELS}")
+    raise DataError(f"{where}: a malformed row that could not be located; {WHAT_LABELS}")
+
+
+def read_rsna_labels(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """``(labels, messages)`` of RSNA 2019's ``stage_2_train.csv``: ``labels`` has one row per
+    slice, indexed by the slice id (``ID_<hex>``, the file stem; first-appearance order), with
+    the six subtype columns of ``RSNA_SUBTYPES`` (int8 0/1). ``messages``: one line when
+    ``any`` disagrees with the five subtypes on some slices (the rows are kept as given).
+
+    Refused in one line naming the file: a missing file, a header other than ``ID,Label``, an
+    ID not ``ID_<hex>_<subtype>``, an unknown subtype, a value not 0/1, a slice with a subtype
+    row twice or without one of the six. Vectorised: the file is parsed by pandas' C parser
+    with ``_`` and ``,`` both as separators (no Python loop over rows), checked per column."""
+    path = Path(path)
+    where = str(path)
+    if not path.is_file():
+        raise DataError(f"{where}: {'is a folder, not a file' if path.is_dir() else 'does not exist'}; "
+                        f"give RSNA 2019's {RSNA_LABELS} (dataset.source rsna)")
+    raw = path.read_bytes()
+    end = raw.find(b"\n")
+    head, body = (raw, b"") if end < 0 else (raw[:end], raw[end + 1:])
+    try:
+        header = head.decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        raise DataError(f"{where}: not UTF-8 text; {WHAT_LABELS}") from None
+    if not header:
+        raise DataError(f"{where}: empty; {WHAT_LABELS}")
+    if [c.strip() for c in header.split(",")] != list(RSNA_LABEL_COLUMNS):
+        raise DataError(f"{where}: header {header[:80]!r}, not {','.join(RSNA_LABEL_COLUMNS)}; {WHAT_LABELS}")
+
+    def bad_row() -> None:
+        _first_bad_row(raw.decode("utf-8-sig", errors="replace"), where)
+
+    try:
+        df = pd.read_csv(io.BytesIO(body.replace(b",", b"_")), sep="_", header=None, engine="c",
+                         names=["prefix", "hex", "subtype", "value"], quoting=csv.QUOTE_NONE, na_filter=False,
+                         dtype={"prefix": "category", "hex": object, "subtype": "category", "value": "category"})
+    except pd.errors.EmptyDataError:
+        df = pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError):  # a row with extra fields, bad bytes
+        bad_row()
+    if df.empty:
+        raise DataError(f"{where}: a header but no rows; {WHAT_LABELS}")
+    prefix, subtype, value = (df[c].cat for c in ("prefix", "subtype", "value"))
+    subtype_pos = np.array([RSNA_SUBTYPES.index(str(c)) if str(c) in RSNA_SUBTYPES else -1
+                            for c in subtype.categories] + [-1], dtype=np.int64)[subtype.codes.to_numpy()]
+    value_of = np.array([int(str(c)) if str(c) in ("0", "1") else -1 for c in value.categories] + [-1],
+                        dtype=np.int8)[value.codes.to_numpy()]
+    prefix_ok = np.array([str(c) == "ID" for c in prefix.categories] + [False])[prefix.codes.to_numpy()]
+    if not prefix_ok.all() or (subtype_pos < 0).any() or (value_of < 0).any():
+        bad_row()
+    codes, stems = pd.factorize(df["hex"].to_numpy(dtype=object))
+    # One regular-expression pass over every distinct hex part joined by newlines.
+    if re.fullmatch(r"(?:[0-9a-f]+\n)*[0-9a-f]+", "\n".join(stems)) is None:
+        bad_row()
+    n = len(stems)
+    key = codes.astype(np.int64) * len(RSNA_SUBTYPES) + subtype_pos
+    counts = np.bincount(key, minlength=n * len(RSNA_SUBTYPES)).reshape(n, len(RSNA_SUBTYPES))
+    ids = pd.Index(np.char.add("ID_", stems.astype(str)).astype(object) if n else [], name="id", dtype=object)
+    if (counts > 1).any():
+        i, j = np.argwhere(counts > 1)[0]
+        twice = int((counts > 1).any(axis=1).sum())
+        raise DataError(f"{where}: {ids[i]}_{RSNA_SUBTYPES[j]} appears {counts[i, j]} times ({twice} slice(s) with a "
+                        f"repeated subtype row); each slice has one row per subtype; {WHAT_LABELS}")
+    if (counts == 0).any():
+        i, j = np.argwhere(counts == 0)[0]
+        short = int((counts == 0).any(axis=1).sum())
+        raise DataError(f"{where}: {ids[i]} has no {RSNA_SUBTYPES[j]} row ({short} slice(s) without all six "
+                        f"subtypes); {WHAT_LABELS}")
+    matrix = np.zeros(n * len(RSNA_SUBTYPES), dtype=np.int8)
+    matrix[key] = value_of
+    labels = pd.DataFrame(matrix.reshape(n, len(RSNA_SUBTYPES)), index=ids, columns=list(RSNA_SUBTYPES))
+    messages = []
+    any_col = RSNA_SUBTYPES.index("any")
+    union = np.delete(labels.to_numpy(), any_col, axis=1).max(axis=1)
+    disagree = np.flatnonzero(labels.to_numpy()[:, any_col] != union)
+    if len(disagree):
+        messages.append(f"{where}: {len(disagree)} slice(s) whose 'any' disagrees with their five subtypes "
+                        f"(kept as given; a slice's label is its 'any'): {_ids(ids[disagree])}")
+    return labels, messages
+
+
+# --------------------------------------------------------------------------- header index
+
+#: :func:`index_headers`' columns and their dtypes (strings are objects, None when missing).
+HEADER_DTYPES: dict[str, object] = {
+    "id": object, "study": object, "series": object, "patient": object, "modality": object,
+    "position_x": "float64", "position_y": "float64", "position_z": "float64",
+    "row_cosine_x": "float64", "row_cosine_y": "float64", "row_cosine_z": "float64",
+    "column_cosine_x": "float64", "column_cosine_y": "float64", "column_cosine_z": "float64",
+    "rows": "Int64", "columns": "Int64", "pixel_spacing_row": "float64", "pixel_spacing_column": "float64",
+    "rescale_slope": "float64", "rescale_intercept": "float64",
+    "bits_allocated": "Int64", "bits_stored": "Int64", "pixel_representation": "Int64",
+    "transfer_syntax": object, "problem": object,
+}
+HEADER_COLUMNS = tuple(HEADER_DTYPES)
+_POSITION = ("position_x", "position_y", "position_z")
+_ORIENTATION = ("row_cosine_x", "row_cosine_y", "row_cosine_z", "column_cosine_x", "column_cosine_y", "column_cosine_z")
+#: The kinds of ``problem`` (its text starts with one of them and a colon).
+UNREADABLE, NOT_CT, NO_POSITION = "unreadable", "not CT-like", "missing position"
+_UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+_TAGS = {  # keyword -> tag, read from the raw element (no pydicom value conversion: 1.6x faster)
+    "study": 0x0020000D, "series": 0x0020000E, "patient": 0x00100020, "modality": 0x00080060,
+    "position": 0x00200032, "orientation": 0x00200037, "spacing": 0x00280030,
+    "slope": 0x00281053, "intercept": 0x00281052, "samples": 0x00280002, "frames": 0x00280008,
+    "rows": 0x00280010, "columns": 0x00280011, "bits_allocated": 0x00280100, "bits_stored": 0x00280101,
+    "pixel_representation": 0x00280103,
+}
+_US = {"samples", "rows", "columns", "bits_allocated", "bits_stored", "pixel_representation"}
+
+
+@contextlib.contextmanager
+def quiet_rsna_uids() -> Iterator[None]:
+    """pydicom's validation off while RSNA's ``ID_<hex>`` values (not DICOM UIDs) are read."""
+    settings = pydicom.config.settings
+    saved = settings.reading_validation_mode
+    settings.reading_validation_mode = pydicom.config.IGNORE
+    try:
+        yield
+    finally:
+        settings.reading_validation_mode = saved
+
+
+def _train_dir(folder: str | Path) -> Path:
+    """The folder of the ``.dcm`` files: ``folder/stage_2_train`` when there is one, else ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: {'is a file, not a folder' if folder.exists() else 'does not exist'}; give "
+                        f"RSNA 2019's {RSNA_TRAIN_DIR} folder or the folder holding it")
+    return folder / RSNA_TRAIN_DIR if (folder / RSNA_TRAIN_DIR).is_dir() else folder
+
+
+def _raw(ds: pydicom.Dataset, tag: int, little: bool, us: bool):
+    """An element's value from its raw bytes: str (stripped; None when empty) or, for US, int."""
+    element = ds.get_item(tag)
+    if element is None:
+        return None
+    value = element.value
+    if isinstance(value, (bytes, bytearray)):
+        if us:
+            return int.from_bytes(value[:2], "little" if little else "big") if len(value) >= 2 else None
+        value = value.decode("latin-1").strip(" \x00")
+    elif value is not None and not us:  # already converted (a DataElement): back to DICOM text
+        value = "\\".join(str(v) for v in value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) \
+            else str(value)
+    return None if value is None or value == "" else value
+
+
+def _numbers(text: str | None, n: int) -> list[float] | None:
+    try:
+        values = [float(v) for v in (text or "").split("\\")]
+    except ValueError:
+        return None
+    return values if len(values) == n and all(map(math.isfinite, values)) else None
+
+
+def _cross(a, b) -> tuple[float, float, float]:
+    return a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]
+
+
+def _header_row(path: str) -> dict:
+    """One :data:`HEADER_COLUMNS` row of the file ``path``, from its header only."""
+    name = os.path.basename(path)
+    row: dict = {"id": name[:-4] if name.lower().endswith(".dcm") else name}
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+            pixel_offset = fh.tell()  # where PixelData's tag starts
+    except Exception as exc:  # a truncated or damaged file: pydicom raises many types
+        row["problem"] = f"{UNREADABLE}: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+        return row
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(getattr(meta, "TransferSyntaxUID", "") or "") or None
+    row["transfer_syntax"] = syntax
+    little = syntax != "1.2.840.10008.1.2.2"
+    value = {key: _raw(ds, tag, little, key in _US) for key, tag in _TAGS.items()}
+    for key in ("study", "series", "patient", "modality", "rows", "columns", "bits_allocated", "bits_stored",
+                "pixel_representation"):
+        row[key] = value[key]
+    position, orientation = _numbers(value["position"], 3), _numbers(value["orientation"], 6)
+    spacing = _numbers(value["spacing"], 2)
+    row.update(zip(_POSITION, position or [np.nan] * 3))
+    row.update(zip(_ORIENTATION, orientation or [np.nan] * 6))
+    row["pixel_spacing_row"], row["pixel_spacing_column"] = spacing or (np.nan, np.nan)
+    for key, column, default in (("slope", "rescale_slope", 1.0), ("intercept", "rescale_intercept", 0.0)):
+        number = _numbers(value[key], 1)
+        row[column] = number[0] if number else (default if value[key] is None else np.nan)
+    rows, columns, bits = value["rows"], value["columns"], value["bits_allocated"]
+    frames = _numbers(value["frames"], 1) if value["frames"] is not None else [1.0]
+    problem = None
+    if pixel_offset >= size - 8:  # pydicom reached the end without meeting PixelData
+        problem = f"{UNREADABLE}: the file ends after {size} bytes, before any pixel data (truncated?)"
+    elif value["modality"] != "CT":
+        problem = f"{NOT_CT}: Modality {value['modality'] or '(missing)'}"
+    elif (value["samples"] or 1) != 1:
+        problem = f"{NOT_CT}: SamplesPerPixel {value['samples']}"
+    elif frames is None or frames[0] != 1:
+        problem = f"{NOT_CT}: NumberOfFrames {value['frames']}"
+    elif not rows or not columns or bits not in (8, 16, 32):
+        problem = f"{NOT_CT}: no image (Rows {rows}, Columns {columns}, BitsAllocated {bits})"
+    elif not math.isfinite(row["rescale_slope"]) or not math.isfinite(row["rescale_intercept"]):
+        problem = f"{NOT_CT}: RescaleSlope/Intercept {value['slope']!r}/{value['intercept']!r} not numbers"
+    elif position is None or orientation is None:
+        bad = "ImagePositionPatient" if position is None else "ImageOrientationPatient"
+        problem = f"{NO_POSITION}: no valid {bad}"
+    elif math.hypot(*_cross(orientation[:3], orientation[3:])) < 1e-6:
+        problem = f"{NO_POSITION}: ImageOrientationPatient row and column directions are parallel"
+    elif syntax in _UNCOMPRESSED or syntax is None:
+        need = rows * columns * bits // 8
+        have = size - pixel_offset - (8 if syntax in (None, "1.2.840.10008.1.2") else 12)
+        if have < need:
+            problem = f"{UNREADABLE}: pixel data truncated ({max(have, 0)} of {need} bytes)"
+    row["problem"] = problem
+    return row
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with exactly :data:`HEADER_COLUMNS` in :data:`HEADER_DTYPES` (strings: None when missing)."""
+    out = pd.DataFrame(index=pd.RangeIndex(len(df)))
+    for column, dtype in HEADER_DTYPES.items():
+        values = df[column] if column in df else pd.Series([None] * len(df), dtype=object)
+        values = values.reset_index(drop=True)
+        if dtype is object:
+            values = values.astype(object)
+            out[column] = values.where(values.notna(), None).astype(object)
+        else:
+            out[column] = pd.to_numeric(values, errors="coerce").astype(dtype)
+    return out
+
+
+def _index_chunk(paths: list[str]) -> pd.DataFrame:
+    with quiet_rsna_uids():
+        return _typed(pd.DataFrame([_header_row(p) for p in paths]))
+
+
+def index_headers(folder: str | Path, workers: int = 1, log: Callable[[str], None] = print,
+                  chunk_size: int = 2000) -> pd.DataFrame:
+    """One row per ``.dcm`` file of ``folder`` (RSNA's ``stage_2_train``, or the folder holding
+    it), sorted by ``id`` (the file stem), columns :data:`HEADER_COLUMNS`: the identifiers,
+    ImagePositionPatient (``position_*``), ImageOrientationPatient (``row_cosine_*``,
+    ``column_cosine_*``), the size, PixelSpacing (between rows, between columns), the rescale,
+    the bits, the transfer syntax, and ``problem``: None, or why the file cannot be used,
+    starting with its kind (``unreadable``: pydicom cannot parse it or its pixel data is cut
+    short; ``not CT-like``: not a one-frame greyscale CT image; ``missing position``: no usable
+    ImagePositionPatient/ImageOrientationPatient).
+
+    Headers only (``stop_before_pixels``; the pixel data's length is checked against the file
+    size), read from the raw elements. ``workers`` > 1: a pool of processes, ``chunk_size``
+    files per task and at most ``2 x workers`` tasks in flight, so memory stays flat; the
+    result does not depend on ``workers``. ``log``: progress about every 30 s and a summary."""
+    where = _train_dir(folder)
+    names = sorted((e.name for e in os.scandir(where) if e.name.lower().endswith(".dcm") and e.is_file()),
+                   key=lambda n: (n[:-4], n))
+    if not names:
+        raise DataError(f"{where}: no .dcm files; give RSNA 2019's {RSNA_TRAIN_DIR} folder or the folder holding it")
+    workers = max(1, int(workers))
+    chunks = [[os.path.join(where, n) for n in names[i:i + chunk_size]] for i in range(0, len(names), chunk_size)]
+    parts: list[pd.DataFrame | None] = [None] * len(chunks)
+    start = last = time.perf_counter()
+    done = 0
+
+    def progress(n: int) -> None:
+        nonlocal done, last
+        done += n
+        now = time.perf_counter()
+        if now - last >= 30 and done < len(names):
+            log(f"{where}: {done}/{len(names)} headers indexed ({done / (now - start):.0f} files/s)")
+            last = now
+
+    if workers == 1:
+        for i, chunk in enumerate(chunks):
+            parts[i] = _index_chunk(chunk)
+            progress(len(chunk))
+    else:
+        # Forked, as ichseq's other pools: a spawned worker would run a Snakemake script's body again.
+        context = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            pending: dict[concurrent.futures.Future, int] = {}
+            queue = iter(enumerate(chunks))
+            while True:
+                for i, chunk in queue:
+                    pending[pool.submit(_index_chunk, chunk)] = i
+                    if len(pending) >= 2 * workers:
+                        break
+                if not pending:
+                    break
+                finished, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in finished:
+                    i = pending.pop(future)
+                    parts[i] = future.result()
+                    progress(len(chunks[i]))
+    index = pd.concat(parts, ignore_index=True)
+    seconds = time.perf_counter() - start
+    bad = int(index["problem"].notna().sum())
+    log(f"{where}: {len(index)} DICOM headers indexed in {seconds:.1f} s ({len(index) / max(seconds, 1e-9):.0f} "
+        f"files/s, {workers} worker{'s' if workers > 1 else ''}); {bad} cannot be used")
+    return index
+
+
+def write_header_index(index: pd.DataFrame, path: str | Path) -> Path:
+    """Write :func:`index_headers`' table to ``path`` (``.csv.gz``: gzip'd CSV, written
+    atomically, the same bytes for the same table). CSV, not Parquet: pyarrow is not a
+    dependency of ichseq and adding one is out of scope; :func:`read_header_index` restores
+    the dtypes."""
+    path = Path(path)
+    missing = [c for c in HEADER_COLUMNS if c not in index]
+    if missing:
+        raise DataError(f"{path}: the table lacks column(s) {', '.join(missing)}; write index_headers' table")
+    text = _typed(index[list(HEADER_COLUMNS)]).to_csv(index=False, lineterminator="\n")
+    write_bytes_atomic(path, gzip.compress(text.encode("utf-8"), compresslevel=6, mtime=0))
+    return path
+
+
+# pandas 3 parses floats to the bit by default (and deprecates asking); pandas 2 must be asked.
+_ROUND_TRIP = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+
+
+def read_header_index(path: str | Path) -> pd.DataFrame:
+    """A header index written by :func:`write_header_index`, with its dtypes (and floats, to
+    the bit) as :func:`index_headers` gave them; refused in one line when missing, not a
+    gzip'd CSV or without the index's columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {'is a folder, not a file' if path.is_dir() else 'does not exist'}; write it with "
+                        f"write_header_index (or index the headers again)")
+    try:
+        df = pd.read_csv(path, compression="gzip", dtype=HEADER_DTYPES, keep_default_na=False, na_values=[""],
+                         **_ROUND_TRIP)
+    except (OSError, EOFError, gzip.BadGzipFile, pd.errors.ParserError, pd.errors.EmptyDataError,
+            UnicodeDecodeError, ValueError, TypeError) as exc:
+        raise DataError(f"{path}: not a gzip'd CSV header index ({type(exc).__name__}: "
+                        f"{' '.join(str(exc).split())[:120]}); index the headers again") from None
+    missing = [c for c in HEADER_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: no column(s) {', '.join(missing)}: not a header index of this ichseq; "
+                        f"index the headers again")
+    return _typed(df)
+
+
+# --------------------------------------------------------------------------- scans
+
+#: :func:`group_scans`' reasons to skip a scan, in the order they are judged (a scan is
+#: counted under the first that applies).
+SKIP_REASONS = {
+    "mixed ids": "whose slices name several studies or patients",
+    "mixed sizes": "mixing slice sizes (Rows x Columns)",
+    "mixed orientations": "mixing slice orientations (ImageOrientationPatient)",
+    "mixed pixel spacing": "mixing PixelSpacing",
+    "duplicate positions": "with two slices at the same position (a duplicated slice)",
+    "unlabelled slices": "with slices that have no label rows (the scan's label would be unknown)",
+    "uneven spacing": "with a gap or uneven spacing between slices (a missing or unusable slice?)",
+    "too few slices": "with fewer slices than min_slices",
+}
+SLICE_COLUMNS = ("id", "scan", "study", "patient", "order", "position_mm", "label", *SUBTYPES)
+SCAN_COLUMNS = ("scan", "study", "patient", "slices", "spacing_mm", "rows", "columns", "pixel_spacing_row",
+                "pixel_spacing_column", "label", *SUBTYPES)
+#: RSNA's label columns -> ichseq's (``label`` is RSNA's ``any``).
+_LABEL_NAMES = {"any": "label", **RSNA_TO_SUBTYPE}
+
+
+def slice_positions(index: pd.DataFrame) -> np.ndarray:
+    """Each row's ImagePositionPatient along its own slice normal (row x column cosines,
+    turned to point superior, as :func:`ichseq.data.dicom.slice_normal`), in mm."""
+    iop = index[list(_ORIENTATION)].to_numpy(dtype=np.float64)
+    normal = np.cross(iop[:, :3], iop[:, 3:])
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True)
+    normal[normal[:, 2] < 0] *= -1
+    return np.einsum("ij,ij->i", index[list(_POSITION)].to_numpy(dtype=np.float64), normal)
+
+
+def group_scans(index: pd.DataFrame, labels: pd.DataFrame, min_slices: int = 8,
+                allow_gaps: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """``(scans, slices, messages)`` from a header index (:func:`index_headers`) and the labels
+    (:func:`read_rsna_labels`' table).
+
+    ``slices`` (:data:`SLICE_COLUMNS`): one row per slice of a usable scan, by scan then
+    ``order`` (0 = most inferior, along the slice normal), ``position_mm`` along the normal,
+    ``label`` (RSNA's ``any``) and the five subtypes under ichseq's names (int8).
+    ``scans`` (:data:`SCAN_COLUMNS`): one row per usable scan (``scan`` = SeriesInstanceUID),
+    sorted: its study, patient, number of slices, ``spacing_mm`` (median step between
+    slices), slice size, PixelSpacing, ``label`` and subtypes (any of its slices).
+
+    Faults are skipped, each kind reported in one line of ``messages`` with counts and the
+    first few ids: a file that cannot be used (its ``problem``) loses its slice, so a scan
+    left with a gap is skipped for ``uneven spacing``; scans are skipped for the reasons of
+    :data:`SKIP_REASONS`. A slice without label rows skips its whole scan rather than the
+    slice: the scan's label ("any slice positive") cannot be known without it, and dropping an
+    inner slice would leave a gap anyway. Label rows without a file are counted. Spacing is
+    judged as :func:`ichseq.data.dicom.read_dicom_series` judges it (``allow_gaps``: gaps a
+    whole number of spacings long are kept, as there), so every scan kept reads with
+    :func:`read_rsna_scan`."""
+    missing = [c for c in HEADER_COLUMNS if c not in index]
+    if missing:
+        raise DataError(f"the header index lacks column(s) {', '.join(missing)}; give index_headers' table")
+    absent = [c for c in RSNA_SUBTYPES if c not in labels]
+    if absent:
+        raise DataError(f"the labels lack column(s) {', '.join(absent)}; give read_rsna_labels' table")
+    messages: list[str] = []
+    problem = index["problem"]
+    bad = index[problem.notna()]
+    for kind, group in bad.groupby(bad["problem"].str.split(":", n=1).str[0], sort=True):
+        examples = ", ".join(f"{r.id} ({r.problem})" for r in group.head(3).itertuples())
+        messages.append(f"{len(group)} file(s) {kind}, their slices dropped: {examples}"
+                        + (f", ... ({len(group) - 3} more)" if len(group) > 3 else ""))
+    files = set(index["id"])
+    orphans = [i for i in labels.index if i not in files]
+    if orphans:
+        messages.append(f"{len(orphans)} labelled slice(s) without a .dcm file, ignored: {_ids(orphans)}")
+
+    df = index[problem.isna() & index["series"].notna()].reset_index(drop=True)
+    df["position_mm"] = slice_positions(df) if len(df) else np.zeros(0)
+    rsna = labels[list(RSNA_SUBTYPES)].rename(columns=_LABEL_NAMES)
+    df = df.join(rsna, on="id")
+    df = df.sort_values(["series", "position_mm", "id"], kind="stable").reset_index(drop=True)
+    same = df["series"].eq(df["series"].shift())
+    df["gap"] = df["position_mm"].diff().where(same)
+    by = df.groupby("series", sort=True)
+
+    reasons: dict[str, pd.Series] = {}
+    details: dict[str, pd.Series] = {}
+
+    def first(mask: pd.Series, text: Callable[[int], str]) -> pd.Series:
+        """Per scan, ``text(row)`` of its first row where ``mask`` holds."""
+        rows = df.index[mask.to_numpy()]
+        return pd.Series([text(i) for i in rows], index=df.loc[rows, "series"].to_numpy(),
+                         dtype=object).groupby(level=0).first()
+
+    reasons["mixed ids"] = (by["study"].nunique(dropna=False) > 1) | (by["patient"].nunique(dropna=False) > 1)
+    size = df["rows"].astype("int64") * 65536 + df["columns"].astype("int64")  # usable files have both
+    reasons["mixed sizes"] = size.groupby(df["series"]).nunique() > 1
+    first_size = size.groupby(df["series"]).transform("first")
+    details["mixed sizes"] = first(size.ne(first_size), lambda i: (
+        f"{df.at[i, 'id']} {df.at[i, 'rows']}x{df.at[i, 'columns']}, others "
+        f"{first_size[i] // 65536}x{first_size[i] % 65536}"))
+    spread = by[list(_ORIENTATION)].max() - by[list(_ORIENTATION)].min()
+    reasons["mixed orientations"] = (spread > ORIENTATION_TOLERANCE).any(axis=1)
+    pixel = by[["pixel_spacing_row", "pixel_spacing_column"]]
+    nan = df[["pixel_spacing_row", "pixel_spacing_column"]].isna().any(axis=1).groupby(df["series"])
+    reasons["mixed pixel spacing"] = ((pixel.max() - pixel.min()) > 1e-4 * pixel.max().abs()).any(axis=1) | (
+        nan.any() & ~nan.all())
+    duplicated = df["gap"] < SPACING_TOLERANCE_MM
+    reasons["duplicate positions"] = duplicated.groupby(df["series"]).any()
+    details["duplicate positions"] = first(duplicated, lambda i: f"{df.at[i - 1, 'id']} and {df.at[i, 'id']} at "
+                                                                 f"{df.at[i, 'position_mm']:.3f} mm")
+    unlabelled = df["label"].isna()
+    reasons["unlabelled slices"] = unlabelled.groupby(df["series"]).any()
+    details["unlabelled slices"] = df.loc[unlabelled, "id"].groupby(df.loc[unlabelled, "series"]).agg(
+        lambda s: f"slice {_ids(s, 3)}")
+    spacing = by["gap"].median()
+    tolerance = np.maximum(SPACING_TOLERANCE_MM, SPACING_TOLERANCE_FRACTION * spacing)
+    ref, tol = df["series"].map(spacing), df["series"].map(tolerance)
+    off = (df["gap"] - ref).abs() > tol
+    if allow_gaps:  # a whole number of spacings: missing slices, left to the reformatting
+        multiple = np.rint(df["gap"] / ref)
+        off &= ~((multiple >= 2) & ((df["gap"] - multiple * ref).abs() <= tol * multiple))
+    reasons["uneven spacing"] = off.groupby(df["series"]).any()
+    details["uneven spacing"] = first(off, lambda i: f"{df.at[i, 'gap']:.3f} mm before {df.at[i, 'id']}, spacing "
+                                                     f"{spacing[df.at[i, 'series']]:.3f} mm")
+    reasons["too few slices"] = by.size() < int(min_slices)
+    details["too few slices"] = by.size().astype(str) + " slices"
+
+    series = by.size().index
+    skipped = pd.Series(False, index=series)
+    for kind, text in SKIP_REASONS.items():
+        hit = reasons[kind].reindex(series, fill_value=False).astype(bool) & ~skipped
+        if hit.any():
+            ids = list(series[hit.to_numpy()])
+            detail = details.get(kind, pd.Series(dtype=object))
+            shown = ", ".join(f"{s} ({detail[s]})" if s in detail.index else str(s) for s in ids[:_FIRST])
+            more = f", ... ({len(ids) - _FIRST} more)" if len(ids) > _FIRST else ""
+            text = text.replace("min_slices", str(int(min_slices))) if kind == "too few slices" else text
+            messages.append(f"{len(ids)} scan(s) skipped, {text}: {shown}{more}")
+        skipped |= hit
+
+    keep = df[~df["series"].map(skipped).astype(bool)].copy()
+    keep["scan"] = keep["series"]
+    keep["order"] = keep.groupby("scan").cumcount().astype(np.int64)
+    keep["rows"], keep["columns"] = keep["rows"].astype(np.int64), keep["columns"].astype(np.int64)
+    for column in ("label", *SUBTYPES):
+        keep[column] = keep[column].astype(np.int8)
+    slices = keep[list(SLICE_COLUMNS)].reset_index(drop=True)
+    per = keep.groupby("scan", sort=True)
+    scans = per.agg(study=("study", "first"), patient=("patient", "first"), slices=("id", "size"),
+                    spacing_mm=("gap", "median"), rows=("rows", "first"), columns=("columns", "first"),
+                    pixel_spacing_row=("pixel_spacing_row", "first"),
+                    pixel_spacing_column=("pixel_spacing_column", "first"))
+    labels_max = per[["label", *SUBTYPES]].max().astype(np.int8)
+    scans = scans.join(labels_max).reset_index()
+    scans["slices"] = scans["slices"].astype(np.int64)
+    return scans[list(SCAN_COLUMNS)], slices, messages
+
+
+# --------------------------------------------------------------------------- one scan
+
+
+def read_rsna_scan(folder: str | Path, slices: pd.DataFrame, allow_gaps: bool = False) -> tuple[CTVolume, pd.DataFrame]:
+    """``(volume, labels)`` of one scan: ``slices`` are its rows of :func:`group_scans`'
+    ``slices`` (at least ``id``; ``scan`` too, to check that they are one series), ``folder``
+    RSNA's ``stage_2_train`` or the folder holding it. The files are read by
+    :func:`ichseq.data.dicom.read_dicom_series` (HU, ordered along the slice normal, positions,
+    PixelSpacing; its one-line refusals); the volume is named after the scan. ``labels``: the
+    ``slices`` rows in the volume's slice order (index 0..S-1), so row ``k`` is ``volume.hu[k]``."""
+    where = _train_dir(folder)
+    if "id" not in slices or slices.empty:
+        raise DataError(f"{where}: no slices given; give one scan's rows of group_scans' slices table")
+    scan = None
+    if "scan" in slices:
+        scans = slices["scan"].unique()
+        if len(scans) != 1:
+            raise DataError(f"{where}: the slices given belong to {len(scans)} scans ({_ids(scans, 3)}); give one "
+                            f"scan's rows")
+        scan = str(scans[0])
+    rows = slices.sort_values("order") if "order" in slices else slices
+    files = [where / f"{i}.dcm" for i in rows["id"]]
+    lost = [p.name for p in files if not p.is_file()]
+    if lost:
+        raise DataError(f"{where}: {len(lost)} file(s) of scan {scan or '?'} missing ({_ids(lost, 3)}); index "
+                        f"the headers of this folder again")
+    with quiet_rsna_uids():
+        volume = read_dicom_series(where, files, series=scan, allow_gaps=allow_gaps)
+    volume = dataclasses.replace(volume, name=scan or volume.series_uid or volume.name)
+    order = [Path(f).stem for f in volume.files or []]
+    labels = rows.set_index("id").loc[order].reset_index()
+    return volume, labels
+
+
+__all__ = ["HEADER_COLUMNS", "HEADER_DTYPES", "SCAN_COLUMNS", "SKIP_REASONS", "SLICE_COLUMNS", "group_scans",
+           "index_headers", "quiet_rsna_uids", "read_header_index", "read_rsna_labels", "read_rsna_scan",
+           "slice_positions", "write_header_index"]
