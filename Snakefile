@@ -20,6 +20,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/stats.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/twin.smk"
+include: "workflow/rules/external.smk"
 
 
 rule all:
@@ -40,4 +41,6 @@ rule all:
         rules.predict.input if PREDICT_SCANS else [],
         # The anatomical twin shown and measured, when the study cohort is one.
         rules.twin_figure.output if TWIN_FIGURE else [],
+        # Every trained run tested on the external cohort, when external.dataset is set.
+        EXTERNAL_TARGETS,
     default_target: True

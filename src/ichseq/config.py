@@ -136,6 +136,7 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
         _check_input_windows(name, entry or {}, config["preprocess"]["window"])
         _check_phases(name, entry or {}, config)
     _check_pretrain(config)
+    _check_external(config, schema)
     return config
 
 
@@ -169,6 +170,31 @@ def _check_pretrain(config: dict) -> None:
             and Path(dataset["synthetic"]["dir"]) == Path(config["dataset"]["synthetic"]["dir"])):
         raise ConfigError(f"invalid configuration: pretrain.dataset.synthetic.dir: {dataset['synthetic']['dir']} is "
                           "the study cohort's folder (dataset.synthetic.dir); the pretraining cohort needs its own")
+
+
+def _check_external(config: dict, schema: dict) -> None:
+    """external.dataset (null: off) with its defaults filled in (the schema allows null, which
+    the generic filling skips), its cross-field rules, and external.name (default: the source)."""
+    external = config["external"]
+    dataset = external["dataset"]
+    if dataset is None:
+        return
+    node = resolve_ref(schema["properties"]["external"], schema)["properties"]["dataset"]
+    _fill_defaults(dataset, node, schema)
+    source = dataset["source"]
+    if source == "synthetic":
+        _check_synthetic(dataset["synthetic"], "external.dataset.synthetic")
+        taken = {"dataset.synthetic.dir": config["dataset"]["synthetic"]["dir"],
+                 "pretrain.dataset.synthetic.dir": config["pretrain"]["dataset"]["synthetic"]["dir"]}
+        for key, folder in taken.items():
+            if Path(dataset["synthetic"]["dir"]) == Path(folder):
+                raise ConfigError(f"invalid configuration: external.dataset.synthetic.dir: {folder} is {key}; the "
+                                  f"external cohort needs a folder of its own")
+    if source in ("local", "cq500") and not dataset[source]["path"]:
+        raise ConfigError(f"invalid configuration: external.dataset.{source}.path: required when "
+                          f"external.dataset.source is {source}")
+    if external["name"] is None:
+        external["name"] = source
 
 
 def _check_phases(name: str, entry: dict, config: dict) -> None:

@@ -159,3 +159,42 @@ def train_inputs(wildcards):
 
 def run_files(name="metrics.json", models=None):
     return expand("results/runs/{model}/rep-{rep}/{name}", model=models or MODELS, rep=REPLICATES, name=name)
+
+
+# -- external validation -----------------------------------------------------------------------
+
+# external.dataset: a second cohort every trained run is tested on (None: no external validation).
+EXTERNAL = config["external"]
+EXTERNAL_DATASET = EXTERNAL["dataset"]
+EXTERNAL_NAME = EXTERNAL["name"]
+
+if EXTERNAL_DATASET:
+    _source = EXTERNAL_DATASET["source"]
+    if _source == "local" and not os.path.exists(EXTERNAL_DATASET["local"]["path"]):
+        raise WorkflowError(f"external.dataset.local.path: {EXTERNAL_DATASET['local']['path']} does not exist")
+    if _source == "cq500":
+        if not os.path.isdir(EXTERNAL_DATASET["cq500"]["path"]):
+            raise WorkflowError(f"external.dataset.cq500.path: {EXTERNAL_DATASET['cq500']['path']} is not a folder; "
+                                f"give the folder holding CQ500's CQ500-CT-<n>.zip files and reads.csv")
+        if EXTERNAL_DATASET["cq500"]["reads"] and not os.path.isfile(EXTERNAL_DATASET["cq500"]["reads"]):
+            raise WorkflowError(f"external.dataset.cq500.reads: {EXTERNAL_DATASET['cq500']['reads']} does not exist")
+
+
+def external_acquires(kind):
+    """Whether the external stage needs an acquire rule of its own for ``kind`` (synthetic or
+    physionet): not when the external cohort is another source, nor when its folder is the one
+    the study's acquire rule writes already."""
+    if not EXTERNAL_DATASET or EXTERNAL_DATASET["source"] != kind:
+        return False
+    return os.path.normpath(raw_dataset(EXTERNAL_DATASET)) != os.path.normpath(raw_dataset({**DATASET, "source": kind}))
+
+
+def external_scores_inputs(wildcards):
+    """What an external_scores job reads: the external cache and every replicate of its model
+    (and, for a head-mode model, the weights its backbone is rebuilt from)."""
+    return {
+        "cache": "results/external/data/cache",
+        "runs": expand("results/runs/{model}/rep-{rep}/metrics.json", model=wildcards.model, rep=REPLICATES),
+        "models": expand("results/runs/{model}/rep-{rep}/model", model=wildcards.model, rep=REPLICATES),
+        **pretrained_input(wildcards),
+    }
