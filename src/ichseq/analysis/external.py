@@ -259,7 +259,7 @@ def internal_vs_external_markdown(table: pd.DataFrame, name: str, confidence: fl
 def external_roc_figure(scores: Mapping[str, pd.DataFrame], name: str = "external") -> Figure:
     """One panel per model: each replicate's ROC curve on the external cohort thin, the
     ensemble's (mean probability) thick; the legend gives the AUCs."""
-    from .figures import _new_figure, _style, model_palette
+    from .figures import _new_figure, _style, model_palette, roc_axes
 
     models = sorted(scores)
     palette = model_palette(models)
@@ -286,11 +286,7 @@ def external_roc_figure(scores: Mapping[str, pd.DataFrame], name: str = "externa
                     Line2D([], [], color=colour, lw=2.4, label=f"ensemble, AUC {roc_auc_score(ens.label, ens.probability):.2f}"),
                 ], loc="lower right")
             ax.set_title(model)
-            ax.set_xlim(-0.02, 1.02)
-            ax.set_ylim(-0.02, 1.02)
-            ax.set_aspect("equal")
-            ax.set_xlabel("false-positive rate (1 - specificity)")
-            ax.set_ylabel("true-positive rate (recall)")
+            roc_axes(ax)
         fig.suptitle(f"Patient-level ROC curves on the external cohort ({name})")
     return fig
 

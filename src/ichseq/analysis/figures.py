@@ -586,13 +586,18 @@ def roc_curves_figure(predictions: pd.DataFrame, grid: Sequence[float] = ROC_GRI
                 which = ", ".join(str(r) for r in skipped)
                 title += f"\nreplicate(s) {which} skipped: one class only"
             ax.set_title(title)
-            ax.set_xlim(-0.02, 1.02)
-            ax.set_ylim(-0.02, 1.02)
-            ax.set_aspect("equal")
-            ax.set_xlabel("false-positive rate (1 - specificity)")
-            ax.set_ylabel("true-positive rate (recall)")
+            roc_axes(ax)
         fig.suptitle("Patient-level ROC curves on the test sets")
     return fig
+
+
+def roc_axes(ax) -> None:
+    """The unit square, equal aspect and axis labels of an ROC panel."""
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_aspect("equal")
+    ax.set_xlabel("false-positive rate (1 - specificity)")
+    ax.set_ylabel("true-positive rate (recall)")
 
 
 def roc_curves(predictions: pd.DataFrame, paths: Sequence[str | Path]) -> list[Path]:
