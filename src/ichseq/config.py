@@ -131,6 +131,9 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     if config["dataset"]["source"] == "cq500" and not config["dataset"]["cq500"]["path"]:
         raise ConfigError("invalid configuration: dataset.cq500.path: required when dataset.source is cq500 (the "
                           "folder of the CQ500-CT-<n>.zip files and reads.csv)")
+    if config["dataset"]["source"] == "rsna" and not config["dataset"]["rsna"]["path"]:
+        raise ConfigError("invalid configuration: dataset.rsna.path: required when dataset.source is rsna (the "
+                          "folder of stage_2_train/ and stage_2_train.csv)")
     for name, entry in config["models"].items():
         _check_model_entry(name, entry or {}, config["preprocess"]["image_size"])
         _check_input_windows(name, entry or {}, config["preprocess"]["window"])
@@ -190,7 +193,7 @@ def _check_external(config: dict, schema: dict) -> None:
             if Path(dataset["synthetic"]["dir"]) == Path(folder):
                 raise ConfigError(f"invalid configuration: external.dataset.synthetic.dir: {folder} is {key}; the "
                                   f"external cohort needs a folder of its own")
-    if source in ("local", "cq500") and not dataset[source]["path"]:
+    if source in ("local", "cq500", "rsna") and not dataset[source]["path"]:
         raise ConfigError(f"invalid configuration: external.dataset.{source}.path: required when "
                           f"external.dataset.source is {source}")
     if external["name"] is None:

@@ -32,6 +32,14 @@ if SOURCE == "cq500":
     if DATASET["cq500"]["reads"] and not os.path.isfile(DATASET["cq500"]["reads"]):
         raise WorkflowError(f"dataset.cq500.reads: {DATASET['cq500']['reads']} does not exist; give CQ500's "
                             f"reads.csv, or null for reads.csv in dataset.cq500.path")
+if SOURCE == "rsna":
+    # RSNA 2019 is downloaded beforehand (Kaggle): no acquire rule, the folder must be there.
+    if not os.path.isdir(DATASET["rsna"]["path"]):
+        raise WorkflowError(f"dataset.rsna.path: {DATASET['rsna']['path']} is not a folder; give the folder holding "
+                            f"RSNA 2019's stage_2_train/ and stage_2_train.csv")
+    if DATASET["rsna"]["labels"] and not os.path.isfile(DATASET["rsna"]["labels"]):
+        raise WorkflowError(f"dataset.rsna.labels: {DATASET['rsna']['labels']} does not exist; give RSNA's "
+                            f"stage_2_train.csv, or null for stage_2_train.csv in dataset.rsna.path")
 
 
 def raw_dataset(dataset=None):
@@ -42,8 +50,8 @@ def raw_dataset(dataset=None):
         return dataset["synthetic"]["dir"]
     if dataset["source"] == "physionet":
         return os.path.join(dataset["physionet"]["dir"], MARKER_FILE)
-    if dataset["source"] == "cq500":
-        return dataset["cq500"]["path"]
+    if dataset["source"] in ("cq500", "rsna"):
+        return dataset[dataset["source"]]["path"]
     return dataset["local"]["path"]
 
 
@@ -54,6 +62,15 @@ def cq500_options(dataset=None):
     if dataset.get("source") != "cq500":
         return None
     return {key: dataset["cq500"][key] for key in ("reads", "label_rule", "slab_mm", "series")}
+
+
+def rsna_options(dataset=None):
+    """A brain-window rule's ``rsna`` parameter: the dataset.rsna section (labels, min_slices)
+    when the source is RSNA 2019 (a change reruns the cache), else None."""
+    dataset = dataset or DATASET
+    if dataset.get("source") != "rsna":
+        return None
+    return {key: dataset["rsna"][key] for key in ("labels", "min_slices")}
 
 
 def dataset_root(path):
@@ -71,7 +88,10 @@ def dataset_content(dataset, cache):
     their recorded hashes: an unchanged dataset costs one stat per file, not a re-read.
 
     A local dataset and CQ500 (local too) get a digest; CQ500's includes its reads file when
-    dataset.cq500.reads lies outside the folder. A synthetic or downloaded one is written by its
+    dataset.cq500.reads lies outside the folder. RSNA 2019 (~750,000 files, ~450 GB) is not
+    hashed file by file at every invocation: its digest is the label file's SHA-256 and a SHA-256
+    over every .dcm file's name, size and modification time (one stat per file; a file rewritten
+    in place with the same size and time stamp goes unseen). A synthetic or downloaded one is written by its
     acquire rule in this run, after this parameter was recorded (the main process plans, and
     under Slurm records, the parameter before any job runs): a digest would be "absent" at
     first and so rebuild the cache on the next invocation. Those folders are the acquire
@@ -79,10 +99,14 @@ def dataset_content(dataset, cache):
     """
 
     def content(wildcards):
-        if dataset["source"] not in ("local", "cq500"):
+        if dataset["source"] not in ("local", "cq500", "rsna"):
             return f"dataset written by rule acquire_{dataset['source']}"
         root = dataset_root(raw_dataset(dataset))
         try:
+            if dataset["source"] == "rsna":
+                from ichseq.data.rsna import rsna_content_digest
+
+                return f"dataset content (RSNA 2019) {rsna_content_digest(root, dataset['rsna']['labels'])}"
             digest = dataset_fingerprint(root, os.path.join(cache, MANIFEST_NAME))
             reads = dataset["cq500"]["reads"] if dataset["source"] == "cq500" else None
             if reads and os.path.commonpath([os.path.abspath(reads), os.path.abspath(root)]) != os.path.abspath(root):
@@ -178,6 +202,12 @@ if EXTERNAL_DATASET:
                                 f"give the folder holding CQ500's CQ500-CT-<n>.zip files and reads.csv")
         if EXTERNAL_DATASET["cq500"]["reads"] and not os.path.isfile(EXTERNAL_DATASET["cq500"]["reads"]):
             raise WorkflowError(f"external.dataset.cq500.reads: {EXTERNAL_DATASET['cq500']['reads']} does not exist")
+    if _source == "rsna":
+        if not os.path.isdir(EXTERNAL_DATASET["rsna"]["path"]):
+            raise WorkflowError(f"external.dataset.rsna.path: {EXTERNAL_DATASET['rsna']['path']} is not a folder; "
+                                f"give the folder holding RSNA 2019's stage_2_train/ and stage_2_train.csv")
+        if EXTERNAL_DATASET["rsna"]["labels"] and not os.path.isfile(EXTERNAL_DATASET["rsna"]["labels"]):
+            raise WorkflowError(f"external.dataset.rsna.labels: {EXTERNAL_DATASET['rsna']['labels']} does not exist")
 
 
 def external_acquires(kind):

@@ -58,6 +58,8 @@ rule brain_window:
         source=SOURCE,
         # dataset.cq500 (reads, label_rule, slab_mm, series) when the source is cq500, else None.
         cq500=cq500_options(),
+        # dataset.rsna (labels, min_slices) when the source is rsna, else None.
+        rsna=rsna_options(),
     threads: config["threads"]["brain_window"]
     log:
         "logs/data/brain_window.log",

@@ -57,6 +57,7 @@ if EXTERNAL_DATASET:
             prewindowed=EXTERNAL_DATASET["prewindowed"],
             source=EXTERNAL_DATASET["source"],
             cq500=cq500_options(EXTERNAL_DATASET),
+            rsna=rsna_options(EXTERNAL_DATASET),
         threads: config["threads"]["brain_window"]
         log:
             "logs/external/brain_window.log",

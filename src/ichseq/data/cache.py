@@ -48,7 +48,7 @@ from ..atomic import atomic_dir, check_free_space, check_replaceable
 from ..errors import ConfigError, DataError
 from .fingerprint import MANIFEST_NAME, dataset_manifest, manifest_digest, read_manifest, write_manifest
 from .layout import JPG_LAYOUT, SUBTYPES
-from .public_layouts import CQ500_LAYOUT
+from .public_layouts import CQ500_LAYOUT, RSNA_LAYOUT
 from .readers import open_dataset
 from .reformat import gap_warnings, plan_slabs
 from .windowing import brain_window, resize_masks, resize_slices, to_uint8
@@ -174,7 +174,7 @@ def dataset_provenance(dataset, source: str | None = None) -> dict:
     if source == "synthetic":  # written by an ichseq older than the marker
         return {"source": source, "synthetic": True, "description": "the ichseq synthetic twin"}
     where = {"physionet": "CT-ICH from PhysioNet", "local": "a local dataset",
-             "cq500": "CQ500 (qure.ai, CC BY-NC-SA)"}.get(source, "a dataset")
+             "cq500": "CQ500 (qure.ai, CC BY-NC-SA)", "rsna": "RSNA 2019 intracranial hemorrhage (Kaggle)"}.get(source, "a dataset")
     return {"source": source, "synthetic": False,
             "description": f"{where} in the {layout} layout ({len(dataset.patients)} patients)"}
 
@@ -183,7 +183,18 @@ def open_source(src: str | Path, spec: WindowSpec, source: str | None = None, op
                 log=print):
     """The dataset at ``src`` as the config's ``dataset.source`` says: CQ500 for ``cq500``
     (:class:`ichseq.data.cq500.Cq500Dataset`, ``options`` its ``dataset.cq500`` section: reads,
-    label_rule, slab_mm, series), else CT-ICH in either layout (:func:`open_dataset`, detected)."""
+    label_rule, slab_mm, series), RSNA 2019 for ``rsna`` (:class:`ichseq.data.rsna.RsnaDataset`,
+    ``options`` its ``dataset.rsna`` section: labels, min_slices, and ``workers`` for the header
+    index), else CT-ICH in either layout (:func:`open_dataset`, detected)."""
+    if source == "rsna":
+        from .rsna import RsnaDataset
+
+        if spec.prewindowed:
+            raise ConfigError("invalid configuration: dataset.prewindowed: true applies to CT-ICH NIfTI scans; RSNA "
+                              "2019's DICOM files are in Hounsfield units: set it to false")
+        options = options or {}
+        return RsnaDataset(src, options.get("labels"), 8 if options.get("min_slices") is None else options["min_slices"],
+                           workers=int(options.get("workers") or 1), log=log)
     if source != CQ500_LAYOUT:
         return open_dataset(src, spec.prewindowed)
     from .cq500 import Cq500Dataset
@@ -227,7 +238,7 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
     log(f"reading {dataset.layout} dataset at {src}: {len(dataset.patients)} patients, {len(dataset.labels)} slices")
     check_free_space(out, _cache_bytes(len(dataset.labels), spec.image_size, files))
     if workers > 1:
-        shared = dataset if dataset.layout == CQ500_LAYOUT else None
+        shared = dataset if dataset.layout in (CQ500_LAYOUT, RSNA_LAYOUT) else None
         with ProcessPoolExecutor(workers, initializer=_worker_init,
                                  initargs=(str(src), spec.prewindowed, shared)) as pool:
             results = list(pool.map(_process_patient, dataset.patients, [spec] * len(dataset.patients)))

@@ -36,6 +36,7 @@ import contextlib
 import csv
 import dataclasses
 import gzip
+import hashlib
 import io
 import math
 import multiprocessing
@@ -49,12 +50,21 @@ import numpy as np
 import pandas as pd
 import pydicom
 
-from ..atomic import write_bytes_atomic
-from ..errors import DataError
+from ..atomic import write_bytes_atomic, write_csv_atomic
+from ..errors import ConfigError, DataError
 from .dicom import ORIENTATION_TOLERANCE, SPACING_TOLERANCE_FRACTION, SPACING_TOLERANCE_MM, read_dicom_series
 from .layout import SUBTYPES
-from .public_layouts import RSNA_LABEL_COLUMNS, RSNA_LABELS, RSNA_SUBTYPES, RSNA_TO_SUBTYPE, RSNA_TRAIN_DIR
+from .public_layouts import (
+    RSNA_LABEL_COLUMNS,
+    RSNA_LABELS,
+    RSNA_LAYOUT,
+    RSNA_SUBTYPES,
+    RSNA_TO_SUBTYPE,
+    RSNA_TRAIN_DIR,
+)
+from .readers import Scan
 from .volumes import CTVolume
+from .windowing import BRAIN_WINDOW_LEVEL, BRAIN_WINDOW_WIDTH, brain_window
 
 WHAT_LABELS = (f"it must be RSNA 2019's {RSNA_LABELS}: header {','.join(RSNA_LABEL_COLUMNS)}, rows "
                f"ID_<hex>_<subtype>,0|1 with subtypes {', '.join(RSNA_SUBTYPES)}")
@@ -615,6 +625,172 @@ def read_rsna_scan(folder: str | Path, slices: pd.DataFrame, allow_gaps: bool = 
     return volume, labels
 
 
-__all__ = ["HEADER_COLUMNS", "HEADER_DTYPES", "SCAN_COLUMNS", "SKIP_REASONS", "SLICE_COLUMNS", "group_scans",
-           "index_headers", "quiet_rsna_uids", "read_header_index", "read_rsna_labels", "read_rsna_scan",
+# --------------------------------------------------------------------------- the dataset (slice cache)
+
+#: What the slice cache calls RSNA's files inside the cache folder.
+HEADER_INDEX_FILE = "header_index.csv.gz"
+SCANS_FILE = "scans.csv"
+FAULTS_FILE = "faults.txt"
+#: scans.csv's columns: ichseq's patient number, the scan's identifiers, its slices and labels.
+SCANS_FILE_COLUMNS = ("patient", "series_uid", "study_uid", "patient_id", "slices", "spacing_mm", "rows", "columns",
+                      "pixel_spacing_row", "pixel_spacing_column", "label", *SUBTYPES)
+
+
+def rsna_labels_path(root: str | Path, labels: str | Path | None = None) -> Path:
+    """The label file: ``labels`` when given, else ``stage_2_train.csv`` in ``root`` (or beside
+    it, when ``root`` is the ``stage_2_train`` folder itself)."""
+    if labels:
+        return Path(labels)
+    root = Path(root)
+    if not (root / RSNA_LABELS).exists() and root.name == RSNA_TRAIN_DIR and (root.parent / RSNA_LABELS).exists():
+        return root.parent / RSNA_LABELS
+    return root / RSNA_LABELS
+
+
+def rsna_content_digest(root: str | Path, labels: str | Path | None = None) -> str:
+    """A cheap content digest of an RSNA download, for the workflow's rerun check: the SHA-256 of
+    the label file and a SHA-256 over every ``.dcm`` file's name, size and modification time
+    (what the header index is built from; the ~450 GB of pixels are not read: one stat per file)."""
+    from .fingerprint import sha256_file
+
+    train = _train_dir(root)
+    digest = hashlib.sha256()
+    n = 0
+    for entry in sorted((e for e in os.scandir(train) if e.name.lower().endswith(".dcm")), key=lambda e: e.name):
+        st = entry.stat()
+        digest.update(f"{entry.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        n += 1
+    path = rsna_labels_path(root, labels)
+    if not path.is_file():
+        raise DataError(f"{path}: does not exist; give RSNA 2019's {RSNA_LABELS} (dataset.rsna.labels, or in "
+                        f"dataset.rsna.path)")
+    return f"labels sha256 {sha256_file(path)}, {n} .dcm files (name, size, mtime) sha256 {digest.hexdigest()}"
+
+
+class RsnaDataset:
+    """RSNA 2019 as the slice cache reads a dataset (:func:`ichseq.data.cache.build_cache` with
+    ``source="rsna"``): one scan per usable SeriesInstanceUID (:func:`group_scans`), numbered
+    1..N as ichseq's patients in the order of the sorted SeriesInstanceUIDs, with its slices' own
+    labels (``slice_labels`` True) and no masks (``has_masks`` False: empty masks, has_mask 0).
+
+    The header index (every file's header, ``workers`` processes) and the grouping are made
+    here, once; the faults of the data go to ``log`` once per kind and their scans are skipped.
+    :meth:`cache_extras` writes the header index, ``scans.csv`` (patient -> SeriesInstanceUID,
+    StudyInstanceUID, PatientID, labels) and the fault lines into the cache. Several scans of
+    one PatientID stay separate patients of the cache; the cohort records their ``patient_id``
+    and :func:`ichseq.data.splits.patient_split` keeps them in one part."""
+
+    layout = RSNA_LAYOUT
+    slice_labels = True
+    has_masks = False
+
+    def __init__(self, root: str | Path, labels_path: str | Path | None = None, min_slices: int = 8,
+                 workers: int = 1, log=print):
+        from .cq500 import _RootFiles
+
+        self.root = Path(root)
+        if not (isinstance(min_slices, int) and min_slices >= 1):
+            raise ConfigError(f"invalid configuration: dataset.rsna.min_slices: {min_slices!r} is not a whole "
+                              f"number of slices >= 1")
+        self.min_slices = int(min_slices)
+        self.labels_path = rsna_labels_path(self.root, labels_path)
+        train = _train_dir(self.root)
+        if not self.labels_path.is_file():
+            from .layout import JPG_CSV, NIFTI_CSV
+
+            raise DataError(f"{self.labels_path}: does not exist; not RSNA 2019 (no {RSNA_LABELS}): point "
+                            f"dataset.rsna.path at the folder holding {RSNA_TRAIN_DIR}/ and {RSNA_LABELS}, or set "
+                            f"dataset.rsna.labels (CT-ICH, {NIFTI_CSV} or {JPG_CSV}, is dataset.source local)")
+        self.files = _RootFiles(self.root)
+        self.train = train
+        labels, messages = read_rsna_labels(self.labels_path)
+        self.index = index_headers(train, workers=workers, log=lambda line: log(f"RSNA: {line}"))
+        scans, slices, more = group_scans(self.index, labels, self.min_slices)
+        self.messages = messages + more
+        for line in self.messages:
+            log(f"RSNA: {line}")
+        if scans.empty:
+            raise DataError(f"{train}: no usable RSNA scan among {len(self.index)} files (see the reasons above); "
+                            f"point dataset.rsna.path at the RSNA 2019 download")
+        scans = scans.sort_values("scan", kind="stable").reset_index(drop=True)
+        number = pd.Series(np.arange(1, len(scans) + 1, dtype=np.int64), index=scans["scan"].to_numpy())
+        patient_id = scans["patient"].astype(object)
+        # A scan without PatientID is a patient of its own (grouped by its series, never with another).
+        patient_id = patient_id.where(patient_id.notna(), "series:" + scans["scan"].astype(str))
+        self.scans = pd.DataFrame({"patient": number.to_numpy(), "series_uid": scans["scan"],
+                                   "study_uid": scans["study"], "patient_id": patient_id,
+                                   **{c: scans[c] for c in SCANS_FILE_COLUMNS[4:]}})[list(SCANS_FILE_COLUMNS)]
+        self.patients = [int(p) for p in self.scans["patient"]]
+        slices = slices.assign(patient=slices["scan"].map(number).astype(np.int64))
+        self._slices = {int(p): rows.reset_index(drop=True) for p, rows in slices.groupby("patient", sort=True)}
+        self._series = dict(zip(self.patients, self.scans["series_uid"]))
+        self._notes: dict[int, list[str]] = {}
+        self.labels = pd.concat([self._rows(p) for p in self.patients], ignore_index=True)
+
+    @property
+    def path(self) -> Path:
+        return self.root
+
+    def __getstate__(self) -> dict:
+        # The header index (one row per file) is written by cache_extras in the main process
+        # only: worker processes get the dataset without it.
+        state = dict(self.__dict__)
+        state["index"] = None
+        return state
+
+    def _rows(self, patient: int) -> pd.DataFrame:
+        """The patient's slice rows (SliceNumber = order + 1, inferior first) with their own
+        labels, in the columns of :func:`ichseq.data.readers.read_diagnosis_csv` (no fracture
+        labels in RSNA: Fracture_Yes_No 0)."""
+        rows = self._slices[patient]
+        label = rows["label"].to_numpy().astype(np.int64)
+        return pd.DataFrame({"PatientNumber": patient, "SliceNumber": rows["order"].to_numpy() + 1,
+                             **{s: rows[s].to_numpy().astype(np.int64) for s in SUBTYPES},
+                             "No_Hemorrhage": 1 - label, "Fracture_Yes_No": 0, "label": label})
+
+    def patient_labels(self, patient: int) -> pd.DataFrame:
+        """The patient's slice rows by SliceNumber, each with the slice's own labels."""
+        return self._rows(patient).set_index("SliceNumber")
+
+    def scan_where(self, patient: int) -> str:
+        return f"{self.train} series {self._series[patient]}"
+
+    def scan_notes(self, patient: int) -> list[str]:
+        return list(self._notes.get(patient, []))
+
+    def read_hu_scan(self, patient: int) -> Scan:
+        """The scan in HU (float32), ordered inferior -> superior (:func:`read_rsna_scan`),
+        slices numbered as :meth:`patient_labels`; empty masks."""
+        volume, labels = read_rsna_scan(self.train, self._slices[patient])
+        self._notes[patient] = [f"patient {patient} ({self._series[patient]}): WARNING {line}"
+                                for line in volume.warnings]
+        numbers = labels["order"].to_numpy().astype(np.int64) + 1
+        return Scan(patient, numbers, np.asarray(volume.positions, float), volume.hu.astype(np.float32),
+                    np.zeros(volume.hu.shape, bool),
+                    None if volume.spacing_mm is None else tuple(float(v) for v in volume.spacing_mm))
+
+    def read_scan(self, patient: int, level: float = BRAIN_WINDOW_LEVEL, width: float = BRAIN_WINDOW_WIDTH) -> Scan:
+        """As :meth:`read_hu_scan`, brain-windowed (``level``/``width``) into [0, 1]."""
+        scan = self.read_hu_scan(patient)
+        return dataclasses.replace(scan, images=brain_window(scan.images, level, width))
+
+    def cache_extras(self, folder: Path) -> dict:
+        """Write the header index, scans.csv and the fault lines into the cache ``folder``
+        being written; what cache.json records of them."""
+        folder = Path(folder)
+        if self.index is None:
+            raise DataError("RSNA: the header index is not held by this copy of the dataset (a worker's); "
+                            "write the cache's extras in the process that opened it")
+        write_header_index(self.index, folder / HEADER_INDEX_FILE)
+        write_csv_atomic(self.scans, folder / SCANS_FILE)
+        write_bytes_atomic(folder / FAULTS_FILE, "".join(f"{line}\n" for line in self.messages).encode("utf-8"))
+        return {"header_index": HEADER_INDEX_FILE, "scans": SCANS_FILE, "faults": FAULTS_FILE,
+                "rsna_faults": len(self.messages), "labels": str(self.labels_path),
+                "rsna_min_slices": self.min_slices,
+                "patient_ids": int(self.scans["patient_id"].nunique())}
+
+
+__all__ = ["FAULTS_FILE", "HEADER_COLUMNS", "HEADER_DTYPES", "HEADER_INDEX_FILE", "SCANS_FILE", "SCAN_COLUMNS",
+           "SKIP_REASONS", "SLICE_COLUMNS", "RsnaDataset", "group_scans", "index_headers", "quiet_rsna_uids",
+           "read_header_index", "read_rsna_labels", "read_rsna_scan", "rsna_content_digest", "rsna_labels_path",
            "slice_positions", "write_header_index"]

@@ -46,7 +46,8 @@ def patient_split(
     stratify: bool = True,
 ) -> dict:
     """Split the cohort's patients into train/val/test, stratified by patient label unless
-    ``stratify`` is false (then a plain random draw of patients, as the study did)."""
+    ``stratify`` is false (then a plain random draw of patients, as the study did). With a
+    ``patient_id`` column (a cohort of scans: RSNA 2019) persons are drawn, never split."""
     if not 0 < test_fraction < 1:
         raise ConfigError(f"splits.test_fraction: must be between 0 and 1, got {test_fraction}")
     if not 0 < val_fraction < 1:
@@ -55,16 +56,25 @@ def patient_split(
     cohort = cohort.sort_values("patient", ignore_index=True)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(replicate)]))
     parts: dict[str, list[int]] = {p: [] for p in PARTS}
+    # A cohort whose patients are scans (RSNA 2019) names each scan's person (patient_id): the
+    # draws are of persons, so one person's scans all land in one part. Each person is drawn
+    # under its first scan's number and, when stratified, in the class of any of its scans; a
+    # cohort of one scan per person gives the same split as without the column.
+    grouped = "patient_id" in cohort.columns
+    person = cohort.patient_id.astype(str) if grouped else cohort.patient.astype(str)
+    first = cohort.groupby(person, sort=False).patient.transform("min").astype(int)
+    person_label = cohort.groupby(person, sort=False).label.transform("max").astype(int)
+    members_of = cohort.groupby(first).patient.apply(lambda s: sorted(int(p) for p in s)).to_dict()
     # Stratified: one draw per class; unstratified: one draw over all patients.
     groups = (0, 1) if stratify else (None,)
     for label in groups:
-        selected = cohort if label is None else cohort[cohort.label == label]
+        selected = first if label is None else first[person_label == label]
         # A writable copy: Generator.permutation fails on pandas 3's read-only views.
-        patients = np.array(selected.patient, dtype=int)
+        patients = np.array(sorted(set(selected)), dtype=int)
         test, rest = _take(rng, patients, test_fraction)
         val, train = _take(rng, rest, val_fraction)
         for name, members in zip(PARTS, (train, val, test)):
-            parts[name].extend(int(p) for p in members)
+            parts[name].extend(p for m in members for p in members_of[int(m)])
     labels = dict(zip(cohort.patient.astype(int), cohort.label.astype(int)))
     for label in (0, 1):
         for name in PARTS:
@@ -94,6 +104,10 @@ def patient_split(
             for name, members in parts.items()
         },
     }
+    if grouped:
+        # Recorded only for a cohort of scans, so the other split files stay as they were.
+        split["grouped_by"] = "patient_id"
+        split["persons"] = int(person.nunique())
     if not stratify:
         # Recorded only when unstratified, so the default config's split files stay as they were.
         split["stratify"] = False
