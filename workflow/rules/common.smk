@@ -7,6 +7,7 @@ from snakemake.exceptions import WorkflowError
 
 from ichseq.config import load_schema, validate_config
 from ichseq.data.download import MARKER_FILE
+from ichseq.data.shards import shard_name
 from ichseq.data.fingerprint import MANIFEST_NAME, dataset_fingerprint, sha256_file
 from ichseq.errors import ConfigError, IchseqError
 
@@ -21,6 +22,9 @@ config.update(_validated)
 DATASET = config["dataset"]
 SOURCE = DATASET["source"]
 REPLICATES = list(range(config["splits"]["replicates"]))
+# preprocess.shards: the slice cache in this many jobs (data.smk); their folders, in order.
+SHARDS = config["preprocess"]["shards"]
+SHARD_DIRS = [f"results/data/shards/shard-{shard_name(k, SHARDS)}" for k in range(SHARDS)]
 
 if SOURCE == "local" and not os.path.exists(DATASET["local"]["path"]):
     raise WorkflowError(f"dataset.local.path: {DATASET['local']['path']} does not exist")

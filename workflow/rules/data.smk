@@ -40,34 +40,95 @@ rule acquire_physionet:
         "../scripts/acquire_physionet.py"
 
 
-rule brain_window:
-    input:
-        raw_dataset(),
-    output:
-        directory("results/data/cache"),
-    params:
-        root=dataset_root(raw_dataset()),
-        # Content, not time stamps: a scan replaced inside the folder reruns this rule.
-        dataset=dataset_content(DATASET, "results/data/cache"),
-        level=config["preprocess"]["window"]["level"],
-        width=config["preprocess"]["window"]["width"],
-        image_size=config["preprocess"]["image_size"],
-        # Thin slices averaged into slabs of this many mm (null: slice for slice).
-        slab_mm=config["preprocess"]["slab_mm"],
-        prewindowed=DATASET["prewindowed"],
-        source=SOURCE,
-        # dataset.cq500 (reads, label_rule, slab_mm, series) when the source is cq500, else None.
-        cq500=cq500_options(),
-        # dataset.rsna (labels, min_slices) when the source is rsna, else None.
-        rsna=rsna_options(),
-    threads: config["threads"]["brain_window"]
-    log:
-        "logs/data/brain_window.log",
-    resources:
-        mem_mb=8000,
-        runtime=60,
-    script:
-        "../scripts/brain_window.py"
+# The cache's settings, shared by the one-job rule and the sharded index rule (a change reruns them).
+BRAIN_WINDOW_PARAMS = dict(
+    root=dataset_root(raw_dataset()),
+    # Content, not time stamps: a scan replaced inside the folder reruns this rule.
+    dataset=dataset_content(DATASET, "results/data/cache"),
+    level=config["preprocess"]["window"]["level"],
+    width=config["preprocess"]["window"]["width"],
+    image_size=config["preprocess"]["image_size"],
+    # Thin slices averaged into slabs of this many mm (null: slice for slice).
+    slab_mm=config["preprocess"]["slab_mm"],
+    prewindowed=DATASET["prewindowed"],
+    source=SOURCE,
+    # dataset.cq500 (reads, label_rule, slab_mm, series) when the source is cq500, else None.
+    cq500=cq500_options(),
+    # dataset.rsna (labels, min_slices) when the source is rsna, else None.
+    rsna=rsna_options(),
+)
+
+
+if SHARDS == 1:
+
+    rule brain_window:
+        input:
+            raw_dataset(),
+        output:
+            directory("results/data/cache"),
+        params:
+            **BRAIN_WINDOW_PARAMS,
+        threads: config["threads"]["brain_window"]
+        log:
+            "logs/data/brain_window.log",
+        resources:
+            mem_mb=8000,
+            runtime=60,
+        script:
+            "../scripts/brain_window.py"
+
+else:
+    # preprocess.shards > 1: index once, one job per shard (fanned out on Slurm), join.
+
+    localrules:
+        brain_window,
+
+    rule cache_index:
+        input:
+            raw_dataset(),
+        output:
+            directory("results/data/index"),
+        params:
+            **BRAIN_WINDOW_PARAMS,
+            shards=SHARDS,
+        threads: config["threads"]["brain_window"]
+        log:
+            "logs/data/cache_index.log",
+        resources:
+            # RSNA 2019's header index: ~750,000 rows.
+            mem_mb=8000,
+            runtime=120,
+        script:
+            "../scripts/cache_index.py"
+
+    rule brain_window_shard:
+        input:
+            index="results/data/index",
+            dataset=raw_dataset(),
+        output:
+            directory("results/data/shards/shard-{shard}"),
+        threads: config["threads"]["brain_window"]
+        log:
+            "logs/data/brain_window/shard-{shard}.log",
+        wildcard_constraints:
+            shard=r"\d+",
+        resources:
+            # One scan per worker in memory, whatever the shard's size (measured: README).
+            mem_mb=2000,
+            runtime=60,
+        script:
+            "../scripts/brain_window_shard.py"
+
+    rule brain_window:
+        input:
+            index="results/data/index",
+            shards=SHARD_DIRS,
+        output:
+            directory("results/data/cache"),
+        log:
+            "logs/data/brain_window.log",
+        script:
+            "../scripts/join_shards.py"
 
 
 rule cohort:

@@ -153,6 +153,64 @@ def _process_patient(patient: int, spec: WindowSpec, dataset=None):
     return images, masks, rows, notes, slabs is not None
 
 
+def window_scans(dataset, patients, spec: WindowSpec, workers: int = 1, src=None):
+    """``(images, masks, rows, notes, slabbed)`` of each of ``patients`` (:func:`_process_patient`),
+    in their order, as they are made: ``workers`` processes, each holding one scan at a time (a
+    CT-ICH dataset is opened anew in each from ``src``, a CQ500/RSNA one pickled to them)."""
+    patients = list(patients)
+    if workers > 1 and len(patients) > 1:
+        shared = dataset if dataset.layout in (CQ500_LAYOUT, RSNA_LAYOUT) else None
+        with ProcessPoolExecutor(min(workers, len(patients)), initializer=_worker_init,
+                                 initargs=(str(src if src is not None else dataset.path), spec.prewindowed,
+                                           shared)) as pool:
+            yield from pool.map(_process_patient, patients, [spec] * len(patients))
+    else:
+        for patient in patients:
+            yield _process_patient(patient, spec, dataset)
+
+
+@dataclass(frozen=True)
+class WrittenScans:
+    """What :func:`write_scans` wrote: the manifest (``row`` 0..slices-1), the slice count and
+    how many scans were averaged into slabs."""
+
+    manifest: pd.DataFrame
+    slices: int
+    slabbed: int
+
+
+def write_scans(folder: Path, results, image_size: int, reserve: int, log=print) -> WrittenScans:
+    """Write ``results`` (:func:`window_scans`) into ``folder``'s slices.npy and masks.npy one scan
+    at a time, so that memory holds one scan whatever the count; their notes go to ``log`` as
+    they come. ``reserve``: the slices expected, whose blocks are reserved first (a guess: the
+    files are cut to what was written and their headers rewritten to the count)."""
+    size = (image_size, image_size)
+    frames, start, slabbed = [], 0, 0
+    # Written with plain writes into blocks reserved first, never through a memory map of a
+    # sparse file: a full disk then fails a call with ENOSPC (a one-line error) instead of
+    # killing the process with SIGBUS at the first page that finds no room.
+    with open(folder / "slices.npy", "wb") as slices, open(folder / "masks.npy", "wb") as masks:
+        _start_npy(slices, (reserve, *size))
+        _start_npy(masks, (reserve, *size))
+        for images, mask, rows, notes, was_slabbed in results:
+            for line in notes:
+                log(line)
+            # Else the .npy files would not match their headers.
+            assert images.shape[1:] == mask.shape[1:] == size
+            slices.write(np.ascontiguousarray(images, dtype=np.uint8).data)
+            masks.write(np.ascontiguousarray(mask, dtype=np.uint8).data)
+            rows.insert(0, "row", np.arange(start, start + len(images)))
+            frames.append(rows)
+            start += len(images)
+            slabbed += bool(was_slabbed)
+        _finish_npy(slices, (start, *size))
+        _finish_npy(masks, (start, *size))
+    if not frames:
+        raise DataError(f"{folder}: no scan to write")
+    manifest = pd.concat(frames, ignore_index=True)[list(MANIFEST_COLUMNS)]
+    return WrittenScans(manifest, start, slabbed)
+
+
 def dataset_provenance(dataset, source: str | None = None) -> dict:
     """What the dataset is, for cache.json's ``dataset`` (every run trained on the cache copies it
     into its ``ichseq.json``, and ``ichseq predict`` and ``ichseq card`` say it): ``source`` (the
@@ -228,46 +286,21 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
     # nor a disk too small for the result is worth an hour of reading.
     check_replaceable(out, owned=is_cache, owned_by=NOT_A_CACHE)
     dataset = open_source(src, spec, source, dataset_options, log)
-    _check_slabs(spec, dataset, src)
+    check_slabs(spec, dataset, src)
     # Hashed before the scans are read (a file replaced meanwhile then no longer matches its
     # entry, so the next run hashes it again and sees the change); unchanged files keep the
     # hashes of the cache being replaced.
-    files = dataset_manifest(src, read_manifest(out / MANIFEST_NAME))
+    files = content_manifest(dataset, src, read_manifest(out / MANIFEST_NAME))
     digest = manifest_digest(files)
     log(f"dataset content: {len(files)} files, {sum(f['size'] for f in files)} bytes, sha256 {digest}")
     log(f"reading {dataset.layout} dataset at {src}: {len(dataset.patients)} patients, {len(dataset.labels)} slices")
-    check_free_space(out, _cache_bytes(len(dataset.labels), spec.image_size, files))
-    if workers > 1:
-        shared = dataset if dataset.layout in (CQ500_LAYOUT, RSNA_LAYOUT) else None
-        with ProcessPoolExecutor(workers, initializer=_worker_init,
-                                 initargs=(str(src), spec.prewindowed, shared)) as pool:
-            results = list(pool.map(_process_patient, dataset.patients, [spec] * len(dataset.patients)))
-    else:
-        results = [_process_patient(p, spec, dataset) for p in dataset.patients]
-
-    for *_arrays, notes, _slabbed in results:
-        for line in notes:
-            log(line)
-    n = sum(len(r[0]) for r in results)
-    shape = (n, spec.image_size, spec.image_size)
-    needed = _cache_bytes(n, spec.image_size, files)
+    estimate = len(dataset.labels)
+    check_free_space(out, _cache_bytes(estimate, spec.image_size, files))
+    needed = _cache_bytes(estimate, spec.image_size, files)
     with atomic_dir(out, owned=is_cache, owned_by=NOT_A_CACHE, needed_bytes=needed) as tmp:
-        # Written with plain writes into blocks reserved first, never through a memory map of a
-        # sparse file: a full disk then fails a call with ENOSPC (a one-line error) instead of
-        # killing the process with SIGBUS at the first page that finds no room.
-        with open(tmp / "slices.npy", "wb") as slices, open(tmp / "masks.npy", "wb") as masks:
-            _start_npy(slices, shape)
-            _start_npy(masks, shape)
-            frames, start = [], 0
-            for images, mask, rows, _notes, _slabbed in results:
-                # Else the .npy files would not match their headers.
-                assert images.shape[1:] == mask.shape[1:] == shape[1:]
-                slices.write(np.ascontiguousarray(images, dtype=np.uint8).data)
-                masks.write(np.ascontiguousarray(mask, dtype=np.uint8).data)
-                rows.insert(0, "row", np.arange(start, start + len(images)))
-                frames.append(rows)
-                start += len(images)
-        manifest = pd.concat(frames, ignore_index=True)[list(MANIFEST_COLUMNS)]
+        written = write_scans(tmp, window_scans(dataset, dataset.patients, spec, workers, src), spec.image_size,
+                              estimate, log)
+        manifest, n = written.manifest, written.slices
         manifest.to_csv(tmp / "manifest.csv", index=False)
         write_manifest(tmp / MANIFEST_NAME, files)
         # A dataset's own files written into the cache (CQ500: series_choice.csv) and what
@@ -279,11 +312,11 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
             "dataset": dataset_provenance(dataset, source),
             "dataset_sha256": digest,
             "layout": dataset.layout,
-            "window": _window_meta(dataset.layout, spec),
+            "window": window_meta(dataset.layout, spec),
             "image_size": spec.image_size,
             # preprocess.slab_mm (None: slice for slice), and how many scans were averaged into slabs.
             "slab_mm": spec.slab_mm,
-            **({"slabbed_scans": sum(1 for r in results if r[4])} if spec.slab_mm is not None else {}),
+            **({"slabbed_scans": written.slabbed} if spec.slab_mm is not None else {}),
             "patients": len(dataset.patients),
             "slices": int(n),
             "positive_slices": int(manifest.label.sum()),
@@ -300,7 +333,16 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
     return meta
 
 
-def _check_slabs(spec: WindowSpec, dataset, src) -> None:
+def content_manifest(dataset, src, known: list[dict]) -> list[dict]:
+    """The dataset's content manifest (dataset.json): the dataset's own where it supplies one
+    (RSNA 2019: its label file and a digest over the .dcm files' names, sizes and times, not
+    ~450 GB of SHA-256), else every file's size and SHA-256 (:func:`dataset_manifest`), hashes of
+    unchanged files taken from ``known`` (the manifest of the cache being replaced)."""
+    own = getattr(dataset, "content_manifest", None)
+    return own(known) if own else dataset_manifest(src, known)
+
+
+def check_slabs(spec: WindowSpec, dataset, src) -> None:
     """``preprocess.slab_mm`` needs slice positions in mm and Hounsfield units: refused (one line)
     for a JPG dataset or a pre-windowed one before any scan is read."""
     if spec.slab_mm is None:
@@ -332,6 +374,20 @@ def _start_npy(fh, shape: tuple[int, ...]) -> None:
     _reserve(fh.fileno(), fh.tell(), int(np.prod(shape)))
 
 
+def _finish_npy(fh, shape: tuple[int, ...]) -> None:
+    """Cut the .npy file ``fh`` (begun by :func:`_start_npy`) after its data and rewrite its
+    header for the ``shape`` written: the header :func:`_start_npy` would have written for it."""
+    data_end = fh.tell()
+    fh.truncate(data_end)
+    fh.seek(0)
+    np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                                              "fortran_order": False, "shape": shape})
+    # .npy pads its header to 64 bytes: counts of a few to many digits give the same length.
+    if fh.tell() + int(np.prod(shape)) != data_end:
+        raise DataError(f"{fh.name}: header of {fh.tell()} bytes does not fit the reserved one; rerun the rule")
+    fh.seek(data_end)
+
+
 def _reserve(fd: int, offset: int, length: int) -> None:
     """Allocate ``length`` bytes of the file from ``offset``, so that a full disk shows now (as
     ENOSPC) rather than somewhere in the write. Where the file system cannot reserve space
@@ -346,7 +402,7 @@ def _reserve(fd: int, offset: int, length: int) -> None:
             raise
 
 
-def _window_meta(layout: str, spec: WindowSpec) -> dict | str:
+def window_meta(layout: str, spec: WindowSpec) -> dict | str:
     if layout == JPG_LAYOUT:
         return "as published (JPG)"
     if spec.prewindowed:
@@ -361,6 +417,47 @@ def _with_geometry_columns(manifest: pd.DataFrame) -> pd.DataFrame:
     return manifest.assign(**{column: np.nan for column in missing}) if missing else manifest
 
 
+class ShardedRows:
+    """Memory-mapped arrays of equal row shape read as their concatenation along the rows (a
+    sharded cache's slices or masks): ``shape``, ``dtype``, ``len`` and row indexing by an int, a
+    slice or an array of ints, each row read from its shard's map; nothing is loaded before."""
+
+    def __init__(self, parts: list[np.ndarray]):
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+        self.shape = (int(self.offsets[-1]), *parts[0].shape[1:])
+        self.dtype = parts[0].dtype
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        if isinstance(index, (int, np.integer)):
+            row = int(index) + (len(self) if index < 0 else 0)
+            if not 0 <= row < len(self):
+                raise IndexError(f"row {index} out of range for {len(self)} rows")
+            k = int(np.searchsorted(self.offsets, row, side="right")) - 1
+            return self.parts[k][row - self.offsets[k]]
+        rows = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        flat = rows.reshape(-1).astype(np.int64)
+        flat = np.where(flat < 0, flat + len(self), flat)
+        if flat.size and (flat.min() < 0 or flat.max() >= len(self)):
+            raise IndexError(f"rows out of range for {len(self)} rows")
+        out = np.empty((flat.size, *self.shape[1:]), self.dtype)
+        which = np.searchsorted(self.offsets, flat, side="right") - 1
+        for k in np.unique(which):
+            here = which == k
+            out[here] = self.parts[k][flat[here] - self.offsets[k]]
+        return out.reshape(*rows.shape, *self.shape[1:])
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
+
+
 class SliceCache:
     """Read access to a cache folder: the manifest in memory, the pixels memory-mapped."""
 
@@ -368,8 +465,8 @@ class SliceCache:
         self.path = Path(path)
         try:
             self.manifest = _with_geometry_columns(pd.read_csv(self.path / "manifest.csv"))
-            self.slices = np.load(self.path / "slices.npy", mmap_mode="r")
             self.meta = json.loads((self.path / "cache.json").read_text())
+            self.slices = self._pixels("slices.npy")
         except (OSError, ValueError) as exc:
             raise DataError(f"{self.path}: not a complete slice cache ({exc}); rerun the brain_window rule") from None
         if len(self.manifest) != len(self.slices):
@@ -395,6 +492,21 @@ class SliceCache:
         cache._rows = {int(p): g.row.to_numpy() for p, g in cache.manifest.groupby("patient")}
         return cache
 
+    def _pixels(self, name: str):
+        """The cache's ``name`` array memory-mapped: its own file, or for a sharded cache
+        (cache.json ``shards``) the shards' files read as one (:class:`ShardedRows`)."""
+        shards = self.meta.get("shards")
+        if not shards:
+            return np.load(self.path / name, mmap_mode="r")
+        parts = []
+        for shard in shards:
+            part = np.load(self.path / shard["path"] / name, mmap_mode="r")
+            if len(part) != shard["slices"]:
+                raise DataError(f"{self.path / shard['path']}: {len(part)} rows in {name}, cache.json says "
+                                f"{shard['slices']}; rerun the brain_window rule")
+            parts.append(part)
+        return ShardedRows(parts)
+
     @property
     def patients(self) -> list[int]:
         return sorted(self._rows)
@@ -403,7 +515,7 @@ class SliceCache:
     def masks(self) -> np.ndarray:
         """uint8 0/1 (N, size, size) hemorrhage masks, memory-mapped on first use."""
         try:
-            return np.load(self.path / "masks.npy", mmap_mode="r")
+            return self._pixels("masks.npy")
         except (OSError, ValueError) as exc:
             raise DataError(f"{self.path}: unreadable masks.npy ({exc}); rerun the brain_window rule") from None
 

@@ -32,6 +32,7 @@ a patient whose scan cannot be used is skipped with its reason, not a crash.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import os
@@ -811,6 +812,17 @@ class Cq500Dataset:
         :class:`~ichseq.data.readers.NiftiDataset`'s."""
         scan = self.read_hu_scan(patient)
         return dataclasses.replace(scan, images=brain_window(scan.images, level, width))
+
+    def for_patients(self, patients) -> "Cq500Dataset":
+        """A copy reading only ``patients`` (a shard of the cache); the inventory table stays whole
+        (one row per patient: small), the scans read are the shard's."""
+        keep = [int(p) for p in patients]
+        part = copy.copy(self)
+        part.patients = keep
+        part._usable = self._usable.loc[keep]
+        part._notes, part._counts = {}, {}
+        part.labels = self.labels[self.labels["PatientNumber"].isin(keep)].reset_index(drop=True)
+        return part
 
     def cache_extras(self, folder: Path) -> dict:
         """Write the series-choice table into the cache ``folder`` being written; what cache.json

@@ -26,6 +26,7 @@ Every inconsistency raises :class:`~ichseq.errors.DataError` with one line namin
 
 from __future__ import annotations
 
+import copy
 import gzip
 import io
 import os
@@ -391,6 +392,15 @@ class CTICHDataset:
 
     def patient_labels(self, patient: int) -> pd.DataFrame:
         return self.labels[self.labels.PatientNumber == patient].set_index("SliceNumber")
+
+    def for_patients(self, patients) -> "CTICHDataset":
+        """A copy reading only ``patients`` (a shard of the cache), on the same open files."""
+        keep = [int(p) for p in patients]
+        part = copy.copy(self)
+        part.patients = keep
+        part.labels = self.labels[self.labels.PatientNumber.isin(keep)].reset_index(drop=True)
+        part._slices = {p: self._slices[p] for p in keep}
+        return part
 
     def _check_slice_numbers(self, patient: int, present: list[int], where: str) -> None:
         rows = self._slices[patient]

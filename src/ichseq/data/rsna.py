@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import copy
 import csv
 import dataclasses
 import gzip
@@ -647,24 +648,31 @@ def rsna_labels_path(root: str | Path, labels: str | Path | None = None) -> Path
     return root / RSNA_LABELS
 
 
+def _listing_digest(train: Path) -> tuple[int, int, str]:
+    """``(files, bytes, sha256)`` over every ``.dcm`` file's name, size and modification time in
+    ``train`` (one stat per file: the pixels are not read)."""
+    digest = hashlib.sha256()
+    n = total = 0
+    for entry in sorted((e for e in os.scandir(train) if e.name.lower().endswith(".dcm")), key=lambda e: e.name):
+        st = entry.stat()
+        digest.update(f"{entry.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        n += 1
+        total += st.st_size
+    return n, total, digest.hexdigest()
+
+
 def rsna_content_digest(root: str | Path, labels: str | Path | None = None) -> str:
     """A cheap content digest of an RSNA download, for the workflow's rerun check: the SHA-256 of
     the label file and a SHA-256 over every ``.dcm`` file's name, size and modification time
     (what the header index is built from; the ~450 GB of pixels are not read: one stat per file)."""
     from .fingerprint import sha256_file
 
-    train = _train_dir(root)
-    digest = hashlib.sha256()
-    n = 0
-    for entry in sorted((e for e in os.scandir(train) if e.name.lower().endswith(".dcm")), key=lambda e: e.name):
-        st = entry.stat()
-        digest.update(f"{entry.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-        n += 1
+    n, _total, listing = _listing_digest(_train_dir(root))
     path = rsna_labels_path(root, labels)
     if not path.is_file():
         raise DataError(f"{path}: does not exist; give RSNA 2019's {RSNA_LABELS} (dataset.rsna.labels, or in "
                         f"dataset.rsna.path)")
-    return f"labels sha256 {sha256_file(path)}, {n} .dcm files (name, size, mtime) sha256 {digest.hexdigest()}"
+    return f"labels sha256 {sha256_file(path)}, {n} .dcm files (name, size, mtime) sha256 {listing}"
 
 
 class RsnaDataset:
@@ -773,6 +781,36 @@ class RsnaDataset:
         """As :meth:`read_hu_scan`, brain-windowed (``level``/``width``) into [0, 1]."""
         scan = self.read_hu_scan(patient)
         return dataclasses.replace(scan, images=brain_window(scan.images, level, width))
+
+    def content_manifest(self, known: list[dict] | None = None) -> list[dict]:
+        """The cache's content manifest (``dataset.json``) of RSNA 2019 without reading its ~450 GB:
+        the label file (its SHA-256, kept from ``known`` while its size and time match) and one
+        entry for the .dcm files, whose ``sha256`` is over their names, sizes and times
+        (:func:`rsna_content_digest`'s; a file rewritten with the same size and time goes unseen)."""
+        from .fingerprint import sha256_file
+
+        st = self.labels_path.stat()
+        name = self.labels_path.name
+        previous = {(e["path"], e["size"], e["mtime_ns"]): e["sha256"] for e in known or []}
+        labels_sha = previous.get((name, st.st_size, st.st_mtime_ns)) or sha256_file(self.labels_path)
+        n, total, listing = _listing_digest(self.train)
+        return [{"path": name, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": labels_sha},
+                {"path": f"{self.train.name}/*.dcm ({n} files: name, size, mtime)", "size": total, "mtime_ns": 0,
+                 "sha256": listing}]
+
+    def for_patients(self, patients) -> "RsnaDataset":
+        """A copy reading only ``patients`` (a shard of the cache): their slices and scans, no
+        header index; pickled to a shard job, it holds the shard, not the cohort."""
+        keep = [int(p) for p in patients]
+        part = copy.copy(self)
+        part.index = None
+        part.patients = keep
+        part._slices = {p: self._slices[p] for p in keep}
+        part._series = {p: self._series[p] for p in keep}
+        part._notes = {}
+        part.scans = self.scans[self.scans["patient"].isin(keep)].reset_index(drop=True)
+        part.labels = self.labels[self.labels["PatientNumber"].isin(keep)].reset_index(drop=True)
+        return part
 
     def cache_extras(self, folder: Path) -> dict:
         """Write the header index, scans.csv and the fault lines into the cache ``folder``
