@@ -21,7 +21,7 @@ from ichseq.data.cq500 import SERIES_CHOICE_FILE, cq500_labels, read_cq500_reads
 from ichseq.data.format_twins import THIN_DESCRIPTION, write_cq500
 from ichseq.data.layout import SUBTYPES
 from ichseq.data.public_layouts import CQ500_LAYOUT, CQ500_READS, cq500_name
-from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
+from ichseq.data.synthetic import SyntheticSpec
 from ichseq.errors import ConfigError
 from tests.conftest import one_line_error
 
@@ -34,18 +34,14 @@ QUIET = {"log": lambda _msg: None}
 
 
 @pytest.fixture(scope="module")
-def twin(tmp_path_factory) -> Path:
-    dest = tmp_path_factory.mktemp("twin") / "ct-ich"
-    generate_synthetic(dest, SPEC, **QUIET)
-    return dest
+def twin(small_twins) -> Path:
+    return small_twins(SPEC)
 
 
 @pytest.fixture(scope="module")
-def cq500(twin, tmp_path_factory) -> Path:
+def cq500(small_twins) -> Path:
     """The CQ500 twin without its thin series (fast): a 5 mm and a bone-kernel series per patient."""
-    out = tmp_path_factory.mktemp("cq500") / "CQ500"
-    write_cq500(twin, out, thin_series=False, seed=SEED, **QUIET)
-    return out
+    return small_twins(SPEC, "cq500", thin_series=False, seed=SEED)
 
 
 @pytest.fixture(scope="module")

@@ -44,17 +44,12 @@ QUIET = {"log": lambda _msg: None}
 TILT_DEG = 15.0
 
 
-@pytest.fixture(autouse=True)
-def _quiet_rsna_ids(monkeypatch):
-    """RSNA's ``ID_...`` values in UI elements are not DICOM UIDs: pydicom would warn on each."""
-    monkeypatch.setattr(pydicom.config.settings, "reading_validation_mode", pydicom.config.IGNORE)
+pytestmark = pytest.mark.usefixtures("unchecked_dicom_ids")
 
 
 @pytest.fixture(scope="module")
-def twin(tmp_path_factory) -> Path:
-    dest = tmp_path_factory.mktemp("twin") / "ct-ich"
-    generate_synthetic(dest, SPEC, **QUIET)
-    return dest
+def twin(small_twins) -> Path:
+    return small_twins(SPEC)
 
 
 @pytest.fixture(scope="module")
@@ -68,24 +63,18 @@ def _nifti_stack(twin: Path, patient: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def cq500_zips(twin, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cq500") / "zips"
-    write_cq500(twin, out, seed=SEED, **QUIET)
-    return out
+def cq500_zips(small_twins) -> Path:
+    return small_twins(SPEC, "cq500", seed=SEED)
 
 
 @pytest.fixture(scope="module")
-def cq500_folders(twin, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cq500") / "folders"
-    write_cq500(twin, out, zipped=False, seed=SEED, **QUIET)
-    return out
+def cq500_folders(small_twins) -> Path:
+    return small_twins(SPEC, "cq500", zipped=False, seed=SEED)
 
 
 @pytest.fixture(scope="module")
-def rsna(twin, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("rsna") / "rsna"
-    write_rsna(twin, out, seed=SEED, **QUIET)
-    return out
+def rsna(small_twins) -> Path:
+    return small_twins(SPEC, "rsna", seed=SEED)
 
 
 def _hashes(root: Path) -> dict[str, str]:

@@ -15,7 +15,6 @@ import pydicom
 import pytest
 
 from ichseq.data import public_layouts as pl
-from ichseq.data.format_twins import write_rsna
 from ichseq.data.layout import NIFTI_CSV, patient_file
 from ichseq.data.readers import display_slices, load_nifti
 from ichseq.data.rsna import (
@@ -29,7 +28,7 @@ from ichseq.data.rsna import (
     read_rsna_scan,
     write_header_index,
 )
-from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
+from ichseq.data.synthetic import SyntheticSpec
 from tests.conftest import one_line_error
 
 # 6 patients (3 with hemorrhage), 32 px, 8-10 slices: one scan per injected fault and a clean one.
@@ -39,19 +38,12 @@ SEED = 7
 QUIET = {"log": lambda _msg: None}
 
 
-@pytest.fixture(autouse=True)
-def _quiet_rsna_ids(monkeypatch):
-    """RSNA's ``ID_...`` values in UI elements are not DICOM UIDs: pydicom would warn on each
-    (the module under test turns the warning off itself; this covers the test's own reads and writes)."""
-    monkeypatch.setattr(pydicom.config.settings, "reading_validation_mode", pydicom.config.IGNORE)
-    monkeypatch.setattr(pydicom.config.settings, "writing_validation_mode", pydicom.config.IGNORE)
+pytestmark = pytest.mark.usefixtures("unchecked_dicom_ids")
 
 
 @pytest.fixture(scope="module")
-def twin(tmp_path_factory) -> Path:
-    dest = tmp_path_factory.mktemp("twin") / "ct-ich"
-    generate_synthetic(dest, SPEC, **QUIET)
-    return dest
+def twin(small_twins) -> Path:
+    return small_twins(SPEC)
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +52,8 @@ def twin_labels(twin) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def rsna(twin, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("rsna") / "rsna"
-    write_rsna(twin, out, seed=SEED, **QUIET)
-    return out
+def rsna(small_twins) -> Path:
+    return small_twins(SPEC, "rsna", seed=SEED)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from ichseq.config import validate_config
 from ichseq.data import public_layouts as pl
 from ichseq.data.cache import SliceCache, WindowSpec, build_cache
 from ichseq.data.cohort import cohort_from_manifest, read_patient_ids
-from ichseq.data.format_twins import write_cq500, write_rsna
+from ichseq.data.format_twins import write_cq500
 from ichseq.data.layout import NIFTI_CSV, SUBTYPES, patient_file
 from ichseq.data.readers import display_slices, load_nifti
 from ichseq.data.rsna import (
@@ -33,7 +33,7 @@ from ichseq.data.rsna import (
     rsna_content_digest,
 )
 from ichseq.data.splits import patient_split
-from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
+from ichseq.data.synthetic import SyntheticSpec
 from ichseq.errors import ConfigError
 from tests.conftest import one_line_error
 
@@ -46,27 +46,17 @@ SIZE = 32
 QUIET = {"log": lambda _msg: None}
 
 
-@pytest.fixture(autouse=True)
-def _quiet_rsna_ids(monkeypatch):
-    """RSNA's ``ID_...`` values are not DICOM UIDs: pydicom would warn on each (the test's own reads)."""
-    monkeypatch.setattr(pydicom.config.settings, "reading_validation_mode", pydicom.config.IGNORE)
-    monkeypatch.setattr(pydicom.config.settings, "writing_validation_mode", pydicom.config.IGNORE)
+pytestmark = pytest.mark.usefixtures("unchecked_dicom_ids")
 
 
 @pytest.fixture(scope="module")
-def twin(tmp_path_factory) -> Path:
-    dest = tmp_path_factory.mktemp("twin") / "ct-ich"
-    generate_synthetic(dest, SPEC, **QUIET)
-    return dest
+def twin(small_twins) -> Path:
+    return small_twins(SPEC)
 
 
 @pytest.fixture(scope="module")
-def rsna(twin, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("rsna") / "rsna"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pydicom.config.settings, "writing_validation_mode", pydicom.config.IGNORE)
-        write_rsna(twin, out, seed=SEED, **QUIET)
-    return out
+def rsna(small_twins) -> Path:
+    return small_twins(SPEC, "rsna", seed=SEED)
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,11 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 
 from ichseq.data.cache import SliceCache, ShardedRows, WindowSpec, build_cache
-from ichseq.data.format_twins import write_cq500, write_rsna
 from ichseq.data.shards import build_shard, index_cache, join_shards, plan_shards, shard_name
-from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
+from ichseq.data.synthetic import SyntheticSpec
 from ichseq.errors import ConfigError
 from tests.conftest import one_line_error
 
@@ -33,26 +31,17 @@ SPEC = SyntheticSpec(n_patients=10, n_positive=5, image_size=32, min_slices=9, m
                      generator="cartoon")
 SIZE = 32
 QUIET = {"log": lambda _msg: None}
-SOURCES = {"local": "nifti", "cq500": "cq500", "rsna": "rsna"}
+SOURCES = ("local", "cq500", "rsna")
 
 
-@pytest.fixture(autouse=True)
-def _quiet_rsna_ids(monkeypatch):
-    """RSNA's ``ID_...`` values are not DICOM UIDs: pydicom would warn on each."""
-    monkeypatch.setattr(pydicom.config.settings, "reading_validation_mode", pydicom.config.IGNORE)
-    monkeypatch.setattr(pydicom.config.settings, "writing_validation_mode", pydicom.config.IGNORE)
+pytestmark = pytest.mark.usefixtures("unchecked_dicom_ids")
 
 
 @pytest.fixture(scope="module")
-def datasets(tmp_path_factory) -> dict[str, Path]:
+def datasets(small_twins) -> dict[str, Path]:
     """The same twin in the three layouts a cache reads: CT-ICH NIfTI, CQ500 zips, RSNA files."""
-    base = tmp_path_factory.mktemp("datasets")
-    generate_synthetic(base / "nifti", SPEC, **QUIET)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pydicom.config.settings, "writing_validation_mode", pydicom.config.IGNORE)
-        write_rsna(base / "nifti", base / "rsna", seed=3, **QUIET)
-        write_cq500(base / "nifti", base / "cq500", **QUIET)
-    return {source: base / folder for source, folder in SOURCES.items()}
+    return {"local": small_twins(SPEC), "cq500": small_twins(SPEC, "cq500", thin_series=False, seed=3),
+            "rsna": small_twins(SPEC, "rsna", seed=3)}
 
 
 def _sharded(src: Path, base: Path, source: str, shards: int = 3, workers: int = 1) -> tuple[Path, list[Path]]:
@@ -210,3 +199,18 @@ def test_snakemake_runs_one_job_per_shard_trains_on_the_joined_cache_and_reruns_
     assert sorted(ran) == ["brain_window", "brain_window_shard"], out[-3000:]
     assert _digest(shard) == before
     assert "shard 001 written" in (tmp_path / "logs/data/brain_window/shard-001.log").read_text()
+
+
+def test_slurm_dry_run_plans_one_bounded_cache_job_per_shard(datasets, tmp_path, copy_checkout):
+    from tests.test_profiles import by_rule, planned_jobs
+
+    checkout = copy_checkout(tmp_path / "ichseq")
+    config = {"dataset": {"source": "rsna", "rsna": {"path": str(datasets["rsna"])}}, "preprocess": {"shards": 5}}
+    jobs = planned_jobs(checkout, "--profile", "profiles/slurm", config=config)
+    shards = by_rule(jobs, "brain_window_shard")
+    assert len(shards) == 5 and all(res["mem_mb"] == "2000" for res in shards)
+    assert len(by_rule(jobs, "cache_index")) == 1 and len(by_rule(jobs, "brain_window")) == 1
+    # One shard: the one-job rule, as before.
+    jobs = planned_jobs(checkout, "--profile", "profiles/slurm", config={**config, "preprocess": {"shards": 1}})
+    assert len(by_rule(jobs, "brain_window")) == 1 and not [r for r, _ in jobs if r in ("cache_index",
+                                                                                         "brain_window_shard")]

@@ -404,10 +404,13 @@ def _ids_as_uids() -> Iterator[None]:
         settings.reading_validation_mode, settings.writing_validation_mode = saved
 
 
-def write_rsna(nifti_dataset_dir: str | Path, out: str | Path, *, seed: int = 0, log=print) -> dict:
+def write_rsna(nifti_dataset_dir: str | Path, out: str | Path, *, seed: int = 0, compression: str = "none",
+               log=print) -> dict:
     """Write the NIfTI dataset ``nifti_dataset_dir`` in the RSNA 2019 layout into ``out`` (new
     or empty; it appears only when complete): ``stage_2_train/ID_<hex>.dcm`` and
-    ``stage_2_train.csv``, as the module describes. Returns a summary."""
+    ``stage_2_train.csv``, as the module describes. ``compression``: uncompressed (RSNA's own
+    files are) or, for benchmarks, a lossless syntax of ``ichseq to-dicom --compression``.
+    Returns a summary."""
     src, out, twin = _start(nifti_dataset_dir, out)
     ids = _HexIds(seed)
     slices: list[tuple[str, dict[str, int]]] = []  # (slice id, RSNA subtype -> 0/1)
@@ -419,7 +422,8 @@ def write_rsna(nifti_dataset_dir: str | Path, out: str | Path, *, seed: int = 0,
             stems = [ids(9) for _ in range(values.shape[2])]
             common = {**dropped, "PatientID": patient_id, "StudyInstanceUID": study, "SeriesInstanceUID": series}
             write_dicom_series(values, affine, tmp / RSNA_TRAIN_DIR, name=patient_id, uid_seed=f"{seed} rsna",
-                               description=f"patient {patient}", file_names=[f"{stem}.dcm" for stem in stems],
+                               description=f"patient {patient}", compression=compression,
+                               file_names=[f"{stem}.dcm" for stem in stems],
                                tags=lambda k: {**common, "SOPInstanceUID": stems[k]})
             for stem, (_, row) in zip(stems, rows.iterrows()):
                 labels = {theirs: int(row[ours]) for theirs, ours in RSNA_TO_SUBTYPE.items()}
