@@ -1,7 +1,7 @@
 """RSNA 2019 at scale (issue 26.6): header indexing, windowing, a shard job's memory, the Slurm
 plan for the full 21,700 scans, and the default models end to end on a twin of 2,000 scans.
 
-    .venv/bin/python workflow/benchmarks/rsna_scale.py --work /tmp/rsna-scale            # everything
+    .venv/bin/python workflow/benchmarks/rsna_scale.py --work /tmp/rsna-scale            # everything (~30 min on 2 cores, ~7 GB)
     .venv/bin/python workflow/benchmarks/rsna_scale.py --work /tmp/rsna-scale --quick    # a smoke run (60 scans)
     .venv/bin/python workflow/benchmarks/rsna_scale.py --work DIR --steps index,window   # some steps
 
@@ -24,9 +24,11 @@ dryrun  the Slurm profile's dry run for RSNA's full size: jobs per rule with ``p
         files, so the twin's folder stands in for the download);
 run     the default models (config.yaml: ViViT and ConvNeXt, each pretrained as by default) end
         to end on the large twin with ``--shards`` shards and ``--replicates`` replicates, timed
-        per stage from Snakemake's log; then a shard job killed mid-way (SIGKILL of the whole
-        Snakemake process group while the shard is being written) and rerun with
-        ``--rerun-incomplete``: which jobs ran, and whether its files are byte-identical.
+        per rule from the jobs' logs;
+kill    on that run: a shard's files and the cache removed, the cache asked for again and the
+        shard's job SIGKILLed (as the OOM killer or a failing node would) once its temporary
+        folder holds pixels; then the pipeline run again: which jobs ran, whether the shard's
+        files are byte-identical to the uninterrupted build and the dead job's folder swept.
 """
 
 from __future__ import annotations
@@ -234,7 +236,7 @@ def _stage_times(run: Path) -> dict[str, float]:
     """Seconds of each rule's jobs, summed, from their logs' ``done in`` lines."""
     times: dict[str, float] = {}
     for log in (run / "logs").rglob("*.log"):
-        for name, seconds in re.findall(r"(\w+)(?: [\w-]+)? done in ([\d.]+) s", log.read_text(errors="replace")):
+        for name, seconds in re.findall(r"INFO (\w+)(?: [\w-]+)* done in ([\d.]+) s", log.read_text(errors="replace")):
             times[name] = round(times.get(name, 0) + float(seconds), 1)
     return times
 
@@ -253,39 +255,52 @@ def step_run(work: Path, shards: int, replicates: int) -> dict:
     if proc.returncode != 0:
         raise SystemExit(text[-4000:])
     cohort = (run / "results/data/cohort.csv").read_text().splitlines()
-    summary = json.loads((run / "results/stats/summary.json").read_text()) if (run / "results/stats/summary.json").is_file() else None
     aucs = {}
     for model in ("convnext", "vivit"):
         values = [json.loads(p.read_text())["metrics"]["roc_auc"] for p in sorted((run / f"results/runs/{model}").glob("rep-*/metrics.json"))]
         aucs[model] = {"mean": round(float(sum(values) / len(values)), 3), "values": [round(v, 3) for v in values]}
-    out = {"wall_s": round(wall, 1), "patients": len(cohort) - 1, "stage_s": _stage_times(run), "roc_auc": aucs,
-           "summary": bool(summary)}
+    out = {"wall_s": round(wall, 1), "patients": len(cohort) - 1, "stage_s": _stage_times(run), "roc_auc": aucs}
     print(f"run: {out}", flush=True)
 
-    # A shard killed mid-way: its files and the join's gone, the job started again and SIGKILLed
-    # with Snakemake once the shard's temporary folder holds pixels; then rerun.
+    return out
+
+
+def step_kill(work: Path) -> dict:
+    """A shard job killed mid-way (SIGKILL, as the OOM killer or a failing node does) while
+    Snakemake runs on: its files and the join's removed, the pipeline asked for the cache again,
+    the job killed once its temporary folder holds pixels; then the pipeline run again."""
+    run = work / "run"
     shard = run / f"results/data/shards/shard-{1:03d}"
     before = _digest(shard)
     shutil.rmtree(shard)
     shutil.rmtree(run / "results/data/cache")
     proc = _snakemake(run, "results/data/cache")
-    deadline = time.time() + 600
-    while time.time() < deadline:
+    deadline, killed = time.time() + 600, None
+    while time.time() < deadline and killed is None:
         temps = [p for p in shard.parent.iterdir() if "ichseq-tmp" in p.name]
         if temps and (temps[0] / "slices.npy").is_file() and (temps[0] / "slices.npy").stat().st_size > (1 << 20):
-            break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_with_temp = bool([p for p in shard.parent.iterdir() if "ichseq-tmp" in p.name]) and not shard.exists()
+            jobs = subprocess.run(["pgrep", "-f", "brain_window_shard"], capture_output=True, text=True).stdout.split()
+            for pid in jobs:
+                if int(pid) != proc.pid:
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed = int(pid)
+        time.sleep(0.02)
+    first = proc.communicate()[0]
+    out = {"killed_pid": killed, "snakemake_exit": proc.returncode,
+           "left_a_temporary_folder": bool([p for p in shard.parent.iterdir() if "ichseq-tmp" in p.name]),
+           "shard_absent": not shard.exists()}
     t0 = time.perf_counter()
-    proc = _snakemake(run, "results/data/cache", "--rerun-incomplete")
+    proc = _snakemake(run, "results/data/cache")
     text = proc.communicate()[0]
-    ran = re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", text)
-    out["kill"] = {"killed_mid_write": killed_with_temp, "rerun_jobs": sorted(ran),
-                   "rerun_s": round(time.perf_counter() - t0, 1), "identical_bytes": _digest(shard) == before,
-                   "temp_swept": not [p for p in shard.parent.iterdir() if "ichseq-tmp" in p.name]}
-    print(f"kill and rerun: {out['kill']}", flush=True)
+    out.update({"rerun_exit": proc.returncode, "rerun_jobs": sorted(re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", text)),
+                "rerun_s": round(time.perf_counter() - t0, 1),
+                "identical_bytes": shard.is_dir() and _digest(shard) == before,
+                "temporary_swept": not [p for p in shard.parent.iterdir() if "ichseq-tmp" in p.name]})
+    if proc.returncode != 0:
+        out["rerun_tail"] = text[-1500:]
+    if killed is None:
+        out["first_tail"] = first[-1500:]
+    print(f"kill and rerun: {out}", flush=True)
     return out
 
 
@@ -299,7 +314,7 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=8, help="shards of the end-to-end run")
     parser.add_argument("--replicates", type=int, default=3, help="replicates of the end-to-end run")
     parser.add_argument("--scans-per-shard", type=int, default=300, help="for the full-size dry run")
-    parser.add_argument("--steps", default="gen,index,window,memory,dryrun,run")
+    parser.add_argument("--steps", default="gen,index,window,memory,dryrun,run,kill")
     parser.add_argument("--quick", action="store_true", help="60 scans, 2 at 512 px, 1 replicate")
     args = parser.parse_args()
     if args.quick:
@@ -314,7 +329,8 @@ def main() -> None:
              "window": lambda: step_window(args.work),
              "memory": lambda: step_memory(args.work, args.scans),
              "dryrun": lambda: step_dryrun(args.work, args.scans_per_shard),
-             "run": lambda: step_run(args.work, args.shards, args.replicates)}
+             "run": lambda: step_run(args.work, args.shards, args.replicates),
+             "kill": lambda: step_kill(args.work)}
     for name in args.steps.split(","):
         t0 = time.perf_counter()
         results[name] = steps[name]()

@@ -13,6 +13,11 @@ Layout of the cache folder (written to a temporary sibling and renamed when comp
     series_choice.csv  CQ500 only (``dataset.source: cq500``): per patient the series read, or
                    why the patient is skipped (:func:`ichseq.data.cq500.cq500_inventory`'s table)
 
+**Sharded caches** (``preprocess.shards`` > 1, :mod:`ichseq.data.shards`): the folder holds no
+slices.npy/masks.npy; cache.json's ``shards`` lists the shard folders (relative to it) whose
+arrays, in order, are the rows of manifest.csv; :class:`SliceCache` memory-maps them as one
+(:class:`ShardedRows`). Everything else is as above.
+
 **Scan-labelled datasets** (CQ500): cache.json's ``slice_labels`` and ``masks`` are false; each
 row carries its scan's labels and has_mask 0 (caches without the keys: both true).
 

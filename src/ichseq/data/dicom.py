@@ -272,6 +272,12 @@ def _hu(path: Path, ds: Dataset) -> np.ndarray:
             f"re-export the series uncompressed"
         ) from None
     slope, intercept = _number(ds, "RescaleSlope", 1.0), _number(ds, "RescaleIntercept", 0.0)
+    if slope == 1 and float(intercept).is_integer() and pixels.dtype.itemsize <= 2:
+        # CT's usual rescale: 16-bit integers plus an integer intercept are exact in float32,
+        # which is what the float64 route gives too, in a third of the time.
+        hu = pixels.astype(np.float32)
+        hu += np.float32(intercept)
+        return hu
     return (pixels.astype(np.float64) * slope + intercept).astype(np.float32)
 
 
