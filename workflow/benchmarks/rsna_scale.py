@@ -101,7 +101,7 @@ def step_gen(work: Path, scans: int, size: int, scans_512: int) -> dict:
     return out
 
 
-def step_index(work: Path, workers: int, limit: int | None) -> dict:
+def step_index(work: Path, workers: int) -> dict:
     out = {}
     for n_workers in sorted({1, workers}):
         out[f"index_{n_workers}"] = child("""
@@ -171,7 +171,7 @@ def step_window(work: Path) -> dict:
     return out
 
 
-def step_memory(work: Path, scans: int) -> dict:
+def step_memory(work: Path) -> dict:
     out = {}
     for label, src, shards, size in (("1/40 of the twin", "rsna", 40, 128), ("1/4 of the twin", "rsna", 4, 128),
                                      ("512 px subset, one shard", "rsna512", 1, 128)):
@@ -197,10 +197,8 @@ def _counts(text: str) -> dict[str, int]:
     counts = {}
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total",):
+        if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
-        elif len(parts) == 2 and parts[0] == "total":
-            counts["total"] = int(parts[1])
     return counts
 
 
@@ -325,9 +323,9 @@ def main() -> None:
     results["machine"] = describe()
     print(results["machine"], flush=True)
     steps = {"gen": lambda: step_gen(args.work, args.scans, args.size, args.scans_512),
-             "index": lambda: step_index(args.work, args.workers, None),
+             "index": lambda: step_index(args.work, args.workers),
              "window": lambda: step_window(args.work),
-             "memory": lambda: step_memory(args.work, args.scans),
+             "memory": lambda: step_memory(args.work),
              "dryrun": lambda: step_dryrun(args.work, args.scans_per_shard),
              "run": lambda: step_run(args.work, args.shards, args.replicates),
              "kill": lambda: step_kill(args.work)}

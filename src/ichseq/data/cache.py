@@ -312,29 +312,51 @@ def build_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
         # cache.json records of them.
         extras = getattr(dataset, "cache_extras", None)
         extra_meta = extras(tmp) if extras else {}
-        meta = {
-            "source": str(src),
-            "dataset": dataset_provenance(dataset, source),
-            "dataset_sha256": digest,
-            "layout": dataset.layout,
-            "window": window_meta(dataset.layout, spec),
-            "image_size": spec.image_size,
-            # preprocess.slab_mm (None: slice for slice), and how many scans were averaged into slabs.
-            "slab_mm": spec.slab_mm,
-            **({"slabbed_scans": written.slabbed} if spec.slab_mm is not None else {}),
-            "patients": len(dataset.patients),
-            "slices": int(n),
-            "positive_slices": int(manifest.label.sum()),
-            # Whether a row's labels are its slice's own and masks.npy holds masks; false for a
-            # dataset labelled per scan (CQ500): every slice carries its scan's labels.
-            "slice_labels": bool(getattr(dataset, "slice_labels", True)),
-            "masks": bool(getattr(dataset, "has_masks", True)),
-            **extra_meta,
-            "seconds": round(time.perf_counter() - t0, 2),
-        }
+        meta = cache_json(made_from(src, dataset, source, digest, spec, extra_meta), n, manifest.label.sum(),
+                          written.slabbed, round(time.perf_counter() - t0, 2))
         (tmp / CACHE_META).write_text(json.dumps(meta, indent=2) + "\n")
     slabs = f" ({meta['slabbed_scans']} scans as {spec.slab_mm:g} mm slabs)" if spec.slab_mm is not None else ""
     log(f"cache written to {out}: {n} slices of {spec.image_size}x{spec.image_size}{slabs} in {meta['seconds']} s")
+    return meta
+
+
+def made_from(src, dataset, source: str | None, digest: str, spec: WindowSpec, extras: dict) -> dict:
+    """What cache.json says the cache was made from, in its order: the dataset (where, what, its
+    content digest, layout), the window, size and slabs, the patients, whether rows carry slice
+    labels and masks, and the dataset's own entries (``extras``: what its cache_extras wrote).
+    The sharded cache's index records it, and its join writes it as the one-job cache does."""
+    return {
+        "source": str(src),
+        "dataset": dataset_provenance(dataset, source),
+        "dataset_sha256": digest,
+        "layout": dataset.layout,
+        "window": window_meta(dataset.layout, spec),
+        "image_size": spec.image_size,
+        # preprocess.slab_mm (None: slice for slice).
+        "slab_mm": spec.slab_mm,
+        "patients": len(dataset.patients),
+        # Whether a row's labels are its slice's own and masks.npy holds masks; false for a
+        # dataset labelled per scan (CQ500): every slice carries its scan's labels.
+        "slice_labels": bool(getattr(dataset, "slice_labels", True)),
+        "masks": bool(getattr(dataset, "has_masks", True)),
+        **extras,
+    }
+
+
+def cache_json(made: dict, slices: int, positive_slices: int, slabbed: int, seconds: float,
+               shards: list[dict] | None = None) -> dict:
+    """cache.json's content: :func:`made_from`'s entries with what was written (``slices``,
+    ``positive_slices``, with slab_mm how many scans became slabs), a sharded cache's shard
+    list and the seconds it took."""
+    meta = {key: made[key] for key in ("source", "dataset", "dataset_sha256", "layout", "window", "image_size",
+                                       "slab_mm")}
+    if made["slab_mm"] is not None:
+        meta["slabbed_scans"] = int(slabbed)
+    meta.update(patients=made["patients"], slices=int(slices), positive_slices=int(positive_slices))
+    meta.update({key: value for key, value in made.items() if key not in meta})
+    if shards is not None:
+        meta["shards"] = shards
+    meta["seconds"] = seconds
     return meta
 
 

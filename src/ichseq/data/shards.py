@@ -8,8 +8,9 @@ Three steps, three Snakemake rules (``preprocess.shards`` > 1; one shard is the 
    read, in parallel, into the header index; CQ500: its inventory), its content manifest taken,
    its patients cut into ``shards`` contiguous blocks. The index folder holds::
 
-       index.json      how the cache is to be made (source, window, size, slabs), the dataset's
-                       provenance and digest, the shard count: every shard job reads it from here
+       index.json      how the cache is to be made (the window spec), the entries of cache.json
+                       that describe the dataset (its provenance, digest, layout, patients) and
+                       the shard count: every shard job reads it from here
        plan.csv        patient, shard, slices (the dataset's count before slabs)
        dataset.json    the content manifest
        shards/NNN.pickle  the dataset restricted to shard NNN's patients (its labels, its
@@ -44,8 +45,8 @@ import pandas as pd
 from .. import __version__
 from ..atomic import atomic_dir, check_replaceable
 from ..errors import ConfigError, DataError
-from .cache import (CACHE_META, MANIFEST_COLUMNS, NOT_A_CACHE, WindowSpec, check_slabs, content_manifest,
-                    dataset_provenance, is_cache, open_source, window_meta, window_scans, write_scans)
+from .cache import (CACHE_META, MANIFEST_COLUMNS, NOT_A_CACHE, WindowSpec, cache_json, check_slabs, content_manifest,
+                    is_cache, made_from, open_source, window_scans, write_scans)
 from .fingerprint import MANIFEST_NAME, manifest_digest, read_manifest, write_manifest
 from .public_layouts import CQ500_LAYOUT, RSNA_LAYOUT
 from .readers import open_dataset
@@ -90,7 +91,8 @@ def _spec_meta(spec: WindowSpec) -> dict:
 def _index_key(meta: dict) -> str:
     """What ties a shard to the index it was made from: the dataset's digest, the window spec and
     the plan (a shard of another index, or of the same dataset cut otherwise, does not join)."""
-    text = json.dumps({k: meta[k] for k in ("dataset_sha256", "spec", "plan_sha256")}, sort_keys=True)
+    text = json.dumps({"dataset_sha256": meta["cache"]["dataset_sha256"], "spec": meta["spec"],
+                       "plan_sha256": meta["plan_sha256"]}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -126,22 +128,13 @@ def index_cache(src: str | Path, out: str | Path, spec: WindowSpec = WindowSpec(
                     pickle.dump(dataset.for_patients(block), fh, protocol=pickle.HIGHEST_PROTOCOL)
         meta = {
             "ichseq": __version__,
-            "source": str(src),
-            "dataset": dataset_provenance(dataset, source),
-            "dataset_sha256": digest,
-            "layout": dataset.layout,
+            # cache.json's entries but what the shards write (cache.made_from).
+            "cache": made_from(src, dataset, source, digest, spec, extra_meta),
             "spec": _spec_meta(spec),
-            "window": window_meta(dataset.layout, spec),
-            "image_size": spec.image_size,
-            "slab_mm": spec.slab_mm,
-            "patients": len(dataset.patients),
             "slices_before_slabs": int(len(dataset.labels)),
             "shards": shards,
             "plan_sha256": hashlib.sha256(plan_csv.encode()).hexdigest(),
             "reopen": reopen,
-            "slice_labels": bool(getattr(dataset, "slice_labels", True)),
-            "masks": bool(getattr(dataset, "has_masks", True)),
-            **extra_meta,
         }
         meta["index_key"] = _index_key(meta)
         (tmp / INDEX_META).write_text(json.dumps(meta, indent=2) + "\n")
@@ -164,7 +157,7 @@ def read_index(index: str | Path) -> tuple[dict, pd.DataFrame]:
 
 def _shard_dataset(index: Path, meta: dict, shard: int, patients: list[int]):
     if meta["reopen"]:
-        return open_dataset(meta["source"], meta["spec"]["prewindowed"]).for_patients(patients)
+        return open_dataset(meta["cache"]["source"], meta["spec"]["prewindowed"]).for_patients(patients)
     path = index / _STATES / f"{shard_name(shard, meta['shards'])}.pickle"
     if meta.get("ichseq") != __version__:
         raise DataError(f"{index}: written by ichseq {meta.get('ichseq')}, this is {__version__}; rerun the "
@@ -196,7 +189,7 @@ def build_shard(index: str | Path, shard: int, out: str | Path, workers: int = 1
     reserve = int(plan.loc[plan["shard"] == shard, "slices"].sum())
     with atomic_dir(out, owned=is_shard, owned_by=f"no {SHARD_META} in it",
                     needed_bytes=2 * reserve * spec.image_size ** 2) as tmp:
-        written = write_scans(tmp, window_scans(dataset, patients, spec, workers, meta["source"]), spec.image_size,
+        written = write_scans(tmp, window_scans(dataset, patients, spec, workers, meta["cache"]["source"]), spec.image_size,
                               reserve, log)
         written.manifest.to_csv(tmp / "manifest.csv", index=False)
         # No time, host or path in it: a rerun writes the same bytes.
@@ -253,31 +246,11 @@ def join_shards(index: str | Path, shard_dirs: list[str | Path], out: str | Path
             if item.name not in _OWN_FILES and item.is_file():
                 shutil.copyfile(item, tmp / item.name)
         spec = WindowSpec(**meta["spec"])
-        extra = {k: v for k, v in meta.items() if k not in _INDEX_ONLY}
-        cache = {
-            "source": meta["source"],
-            "dataset": meta["dataset"],
-            "dataset_sha256": meta["dataset_sha256"],
-            "layout": meta["layout"],
-            "window": meta["window"],
-            "image_size": spec.image_size,
-            "slab_mm": spec.slab_mm,
-            **({"slabbed_scans": slabbed} if spec.slab_mm is not None else {}),
-            "patients": int(meta["patients"]),
-            "slices": int(start),
-            "positive_slices": int(manifest["label"].sum()),
-            **extra,
-            "shards": listed,
-            "seconds": round(time.perf_counter() - t0, 2),
-        }
+        cache = cache_json(meta["cache"], start, manifest["label"].sum(), slabbed, round(time.perf_counter() - t0, 2),
+                           shards=listed)
         (tmp / CACHE_META).write_text(json.dumps(cache, indent=2) + "\n")
     log(f"cache written to {out}: {start} slices of {spec.image_size}x{spec.image_size} in {shards} shards")
     return cache
-
-
-# index.json keys that describe the index, not the cache (the rest is copied into cache.json).
-_INDEX_ONLY = {"ichseq", "source", "dataset", "dataset_sha256", "layout", "spec", "window", "image_size", "slab_mm",
-               "patients", "slices_before_slabs", "shards", "plan_sha256", "reopen", "index_key"}
 
 
 __all__ = ["INDEX_META", "PLAN_FILE", "SHARD_META", "build_shard", "index_cache", "is_index", "is_shard",
