@@ -17,7 +17,7 @@ from ichseq.data.cache import WindowSpec
 from ichseq.data.splits import patient_split
 from ichseq.data.synthetic import SyntheticSpec
 from ichseq.errors import ConfigError
-from ichseq.training.loop import TrainSettings
+from ichseq.training.settings import TrainSettings
 from ichseq.models import BUILTIN
 
 # Every built-in model, as the unknown-model message lists them.
@@ -60,8 +60,8 @@ def test_code_defaults_are_the_schemas():
 
     from ichseq.config import section_defaults
     from ichseq.data.frames import PADDINGS, POLICIES
-    from ichseq.training.loop import MONITORS, TrainSettings
-    from ichseq.training.runs import ModelPlan
+    from ichseq.training.settings import MONITORS, TrainSettings
+    from ichseq.training.plan import ModelPlan
     from ichseq.training.votes import RULES
 
     schema = load_schema()["$defs"]
@@ -333,7 +333,7 @@ def test_model_image_size_other_than_the_cache_is_refused_naming_both_keys():
 
 
 def test_model_without_image_size_takes_the_cache_size():
-    from ichseq.training.runs import model_plan
+    from ichseq.training.plan import model_plan
 
     # A 224-px checkpoint with image_size left out reads the 160-px cache at 160 (its
     # embeddings adapted), rather than every batch being upsampled to 224.
@@ -428,7 +428,7 @@ def _layered(*names: str) -> dict:
 
 
 def test_paper_preset_is_the_study_protocol():
-    from ichseq.training.runs import model_plan
+    from ichseq.training.plan import model_plan
 
     config = _layered("paper.yaml")
     vivit, convnext = model_plan(config, "vivit"), model_plan(config, "convnext")
@@ -448,7 +448,7 @@ def test_paper_preset_is_the_study_protocol():
 
 
 def test_random_init_preset_builds_the_base_architectures_without_the_hub():
-    from ichseq.training.runs import model_plan
+    from ichseq.training.plan import model_plan
 
     config = _layered("paper.yaml", "paper-random-init.yaml")
     vivit, convnext = model_plan(config, "vivit"), model_plan(config, "convnext")
@@ -473,7 +473,7 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 
 def test_as_published_preset_restores_exactly_the_studys_choices():
-    from ichseq.training.runs import model_plan
+    from ichseq.training.plan import model_plan
 
     fixed, published = _layered("paper.yaml"), _layered("paper.yaml", "paper-as-published.yaml")
     a, b = _flat(fixed), _flat(published)
@@ -497,7 +497,7 @@ def test_zoo_preset_plans_the_seven_models():
     """workflow/presets/zoo.yaml over config.yaml: the seven designs, each buildable from its
     entry; the two-stage ones read convnext's store and pretraining."""
     from ichseq.models import model_kind
-    from ichseq.training.runs import model_plan
+    from ichseq.training.plan import model_plan
 
     config = _layered("zoo.yaml")
     assert set(config["models"]) == {"vivit", "convnext", "cnn_rnn", "slice_context", "seg_cls", "videomae",

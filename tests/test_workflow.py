@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -317,6 +318,26 @@ def test_zoo_preset_dry_run_plans_all_seven_models(tmp_path):
     trained = set(re.findall(r"results/runs/(\w+)/rep-0/metrics\.json", out))
     assert trained == {"vivit", "convnext", "cnn_rnn", "slice_context", "seg_cls", "videomae", "timesformer"}
 
+
+
+def test_planning_the_workflow_imports_neither_torch_nor_the_statistics(tmp_path):
+    # Every Slurm job parses the whole workflow before its one rule runs; importing torch (and
+    # with it transformers) or pingouin there cost seconds per job. Stand-ins that end the
+    # process on import prove that the seven models' plans and every stage's targets are
+    # resolved without them.
+    for name in ("torch", "transformers", "pingouin"):
+        (tmp_path / "stubs" / name).mkdir(parents=True)
+        (tmp_path / "stubs" / name / "__init__.py").write_text(
+            f"raise SystemExit('{name} imported while the workflow was planned')\n")
+    cmd = [str(SNAKEMAKE), "-n", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path / "work"), "--cores", "2",
+           "--configfile", str(ROOT / "config.yaml"), str(ROOT / "workflow/presets/zoo.yaml")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "stubs"),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    out = proc.stdout + proc.stderr
+    assert "imported while the workflow was planned" not in out, out[-3000:]
+    assert proc.returncode == 0, out[-3000:]
+    assert re.search(r"^train\s+70$", out, flags=re.M), out[-3000:]
 
 def test_predict_rule_scores_new_scans_with_every_replicate_of_each_model(tiny_run, tmp_path):
     # On a copy of the tiny run: predict.scans names a folder holding a NIfTI scan and the same

@@ -142,7 +142,8 @@ def _stats(args) -> None:
     # Progress lines as they come, also into a pipe or a log file (many models take minutes).
     log = lambda line: print(line, flush=True)  # noqa: E731
     from .analysis.figures import METRIC_FIGURES, figure_paths, metric_figures
-    from .analysis.ranking import COMPARISON_NAMES, comparison_outputs, write_comparison
+    from .analysis.outputs import COMPARISON_NAMES, comparison_outputs
+    from .analysis.ranking import write_comparison
     from .analysis.stats import OUTPUT_NAMES, claim_output_folder, read_runs, recorded_outputs, run_stats
 
     runs = read_runs(args.metrics_csv, percent=args.percent)

@@ -12,14 +12,8 @@ from autorank import autorank
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from ichseq.analysis.ranking import (
-    COMPARISON_NAMES,
-    FRIEDMAN_OUTPUTS,
-    Friedman,
-    comparison_outputs,
-    leaderboard,
-    write_comparison,
-)
+from ichseq.analysis.outputs import COMPARISON_NAMES, FRIEDMAN_OUTPUTS, comparison_outputs
+from ichseq.analysis.ranking import Friedman, leaderboard, write_comparison
 from ichseq.analysis.stats import OUTPUT_NAMES, run_stats, validate_runs
 from ichseq.errors import DataError
 from ichseq.report.ranking import leaderboard_markdown

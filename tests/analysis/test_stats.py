@@ -28,7 +28,7 @@ from ichseq.analysis.stats import (
     validate_runs,
     write_stats,
 )
-from ichseq.analysis.ranking import COMPARISON_NAMES, comparison_outputs
+from ichseq.analysis.outputs import COMPARISON_NAMES, comparison_outputs
 from ichseq.cli import main
 from ichseq.errors import ConfigError, DataError
 

@@ -21,9 +21,10 @@ from ichseq.atomic import write_json_atomic
 from ichseq.data.layout import NIFTI_SCAN_DIR, patient_file
 from ichseq.data.volumes import read_volume
 from ichseq.errors import ConfigError, DataError
-from ichseq.inference.predict import (PREDICT_FILES, load_runs, predict, predict_scan, predict_targets,
-                                      scan_sources)
-from ichseq.training.runs import compute_features, model_plan, train_run
+from ichseq.inference.predict import PREDICT_FILES, load_runs, predict, predict_scan
+from ichseq.inference.targets import predict_targets, scan_sources
+from ichseq.training.runs import compute_features, train_run
+from ichseq.training.plan import model_plan
 from tests.conftest import fail_on_call, run_outputs
 
 QUIET = lambda _msg: None  # noqa: E731

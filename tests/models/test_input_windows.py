@@ -19,7 +19,7 @@ from ichseq.config import validate_config
 from ichseq.errors import ConfigError, ModelError
 from ichseq.models import build_model
 from ichseq.models.base import PREPROCESSOR_FILE, window_channels
-from ichseq.training.runs import model_plan
+from ichseq.training.plan import model_plan
 
 # 32x32 images, 8x8 patches, tubelet length 2 (as tests/models/test_models.py).
 VIVIT_CONFIG = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,

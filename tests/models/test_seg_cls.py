@@ -20,7 +20,8 @@ from scipy.stats import spearmanr
 
 from ichseq.analysis.collect import collect
 from ichseq.analysis.figures import metric_figures
-from ichseq.analysis.ranking import COMPARISON_NAMES, write_comparison
+from ichseq.analysis.outputs import COMPARISON_NAMES
+from ichseq.analysis.ranking import write_comparison
 from ichseq.analysis.stats import OUTPUT_NAMES, read_runs, write_stats
 from ichseq.atomic import write_json_atomic
 from ichseq.config import validate_config
@@ -32,9 +33,11 @@ from ichseq.errors import ConfigError, ModelError
 from ichseq.models import available_models, build_model, load_model
 from ichseq.models.base import PREPROCESSOR_FILE, SETTINGS_FILE, WEIGHTS_FILE, Batch
 from ichseq.models.seg_cls import SegCls
-from ichseq.training.loop import TrainSettings, fit
-from ichseq.training.pretrain import pretrain_model, pretrain_settings
-from ichseq.training.runs import compute_features, full_mode_fetches, load_run_model, model_plan, train_run
+from ichseq.training.loop import fit
+from ichseq.training.settings import TrainSettings
+from ichseq.training.pretrain import pretrain_model
+from ichseq.training.plan import model_plan, pretrain_settings
+from ichseq.training.runs import compute_features, full_mode_fetches, load_run_model, train_run
 from ichseq.training.samples import build_samples
 from tests.conftest import run_outputs
 from tests.models.test_input_windows import BLOOD, BRAIN, CACHE_WINDOW, CALCIFICATION, CODES, EXPECTED

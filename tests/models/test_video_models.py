@@ -27,7 +27,8 @@ from transformers.models.videomae.modeling_videomae import get_sinusoid_encoding
 from ichseq.errors import ModelError
 from ichseq.models import available_models, build_model
 from ichseq.models.base import Batch
-from ichseq.training.runs import model_plan, train_run
+from ichseq.training.runs import train_run
+from ichseq.training.plan import model_plan
 from tests.conftest import run_outputs
 from tests.training.conftest import cohort_dir  # noqa: F401  (the fixture, for the training test)
 

@@ -18,8 +18,10 @@ from ichseq.data.cache import SliceCache
 from ichseq.errors import ConfigError, ModelError
 from ichseq.models import REGISTRY, build_model, register
 from ichseq.models.base import WEIGHTS_FILE, Batch, CTClassifier
-from ichseq.training.loop import FULL_MODE_ONLY, TrainSettings, epoch_order, fit
-from ichseq.training.runs import full_mode_fetches, load_run_model, model_plan, train_run
+from ichseq.training.loop import epoch_order, fit
+from ichseq.training.settings import FULL_MODE_ONLY, TrainSettings
+from ichseq.training.runs import full_mode_fetches, load_run_model, train_run
+from ichseq.training.plan import model_plan
 from ichseq.training.samples import build_samples, flip_shift, random_clip
 from tests.conftest import run_outputs
 

@@ -14,7 +14,8 @@ from ichseq.data import synthetic
 from ichseq.data.cache import SliceCache, WindowSpec, build_cache
 from ichseq.data.layout import NIFTI_LAYOUT
 from ichseq.errors import DataError
-from ichseq.training.runs import RUN_MODEL_INFO, compute_features, model_plan, train_run, training_geometry
+from ichseq.training.runs import RUN_MODEL_INFO, compute_features, train_run, training_geometry
+from ichseq.training.plan import model_plan
 from tests.conftest import run_outputs
 
 QUIET = lambda _msg: None  # noqa: E731

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from ichseq.data.cache import SliceCache
 from ichseq.models import REGISTRY, register
 from ichseq.models.base import Batch, CTClassifier
-from ichseq.training.runs import compute_features, load_run_model, model_plan, train_run
+from ichseq.training.runs import compute_features, load_run_model, train_run
+from ichseq.training.plan import model_plan
 from tests.conftest import run_outputs
 
 QUIET = lambda _msg: None  # noqa: E731

@@ -15,8 +15,9 @@ from ichseq.config import validate_config
 from ichseq.data.cache import SliceCache, WindowSpec, build_cache
 from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
 from ichseq.errors import ConfigError, DataError
-from ichseq.training.pretrain import check_disjoint, holdout_split, pretrain_model, pretrain_settings, scan_digests
-from ichseq.training.runs import compute_features, model_plan
+from ichseq.training.pretrain import check_disjoint, holdout_split, pretrain_model, scan_digests
+from ichseq.training.plan import model_plan, pretrain_settings
+from ichseq.training.runs import compute_features
 from ichseq.training.feature_store import read_feature_store
 
 QUIET = lambda _msg: None  # noqa: E731

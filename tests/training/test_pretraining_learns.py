@@ -21,8 +21,9 @@ from ichseq.data.cache import WindowSpec, build_cache
 from ichseq.data.cohort import cohort_from_manifest
 from ichseq.data.splits import patient_split
 from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
-from ichseq.training.pretrain import pretrain_model, pretrain_settings
-from ichseq.training.runs import compute_features, model_plan, train_run
+from ichseq.training.pretrain import pretrain_model
+from ichseq.training.plan import model_plan, pretrain_settings
+from ichseq.training.runs import compute_features, train_run
 from tests.conftest import run_outputs
 
 QUIET = lambda _msg: None  # noqa: E731

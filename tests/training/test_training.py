@@ -26,17 +26,10 @@ from ichseq.errors import ConfigError, DataError, ModelError
 from ichseq.models.base import Batch
 from ichseq.training.calibration import calibration_summary
 from ichseq.training.feature_store import extract_features, read_feature_store
-from ichseq.training.loop import (
-    TrainSettings,
-    class_weights,
-    epoch_order,
-    fit,
-    make_scheduler,
-    make_optimizer,
-    predict_logits,
-    run_seed,
-)
-from ichseq.training.runs import CHECKPOINT_NAME, model_plan, compute_features, train_run
+from ichseq.training.loop import class_weights, epoch_order, fit, make_optimizer, make_scheduler, predict_logits
+from ichseq.training.settings import TrainSettings, run_seed
+from ichseq.training.runs import CHECKPOINT_NAME, compute_features, train_run
+from ichseq.training.plan import model_plan
 from tests.conftest import run_outputs
 from ichseq.training.samples import build_samples
 from ichseq.training.votes import aggregate_predictions, choose_patient_threshold
@@ -602,7 +595,8 @@ def test_tiny_vivit_learns_its_training_scans(learnable):
 
 KILL_SCRIPT = """
 import json, os, signal, sys
-from ichseq.training.runs import model_plan, train_run
+from ichseq.training.runs import train_run
+from ichseq.training.plan import model_plan
 root, outputs, cfg = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 
 def log(message):
@@ -634,7 +628,7 @@ def test_sigkilled_process_resumes_in_a_new_process(stores, tmp_path):
 
 def test_protocol_caveats_name_the_models_whose_checkpoint_was_chosen_on_test():
     from ichseq.config import validate_config
-    from ichseq.training.runs import model_plan, protocol_caveats
+    from ichseq.training.plan import model_plan, protocol_caveats
 
     config = validate_config({"models": {"vivit": {}, "convnext": {"training": {"checkpoint_selection": "test"}}}})
     plans = [model_plan(config, name) for name in config["models"]]

@@ -17,7 +17,8 @@ from ichseq.data.frames import BLANK
 from ichseq.errors import ConfigError, DataError, ModelError
 from ichseq.models import load_model
 from ichseq.training.feature_store import read_feature_store
-from ichseq.training.runs import compute_features, load_run_model, model_plan, train_run
+from ichseq.training.runs import compute_features, load_run_model, train_run
+from ichseq.training.plan import model_plan
 from tests.conftest import run_outputs
 from ichseq.training.samples import build_samples
 

@@ -40,7 +40,7 @@ def replicate_logits(run_dir: Path, cache, split_dir: Path) -> dict:
     from ichseq.training.runs import _samples_for, load_run_model
 
     model, info = load_run_model(run_dir / "model")
-    from ichseq.training.runs import ModelPlan
+    from ichseq.training.plan import ModelPlan
 
     plan = ModelPlan.from_dict(info["plan"])
     samples = _samples_for(model, cache, plan)

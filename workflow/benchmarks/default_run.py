@@ -47,7 +47,7 @@ def frames_missing_bleeds(work: Path, config: dict) -> dict[str, float]:
     from ichseq.data.cache import SliceCache
     from ichseq.data.frames import select_frames
     from ichseq.models import model_kind
-    from ichseq.training.runs import model_plan
+    from ichseq.training.plan import model_plan
 
     cache = SliceCache(work / "results/data/cache")
     out = {}

@@ -114,8 +114,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from ichseq.config import validate_config
-    from ichseq.training.pretrain import pretrain_model, pretrain_settings
-    from ichseq.training.runs import model_plan
+    from ichseq.training.pretrain import pretrain_model
+    from ichseq.training.plan import model_plan, pretrain_settings
 
     base = yaml.safe_load((ROOT / "config.yaml").read_text())
     variants = read_variants(args.config, base)

@@ -36,8 +36,9 @@ import yaml
 from ichseq.config import validate_config
 from ichseq.data.cache import SliceCache
 from ichseq.training.feature_store import extract_features
-from ichseq.training.loop import fit, run_seed
-from ichseq.training.runs import model_plan
+from ichseq.training.loop import fit
+from ichseq.training.settings import run_seed
+from ichseq.training.plan import model_plan
 from ichseq.training.samples import build_samples
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -131,8 +131,8 @@ def split_files():
 
 # -- models ------------------------------------------------------------------------------------
 
-from ichseq.training.pretrain import pretrain_settings
-from ichseq.training.runs import model_plan
+from ichseq.training import plan as model_plans
+from ichseq.training.plan import model_plan, pretrain_settings
 
 MODELS = list(config["models"])
 PLANS = {name: model_plan(config, name) for name in MODELS}
@@ -157,9 +157,7 @@ def uses_gpu(name, job):
 
 def protocol_caveats():
     """Sentences that must head the statistics (tables, findings) of this config."""
-    from ichseq.training.runs import protocol_caveats as caveats
-
-    return caveats(PLANS.values())
+    return model_plans.protocol_caveats(PLANS.values())
 
 
 def pretrained_input(wildcards):

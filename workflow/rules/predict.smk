@@ -4,7 +4,7 @@
 
 import re
 
-from ichseq.inference.predict import predict_targets
+from ichseq.inference.targets import predict_targets
 
 try:
     PREDICT_MODELS, PREDICT_SCANS = predict_targets(config)

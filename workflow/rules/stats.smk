@@ -115,7 +115,7 @@ rule calibration:
 # written) only with 3 or more models -- the model list is known when the workflow is parsed,
 # so the declared outputs are exactly the files the rule writes, and a 2-model run has none
 # of them (its comparison is the pairwise tests of rule statistics).
-from ichseq.analysis.ranking import COMPARISON_NAMES, comparison_outputs
+from ichseq.analysis.outputs import COMPARISON_NAMES, comparison_outputs
 
 COMPARISON_OUTPUTS = comparison_outputs(len(MODELS))
 COMPARISON_CAPTIONS = {

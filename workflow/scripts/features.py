@@ -1,7 +1,8 @@
 """Rule features: one model's frozen-backbone features of every sample of the cohort."""
 
 from ichseq.runlog import run_step
-from ichseq.training.runs import ModelPlan, compute_features
+from ichseq.training.runs import compute_features
+from ichseq.training.plan import ModelPlan
 
 plan = ModelPlan.from_dict(snakemake.params.plan)
 if "pretrained" in snakemake.input.keys():  # weights from the pretrain stage's folder

@@ -1,9 +1,9 @@
 """Rule pretrain: one model trained whole on the pretraining cohort -> results/pretrained/{model}/."""
 
 from ichseq.runlog import run_step
-from ichseq.training.loop import TrainSettings
+from ichseq.training.settings import TrainSettings
 from ichseq.training.pretrain import pretrain_model
-from ichseq.training.runs import ModelPlan
+from ichseq.training.plan import ModelPlan
 
 plan = ModelPlan.from_dict(snakemake.params.plan)
 settings = TrainSettings.from_dict(snakemake.params.settings, where=f"models.{plan.name}.pretrain")

@@ -1,7 +1,8 @@
 """Rule train: one (model, replicate) run -> the rule's declared outputs."""
 
 from ichseq.runlog import run_step
-from ichseq.training.runs import ModelPlan, train_run
+from ichseq.training.runs import train_run
+from ichseq.training.plan import ModelPlan
 
 plan = ModelPlan.from_dict(snakemake.params.plan)
 if "pretrained" in snakemake.input.keys():  # weights from the pretrain stage's folder

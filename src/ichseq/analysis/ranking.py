@@ -38,13 +38,12 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..columns import COST_NUMBERS
+from .outputs import COMPARISON_NAMES, FRIEDMAN_OUTPUTS, MIN_MODELS
 from .stats import NAN, _holm, _rate_metrics, _silent, _values, summarise, wilcoxon_signed_rank
 
 #: Fewest complete replicates for a Friedman test: autorank refuses fewer than 5
 #: ("requires at least five performance estimations").
 MIN_BLOCKS = 5
-#: Fewest models for the Friedman test and its post-hoc comparisons.
-MIN_MODELS = 3
 #: The leaderboard is sorted by the first of these metrics in the table (else the first rate metric).
 LEADERBOARD_ORDER = ("roc_auc", "balanced_accuracy")
 
@@ -193,30 +192,6 @@ def leaderboard(
     board.insert(0, "rank", range(1, len(board) + 1))
     board.attrs["sorted_by"] = key
     return board
-
-
-#: What :func:`write_comparison` writes: output key -> file name. The leaderboard keys are
-#: written for any number of models, :data:`FRIEDMAN_OUTPUTS` only with 3 or more.
-COMPARISON_NAMES = {
-    "leaderboard": "leaderboard.csv",
-    "leaderboard_md": "leaderboard.md",
-    "leaderboard_html": "leaderboard.html",
-    "leaderboard_png": "leaderboard.png",
-    "leaderboard_svg": "leaderboard.svg",
-    "friedman": "friedman.csv",
-    "mean_ranks": "mean_ranks.csv",
-    "posthoc": "posthoc.csv",
-    "friedman_html": "friedman.html",
-    "critical_difference_png": "critical_difference.png",
-    "critical_difference_svg": "critical_difference.svg",
-}
-FRIEDMAN_OUTPUTS = ("friedman", "mean_ranks", "posthoc", "friedman_html", "critical_difference_png",
-                    "critical_difference_svg")  # fmt: skip
-
-
-def comparison_outputs(n_models: int) -> list[str]:
-    """The output keys of :func:`write_comparison` for a table of ``n_models`` models."""
-    return [k for k in COMPARISON_NAMES if n_models >= MIN_MODELS or k not in FRIEDMAN_OUTPUTS]
 
 
 def write_comparison(

@@ -63,11 +63,13 @@ from ..errors import DataError
 from ..paths import refuse_overlap
 from ..training.feature_store import extract_features
 from ..training.loop import predict_logits, select_device
-from ..training.runs import RUN_MODEL_INFO, ModelPlan, load_run_model, output_paths
+from ..training.plan import ModelPlan
+from ..training.runs import RUN_MODEL_INFO, load_run_model, output_paths
 from ..training.samples import SLICE_LEVEL, build_samples
 from ..training.calibration import calibrated, decide, decision_cut
 from ..training.ood import bounds, load_reference, scan_score
 from .card import training_notice
+from .targets import scan_sources
 
 if TYPE_CHECKING:
     from ..data.volumes import CTVolume
@@ -646,32 +648,6 @@ def _distribution_text(distribution: dict) -> str:
     return f"OUT OF DISTRIBUTION (score {ratio:.2f}x the threshold): unlike the training scans, not reliable"
 
 
-def scan_name(path) -> str:
-    """A scan's name for its output folder: a NIfTI file's name without .nii / .nii.gz, a
-    DICOM folder's name."""
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def scan_sources(paths) -> dict[str, Path]:
-    """Each scan behind ``paths`` (NIfTI files, DICOM series folders, folders of several scans)
-    by its name; two scans of one name are refused (their outputs would collide)."""
-    from ..data.volumes import find_scans
-
-    found: dict[str, Path] = {}
-    for path in paths:
-        for scan in find_scans(path):
-            name = scan_name(scan)
-            if name in found and Path(found[name]).resolve() != Path(scan).resolve():
-                raise DataError(f"{scan}: has the same name ({name}) as {found[name]}; their outputs would collide, "
-                                f"rename one")
-            found[name] = Path(scan)
-    return found
-
-
 NOT_A_PREDICTION = f"no {PREDICT_FILES['decision']} in it"
 
 
@@ -741,27 +717,3 @@ def predict(run, scans, out=None, series: str | None = None, device: str | None 
         raise DataError(f"{len(failed)} of {len(sources)} scan(s) not scored ({', '.join(failed)}; the reason of each "
                         f"is above); {len(results)} scored under {out}")
     return results
-
-
-def predict_targets(config: dict) -> tuple[list[str], dict[str, Path]]:
-    """The predict rule's (models, scans by name) from a validated config's ``predict`` section;
-    bad entries are one-line ConfigErrors naming the key."""
-    from ..errors import ConfigError
-
-    section = config.get("predict") or {}
-    configured = list(config.get("models") or {})
-    models = list(section.get("models") or configured)
-    unknown = [m for m in models if m not in configured]
-    if unknown:
-        raise ConfigError(f"predict.models: {unknown[0]} is not a configured model (configured: {', '.join(configured)})")
-    if not section.get("scans"):
-        return models, {}
-    try:
-        scans = scan_sources(section["scans"])
-    except DataError as exc:
-        raise ConfigError(f"predict.scans: {exc}") from None
-    stray = sorted(set(section.get("series") or {}) - set(scans))
-    if stray:
-        raise ConfigError(f"predict.series: {stray[0]} is not the name of a scan under predict.scans (scans: "
-                          f"{', '.join(sorted(scans))})")
-    return models, scans

@@ -28,10 +28,12 @@ import torch
 
 from ..atomic import atomic_dir, write_csv_atomic, write_json_atomic, write_text_atomic
 from ..data.cache import SliceCache
-from ..errors import ConfigError, DataError
-from .loop import TrainSettings, derive_seed, fit, select_device
-from .runs import (CHECKPOINT_NAME, ModelPlan, _device_name, _samples_for, _sha256, full_mode_fetches,
+from ..errors import DataError
+from .loop import fit, select_device
+from .plan import ModelPlan
+from .runs import (CHECKPOINT_NAME, _device_name, _samples_for, _sha256, full_mode_fetches,
                    output_paths)
+from .settings import TrainSettings, derive_seed
 
 #: What ``pretrain_model`` writes, by the pretrain rule's output names.
 PRETRAIN_OUTPUTS = ("model", "history", "metrics")
@@ -78,20 +80,6 @@ def holdout_split(patients: np.ndarray, labels: np.ndarray, fraction: float, see
         held += sorted(int(p) for p in order[:n_held])
         train += sorted(int(p) for p in order[n_held:])
     return sorted(train), sorted(held)
-
-
-def pretrain_settings(config: dict, name: str) -> TrainSettings:
-    """The pretraining settings of model ``name``: ``pretrain.training`` under its entry's ``pretrain``."""
-    entry = config["models"][name] or {}
-    values = {**(config.get("pretrain") or {}).get("training", {}), **(entry.get("pretrain") or {})}
-    if values.get("device", "auto") == "auto":
-        # Where a model trains is a property of the machine, not of the recipe: training.device
-        # (cpu on a cluster without GPUs, say) holds for its pretraining too unless set here.
-        values["device"] = {**config.get("training", {}), **(entry.get("training") or {})}.get("device", "auto")
-    settings = TrainSettings.from_dict(values, where=f"models.{name}.pretrain")
-    if settings.mode != "full":
-        raise ConfigError(f"models.{name}.pretrain.mode: pretraining trains the whole model (full), got {settings.mode!r}")
-    return settings
 
 
 def pretrain_model(plan: ModelPlan, settings: TrainSettings, cache_path, study_cache_path, outputs,

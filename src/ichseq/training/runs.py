@@ -32,7 +32,6 @@ import hashlib
 import json
 import platform
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,7 +41,6 @@ import torch
 from scipy.special import expit
 
 from ..atomic import atomic_dir, write_csv_atomic, write_json_atomic
-from ..config import section_defaults, validate_section
 from ..columns import COST_COLUMNS, PREDICTION_COLUMNS, UNCALIBRATED
 from ..data.cache import SliceCache
 from ..data.layout import NIFTI_LAYOUT
@@ -50,9 +48,11 @@ from ..data.splits import read_split
 from ..errors import ConfigError, DataError
 from .feature_store import extract_features, read_feature_store, write_feature_store
 from .ood import OOD_FILE, fit_reference, save_reference
-from .loop import TrainSettings, backbone_seed, derive_seed, fit, predict_logits, run_seed, select_device
+from .loop import fit, predict_logits, select_device
 from .metrics import binary_metrics
+from .plan import ModelPlan
 from .samples import SLICE_LEVEL, Samples, build_samples
+from .settings import TrainSettings, backbone_seed, derive_seed, run_seed
 from .calibration import calibrated, calibration_summary, decide, fit_calibration, patient_logits
 from .votes import choose_patient_threshold
 
@@ -64,104 +64,6 @@ CHECKPOINT_NAME = "resume-checkpoint.pt"
 RUN_OUTPUTS = ("metrics", "predictions", "sample_predictions", "history", "cost", "model")
 #: The model folder's description of how it was made (read back by ``load_run_model``).
 RUN_MODEL_INFO = "ichseq.json"
-MODEL_KEYS = ("pretrained", "config", "num_frames", "image_size", "position_embeddings", "pooling", "input_windows",
-              "mean_filters", "head", "phases")
-#: The backbone entry of a two-stage model (``backbone``) when the entry names none.
-DEFAULT_BACKBONE = "convnext"
-#: Entry keys that only shape a randomly initialised model (a checkpoint brings its own weights).
-INIT_KEYS = ("config", "mean_filters")
-#: ``pretrained`` value of an entry whose weights come from the pretrain stage.
-PRETRAIN = "pretrain"
-
-
-@dataclass
-class ModelPlan:
-    """Everything that defines one configured model: architecture, weights, training, frames, voting."""
-
-    name: str
-    architecture: str
-    model: dict  # build_model settings: pretrained, config, num_frames, image_size, position_embeddings
-    training: TrainSettings
-    # Defaults: the schema's (see ichseq.config).
-    frames: dict = field(default_factory=lambda: section_defaults("frames"))
-    aggregation: dict = field(default_factory=lambda: section_defaults("aggregation"))
-    # The weights come from the pretrain stage (``pretrained: pretrain``): ``model`` then builds
-    # the model the stage trains, and ``with_weights`` gives the plan that loads its folder.
-    pretrain: bool = False
-    # A two-stage model (kind scan or context): the plan of the slice model whose backbone and
-    # cached features it reads (the entry's ``backbone``).
-    backbone: "ModelPlan | None" = None
-
-    def as_dict(self) -> dict:
-        d = {"name": self.name, "architecture": self.architecture, "model": self.model,
-             "training": self.training.as_dict(), "frames": self.frames, "aggregation": self.aggregation}
-        if self.pretrain:
-            d["pretrain"] = True
-        if self.backbone is not None:
-            d["backbone"] = self.backbone.as_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelPlan":
-        return cls(d["name"], d["architecture"], dict(d["model"]),
-                   TrainSettings.from_dict(d["training"], where=f"models.{d['name']}.training"),
-                   dict(d["frames"]), dict(d["aggregation"]), bool(d.get("pretrain", False)),
-                   cls.from_dict(d["backbone"]) if d.get("backbone") else None)
-
-    @property
-    def weights_from(self) -> str | None:
-        """The entry whose pretrain-stage folder this plan's weights come from (itself, or a
-        two-stage model's backbone), or None."""
-        if self.pretrain:
-            return self.name
-        return self.backbone.weights_from if self.backbone is not None else None
-
-    @property
-    def weights_source(self) -> str | None:
-        """Where the weights come from, in words for tables: the pretrain stage, a hub id or
-        folder, a two-stage model's backbone's; None = random initialisation."""
-        if self.backbone is not None:
-            return f"backbone {self.backbone.name}: {self.backbone.weights_source or 'random init'}"
-        if self.pretrain:
-            return "pretrain stage"
-        return self.model.get("pretrained")
-
-    @property
-    def store_of(self) -> str:
-        """The entry whose feature store this plan's head-mode runs read (a two-stage model:
-        its backbone's; otherwise its own)."""
-        return self.backbone.name if self.backbone is not None else self.name
-
-    def with_weights(self, folder) -> "ModelPlan":
-        """This plan with its weights loaded from ``folder`` (the pretrain stage's output),
-        as from any local checkpoint; a two-stage model's backbone loads them."""
-        if self.backbone is not None:
-            return ModelPlan(self.name, self.architecture, dict(self.model), self.training, dict(self.frames),
-                             dict(self.aggregation), backbone=self.backbone.with_weights(folder))
-        model = {k: v for k, v in self.model.items() if k not in INIT_KEYS}
-        return ModelPlan(self.name, self.architecture, {**model, "pretrained": str(folder)}, self.training,
-                         dict(self.frames), dict(self.aggregation))
-
-    def build_settings(self) -> dict:
-        """``build_model``'s settings: the entry's, and a two-stage model's backbone spec (the
-        backbone's own settings and seed, so it is the model its entry builds)."""
-        if self.backbone is None:
-            return self.model
-        b = self.backbone
-        return {**self.model, "backbone": {"name": b.name, "architecture": b.architecture, "settings": b.model,
-                                           "seed": backbone_seed(b.training.seed, b.name)}}
-
-    def build(self) -> "CTClassifier":
-        """The model, its random parts drawn from the per-model backbone seed (global RNG untouched)."""
-        # Imported here: transformers takes seconds to import, and the Snakefile reads plans
-        # (model_plan) on every invocation without building anything.
-        from ..models import build_model
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(backbone_seed(self.training.seed, self.name))
-            return build_model(self.architecture, self.build_settings(), entry=self.name)
-
-
 def full_mode_fetches(model: "CTClassifier", samples, cache, settings: TrainSettings, seed: int):
     """(fetch, train_fetch) of a model trained whole: ``fetch`` gives a batch as it is (held-out
     and test samples); ``train_fetch`` (None when nothing is random) a training batch with the
@@ -173,97 +75,6 @@ def full_mode_fetches(model: "CTClassifier", samples, cache, settings: TrainSett
     if not settings.augments:
         return fetch, None
     return fetch, lambda idx, generator: samples.batch(model, cache, idx, augment=settings, generator=generator)
-
-
-def model_plan(config: dict, name: str) -> ModelPlan:
-    """The plan of model ``name`` from a validated config: its entry under ``models`` over the
-    global ``training`` / ``frames`` / ``aggregation`` sections. An entry without ``image_size``
-    takes ``preprocess.image_size``, the size of the cached slices, so no batch is resized."""
-    models = config.get("models") or {}
-    if name not in models:
-        raise ConfigError(f"models.{name}: no such model in the config (configured: {', '.join(models) or 'none'})")
-    entry = models[name] or {}
-    training = TrainSettings.from_dict({**config.get("training", {}), **(entry.get("training") or {})},
-                                       where=f"models.{name}.training")
-    # The schema's defaults under the global section under the entry's own (the config may
-    # come unvalidated, from a test or a script).
-    frames = validate_section({**config.get("frames", {}), **(entry.get("frames") or {})}, "frames",
-                              f"models.{name}.frames")
-    aggregation = validate_section({**config.get("aggregation", {}), **(entry.get("aggregation") or {})},
-                                   "aggregation", f"models.{name}.aggregation")
-    model = {k: entry.get(k) for k in MODEL_KEYS if entry.get(k) is not None}
-    cache_size = (config.get("preprocess") or {}).get("image_size")
-    if "image_size" not in model and cache_size is not None:
-        model["image_size"] = cache_size
-    # HU input windows are rendered from the cached slices, which span this window (also for the
-    # windows a checkpoint folder brings: they must be rendered from this config's cache).
-    window = (config.get("preprocess") or {}).get("window")
-    if window:
-        model["cache_window"] = {"level": window["level"], "width": window["width"]}
-    elif "input_windows" in model:
-        raise ConfigError(f"models.{name}.input_windows: needs preprocess.window (the cached slices' HU window)")
-    architecture = entry.get("architecture") or name
-    backbone = _backbone_plan(config, name, entry, architecture)
-    pretrain = model.get("pretrained") == PRETRAIN
-    if backbone is not None:
-        # Its input is the backbone's: the backbone entry's windows and size.
-        model.pop("cache_window", None)
-        model.pop("image_size", None)
-    if pretrain:  # the pretrain stage builds it from ``config``; features load the stage's folder
-        model.pop("pretrained")
-    elif model.get("pretrained") is not None:
-        # ``config`` only shapes a randomly initialised model; a checkpoint brings its own.
-        for key in INIT_KEYS:
-            model.pop(key, None)
-    return ModelPlan(name, architecture, model, training, frames, aggregation, pretrain, backbone)
-
-
-def _backbone_plan(config: dict, name: str, entry: dict, architecture: str) -> ModelPlan | None:
-    """The plan of the slice model a two-stage entry reads (its ``backbone``, default
-    :data:`DEFAULT_BACKBONE`); None for other models, which must not name one. Kinds are read
-    from the model modules' source, so this imports no model."""
-    from ..models import FEATURE_KINDS, available_models, model_kind, unknown_model_message
-
-    if architecture not in available_models():
-        raise ConfigError(unknown_model_message(architecture, name))
-    two_stage = model_kind(architecture) in FEATURE_KINDS
-    for key in ("backbone", "head"):
-        if entry.get(key) is not None and not two_stage:
-            raise ConfigError(f"models.{name}.{key}: only two-stage models (those reading a slice model's "
-                              f"features: cnn_rnn, slice_context) take {key}")
-    if not two_stage:
-        return None
-    if entry.get("pretrained") is not None:
-        raise ConfigError(f"models.{name}.pretrained: a two-stage model takes its backbone's weights; "
-                          f"set pretrained on the backbone's own entry")
-    target = entry.get("backbone") or DEFAULT_BACKBONE
-    models = config.get("models") or {}
-    if target not in models:
-        raise ConfigError(f"models.{name}.backbone: {target} is not a model of this config (configured: "
-                          f"{', '.join(models)}); add its entry, or name a configured slice model")
-    target_arch = (models[target] or {}).get("architecture") or target
-    if target_arch not in available_models():
-        raise ConfigError(unknown_model_message(target_arch, target))
-    if model_kind(target_arch) != "slice":
-        raise ConfigError(f"models.{name}.backbone: {target} is a {model_kind(target_arch)} model; a two-stage "
-                          f"model reads per-slice features (name a slice model such as convnext)")
-    plan = model_plan(config, target)
-    if plan.model.get("num_frames"):
-        raise ConfigError(f"models.{name}.backbone: {target} takes only num_frames slices per scan, so its "
-                          f"feature store lacks slices {name} reads; remove models.{target}.num_frames or name "
-                          f"another backbone")
-    return plan
-
-
-def protocol_caveats(plans) -> list[str]:
-    """What the statistics of these models must say first: the choices that bias their test
-    metrics (today: a kept epoch chosen on the test patients, the study's protocol)."""
-    on_test = [plan.name for plan in plans if plan.training.checkpoint_selection == "test"]
-    if not on_test:
-        return []
-    return [f"BIASED: the kept epoch of {', '.join(on_test)} was chosen on each replicate's test patients "
-            "(training.checkpoint_selection: test, the study's protocol), so their test metrics are optimistically "
-            "biased; compare them only to measure that bias."]
 
 
 def _sha256(obj) -> str:

@@ -33,7 +33,7 @@ from ..errors import DataError
 
 if TYPE_CHECKING:
     from ..models.base import Batch, CTClassifier
-    from .loop import TrainSettings
+    from .settings import TrainSettings
 
 _FRAMES = section_defaults("frames")  # the defaults of the config's frames section
 #: Kinds whose sample is one slice (patient scores come from the voting rule); the others'
