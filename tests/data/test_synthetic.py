@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 
-from ichseq.data import synthetic
 from ichseq.data.layout import (
     DEMOGRAPHICS_CSV,
     NIFTI_CSV,

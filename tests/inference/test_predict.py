@@ -517,7 +517,7 @@ def test_a_wider_field_of_view_is_cropped_to_the_training_one(workspace, nifti_d
     assert report["field_of_view"]["applied"] and report["field_of_view"]["target_mm"] == pytest.approx(230.0)
     assert volume.hu.shape[1:] == (64, 64)
     got = predict_scan(runs, volume, outputs(tmp_path / "wide"), log=QUIET, reformat=report)
-    direct = predict_scan(runs, full, outputs(tmp_path / "direct"), log=QUIET)
+    predict_scan(runs, full, outputs(tmp_path / "direct"), log=QUIET)
     np.testing.assert_allclose(pd.read_csv(tmp_path / "wide" / "slices.csv").ensemble,
                                pd.read_csv(tmp_path / "direct" / "slices.csv").ensemble, atol=1e-5)
     assert got["reformat"]["field_of_view"]["source_mm"] == [pytest.approx(345.0), pytest.approx(345.0)]

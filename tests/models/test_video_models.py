@@ -331,8 +331,8 @@ def test_mean_filters_start_as_the_channel_mean_over_each_patch(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_mean_filters_are_refused_with_a_checkpoint_or_out_of_range(name, tmp_path):
     save_checkpoint(name, tmp_path / name, num_frames=4)
-    with pytest.raises(ModelError, match=rf"models\.x\.mean_filters: shapes a random initialisation only; "
-                                         rf"remove it or set models\.x\.pretrained: null") as err:
+    with pytest.raises(ModelError, match=r"models\.x\.mean_filters: shapes a random initialisation only; "
+                                         r"remove it or set models\.x\.pretrained: null") as err:
         build_model(name, {"pretrained": str(tmp_path / name), "mean_filters": {"channel": 1, "count": 2}}, entry="x")
     assert "\n" not in str(err.value)
     with pytest.raises(ModelError, match=r"models\.x\.mean_filters: channel must be 0-2 and count 1-32, "

@@ -32,7 +32,7 @@ from ichseq.training.runs import CHECKPOINT_NAME, compute_features, train_run
 from ichseq.training.plan import model_plan
 from tests.conftest import run_outputs
 from ichseq.training.samples import build_samples
-from ichseq.training.votes import aggregate_predictions, choose_patient_threshold
+from ichseq.training.votes import aggregate_predictions
 
 QUIET = lambda _msg: None  # noqa: E731
 VIVIT = {"config": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,

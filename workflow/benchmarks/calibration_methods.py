@@ -16,7 +16,6 @@ own 0.5 (the study) and ``max_prob`` with the threshold chosen on the validation
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path

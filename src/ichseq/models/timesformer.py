@@ -42,7 +42,6 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from transformers import TimesformerConfig, TimesformerForVideoClassification
 
 from ..errors import ModelError
