@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from ichseq.data.cache import SliceCache, ShardedRows, WindowSpec, build_cache
-from ichseq.data.shards import build_shard, index_cache, join_shards, plan_shards, shard_name
+from ichseq.data.shard_names import shard_name
+from ichseq.data.shards import build_shard, index_cache, join_shards, plan_shards
 from ichseq.data.synthetic import SyntheticSpec
 from ichseq.errors import ConfigError
 from tests.conftest import one_line_error

@@ -22,7 +22,8 @@ from ichseq.data import dicom as dicom_module
 from ichseq.data.dicom import export_dicom
 from ichseq.data.readers import open_dataset
 from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
-from ichseq.data.volumes import find_scans, read_volume
+from ichseq.data.scan_files import find_scans
+from ichseq.data.volumes import read_volume
 from ichseq.errors import DataError
 from tests.conftest import fail_on_call, one_line_error
 

@@ -43,7 +43,8 @@ def main(argv=None) -> None:
     from ichseq.data.dicom import export_dicom
     from ichseq.data.readers import open_dataset
     from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
-    from ichseq.data.volumes import find_scans, read_volume
+    from ichseq.data.scan_files import find_scans
+    from ichseq.data.volumes import read_volume
     from ichseq.inference.predict import PREDICT_FILES, load_runs, predict_scan
 
     torch.set_num_threads(2)

@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 
 from ichseq.config import load_schema, validate_config
 from ichseq.data.download import MARKER_FILE
-from ichseq.data.shards import shard_name
+from ichseq.data.shard_names import shard_name
 from ichseq.data.fingerprint import MANIFEST_NAME, dataset_fingerprint, sha256_file
 from ichseq.errors import ConfigError, IchseqError
 

@@ -66,7 +66,8 @@ from .public_layouts import (
 )
 from .readers import Scan
 from .reformat import SLAB_BELOW, Geometry, gap_warnings, reformat_volume
-from .volumes import CTVolume, is_dicom_file, read_volume
+from .scan_files import is_dicom_file, visible_names
+from .volumes import CTVolume, read_volume
 from .windowing import BRAIN_WINDOW_LEVEL, BRAIN_WINDOW_WIDTH, brain_window
 
 RULES = ("majority", "any", *CQ500_READERS)
@@ -195,14 +196,10 @@ def patient_number(location: str | Path) -> int | None:
     return None
 
 
-def _visible(names) -> list[str]:
-    return sorted(n for n in names if not n.startswith((".", "__MACOSX")))
-
-
 def _candidates(folder: Path, depth: int) -> list[tuple[int, Path, bool, int]]:
     """``(patient, location, is_zip, depth)`` of the patients directly in ``folder``."""
     found = []
-    for name in _visible(os.listdir(folder)):
+    for name in visible_names(os.listdir(folder)):
         path = folder / name
         if path.is_file() and CQ500_ZIP.match(name):
             found.append((int(CQ500_ZIP.match(name).group(1)), path, True, depth))
@@ -210,7 +207,7 @@ def _candidates(folder: Path, depth: int) -> list[tuple[int, Path, bool, int]]:
             found.append((int(CQ500_PATIENT_DIR.match(name).group(1)), path, False, depth))
         elif path.is_dir() and CQ500_NAME.match(name):
             patient = int(CQ500_NAME.match(name).group(1))
-            inner = [path / n for n in _visible(os.listdir(path)) if (path / n).is_dir()
+            inner = [path / n for n in visible_names(os.listdir(path)) if (path / n).is_dir()
                      and CQ500_PATIENT_DIR.match(n) and int(CQ500_PATIENT_DIR.match(n).group(1)) == patient]
             found.append((patient, inner[0] if len(inner) == 1 else path, False, depth))
     return found
@@ -228,7 +225,7 @@ def _discover(root: Path) -> tuple[dict[int, Path], dict[int, list[Path]]]:
         found = [(own, root, False, 0)]
     else:
         found = _candidates(root, 0)
-        for name in _visible(os.listdir(root)):
+        for name in visible_names(os.listdir(root)):
             sub = root / name
             if sub.is_dir() and patient_number(sub) is None:
                 found.extend(_candidates(sub, 1))
@@ -284,9 +281,9 @@ class _Source:
         else:
             names = []
             for dirpath, dirs, files in os.walk(self.location):
-                dirs[:] = _visible(dirs)
+                dirs[:] = visible_names(dirs)
                 rel = Path(dirpath).relative_to(self.location).as_posix()
-                names.extend(posixpath.join(rel, n) if rel != "." else n for n in _visible(files))
+                names.extend(posixpath.join(rel, n) if rel != "." else n for n in visible_names(files))
         return sorted(n for n in names if not any(p.startswith((".", "__MACOSX")) for p in n.split("/"))
                       and posixpath.basename(n).upper() != "DICOMDIR")
 

@@ -43,7 +43,8 @@ from ..errors import DataError
 from ..paths import refuse_overlap
 from .layout import NIFTI_LAYOUT, NIFTI_SCAN_DIR
 from .readers import NO_DATA_HU, _Files, display_slices, hounsfield_volume, load_nifti
-from .volumes import WHAT_TO_GIVE, CTVolume, is_nifti, nifti_name
+from .scan_files import WHAT_TO_GIVE, is_nifti, nifti_name
+from .volumes import CTVolume
 from .windowing import BRAIN_WINDOW_LEVEL, BRAIN_WINDOW_WIDTH
 
 # Real series write positions with 4-6 decimals; a missing slice doubles a gap, a duplicated

@@ -50,6 +50,7 @@ from .cache import (CACHE_META, MANIFEST_COLUMNS, NOT_A_CACHE, WindowSpec, cache
 from .fingerprint import MANIFEST_NAME, manifest_digest, read_manifest, write_manifest
 from .public_layouts import CQ500_LAYOUT, RSNA_LAYOUT
 from .readers import open_dataset
+from .shard_names import shard_name
 
 INDEX_META = "index.json"
 PLAN_FILE = "plan.csv"
@@ -64,11 +65,6 @@ def is_index(folder: Path) -> bool:
 
 def is_shard(folder: Path) -> bool:
     return (Path(folder) / SHARD_META).is_file()
-
-
-def shard_name(shard: int, shards: int) -> str:
-    """``shard``'s name (000, 001, ...; more digits past 1,000 shards): the rule's wildcard."""
-    return f"{shard:0{max(3, len(str(shards - 1)))}d}"
 
 
 def plan_shards(patients: list[int], shards: int, where: str) -> list[list[int]]:
@@ -254,4 +250,4 @@ def join_shards(index: str | Path, shard_dirs: list[str | Path], out: str | Path
 
 
 __all__ = ["INDEX_META", "PLAN_FILE", "SHARD_META", "build_shard", "index_cache", "is_index", "is_shard",
-           "join_shards", "plan_shards", "read_index", "shard_name"]
+           "join_shards", "plan_shards", "read_index"]

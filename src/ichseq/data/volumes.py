@@ -22,26 +22,23 @@ purpose). Training's reader and ``ichseq to-dicom`` apply the same rule
 DICOM: PixelSpacing), so a slice's field of view in mm is ``shape * spacing_mm``; it is what
 :mod:`ichseq.data.headcheck` measures heads with.
 
-``find_scans(path)`` lists the scans under a path: a NIfTI file, a DICOM folder, or a folder
-of several (NIfTI files and sub-folders holding DICOM).
+Which paths are scans (``find_scans``: a NIfTI file, a DICOM folder, or a folder of several)
+is :mod:`ichseq.data.scan_files`.
 
 Every problem raises :class:`~ichseq.errors.DataError` with one line naming the file.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
-from .layout import NIFTI_MASK_DIR, NIFTI_SCAN_DIR
 from .readers import hounsfield_volume, load_nifti, nifti_pixel_spacing, order_nifti_slices
+from .scan_files import WHAT_TO_GIVE, dicom_files, find_scans, is_dicom_file, is_nifti, nifti_name
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-WHAT_TO_GIVE = "give a NIfTI file (.nii/.nii.gz) or a folder holding one DICOM series"
 
 
 @dataclass
@@ -67,38 +64,6 @@ class CTVolume:
     # What the series says that the answer should be read against (a bone kernel, contrast):
     # one line each, logged and kept in decision.json; the scan is still scored.
     warnings: tuple[str, ...] = ()
-
-
-def is_nifti(path: Path) -> bool:
-    return path.name.lower().endswith(NIFTI_SUFFIXES)
-
-
-def nifti_name(path: Path) -> str:
-    """``049.nii.gz -> 049``."""
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
-def is_dicom_file(path: Path) -> bool:
-    """A DICOM Part 10 file: 128-byte preamble then ``DICM``."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:] == b"DICM"
-
-
-def _visible(names) -> list[str]:
-    return sorted(n for n in names if not n.startswith((".", "__MACOSX")))
-
-
-def dicom_files(folder: Path) -> list[Path]:
-    """The DICOM files directly in ``folder`` (hidden files ignored), sorted by name."""
-    return [folder / n for n in _visible(os.listdir(folder)) if (folder / n).is_file() and is_dicom_file(folder / n)]
 
 
 def read_nifti_volume(path: Path) -> CTVolume:
@@ -161,32 +126,3 @@ def read_volume(path: str | Path, series: str | None = None, allow_gaps: bool = 
     from .dicom import read_dicom_series
 
     return read_dicom_series(path, files, series, allow_gaps=allow_gaps)
-
-
-def find_scans(path: str | Path) -> list[Path]:
-    """The scans under ``path``, sorted: a NIfTI file is one; a folder holding DICOM files is
-    one (its sub-folders are not searched); otherwise every NIfTI file and DICOM folder below
-    it. The ``masks/`` beside a CT-ICH ``ct_scans/`` folder are not scans."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: does not exist; {WHAT_TO_GIVE}, or a folder of them")
-    if path.is_file():
-        if is_nifti(path):
-            return [path]
-        raise DataError(f"{path}: not a NIfTI file (.nii/.nii.gz) nor a folder; {WHAT_TO_GIVE}, or a folder of them")
-    scans: list[Path] = []
-    for dirpath, dirs, names in os.walk(path):
-        here = Path(dirpath)
-        names = _visible(names)
-        # DICOMDIR (an index without pixels) alone does not make a folder a series.
-        if any(is_dicom_file(here / n) for n in names if n.upper() != "DICOMDIR"):
-            scans.append(here)
-            dirs[:] = []
-            continue
-        scans.extend(here / n for n in names if is_nifti(here / n))
-        dirs[:] = _visible(dirs)
-        if NIFTI_SCAN_DIR in dirs and NIFTI_MASK_DIR in dirs:
-            dirs.remove(NIFTI_MASK_DIR)
-    if not scans:
-        raise DataError(f"{path}: no NIfTI file (.nii/.nii.gz) and no folder of DICOM files in it; {WHAT_TO_GIVE}")
-    return sorted(scans, key=str)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data.volumes import find_scans
+from ..data.scan_files import find_scans
 from ..errors import ConfigError, DataError
 
 
