@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -67,3 +71,35 @@ def test_ci_runs_the_readme_test_command():
     ]
     assert len(ci) == 1
     assert any(ci[0] in block for block in commands), "the README must show .ci/run's command"
+
+
+def test_a_plain_install_validates_configs_from_any_directory(tmp_path):
+    # A non-editable install carries the schema as package data: built from the tracked
+    # sources alone, installed into a folder of its own, used from a folder far from the checkout.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):  # what the build reads besides src/
+        shutil.copy2(ROOT / name, source / name)
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "wheel"), str(source)],
+                   check=True, capture_output=True, cwd=tmp_path)
+    wheel = next((tmp_path / "wheel").glob("ichseq-*.whl"))
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(tmp_path / "site"), str(wheel)], check=True,
+                   capture_output=True, cwd=tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = (
+        "import json, sys, yaml; sys.path.insert(0, sys.argv[1]); import ichseq.config as c; "
+        "config = c.validate_config(yaml.safe_load(open(sys.argv[2]))); "
+        "print(json.dumps({'file': c.__file__, 'replicates': config['splits']['replicates'], "
+        "'frames': c.section_defaults('frames')['policy']}))"
+    )
+    proc = subprocess.run([sys.executable, "-I", "-c", code, str(tmp_path / "site"), str(ROOT / "config.yaml")],
+                          capture_output=True, text=True, cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert Path(got["file"]).is_relative_to(tmp_path / "site"), got  # not the checkout's editable copy
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    assert got["frames"] == schema["$defs"]["frames"]["properties"]["policy"]["default"]
+    assert got["replicates"] == yaml.safe_load((ROOT / "config.yaml").read_text())["splits"]["replicates"]

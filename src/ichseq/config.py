@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from importlib import resources
 from pathlib import Path
 
 import jsonschema
@@ -24,15 +25,17 @@ from .models import available_models, unknown_model_message
 from .models.phases import foreign_key, phase_epochs, phase_settings
 from .models.windows import window_channels
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+#: The configuration schema, shipped inside the package (``workflow/schemas/`` links to it): the
+#: Snakefile, ``ichseq`` commands and any installed copy validate against this one file.
+SCHEMA_RESOURCE = resources.files(__package__) / "schemas" / "config.schema.yaml"
 
 _TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "a string", "object": "a mapping",
                "boolean": "true or false", "array": "a list", "null": "null"}
 
 
 def load_schema(path: str | Path | None = None) -> dict:
-    with open(path or SCHEMA_PATH) as fh:
-        return yaml.safe_load(fh)
+    """The schema at ``path``, by default the package's own."""
+    return yaml.safe_load(Path(path).read_text() if path else SCHEMA_RESOURCE.read_text(encoding="utf-8"))
 
 
 @functools.lru_cache(maxsize=None)

@@ -5,15 +5,16 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from ichseq.config import load_schema, validate_config
+from ichseq.config import validate_config
 from ichseq.data.download import MARKER_FILE
 from ichseq.data.shard_names import shard_name
 from ichseq.data.fingerprint import MANIFEST_NAME, dataset_fingerprint, sha256_file
 from ichseq.errors import ConfigError, IchseqError
 
 try:
-    # The package validates (one-line errors naming the key) and fills in defaults.
-    _validated = validate_config(config, load_schema(workflow.source_path("../schemas/config.schema.yaml")))
+    # The package validates against its schema (workflow/schemas/config.schema.yaml links to it),
+    # with one-line errors naming the key, and fills in the defaults.
+    _validated = validate_config(config)
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 config.clear()
