@@ -25,6 +25,7 @@ import argparse
 from pathlib import Path
 import sys
 
+from .config import section_defaults
 from .errors import ConfigError, IchseqError
 
 
@@ -228,30 +229,33 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, about: str, parent=sub) -> argparse.ArgumentParser:
         return parent.add_parser(name, help=about, description=about, formatter_class=_HelpFormatter)
 
-    # Defaults and allowed values: SyntheticSpec's (tests/test_cli.py keeps them equal), written
-    # out so that `ichseq --help` does not import nibabel and scipy. The allowed values are not
-    # argparse choices: a wrong one is the spec's one-line error, as any other wrong value.
+    # Defaults: the schema's dataset.synthetic, as SyntheticSpec's (read from the schema, so that
+    # `ichseq --help` does not import nibabel and scipy). The allowed values are not argparse
+    # choices: a wrong one is the spec's one-line error, as any other wrong value.
+    synthetic = section_defaults("synthetic")
     p = command("synthetic", "write the synthetic CT-ICH twin (v1.3.1 layout, or with --layout that of CQ500 or "
                              "RSNA 2019)")
     p.add_argument("dest", help="folder to write; must not exist or be empty")
-    p.add_argument("--patients", type=int, default=75, help="number of patients")
-    p.add_argument("--positive", type=int, default=36, help="how many of them have a hemorrhage")
-    p.add_argument("--size", type=int, default=128, help="in-plane pixels of every slice, at least 32")
-    p.add_argument("--seed", type=int, default=0, help="random seed; the same options and seed give the same files")
-    p.add_argument("--min-slices", type=int, default=24, help="fewest slices per scan, at least 8")
-    p.add_argument("--max-slices", type=int, default=57, help="most slices per scan")
-    p.add_argument("--mimics", type=float, default=4.0,
+    p.add_argument("--patients", type=int, default=synthetic["n_patients"], help="number of patients")
+    p.add_argument("--positive", type=int, default=synthetic["n_positive"], help="how many of them have a hemorrhage")
+    p.add_argument("--size", type=int, default=synthetic["image_size"],
+                   help="in-plane pixels of every slice, at least 32")
+    p.add_argument("--seed", type=int, default=synthetic["seed"],
+                   help="random seed; the same options and seed give the same files")
+    p.add_argument("--min-slices", type=int, default=synthetic["min_slices"], help="fewest slices per scan, at least 8")
+    p.add_argument("--max-slices", type=int, default=synthetic["max_slices"], help="most slices per scan")
+    p.add_argument("--mimics", type=float, default=synthetic["mimics_per_scan"],
                    help="mean number of single-slice hemorrhage mimics (calcifications, streaks) per scan")
-    p.add_argument("--generator", default="anatomical", metavar="{anatomical,cartoon}",
+    p.add_argument("--generator", default=synthetic["generator"], metavar="{anatomical,cartoon}",
                    help="anatomical: a realistic head CT twin on the ICBM 2009 brain template (its head atlas takes "
                         "~15 s to build once, then is read from ~/.cache/ichseq; ~0.26 s per 128-px scan); "
                         "cartoon: the old fast ellipse head, for tests")
-    p.add_argument("--difficulty", default="easy", metavar="{easy,moderate,hard}",
+    p.add_argument("--difficulty", default=synthetic["difficulty"], metavar="{easy,moderate,hard}",
                    help="anatomical only: how hard the bleeds are to see")
-    p.add_argument("--slice-thickness", type=float, default=5.0, metavar="MM",
+    p.add_argument("--slice-thickness", type=float, default=synthetic["slice_thickness_mm"], metavar="MM",
                    help="anatomical only: slice thickness in mm, 0.5-10 (a thin series such as 0.625 wants "
                         "--min-slices/--max-slices around 200-260)")
-    p.add_argument("--kernel", default="standard", metavar="{standard,bone}",
+    p.add_argument("--kernel", default=synthetic["kernel"], metavar="{standard,bone}",
                    help="anatomical only: reconstruction kernel (bone: sharper, noisier)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="generate the patients in N processes (the same files; default 1)")

@@ -54,6 +54,23 @@ def section_defaults(name: str) -> dict:
             if "default" in sub}
 
 
+@functools.lru_cache(maxsize=None)
+def _config_defaults() -> dict:
+    defaults: dict = {}
+    _fill_defaults(defaults, _schema())
+    return defaults
+
+
+def config_default(*keys: str):
+    """The schema's default at a path of the configuration, its nested defaults filled in, e.g.
+    ``config_default("preprocess")`` or ``config_default("dataset", "prewindowed")``: for code
+    outside the Snakefile (dataclasses, scripts) that must agree with a config left unset."""
+    value = _config_defaults()
+    for key in keys:
+        value = value[key]
+    return copy.deepcopy(value)
+
+
 def validate_section(values: dict, name: str, where: str) -> dict:
     """``values`` checked against section ``name`` (one-line ConfigError naming ``where.<key>``),
     with the section's defaults filled in."""

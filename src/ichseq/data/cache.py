@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_dir, check_free_space, check_replaceable
+from ..config import config_default
 from ..errors import ConfigError, DataError
 from .fingerprint import MANIFEST_NAME, dataset_manifest, manifest_digest, read_manifest, write_manifest
 from .layout import JPG_LAYOUT, SUBTYPES
@@ -91,15 +92,20 @@ def is_cache(folder: Path) -> bool:
 NOT_A_CACHE = f"no {CACHE_META} in it"
 
 
+_PREPROCESS = config_default("preprocess")  # the defaults, written in the schema only
+
+
 @dataclass(frozen=True)
 class WindowSpec:
-    image_size: int = 128
-    level: float = 40.0
-    width: float = 120.0
+    """How the slice cache renders a cohort: ``preprocess`` and ``dataset.prewindowed``."""
+
+    image_size: int = _PREPROCESS["image_size"]
+    level: float = float(_PREPROCESS["window"]["level"])
+    width: float = float(_PREPROCESS["window"]["width"])
     # v1.3.1 scans hold 0-255 display values, not HU: used as they are, level/width unused.
-    prewindowed: bool = False
+    prewindowed: bool = config_default("dataset", "prewindowed")
     # preprocess.slab_mm: thin slices averaged (in HU) into slabs of this many mm; None: slice for slice.
-    slab_mm: float | None = None
+    slab_mm: float | None = _PREPROCESS["slab_mm"]
 
 
 def _worker_init(path: str, prewindowed: bool, dataset=None) -> None:

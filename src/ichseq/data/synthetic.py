@@ -38,6 +38,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from ..atomic import atomic_dir
+from ..config import section_defaults
 from .layout import (
     DEMOGRAPHICS_CSV,
     DIAGNOSIS_COLUMNS,
@@ -62,6 +63,9 @@ GENERATORS = ("anatomical", "cartoon")
 SYNTHETIC_MARKER = "ichseq-synthetic.json"
 
 
+_DEFAULTS = section_defaults("synthetic")
+
+
 @dataclass(frozen=True)
 class SyntheticSpec:
     """What to generate. The defaults mirror the real cohort's size and composition.
@@ -71,18 +75,20 @@ class SyntheticSpec:
     thickness and the kernel apply to it) or ``cartoon`` (this module's ellipse head: fast,
     for tests)."""
 
-    n_patients: int = 75
-    n_positive: int = 36
-    image_size: int = 128
-    min_slices: int = 24
-    max_slices: int = 57
-    seed: int = 0
-    mimics_per_scan: float = 4.0  # Poisson mean of single-slice mimics per scan
-    noise_hu: float = 5.0  # cartoon only; the anatomical twin's noise follows difficulty, kernel and thickness
-    generator: str = "anatomical"
-    difficulty: str = "easy"  # the default run's: models learn (AUC 0.8-0.95), none saturates (README, Measured)
-    slice_thickness_mm: float = 5.0
-    kernel: str = "standard"
+    # The defaults are dataset.synthetic's, written in the schema only.
+    n_patients: int = _DEFAULTS["n_patients"]
+    n_positive: int = _DEFAULTS["n_positive"]
+    image_size: int = _DEFAULTS["image_size"]
+    min_slices: int = _DEFAULTS["min_slices"]
+    max_slices: int = _DEFAULTS["max_slices"]
+    seed: int = _DEFAULTS["seed"]
+    mimics_per_scan: float = _DEFAULTS["mimics_per_scan"]  # Poisson mean of single-slice mimics per scan
+    # Not a config key: the cartoon's noise (the anatomical twin's follows difficulty, kernel and thickness).
+    noise_hu: float = 5.0
+    generator: str = _DEFAULTS["generator"]
+    difficulty: str = _DEFAULTS["difficulty"]
+    slice_thickness_mm: float = _DEFAULTS["slice_thickness_mm"]
+    kernel: str = _DEFAULTS["kernel"]
 
     def __post_init__(self) -> None:
         from .twin import DIFFICULTIES, KERNELS

@@ -136,10 +136,10 @@ def model_plan(config: dict, name: str) -> ModelPlan:
                               f"models.{name}.frames")
     aggregation = validate_section({**config.get("aggregation", {}), **(entry.get("aggregation") or {})},
                                    "aggregation", f"models.{name}.aggregation")
-    model = {k: entry.get(k) for k in MODEL_KEYS if entry.get(k) is not None}
+    # An entry's image_size defaults to the cached slices' (written once, preprocess.image_size).
     cache_size = (config.get("preprocess") or {}).get("image_size")
-    if "image_size" not in model and cache_size is not None:
-        model["image_size"] = cache_size
+    values = {**entry, "image_size": entry.get("image_size") if entry.get("image_size") is not None else cache_size}
+    model = {k: values[k] for k in MODEL_KEYS if values.get(k) is not None}
     # HU input windows are rendered from the cached slices, which span this window (also for the
     # windows a checkpoint folder brings: they must be rendered from this config's cache).
     window = (config.get("preprocess") or {}).get("window")
