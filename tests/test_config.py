@@ -50,9 +50,7 @@ def test_repo_config_validates_unchanged_but_for_the_sections_it_leaves_to_the_s
     # config.yaml uses their defaults: written in the schema only.
     left = ("training", "frames", "aggregation", "pretrain")
     assert not set(left) & set(repo_config)
-    # image_size is written once, under preprocess: the twin's grid is the schema's default and
-    # the model entries take the cache's size (model_plan).
-    assert validated["dataset"]["synthetic"].pop("image_size") == section_defaults("synthetic")["image_size"]
+    # The models' input size is written once, under preprocess: the entries take it (model_plan).
     assert [name for name, entry in repo_config["models"].items() if "image_size" in entry] == []
     assert {k: v for k, v in validated.items() if k not in left} == repo_config
     assert all(validated[name] == section_defaults(name) for name in left[:3])
