@@ -35,6 +35,24 @@ TINY_SPEC = SyntheticSpec(n_patients=8, n_positive=4, image_size=64, min_slices=
                           generator="cartoon")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--all", action="store_true", dest="run_all",
+                     help="run every test, the slow ones too (end-to-end Snakemake runs, the report, Slurm): "
+                          "what CI runs")
+
+
+def pytest_collection_modifyitems(config, items):
+    # Plain `pytest` is the fast loop: the unit tests. The slow tests run with --all, with a
+    # marker expression of one's own (-m slow), or when named (a file, folder or test id).
+    named = config.args_source != pytest.Config.ArgsSource.TESTPATHS
+    if config.getoption("run_all") or config.getoption("markexpr") or named:
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
 def pytest_sessionfinish(session, exitstatus):
     if SESSION_CACHE:  # ~0.5 GB of atlas levels
         shutil.rmtree(SESSION_CACHE, ignore_errors=True)

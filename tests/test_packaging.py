@@ -10,6 +10,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
@@ -103,3 +104,21 @@ def test_a_plain_install_validates_configs_from_any_directory(tmp_path):
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     assert got["frames"] == schema["$defs"]["frames"]["properties"]["policy"]["default"]
     assert got["replicates"] == yaml.safe_load((ROOT / "config.yaml").read_text())["splits"]["replicates"]
+
+
+@pytest.mark.slow  # three collections of the whole suite
+def test_plain_pytest_is_the_fast_loop_and_ci_runs_every_test():
+    def collected(*args: str) -> set[str]:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
+                              capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        return {line for line in proc.stdout.splitlines() if "::" in line}
+
+    everything, fast = collected("--all"), collected()
+    left_out = everything - fast
+    # The end-to-end workflow runs and the Slurm cluster are left out of the fast loop, nothing else.
+    assert any(t.startswith("tests/test_workflow.py::") for t in left_out)
+    assert any(t.startswith("tests/test_slurm.py::") for t in left_out)
+    assert fast <= everything and len(fast) > 10 * len(left_out)
+    assert collected("-m", "slow") == left_out
+    assert "--all" in (ROOT / ".ci" / "run").read_text()
