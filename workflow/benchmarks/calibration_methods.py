@@ -36,13 +36,13 @@ def replicate_logits(run_dir: Path, cache, split_dir: Path) -> dict:
     from ichseq.data.splits import read_split
     from ichseq.training.calibration import patient_logits
     from ichseq.training.loop import predict_logits
-    from ichseq.training.runs import _samples_for, load_run_model
+    from ichseq.training.runs import load_run_model, samples_for
 
     model, info = load_run_model(run_dir / "model")
     from ichseq.training.plan import ModelPlan
 
     plan = ModelPlan.from_dict(info["plan"])
-    samples = _samples_for(model, cache, plan)
+    samples = samples_for(model, cache, plan)
     split = read_split(split_dir / f"rep-{info['replicate']}.json")
     out = {"kind": model.kind}
     for part in ("val", "test"):

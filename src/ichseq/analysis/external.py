@@ -238,7 +238,7 @@ def _fmt(value: float, digits: int = 3) -> str:
 
 def internal_vs_external_markdown(table: pd.DataFrame, name: str, confidence: float = 0.95) -> str:
     """The table as Markdown: internal mean ± sd, external mean [CI], ensemble [CI], difference."""
-    from ..report.tables import _md_table
+    from ..report.tables import md_table
 
     level = f"{confidence:.0%}"
     headers = ["model", "metric", "internal (test, mean ± sd)", f"{name} (mean [{level} CI])",
@@ -247,7 +247,7 @@ def internal_vs_external_markdown(table: pd.DataFrame, name: str, confidence: fl
              f"{_fmt(r.external)} [{_fmt(r.external_ci_low)}, {_fmt(r.external_ci_high)}]",
              f"{_fmt(r.external_ensemble)} [{_fmt(r.ensemble_ci_low)}, {_fmt(r.ensemble_ci_high)}]",
              _fmt(r.difference)] for r in table.itertuples()]
-    text = _md_table(headers, rows, ["left", "left", "right", "right", "right", "right"])
+    text = md_table(headers, rows, ["left", "left", "right", "right", "right", "right"])
     return (f"# Internal vs external ({name})\n\nInternal: the study cohort's test patients, mean ± sd over "
             f"replicates. External: every replicate on every {name} patient; CIs are percentile bootstrap over "
             f"patients. Ensemble: {ENSEMBLE_RULE}. Difference: external mean minus internal mean.\n\n{text}\n")
@@ -259,12 +259,12 @@ def internal_vs_external_markdown(table: pd.DataFrame, name: str, confidence: fl
 def external_roc_figure(scores: Mapping[str, pd.DataFrame], name: str = "external") -> Figure:
     """One panel per model: each replicate's ROC curve on the external cohort thin, the
     ensemble's (mean probability) thick; the legend gives the AUCs."""
-    from .figures import _new_figure, _style, model_palette, roc_axes
+    from .figures import figure_style, model_palette, new_figure, roc_axes
 
     models = sorted(scores)
     palette = model_palette(models)
-    with _style():
-        fig, axes = _new_figure(max(1, len(models)), 3, (3.6, 3.9))
+    with figure_style():
+        fig, axes = new_figure(max(1, len(models)), 3, (3.6, 3.9))
         for ax, model in zip(axes, models):
             df = check_scores(scores[model], model)
             colour = palette[model]

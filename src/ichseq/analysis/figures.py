@@ -138,7 +138,7 @@ def save_figure(fig: Figure, paths: Sequence[str | Path], dpi: int = DPI) -> lis
 
 
 @contextmanager
-def _style():
+def figure_style():
     """Seaborn's white-grid look and this module's rc settings, restored afterwards."""
     with sns.axes_style("whitegrid"), matplotlib.rc_context(_RC):
         yield
@@ -248,7 +248,7 @@ def model_palette(models: Iterable[str]) -> dict[str, tuple[float, float, float]
     return {name: tuple(colour) for name, colour in zip(names, colours)}
 
 
-def _new_figure(n_panels: int, max_cols: int, panel_size: tuple[float, float]):
+def new_figure(n_panels: int, max_cols: int, panel_size: tuple[float, float]):
     """A constrained-layout figure with ``n_panels`` axes in rows of at most ``max_cols``."""
     ncols = min(max_cols, n_panels)
     nrows = math.ceil(n_panels / ncols)
@@ -308,8 +308,8 @@ def metric_boxplot_figure(runs: pd.DataFrame, metrics: Iterable[str] | str | Non
     chosen = _choose_metrics(df, metrics)
     models = sorted(df["model"].unique())
     palette = model_palette(models)
-    with _style():
-        fig, axes = _new_figure(len(chosen), 4, (max(2.6, 0.9 * len(models) + 1.0), 3.4))
+    with figure_style():
+        fig, axes = new_figure(len(chosen), 4, (max(2.6, 0.9 * len(models) + 1.0), 3.4))
         for ax, metric in zip(axes, chosen):
             sub = df[df["metric"] == metric]
             defined = sub.dropna(subset=["value"])
@@ -399,8 +399,8 @@ def confusion_matrices_figure(runs: pd.DataFrame) -> Figure:
     summary = confusion_summary(runs)
     models = sorted(summary["model"].unique())
     vmax = float(np.nanmax(summary["mean"].to_numpy())) if summary["mean"].notna().any() else 1.0
-    with _style():
-        fig, axes = _new_figure(len(models), 3, (3.3, 3.0))
+    with figure_style():
+        fig, axes = new_figure(len(models), 3, (3.3, 3.0))
         for ax, model in zip(axes, models):
             cells = summary[summary["model"] == model]
             mean = np.full((2, 2), np.nan)
@@ -456,8 +456,8 @@ def paired_plot_figure(runs: pd.DataFrame, metrics: Iterable[str] | str | None =
     models = sorted(df["model"].unique())
     palette = model_palette(models)
     x = np.arange(len(models))
-    with _style():
-        fig, axes = _new_figure(len(chosen), 4, (max(2.6, 0.9 * len(models) + 1.0), 3.4))
+    with figure_style():
+        fig, axes = new_figure(len(chosen), 4, (max(2.6, 0.9 * len(models) + 1.0), 3.4))
         for ax, metric in zip(axes, chosen):
             sub = df[df["metric"] == metric]
             wide = sub.pivot(index="replicate", columns="model", values="value").reindex(
@@ -545,8 +545,8 @@ def roc_curves_figure(predictions: pd.DataFrame, grid: Sequence[float] = ROC_GRI
     grid = np.asarray(grid, dtype=float)
     models = sorted(df["model"].unique())
     palette = model_palette(models)
-    with _style():
-        fig, axes = _new_figure(len(models), 3, (3.6, 3.9))
+    with figure_style():
+        fig, axes = new_figure(len(models), 3, (3.6, 3.9))
         for ax, model in zip(axes, models):
             colour = palette[model]
             curves, aucs, skipped = [], [], []
@@ -627,8 +627,8 @@ def training_curves_figure(history: pd.DataFrame) -> Figure:
     df = _history(history)
     models = sorted(df["model"].unique())
     palette = model_palette(models)
-    with _style():
-        fig, axes = _new_figure(len(models), 3, (3.8, 3.2))
+    with figure_style():
+        fig, axes = new_figure(len(models), 3, (3.8, 3.2))
         for ax, model in zip(axes, models):
             colour = palette[model]
             sub = df[df["model"] == model]
@@ -710,8 +710,8 @@ def cost_plot_figure(cost: pd.DataFrame) -> Figure:
         ("samples_per_second", "Training throughput", "samples / s"),
     )
     x = np.arange(len(models))
-    with _style():
-        fig, axes = _new_figure(len(panels), 3, (max(3.0, 1.1 * len(models) + 1.2), 3.8))
+    with figure_style():
+        fig, axes = new_figure(len(panels), 3, (max(3.0, 1.1 * len(models) + 1.2), 3.8))
         for ax, (column, title, unit) in zip(axes, panels):
             for i, model in enumerate(models):
                 values = df.loc[df["model"] == model, column].dropna().to_numpy(dtype=float)
@@ -842,8 +842,8 @@ def leaderboard_figure(board: pd.DataFrame) -> Figure:
         raise DataError("leaderboard is empty: nothing to plot")
     models = list(board["model"])
     palette = model_palette(models)
-    with _style():
-        fig, axes = _new_figure(len(metrics), 3, (3.2, 0.5 + 0.35 * len(models)))
+    with figure_style():
+        fig, axes = new_figure(len(metrics), 3, (3.2, 0.5 + 0.35 * len(models)))
         for ax, metric in zip(axes, metrics):
             y = np.arange(len(models))[::-1]
             mean = board[f"{metric}_mean"].to_numpy(dtype=float)
@@ -885,7 +885,7 @@ def reliability_figure(predictions: pd.DataFrame) -> Figure:
     ncols = min(3, len(models))
     nrows = math.ceil(len(models) / ncols)
     width = 1.0 / BINS
-    with _style():
+    with figure_style():
         fig = Figure(figsize=(3.7 * ncols, 4.9 * nrows), layout="constrained")
         grid = fig.add_gridspec(2 * nrows, ncols, height_ratios=[3.6, 1.0] * nrows)
         for i, model in enumerate(models):

@@ -39,7 +39,8 @@ from scipy import stats as sps
 
 from ..columns import COST_NUMBERS
 from .outputs import COMPARISON_NAMES, FRIEDMAN_OUTPUTS, MIN_MODELS
-from .stats import NAN, _holm, _rate_metrics, _silent, _values, summarise, wilcoxon_signed_rank
+from .stats import (NAN, holm_pvalues, metric_values, no_progress, rate_metrics, summarise,
+                    wilcoxon_signed_rank)
 
 #: Fewest complete replicates for a Friedman test: autorank refuses fewer than 5
 #: ("requires at least five performance estimations").
@@ -62,7 +63,7 @@ LEADERBOARD_COST = ("parameters_total", "training_seconds")
 def complete_blocks(runs: pd.DataFrame, metric: str, undefined: str = "drop") -> pd.DataFrame:
     """Replicates x models of ``metric``, only the replicates that every model has a value for."""
     models = list(dict.fromkeys(runs["model"]))
-    wide = pd.concat({m: _values(runs, m, metric, undefined) for m in models}, axis=1)
+    wide = pd.concat({m: metric_values(runs, m, metric, undefined) for m in models}, axis=1)
     return wide.dropna(axis=0, how="any").sort_index()
 
 
@@ -85,7 +86,7 @@ class Friedman:
     """
 
     def __init__(self, runs: pd.DataFrame, alpha: float = 0.05, undefined: str = "drop",
-                 log: Callable[[str], None] = _silent):  # fmt: skip
+                 log: Callable[[str], None] = no_progress):  # fmt: skip
         models = list(dict.fromkeys(runs["model"]))
         if len(models) < MIN_MODELS:
             raise ValueError(f"the Friedman comparison needs at least {MIN_MODELS} models, got {len(models)}")
@@ -93,7 +94,7 @@ class Friedman:
         self.models = models
         self.results = {}
         tests, ranks, posthoc = [], [], []
-        metrics = _rate_metrics(runs)
+        metrics = rate_metrics(runs)
         n_pairs = len(models) * (len(models) - 1) // 2
         for i, metric in enumerate(metrics, 1):
             started = time.perf_counter()
@@ -143,7 +144,7 @@ class Friedman:
         p = np.array([r["p_value"] for r in rows], dtype=np.float64)
         defined = np.isfinite(p)
         if defined.any():
-            adjusted = _holm(p[defined], alpha)
+            adjusted = holm_pvalues(p[defined], alpha)
             for r, q in zip((r for r, d in zip(rows, defined) if d), adjusted):
                 r["p_holm"] = float(q)
                 r["holm_significant"] = bool(q < alpha)
@@ -169,7 +170,7 @@ def leaderboard(
     if summary is None:
         summary = summarise(runs, undefined=undefined, seed=seed, n_resamples=n_resamples)
     models = list(dict.fromkeys(runs["model"]))
-    metrics = _rate_metrics(runs)
+    metrics = rate_metrics(runs)
     board = pd.DataFrame({"model": models})
     if pretrained is not None:
         board["pretrained"] = [pretrained.get(m) or "none (random init)" for m in models]
@@ -203,7 +204,7 @@ def write_comparison(
     undefined: str = "drop",
     seed: int = 0,
     n_resamples: int = 9999,
-    log: Callable[[str], None] = _silent,
+    log: Callable[[str], None] = no_progress,
 ) -> dict:
     """Write exactly ``outputs`` (keys of :data:`COMPARISON_NAMES` -> paths); return the paths.
 
@@ -217,12 +218,12 @@ def write_comparison(
     from ..errors import DataError
     from ..report.ranking import friedman_html, leaderboard_html, leaderboard_markdown
     from . import figures
-    from .stats import _check_options, validate_runs
+    from .stats import check_options, validate_runs
 
     unknown = [k for k in outputs if k not in COMPARISON_NAMES]
     if unknown:
         raise ValueError(f"unknown output key(s) {', '.join(unknown)}; known: {', '.join(COMPARISON_NAMES)}")
-    _check_options(alpha, undefined, seed, n_resamples)
+    check_options(alpha, undefined, seed, n_resamples)
     runs = validate_runs(runs, source=runs.attrs.get("source", "runs table"))
     n_models = runs["model"].nunique()
     paths = {k: Path(outputs[k]) for k in COMPARISON_NAMES if k in outputs}

@@ -203,7 +203,7 @@ def validate_runs(
     models = list(dict.fromkeys(out["model"]))
     if len(models) < 2:
         raise DataError(f"{source}: needs at least 2 models to compare, found {len(models)} ({', '.join(models)})")
-    if not _rate_metrics(out):
+    if not rate_metrics(out):
         raise DataError(f"{source}: no rate metric to compare (only {', '.join(sorted(set(out['metric'])))})")
     out.attrs["source"] = source
     return mark_validated(out, "runs")
@@ -270,7 +270,7 @@ def read_runs(path: str | Path, percent: bool = False) -> pd.DataFrame:
     return validate_runs(df, source=str(path), csv_lines=True, percent=percent)
 
 
-def _rate_metrics(runs: pd.DataFrame) -> list[str]:
+def rate_metrics(runs: pd.DataFrame) -> list[str]:
     present = list(dict.fromkeys(runs["metric"]))
     known = [m for m in RATE_METRICS if m in present]
     return known + [m for m in present if m not in RATE_METRICS and m not in COUNT_METRICS]
@@ -281,7 +281,7 @@ def _check_alpha(name: str, alpha) -> None:
         raise ConfigError(f"{name} must be a number in (0, 1); got {alpha!r}")
 
 
-def _check_options(alpha, undefined, seed, n_resamples, power_alpha=None) -> None:
+def check_options(alpha, undefined, seed, n_resamples, power_alpha=None) -> None:
     _check_alpha("alpha", alpha)
     if power_alpha is not None:
         _check_alpha("power_alpha", power_alpha)
@@ -293,7 +293,7 @@ def _check_options(alpha, undefined, seed, n_resamples, power_alpha=None) -> Non
         raise ConfigError(f"n_resamples must be an integer >= 1; got {n_resamples!r}")
 
 
-def _values(runs: pd.DataFrame, model: str, metric: str, undefined: str) -> pd.Series:
+def metric_values(runs: pd.DataFrame, model: str, metric: str, undefined: str) -> pd.Series:
     """One model's values of one metric, indexed by replicate, after the undefined policy."""
     rows = runs[(runs["model"] == model) & (runs["metric"] == metric)]
     series = pd.Series(rows["value"].to_numpy(dtype=np.float64), index=rows["replicate"].to_numpy())
@@ -394,7 +394,7 @@ def bootstrap_mean_cis(
     return intervals
 
 
-def _silent(_line: str) -> None:
+def no_progress(_line: str) -> None:
     """The default ``log`` of the computing functions: no progress lines."""
 
 
@@ -637,11 +637,11 @@ def holm_adjust(tests: pd.DataFrame, alpha: float = 0.05) -> pd.Series:
         p = group["p_value"].astype(np.float64)
         p = p[np.isfinite(p)]
         if len(p):
-            adjusted.loc[p.index] = _holm(p.to_numpy(), alpha)
+            adjusted.loc[p.index] = holm_pvalues(p.to_numpy(), alpha)
     return adjusted
 
 
-def _holm(pvalues: np.ndarray, alpha: float) -> np.ndarray:
+def holm_pvalues(pvalues: np.ndarray, alpha: float) -> np.ndarray:
     """``multipletests(method="holm")`` adjusted p-values.
 
     statsmodels' Holm branch ends with ``gc.collect()``, a full collection that takes over
@@ -665,7 +665,7 @@ def compare_models(
     seed: int = 0,
     n_resamples: int = 9999,
     power_alpha: float | None = None,
-    log: Callable[[str], None] = _silent,
+    log: Callable[[str], None] = no_progress,
 ) -> pd.DataFrame:
     """The tidy ``tests.csv`` table (columns :data:`TEST_COLUMNS`) of a validated runs table.
 
@@ -675,11 +675,11 @@ def compare_models(
     power_alpha = alpha if power_alpha is None else power_alpha
     models = list(dict.fromkeys(runs["model"]))
     pairs = list(itertools.combinations(models, 2))
-    metrics = _rate_metrics(runs)
+    metrics = rate_metrics(runs)
     rows = []
     for i, metric in enumerate(metrics, 1):
         started = time.perf_counter()
-        series = {m: _values(runs, m, metric, undefined) for m in models}
+        series = {m: metric_values(runs, m, metric, undefined) for m in models}
         shapiro = {}
         for m in models:
             x = series[m].to_numpy()
@@ -707,16 +707,16 @@ def compare_models(
 
 def summarise(
     runs: pd.DataFrame, undefined: str = "drop", seed: int = 0, n_resamples: int = 9999,
-    log: Callable[[str], None] = _silent,
+    log: Callable[[str], None] = no_progress,
 ) -> pd.DataFrame:
     """``summary.csv``: per model and metric (rate metrics first, then counts); sd has ddof 1.
 
     ``log`` gets one progress line."""
     started = time.perf_counter()
     models = list(dict.fromkeys(runs["model"]))
-    metrics = _rate_metrics(runs) + [m for m in COUNT_METRICS if m in set(runs["metric"])]
+    metrics = rate_metrics(runs) + [m for m in COUNT_METRICS if m in set(runs["metric"])]
     cells = [(metric, model) for metric in metrics for model in models]
-    samples = [_values(runs, model, metric, undefined).to_numpy() for metric, model in cells]
+    samples = [metric_values(runs, model, metric, undefined).to_numpy() for metric, model in cells]
     cis = bootstrap_mean_cis(samples, n_resamples=n_resamples, seed=seed)  # as one call per cell, at once
     rows = []
     for (metric, model), x, (low, high, method) in zip(cells, samples, cis):
@@ -762,7 +762,7 @@ def mean_confusion(runs: pd.DataFrame, undefined: str = "drop") -> pd.DataFrame:
         row = {"model": model}
         have = None
         for count in ("tn", "fp", "fn", "tp"):
-            x = _values(runs, model, count, undefined)
+            x = metric_values(runs, model, count, undefined)
             have = set(x.index) if have is None else have & set(x.index)
             row[f"{count}_mean"] = float(x.mean()) if len(x) else NAN
             row[f"{count}_sd"] = float(x.std(ddof=1)) if len(x) > 1 else NAN
@@ -806,7 +806,7 @@ def write_stats(
     unknown = [key for key in outputs if key not in OUTPUT_NAMES]
     if unknown:
         raise ValueError(f"unknown output key(s) {', '.join(unknown)}; known: {', '.join(OUTPUT_NAMES)}")
-    _check_options(alpha, undefined, seed, n_resamples, power_alpha)
+    check_options(alpha, undefined, seed, n_resamples, power_alpha)
     alpha, seed, n_resamples = float(alpha), int(seed), int(n_resamples)
     power_alpha = None if power_alpha is None else float(power_alpha)
     runs = validate_runs(runs, source=runs.attrs.get("source", "runs table"))
@@ -816,7 +816,7 @@ def write_stats(
         raise DataError(
             f"{runs.attrs['source']}: {skip}, which the mean confusion matrices ({paths['confusion']}) need"
         )
-    n_models, n_metrics = runs["model"].nunique(), len(_rate_metrics(runs))
+    n_models, n_metrics = runs["model"].nunique(), len(rate_metrics(runs))
     # Progress (a comparison of 50 models runs for minutes): what is compared, then each stage's seconds.
     log(f"stats: {n_models} models ({n_models * (n_models - 1) // 2} pairs), {n_metrics} rate metrics, "
         f"{n_resamples} bootstrap resamples")  # fmt: skip
@@ -917,7 +917,7 @@ def run_stats(
     one of these names that no earlier run wrote is neither replaced nor removed: see
     :func:`claim_output_folder`.
     """
-    _check_options(alpha, undefined, seed, n_resamples, power_alpha)
+    check_options(alpha, undefined, seed, n_resamples, power_alpha)
     runs = validate_runs(runs, source=runs.attrs.get("source", "runs table"))
     out = claim_output_folder(out_dir, OUTPUT_NAMES.values())
     skip_confusion = confusion_skip_reason(runs) is not None

@@ -657,8 +657,8 @@ def read_cq500_scan(patient_location: str | Path, series_uid: str, folder: str |
 SERIES_CHOICE_FILE = "series_choice.csv"
 
 
-class _RootFiles:
-    """The little of :class:`ichseq.data.readers._Files` the cache's provenance reads
+class RootFiles:
+    """The little of :class:`ichseq.data.readers.DatasetFiles` the cache's provenance reads
     (``exists``, ``read``), over the files directly in a CQ500 root (the twin's marker)."""
 
     def __init__(self, root: Path):
@@ -726,7 +726,7 @@ class Cq500Dataset:
         self.rule = rule
         self.prefer_mm = float(prefer_mm)
         self.choice = dict(choice or {})
-        self.files = _RootFiles(self.root)
+        self.files = RootFiles(self.root)
         self.table, self.messages = cq500_inventory(self.root, self.reads_path, rule, self.prefer_mm, self.choice)
         for line in self.messages:
             log(f"CQ500: {line}")

@@ -42,7 +42,7 @@ from ..atomic import atomic_dir
 from ..errors import DataError
 from ..paths import refuse_overlap
 from .layout import NIFTI_LAYOUT, NIFTI_SCAN_DIR
-from .readers import NO_DATA_HU, _Files, display_slices, hounsfield_volume, load_nifti
+from .readers import NO_DATA_HU, DatasetFiles, display_slices, hounsfield_volume, load_nifti
 from .scan_files import WHAT_TO_GIVE, is_nifti, nifti_name
 from .volumes import CTVolume
 from .windowing import BRAIN_WINDOW_LEVEL, BRAIN_WINDOW_WIDTH
@@ -507,7 +507,7 @@ def _nifti_sources(src: Path) -> list[tuple[str, Callable[[], bytes], str]]:
         return [(nifti_name(src), src.read_bytes, str(src))]
     if src.is_file() and not zipfile.is_zipfile(src):
         raise DataError(f"{src}: neither a NIfTI file nor a zip archive; {WHAT_TO_CONVERT}")
-    files = _Files(src)  # a v1.3.1 dataset folder or zip, at any depth
+    files = DatasetFiles(src)  # a v1.3.1 dataset folder or zip, at any depth
     if files.layout != NIFTI_LAYOUT:
         raise DataError(f"{src}: a v1.0.0 (JPG) dataset; to-dicom converts v1.3.1 NIfTI scans in HU")
     rels = [n for n in files.names if n.startswith(f"{NIFTI_SCAN_DIR}/") and n.count("/") == 1 and is_nifti(Path(n))]

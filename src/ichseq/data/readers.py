@@ -245,7 +245,7 @@ class Scan:
 # --------------------------------------------------------------------------- file access
 
 
-class _Files:
+class DatasetFiles:
     """Uniform read access to a folder or a zip archive, relative to the dataset root."""
 
     def __init__(self, path: Path):
@@ -374,7 +374,7 @@ class CTICHDataset:
 
     layout: str
 
-    def __init__(self, files: _Files, csv_name: str):
+    def __init__(self, files: DatasetFiles, csv_name: str):
         self.files = files
         self.csv_name = csv_name
         if not files.exists(csv_name):  # pragma: no cover - root detection guarantees it
@@ -433,7 +433,7 @@ class NiftiDataset(CTICHDataset):
 
     layout = NIFTI_LAYOUT
 
-    def __init__(self, files: _Files, prewindowed: bool = False):
+    def __init__(self, files: DatasetFiles, prewindowed: bool = False):
         self.prewindowed = prewindowed
         super().__init__(files, NIFTI_CSV)
 
@@ -545,7 +545,7 @@ class JpgDataset(CTICHDataset):
 
     layout = JPG_LAYOUT
 
-    def __init__(self, files: _Files):
+    def __init__(self, files: DatasetFiles):
         self._brain: dict[int, dict[int, str]] = {}
         self._seg: dict[int, dict[int, str]] = {}
         for rel in files.names:
@@ -609,5 +609,5 @@ def open_dataset(path: str | Path, prewindowed: bool = False) -> CTICHDataset:
     ``prewindowed``: v1.3.1 scans hold 0-255 display values instead of HU (the v1.0.0 JPGs
     always do, so it changes nothing there).
     """
-    files = _Files(Path(path))
+    files = DatasetFiles(Path(path))
     return NiftiDataset(files, prewindowed) if files.layout == NIFTI_LAYOUT else JpgDataset(files)

@@ -694,7 +694,7 @@ class RsnaDataset:
 
     def __init__(self, root: str | Path, labels_path: str | Path | None = None, min_slices: int = 8,
                  workers: int = 1, log=print):
-        from .cq500 import _RootFiles
+        from .cq500 import RootFiles
 
         self.root = Path(root)
         if not (isinstance(min_slices, int) and min_slices >= 1):
@@ -709,7 +709,7 @@ class RsnaDataset:
             raise DataError(f"{self.labels_path}: does not exist; not RSNA 2019 (no {RSNA_LABELS}): point "
                             f"dataset.rsna.path at the folder holding {RSNA_TRAIN_DIR}/ and {RSNA_LABELS}, or set "
                             f"dataset.rsna.labels (CT-ICH, {NIFTI_CSV} or {JPG_CSV}, is dataset.source local)")
-        self.files = _RootFiles(self.root)
+        self.files = RootFiles(self.root)
         self.train = train
         labels, messages = read_rsna_labels(self.labels_path)
         self.index = index_headers(train, workers=workers, log=lambda line: log(f"RSNA: {line}"))

@@ -13,7 +13,7 @@ from .formatting import (confusion_skipped_line, format_float, format_int, forma
                          power_note)
 
 
-def _md_table(headers, rows, align) -> str:
+def md_table(headers, rows, align) -> str:
     cells = [[str(c).replace("|", "\\|") for c in row] for row in rows]
     return tabulate(cells, headers=headers, tablefmt="pipe", disable_numparse=True, colalign=align)
 
@@ -163,7 +163,7 @@ def render_tables(
             md += [f"*{skipped}*", ""]
             tex += [f"{{\\footnotesize {_tex_escape(skipped)}}}", "\\end{table}", ""]
             continue
-        md += [_md_table(headers, rows, align) if rows else "(no rows)", ""]
+        md += [md_table(headers, rows, align) if rows else "(no rows)", ""]
         md += [policy_md + (f" {extra}" if extra else ""), ""]
         tex += [_tex_table(headers, rows, align) if rows else "(no rows)"]  # tabulate escapes cells
         tex += [f"\\par\\smallskip{{\\footnotesize {policy_tex}"

@@ -31,8 +31,7 @@ from ..data.cache import SliceCache
 from ..errors import DataError
 from .loop import fit, select_device
 from .plan import ModelPlan
-from .runs import (CHECKPOINT_NAME, _device_name, _samples_for, _sha256, full_mode_fetches,
-                   output_paths)
+from .runs import CHECKPOINT_NAME, device_name, full_mode_fetches, json_sha256, output_paths, samples_for
 from .settings import TrainSettings, derive_seed
 
 #: What ``pretrain_model`` writes, by the pretrain rule's output names.
@@ -93,7 +92,7 @@ def pretrain_model(plan: ModelPlan, settings: TrainSettings, cache_path, study_c
 
     device = select_device(settings.device)
     model = plan.build()
-    samples = _samples_for(model, cache, plan)
+    samples = samples_for(model, cache, plan)
     patients = np.array(cache.patients, dtype=np.int64)
     labels = np.array([int(cache.patient_labels(p).max()) for p in patients], dtype=np.int64)
     train, held = holdout_split(patients, labels, holdout_fraction, seed)
@@ -106,7 +105,7 @@ def pretrain_model(plan: ModelPlan, settings: TrainSettings, cache_path, study_c
     log(f"{plan.name}: pretraining {type(model).__name__} ({counts['total']:,} parameters) on {device}: "
         f"{len(train)} patients ({len(train_index)} samples), {len(held)} held out ({len(held_index)} samples)")
 
-    fingerprint = _sha256({"plan": plan.as_dict(), "settings": settings.as_dict(), "holdout": held,
+    fingerprint = json_sha256({"plan": plan.as_dict(), "settings": settings.as_dict(), "holdout": held,
                            "cache": cache.meta})
     t0 = time.perf_counter()
     result = fit(model, model, fetch, samples.label, samples.patient, train_index, held_index, settings, run_seed,
@@ -122,7 +121,7 @@ def pretrain_model(plan: ModelPlan, settings: TrainSettings, cache_path, study_c
                      "holdout_positive": int(labels[np.isin(patients, held)].sum())},
         "samples": {"train": int(len(train_index)), "holdout": int(len(held_index))},
         "cohort": cache.meta.get("source"), "settings": settings.as_dict(),
-        "training_seconds": round(result.seconds, 3), "device": _device_name(device),
+        "training_seconds": round(result.seconds, 3), "device": device_name(device),
     }
     with atomic_dir(paths["model"]) as tmp:
         model.save(tmp, settings=plan.model)

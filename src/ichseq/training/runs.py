@@ -77,11 +77,11 @@ def full_mode_fetches(model: "CTClassifier", samples, cache, settings: TrainSett
     return fetch, lambda idx, generator: samples.batch(model, cache, idx, augment=settings, generator=generator)
 
 
-def _sha256(obj) -> str:
+def json_sha256(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _samples_for(model: "CTClassifier", cache: SliceCache, plan: ModelPlan) -> Samples:
+def samples_for(model: "CTClassifier", cache: SliceCache, plan: ModelPlan) -> Samples:
     return build_samples(cache, model.kind, model.num_frames, plan.frames["policy"], plan.frames["padding"],
                          context=int(getattr(model, "context", 0)))
 
@@ -107,7 +107,7 @@ def compute_features(plan: ModelPlan, cache_path, out, threads: int = 1, log=pri
     device = select_device(plan.training.device)
     cache = SliceCache(cache_path)
     model = plan.build().freeze_backbone()
-    samples = _samples_for(model, cache, plan)
+    samples = samples_for(model, cache, plan)
     counts = model.parameter_counts()
     log(f"{plan.name}: {type(model).__name__}, {counts['total']:,} parameters, {model.kind} samples: "
         f"{len(samples)} from {len(cache.patients)} patients, on {device}")
@@ -121,7 +121,7 @@ def compute_features(plan: ModelPlan, cache_path, out, threads: int = 1, log=pri
         "image_size": model.image_size,
         "num_frames": model.num_frames,
         "parameters": {"total": counts["total"], "trainable": counts["trainable"]},
-        "device": _device_name(device),
+        "device": device_name(device),
         "seconds": round(seconds, 3),
         "samples_per_second": round(len(samples) / seconds, 3) if seconds > 0 else None,
         "cache": cache.meta,
@@ -131,7 +131,7 @@ def compute_features(plan: ModelPlan, cache_path, out, threads: int = 1, log=pri
     return meta
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
@@ -398,7 +398,7 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
             # Each frame of a scan / context sample takes its slice's stored row.
             feature_rows = np.full(cache.slices.shape[0], -1, np.int64)
             feature_rows[samples.rows[:, 0]] = np.arange(len(samples))
-            samples = _samples_for(model, cache, plan)
+            samples = samples_for(model, cache, plan)
             log(f"{plan.name}: the slice features of models.{owner.name} from its feature store {features_path} "
                 f"(no slice goes through the backbone again)")
             fetch = lambda idx: samples.batch(model, cache, idx, features=stored, feature_rows=feature_rows)  # noqa: E731
@@ -413,7 +413,7 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
     else:
         ood_inputs = (None, None)
         model.init_classifier_(seed)
-        samples = _samples_for(model, cache, plan)
+        samples = samples_for(model, cache, plan)
         fetch, train_fetch = full_mode_fetches(model, samples, cache, settings, seed)
         model.to(device)
         module = model
@@ -421,7 +421,7 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
         feature_seconds, provenance = 0.0, {"backbone_seed": backbone_seed(settings.seed, plan.name)}
 
     index = _split_indices(samples, split, cache, split_path)
-    fingerprint = _sha256({"plan": plan.as_dict(), "replicate": replicate, "split": split,
+    fingerprint = json_sha256({"plan": plan.as_dict(), "replicate": replicate, "split": split,
                            "inputs": provenance, "cache": cache.meta})
     counts = {p: f"{len(index[p])} samples" for p in index}
     log(f"{plan.name} rep-{replicate}: {settings.mode} training on {device}; "
@@ -464,7 +464,7 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
         "feature_seconds": feature_seconds, "training_seconds": round(result.seconds, 3),
         "samples_per_second": round(result.samples_seen / result.seconds, 3) if result.seconds > 0 else None,
         "epochs_run": int(len(result.history)), "best_epoch": int(result.best_epoch),
-        "resumed_from_epoch": int(result.resumed_from), "device": _device_name(device),
+        "resumed_from_epoch": int(result.resumed_from), "device": device_name(device),
     }
     cost = {key: values[key] for key in COST_COLUMNS}
     report = {"model": plan.name, "replicate": int(replicate), "best_epoch": int(result.best_epoch),
