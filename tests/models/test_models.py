@@ -17,7 +17,7 @@ from transformers import ConvNextConfig, ConvNextForImageClassification, VivitCo
 from ichseq.errors import ModelError
 from ichseq.models import ID2LABEL, REGISTRY, available_models, build_model, register
 from ichseq.models.base import CTClassifier
-from ichseq.models.vivit import interpolate_temporal_position_embeddings
+from ichseq.models.video import interpolate_temporal_position_embeddings
 
 # 32x32 images, 8x8 patches -> a 4x4 grid; tubelet length 2.
 VIVIT_CONFIG = dict(

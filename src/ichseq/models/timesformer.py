@@ -46,27 +46,13 @@ from transformers import TimesformerConfig, TimesformerForVideoClassification
 
 from ..errors import ModelError
 from . import register
-from .base import (
-    HFClassifier,
-    check_int,
-    input_settings,
-    load_pretrained,
-    saved_pooling,
-    mean_std,
-    random_config,
-    refuse_mean_filters_with_checkpoint,
-)
-from .vivit import (
-    POSITION_EMBEDDINGS,
-    _square,
+from .video import (
+    VideoClassifier,
     interpolate_spatial_position_embeddings,
     interpolate_temporal_position_embeddings,
+    square,
 )
 
-# TimesformerVideoProcessor's defaults (IMAGENET_DEFAULT_MEAN / _STD) after its 1/255 rescale.
-DEFAULT_MEAN = (0.485, 0.456, 0.406)
-DEFAULT_STD = (0.229, 0.224, 0.225)
-POOLINGS = ("cls", "mean", "max")
 SPATIAL_KEY = "timesformer.embeddings.position_embeddings"
 TIME_KEY = "timesformer.embeddings.time_embeddings"
 #: Seed of the spatial table drawn by ``position_embeddings: reset`` for another image size.
@@ -74,11 +60,12 @@ RESET_SEED = 0
 
 
 def _patch(config: TimesformerConfig, name: str) -> int:
-    return _square(config.patch_size, name)
+    return square(config.patch_size, name)
 
 
-def _check_geometry(config: TimesformerConfig, image_size: int, name: str) -> None:
-    # The Conv2d silently drops pixels that do not fill a whole patch: refuse instead.
+def _check_geometry(config: TimesformerConfig, num_frames: int, image_size: int, name: str) -> None:
+    # The Conv2d silently drops pixels that do not fill a whole patch: refuse instead (patches
+    # are per frame, so any num_frames fits).
     p = _patch(config, name)
     if image_size % p:
         raise ModelError(f"models.{name}.image_size: {image_size} is not a multiple of the patch size {p}x{p}")
@@ -90,7 +77,7 @@ def _resize_position_embeddings(hf: TimesformerForVideoClassification, num_frame
     position and time embeddings unchanged (see the module docstring for ``how``)."""
     config = hf.config
     p = _patch(config, name)
-    old_grid = (_square(config.image_size, name) // p,) * 2
+    old_grid = (square(config.image_size, name) // p,) * 2
     new_grid = (image_size // p,) * 2
     state = hf.state_dict()
     spatial = state[SPATIAL_KEY]
@@ -118,84 +105,20 @@ def _resize_position_embeddings(hf: TimesformerForVideoClassification, num_frame
 
 
 @register("timesformer")
-class TimeSformer(HFClassifier):
+class TimeSformer(VideoClassifier):
     """TimeSformer over a scan's ``num_frames`` slices; features = the last layer's CLS token
     (``pooling: cls``, transformers') or the mean / maximum over its patch tokens."""
 
     kind = "sequence"
-
-    def __init__(self, hf_model: TimesformerForVideoClassification, mean, std, name: str = "timesformer",
-                 pooling: str = "cls"):
-        super().__init__(hf_model, _square(hf_model.config.image_size, name), mean, std, name=name)
-        self.num_frames = int(hf_model.config.num_frames)
-        self.pooling = pooling
-
-    @classmethod
-    def from_settings(cls, settings: dict, name: str = "timesformer") -> "TimeSformer":
-        pooling = settings.get("pooling") or "cls"
-        if pooling not in POOLINGS:
-            raise ModelError(f"models.{name}.pooling: must be one of {', '.join(POOLINGS)} for TimeSformer, "
-                             f"got {pooling!r}")
-        num_frames = check_int(settings, "num_frames", name)
-        image_size = check_int(settings, "image_size", name)
-        position_embeddings = settings.get("position_embeddings") or "interpolate"
-        if position_embeddings not in POSITION_EMBEDDINGS:
-            raise ModelError(f"models.{name}.position_embeddings: must be one of {', '.join(POSITION_EMBEDDINGS)}, "
-                             f"got {position_embeddings!r}")
-        refuse_mean_filters_with_checkpoint(settings, name)
-        pretrained = settings.get("pretrained")
-        if pretrained is None:
-            config = random_config(TimesformerConfig, settings, name, num_frames=num_frames, image_size=image_size)
-            _check_geometry(config, _square(config.image_size, name), name)
-            mean, std = mean_std(None, DEFAULT_MEAN, DEFAULT_STD, name)
-            model = cls(TimesformerForVideoClassification(config), mean, std, name=name, pooling=pooling)
-            model.set_input_windows(*input_settings(settings, None))
-            if settings.get("mean_filters"):
-                model.init_mean_filters_(**settings["mean_filters"])
-            return model
-
-        # Load with the checkpoint's own geometry (so nothing is re-initialised), then adapt it.
-        hf, preprocessor = load_pretrained(TimesformerForVideoClassification, pretrained, name)
-        pooling = saved_pooling(settings, preprocessor, pooling)
-        num_frames = num_frames or hf.config.num_frames
-        image_size = image_size or _square(hf.config.image_size, name)
-        _check_geometry(hf.config, image_size, name)
-        if (num_frames, image_size) != (hf.config.num_frames, _square(hf.config.image_size, name)):
-            hf = _resize_position_embeddings(hf, num_frames, image_size, name, position_embeddings)
-        mean, std = mean_std(preprocessor, DEFAULT_MEAN, DEFAULT_STD, name)
-        model = cls(hf, mean, std, name=name, pooling=pooling)
-        return model.set_input_windows(*input_settings(settings, preprocessor))
-
-    def prepare(self, batch_uint8: torch.Tensor) -> torch.Tensor:
-        # transformers would silently resample the time embeddings (nearest) for another clip
-        # length: fail with a readable message instead.
-        if batch_uint8.ndim == 4 and batch_uint8.shape[1] != self.num_frames:
-            raise ModelError(
-                f"models.{self.entry}: TimeSformer expects {self.num_frames} frames per scan, got "
-                f"{batch_uint8.shape[1]}; sample or pad scans to models.{self.entry}.num_frames"
-            )
-        return super().prepare(batch_uint8)
-
-    def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self._pool(self.hf_model.timesformer(pixel_values).last_hidden_state)
-
-    def _pool(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
-        if self.pooling == "cls":
-            return last_hidden_state[:, 0]
-        tokens = last_hidden_state[:, 1:]  # the patches of every frame, after the final LayerNorm
-        return tokens.amax(dim=1) if self.pooling == "max" else tokens.mean(dim=1)
-
-    def init_mean_filters_(self, channel: int, count: int, scale: float = 20.0) -> "TimeSformer":
-        """The first ``count`` filters of the patch embedding (a Conv2d applied to each frame) start as ``scale`` times the mean of input
-        channel ``channel`` over the patch: ViViT's ``mean_filters`` (see ``ViViT.init_mean_filters_``
-        for why), so the tokens know from the first step how much of each patch lies in the
-        blood band."""
-        embed = self.hf_model.timesformer.embeddings.patch_embeddings.projection
-        return self._set_mean_filters(embed, channel, count, scale)
-
-    def use_mask_loss(self, weight: float, seed: int) -> "TimeSformer":
-        # Each patch token of the last layer predicts whether its patch of its frame holds hemorrhage.
-        return self._enable_mask_loss(torch.nn.Linear(self.hf_model.config.hidden_size, 1), weight, seed)
+    title = "TimeSformer"
+    hf_class = TimesformerForVideoClassification
+    config_class = TimesformerConfig
+    backbone_attr = "timesformer"
+    # TimesformerVideoProcessor's defaults (IMAGENET_DEFAULT_MEAN / _STD) after its 1/255 rescale.
+    default_mean = (0.485, 0.456, 0.406)
+    default_std = (0.229, 0.224, 0.225)
+    check_geometry = staticmethod(_check_geometry)
+    regeometry = staticmethod(_resize_position_embeddings)
 
     def forward_batch(self, batch):
         if self.aux_mask_head is None or batch.pixels is None or not self.training:

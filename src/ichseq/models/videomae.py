@@ -51,34 +51,19 @@ from transformers.models.videomae.modeling_videomae import get_sinusoid_encoding
 
 from ..errors import ModelError
 from . import register
-from .base import (
-    HFClassifier,
-    check_int,
-    input_settings,
-    load_pretrained,
-    saved_pooling,
-    mean_std,
-    random_config,
-    refuse_mean_filters_with_checkpoint,
-)
-from .vivit import (
-    POSITION_EMBEDDINGS,
-    _square,
+from .video import (
+    VideoClassifier,
     interpolate_spatial_position_embeddings,
     interpolate_temporal_position_embeddings,
+    square,
 )
 
-# VideoMAEImageProcessor's defaults (IMAGENET_STANDARD_MEAN / _STD) after its 1/255 rescale.
-DEFAULT_MEAN = (0.5, 0.5, 0.5)
-DEFAULT_STD = (0.5, 0.5, 0.5)
-#: ``pooling`` entry option.
-POOLINGS = ("cls", "mean", "max")
 #: HF config attribute: [num_frames, image_size] of the sinusoid table the embeddings resample.
 SOURCE_KEY = "position_embeddings_source"
 
 
 def _patch(config: VideoMAEConfig, name: str) -> int:
-    return _square(config.patch_size, name)
+    return square(config.patch_size, name)
 
 
 def _check_geometry(config: VideoMAEConfig, num_frames: int, image_size: int, name: str) -> None:
@@ -112,7 +97,7 @@ def _apply_position_source(hf: VideoMAEForVideoClassification, name: str) -> Vid
     source = getattr(hf.config, SOURCE_KEY, None)
     if source is None:
         return hf
-    geometry = (int(hf.config.num_frames), _square(hf.config.image_size, name))
+    geometry = (int(hf.config.num_frames), square(hf.config.image_size, name))
     source = (int(source[0]), int(source[1]))
     if source != geometry:
         hf.videomae.embeddings.position_embeddings = resampled_sinusoid_table(hf.config, source, *geometry, name)
@@ -125,7 +110,7 @@ def _regeometry(hf: VideoMAEForVideoClassification, num_frames: int, image_size:
     config = copy.deepcopy(hf.config)
     if how == "interpolate":
         # Always from the original checkpoint's table, so a saved folder reproduces it exactly.
-        source = getattr(config, SOURCE_KEY, None) or [int(config.num_frames), _square(config.image_size, name)]
+        source = getattr(config, SOURCE_KEY, None) or [int(config.num_frames), square(config.image_size, name)]
         setattr(config, SOURCE_KEY, [int(source[0]), int(source[1])])
     else:
         setattr(config, SOURCE_KEY, None)
@@ -136,65 +121,25 @@ def _regeometry(hf: VideoMAEForVideoClassification, num_frames: int, image_size:
 
 
 @register("videomae")
-class VideoMAE(HFClassifier):
+class VideoMAE(VideoClassifier):
     """VideoMAE over a scan's ``num_frames`` slices; features = what transformers' classifier reads
     (``fc_norm`` of the token mean, or the first token), or the tokens' maximum."""
 
     kind = "sequence"
-
-    def __init__(self, hf_model: VideoMAEForVideoClassification, mean, std, name: str = "videomae",
-                 pooling: str | None = None):
-        super().__init__(hf_model, _square(hf_model.config.image_size, name), mean, std, name=name)
-        self.num_frames = int(hf_model.config.num_frames)
-        self.pooling = pooling or ("mean" if hf_model.fc_norm is not None else "cls")
+    title = "VideoMAE"
+    hf_class = VideoMAEForVideoClassification
+    config_class = VideoMAEConfig
+    backbone_attr = "videomae"
+    # VideoMAEImageProcessor's defaults (IMAGENET_STANDARD_MEAN / _STD) after its 1/255 rescale.
+    default_mean = (0.5, 0.5, 0.5)
+    default_std = (0.5, 0.5, 0.5)
+    check_geometry = staticmethod(_check_geometry)
+    regeometry = staticmethod(_regeometry)
+    loaded = staticmethod(_apply_position_source)  # a folder saved after adaptation
 
     @classmethod
-    def from_settings(cls, settings: dict, name: str = "videomae") -> "VideoMAE":
-        pooling = settings.get("pooling")
-        if pooling is not None and pooling not in POOLINGS:
-            raise ModelError(f"models.{name}.pooling: must be one of {', '.join(POOLINGS)} for VideoMAE, got {pooling!r}")
-        num_frames = check_int(settings, "num_frames", name)
-        image_size = check_int(settings, "image_size", name)
-        position_embeddings = settings.get("position_embeddings") or "interpolate"
-        if position_embeddings not in POSITION_EMBEDDINGS:
-            raise ModelError(f"models.{name}.position_embeddings: must be one of {', '.join(POSITION_EMBEDDINGS)}, "
-                             f"got {position_embeddings!r}")
-        refuse_mean_filters_with_checkpoint(settings, name)
-        pretrained = settings.get("pretrained")
-        if pretrained is None:
-            # Random init: transformers' table for this geometry (nothing to adapt).
-            config = random_config(VideoMAEConfig, settings, name, num_frames=num_frames, image_size=image_size)
-            _check_geometry(config, config.num_frames, _square(config.image_size, name), name)
-            mean, std = mean_std(None, DEFAULT_MEAN, DEFAULT_STD, name)
-            model = cls(VideoMAEForVideoClassification(config), mean, std, name=name, pooling=pooling)
-            model.set_input_windows(*input_settings(settings, None))
-            if settings.get("mean_filters"):
-                model.init_mean_filters_(**settings["mean_filters"])
-            return model
-
-        # Load with the checkpoint's own geometry, then adapt it.
-        hf, preprocessor = load_pretrained(VideoMAEForVideoClassification, pretrained, name)
-        pooling = saved_pooling(settings, preprocessor, pooling)
-        hf = _apply_position_source(hf, name)  # a folder saved after adaptation
-        num_frames = num_frames or hf.config.num_frames
-        image_size = image_size or _square(hf.config.image_size, name)
-        _check_geometry(hf.config, num_frames, image_size, name)
-        if (num_frames, image_size) != (hf.config.num_frames, _square(hf.config.image_size, name)):
-            hf = _regeometry(hf, num_frames, image_size, name, position_embeddings)
-        mean, std = mean_std(preprocessor, DEFAULT_MEAN, DEFAULT_STD, name)
-        model = cls(hf, mean, std, name=name, pooling=pooling)
-        return model.set_input_windows(*input_settings(settings, preprocessor))
-
-    def prepare(self, batch_uint8: torch.Tensor) -> torch.Tensor:
-        if batch_uint8.ndim == 4 and batch_uint8.shape[1] != self.num_frames:
-            raise ModelError(
-                f"models.{self.entry}: VideoMAE expects {self.num_frames} frames per scan, got {batch_uint8.shape[1]}; "
-                f"sample or pad scans to models.{self.entry}.num_frames"
-            )
-        return super().prepare(batch_uint8)
-
-    def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self._pool(self.hf_model.videomae(pixel_values).last_hidden_state)
+    def default_pooling(cls, hf_model) -> str:
+        return "mean" if hf_model.fc_norm is not None else "cls"
 
     def _pool(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.pooling == "cls":
@@ -207,18 +152,6 @@ class VideoMAE(HFClassifier):
     def _grid(self) -> tuple[int, int, int]:
         t, p = int(self.hf_model.config.tubelet_size), _patch(self.hf_model.config, self.entry)
         return self.num_frames // t, self.image_size // p, self.image_size // p
-
-    def init_mean_filters_(self, channel: int, count: int, scale: float = 20.0) -> "VideoMAE":
-        """The first ``count`` filters of the tubelet embedding (a Conv3d over 2-frame tubelets) start as ``scale`` times the mean of input
-        channel ``channel`` over the patch: ViViT's ``mean_filters`` (see ``ViViT.init_mean_filters_``
-        for why), so the tokens know from the first step how much of each patch lies in the
-        blood band."""
-        embed = self.hf_model.videomae.embeddings.patch_embeddings.projection
-        return self._set_mean_filters(embed, channel, count, scale)
-
-    def use_mask_loss(self, weight: float, seed: int) -> "VideoMAE":
-        # Each tubelet token of the last layer predicts whether its block holds hemorrhage.
-        return self._enable_mask_loss(torch.nn.Linear(self.hf_model.config.hidden_size, 1), weight, seed)
 
     def forward_batch(self, batch):
         if self.aux_mask_head is None or batch.pixels is None or not self.training:
