@@ -32,6 +32,8 @@ import hashlib
 import json
 import platform
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -362,6 +364,130 @@ def output_paths(outputs, names, caller: str) -> dict[str, Path]:
     return paths
 
 
+@dataclass
+class TrainingInputs:
+    """What a run trains and how it reads its samples: the same loop serves both modes."""
+
+    module: torch.nn.Module  # what the optimiser updates: the classifier (head) or the whole model (full)
+    samples: Samples
+    fetch: Callable  # sample indices -> a batch as it is (held-out and test samples)
+    train_fetch: Callable | None  # full mode with augmentation: indices, generator -> a training batch
+    parameters: dict  # total and trainable, for cost.json
+    feature_seconds: float
+    provenance: dict  # what the run's inputs were made from (part of the resume fingerprint)
+    ood_inputs: tuple  # (stored features, their samples) of a head-mode run; (None, None) in full mode
+    store_meta: dict | None = None  # a head-mode run's feature store description
+
+
+def head_inputs(plan: ModelPlan, model: "CTClassifier", cache: SliceCache, features_path, seed: int,
+                device: torch.device, log) -> TrainingInputs:
+    """A head-mode run's inputs: the classifier alone trains, on the stored features (the
+    backbone never runs); a two-stage model's frames take their slices' rows of its backbone's store."""
+    if features_path is None:
+        raise ConfigError(f"models.{plan.name}: head mode needs the model's feature store (the features rule)")
+    features, samples, meta = read_feature_store(features_path)
+    owner = plan.backbone or plan  # a two-stage model reads its backbone's store
+    expected = _feature_identity(owner, samples.kind)
+    if {k: meta.get(k) for k in expected} != json.loads(json.dumps(expected)):
+        raise DataError(f"{features_path}: features were computed for other model settings than "
+                        f"models.{owner.name}'s; rerun the features rule")
+    model.freeze_backbone().init_classifier_(seed).to(device)
+    module = model.classifier
+    stored = torch.from_numpy(features).to(device)
+    ood_inputs = (features, samples)  # what the classifier reads: the store's rows and their samples
+    if plan.backbone is not None:
+        # Each frame of a scan / context sample takes its slice's stored row.
+        feature_rows = np.full(cache.slices.shape[0], -1, np.int64)
+        feature_rows[samples.rows[:, 0]] = np.arange(len(samples))
+        samples = samples_for(model, cache, plan)
+        log(f"{plan.name}: the slice features of models.{owner.name} from its feature store {features_path} "
+            f"(no slice goes through the backbone again)")
+        fetch = lambda idx: samples.batch(model, cache, idx, features=stored, feature_rows=feature_rows)  # noqa: E731
+    else:
+        fetch = lambda idx: samples.batch(model, cache, idx, features=stored)  # noqa: E731
+    trainable = sum(p.numel() for p in module.parameters())
+    # The stored backbone's parameters, plus a two-stage model's own head.
+    parameters = {"total": meta["parameters"]["total"] + (trainable if plan.backbone is not None else 0),
+                  "trainable": trainable}
+    return TrainingInputs(module, samples, fetch, None, parameters, meta["seconds"],
+                          {"features": str(features_path), "feature_store": meta}, ood_inputs, meta)
+
+
+def full_inputs(plan: ModelPlan, model: "CTClassifier", cache: SliceCache, seed: int,
+                device: torch.device) -> TrainingInputs:
+    """A full-mode run's inputs: the whole model trains on the cached slices."""
+    settings = plan.training
+    model.init_classifier_(seed)
+    samples = samples_for(model, cache, plan)
+    fetch, train_fetch = full_mode_fetches(model, samples, cache, settings, seed)
+    model.to(device)
+    return TrainingInputs(model, samples, fetch, train_fetch, model.parameter_counts(), 0.0,
+                          {"backbone_seed": backbone_seed(settings.seed, plan.name)}, (None, None))
+
+
+def test_sample_table(samples: Samples, cache: SliceCache, kind: str, index: np.ndarray,
+                      probabilities: np.ndarray) -> pd.DataFrame:
+    """sample_predictions.csv: each test sample with the model's own probability (a slice
+    model's rows name their slice, the others' the frames of their clip)."""
+    table = samples.table(cache).iloc[index].reset_index(drop=True)
+    table["probability"] = probabilities
+    return table.drop(columns="slice" if kind not in SLICE_LEVEL else "frames")
+
+
+def run_cost(plan: ModelPlan, replicate: int, inputs: TrainingInputs, result, device: torch.device) -> dict:
+    """cost.json: parameters, seconds, throughput, epochs and device (``COST_COLUMNS``)."""
+    settings = plan.training
+    values = {
+        "model": plan.name, "replicate": int(replicate), "mode": settings.mode,
+        "class_imbalance": settings.class_imbalance,
+        "parameters_total": int(inputs.parameters["total"]),
+        "parameters_trainable": int(inputs.parameters["trainable"]),
+        "feature_seconds": inputs.feature_seconds, "training_seconds": round(result.seconds, 3),
+        "samples_per_second": round(result.samples_seen / result.seconds, 3) if result.seconds > 0 else None,
+        "epochs_run": int(len(result.history)), "best_epoch": int(result.best_epoch),
+        "resumed_from_epoch": int(result.resumed_from), "device": device_name(device),
+    }
+    return {key: values[key] for key in COST_COLUMNS}
+
+
+def model_info(plan: ModelPlan, replicate: int, best_epoch: int, decision: dict, calibration: dict,
+               cache: SliceCache, split: dict, ood: dict | None, inputs: TrainingInputs, features_path) -> dict:
+    """The model folder's ichseq.json: how it was made and what it expects of a scan."""
+    development = [*split["train"], *split["val"]]  # what the model was developed on: never the test patients
+    info = {"plan": plan.as_dict(), "replicate": int(replicate), "best_epoch": int(best_epoch),
+            "decision": decision, "calibration": calibration, "preprocess": preprocess_of(cache),
+            "input_requirements": input_requirements(cache, development),
+            "geometry": training_geometry(cache, development),
+            "trained_on": trained_on(cache, split)}
+    if ood is not None:
+        info["ood"] = {"file": OOD_FILE, "threshold": float(ood["threshold"]), "dim": int(ood["dim"]),
+                       "score": "median Mahalanobis distance of the scan's samples (Ledoit-Wolf)"}
+    if plan.training.mode == "head":
+        info.update({"feature_dim": int(inputs.store_meta["feature_dim"]), "features": str(features_path)})
+    return info
+
+
+def evaluate(plan: ModelPlan, model: "CTClassifier", inputs: TrainingInputs, cache: SliceCache,
+             index: dict[str, np.ndarray]) -> tuple[pd.DataFrame, dict, dict, dict, np.ndarray]:
+    """The kept epoch's (predictions, decision rule, calibration map, test metrics, test sample
+    logits): the rule's threshold and the map are fitted on the val patients."""
+    batch_size = plan.training.feature_batch_size
+
+    def positive_logits(idx):
+        logits = predict_logits(model, inputs.fetch, idx, batch_size).double()
+        return (logits[:, 1] - logits[:, 0]).numpy()
+
+    samples = inputs.samples
+    test_logits, val_logits = positive_logits(index["test"]), positive_logits(index["val"])
+    predictions, decision, calibration = _decide(plan, model.kind, samples, index["test"], test_logits,
+                                                 index["val"], val_logits)
+    metrics = binary_metrics(predictions.label, predictions.prediction, predictions.probability)
+    # Metrics only some models define (seg_cls: its segmentation Dice), on the test samples' pixels.
+    metrics.update(model.extra_test_metrics(lambda idx: samples.batch(model, cache, idx), index["test"],
+                                            samples.patient, batch_size))
+    return predictions, decision, calibration, metrics, test_logits
+
+
 def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, features_path=None,
               threads: int = 1, log=print) -> dict:
     """Train ``plan`` on replicate ``replicate``'s split and write the run's outputs: ``outputs``
@@ -377,119 +503,43 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
     split = read_split(split_path)
     seed = run_seed(settings.seed, plan.name, replicate)
     model = plan.build()
-    kind = model.kind
     check_labels_suffice(plan, model, cache)
-
-    if settings.mode == "head":
-        if features_path is None:
-            raise ConfigError(f"models.{plan.name}: head mode needs the model's feature store (the features rule)")
-        features, samples, meta = read_feature_store(features_path)
-        owner = plan.backbone or plan  # a two-stage model reads its backbone's store
-        expected = _feature_identity(owner, samples.kind)
-        if {k: meta.get(k) for k in expected} != json.loads(json.dumps(expected)):
-            raise DataError(f"{features_path}: features were computed for other model settings than "
-                            f"models.{owner.name}'s; rerun the features rule")
-        # Only the classifier trains, on the stored features: the backbone never runs.
-        model.freeze_backbone().init_classifier_(seed).to(device)
-        module = model.classifier
-        stored = torch.from_numpy(features).to(device)
-        ood_inputs = (features, samples)  # what the classifier reads: the store's rows and their samples
-        if plan.backbone is not None:
-            # Each frame of a scan / context sample takes its slice's stored row.
-            feature_rows = np.full(cache.slices.shape[0], -1, np.int64)
-            feature_rows[samples.rows[:, 0]] = np.arange(len(samples))
-            samples = samples_for(model, cache, plan)
-            log(f"{plan.name}: the slice features of models.{owner.name} from its feature store {features_path} "
-                f"(no slice goes through the backbone again)")
-            fetch = lambda idx: samples.batch(model, cache, idx, features=stored, feature_rows=feature_rows)  # noqa: E731
-        else:
-            fetch = lambda idx: samples.batch(model, cache, idx, features=stored)  # noqa: E731
-        train_fetch = None
-        trainable = sum(p.numel() for p in module.parameters())
-        # The stored backbone's parameters, plus a two-stage model's own head.
-        parameters = {"total": meta["parameters"]["total"] + (trainable if plan.backbone is not None else 0),
-                      "trainable": trainable}
-        feature_seconds, provenance = meta["seconds"], {"features": str(features_path), "feature_store": meta}
-    else:
-        ood_inputs = (None, None)
-        model.init_classifier_(seed)
-        samples = samples_for(model, cache, plan)
-        fetch, train_fetch = full_mode_fetches(model, samples, cache, settings, seed)
-        model.to(device)
-        module = model
-        parameters = model.parameter_counts()
-        feature_seconds, provenance = 0.0, {"backbone_seed": backbone_seed(settings.seed, plan.name)}
+    inputs = (head_inputs(plan, model, cache, features_path, seed, device, log) if settings.mode == "head"
+              else full_inputs(plan, model, cache, seed, device))
+    samples = inputs.samples
 
     index = _split_indices(samples, split, cache, split_path)
     fingerprint = json_sha256({"plan": plan.as_dict(), "replicate": replicate, "split": split,
-                           "inputs": provenance, "cache": cache.meta})
-    counts = {p: f"{len(index[p])} samples" for p in index}
+                               "inputs": inputs.provenance, "cache": cache.meta})
     log(f"{plan.name} rep-{replicate}: {settings.mode} training on {device}; "
-        + ", ".join(f"{p} {c}" for p, c in counts.items()))
-
+        + ", ".join(f"{p} {len(index[p])} samples" for p in index))
     checkpoint = paths["metrics"].parent / CHECKPOINT_NAME
     biased = settings.checkpoint_selection == "test"
-    result = fit(model, module, fetch, samples.label, samples.patient, index["train"], index["val"], settings, seed,
-                 checkpoint=checkpoint, fingerprint=fingerprint, log=log,
-                 test_index=index["test"] if biased else None,
-                 train_fetch=train_fetch if settings.mode == "full" else None)
-    module.load_state_dict(result.best_state)
-
-    def positive_logits(idx):
-        logits = predict_logits(model, fetch, idx, settings.feature_batch_size).double()
-        return (logits[:, 1] - logits[:, 0]).numpy()
-
-    test_logits, val_logits = positive_logits(index["test"]), positive_logits(index["val"])
-    test_probs = expit(test_logits)  # the model's own sample probabilities (sample_predictions.csv)
-    predictions, decision, calibration = _decide(plan, kind, samples, index["test"], test_logits, index["val"],
-                                                 val_logits)
-    metrics = binary_metrics(predictions.label, predictions.prediction, predictions.probability)
-    calibration_record = {**calibration,
-                          "test": {"before": calibration_summary(predictions[UNCALIBRATED], predictions.label),
-                                   "after": calibration_summary(predictions.probability, predictions.label)}}
-    # Metrics only some models define (seg_cls: its segmentation Dice), on the test samples' pixels.
-    metrics.update(model.extra_test_metrics(lambda idx: samples.batch(model, cache, idx), index["test"],
-                                            samples.patient, settings.feature_batch_size))
-
-    sample_table = samples.table(cache).iloc[index["test"]].reset_index(drop=True)
-    sample_table["probability"] = test_probs
-    if kind not in SLICE_LEVEL:
-        sample_table = sample_table.drop(columns="slice")
-    else:
-        sample_table = sample_table.drop(columns="frames")
-    values = {
-        "model": plan.name, "replicate": int(replicate), "mode": settings.mode,
-        "class_imbalance": settings.class_imbalance,
-        "parameters_total": int(parameters["total"]), "parameters_trainable": int(parameters["trainable"]),
-        "feature_seconds": feature_seconds, "training_seconds": round(result.seconds, 3),
-        "samples_per_second": round(result.samples_seen / result.seconds, 3) if result.seconds > 0 else None,
-        "epochs_run": int(len(result.history)), "best_epoch": int(result.best_epoch),
-        "resumed_from_epoch": int(result.resumed_from), "device": device_name(device),
-    }
-    cost = {key: values[key] for key in COST_COLUMNS}
+    result = fit(model, inputs.module, inputs.fetch, samples.label, samples.patient, index["train"], index["val"],
+                 settings, seed, checkpoint=checkpoint, fingerprint=fingerprint, log=log,
+                 test_index=index["test"] if biased else None, train_fetch=inputs.train_fetch)
+    inputs.module.load_state_dict(result.best_state)
+    predictions, decision, calibration, metrics, test_logits = evaluate(plan, model, inputs, cache, index)
+    cost = run_cost(plan, replicate, inputs, result, device)
     report = {"model": plan.name, "replicate": int(replicate), "best_epoch": int(result.best_epoch),
-              "class_imbalance": settings.class_imbalance, "decision": decision, "calibration": calibration_record,
+              "class_imbalance": settings.class_imbalance, "decision": decision,
+              "calibration": {**calibration,
+                              "test": {"before": calibration_summary(predictions[UNCALIBRATED], predictions.label),
+                                       "after": calibration_summary(predictions.probability, predictions.label)}},
               "metrics": metrics}
     if biased:  # only then, so that runs of the default protocol keep their outputs as they were
         cost["checkpoint_selection"] = report["checkpoint_selection"] = "test"
 
-    write_csv_atomic(sample_table, paths["sample_predictions"])
+    # The model's own sample probabilities (the patient ones are calibrated, in predictions.csv).
+    write_csv_atomic(test_sample_table(samples, cache, model.kind, index["test"], expit(test_logits)),
+                     paths["sample_predictions"])
     write_csv_atomic(predictions[[*PREDICTION_COLUMNS, UNCALIBRATED]], paths["predictions"])
     write_csv_atomic(result.history, paths["history"])
     write_json_atomic(paths["cost"], cost)
-    development = [*split["train"], *split["val"]]  # what the model was developed on: never the test patients
-    ood = _ood_reference(model, plan, cache, split, samples, *ood_inputs, device, log)
+    ood = _ood_reference(model, plan, cache, split, samples, *inputs.ood_inputs, device, log)
     _save_model_dir(paths["model"], model, settings.mode,
-                    {"plan": plan.as_dict(), "replicate": int(replicate), "best_epoch": int(result.best_epoch),
-                     "decision": decision, "calibration": calibration, "preprocess": preprocess_of(cache),
-                     "input_requirements": input_requirements(cache, development),
-                     "geometry": training_geometry(cache, development),
-                     "trained_on": trained_on(cache, split),
-                     **({"ood": {"file": OOD_FILE, "threshold": float(ood["threshold"]), "dim": int(ood["dim"]),
-                                 "score": "median Mahalanobis distance of the scan's samples (Ledoit-Wolf)"}}
-                        if ood is not None else {}),
-                     **({"feature_dim": int(meta["feature_dim"]), "features": str(features_path)}
-                        if settings.mode == "head" else {})}, ood=ood)
+                    model_info(plan, replicate, result.best_epoch, decision, calibration, cache, split, ood, inputs,
+                               features_path), ood=ood)
     write_json_atomic(paths["metrics"], report)  # last: its presence means the run is complete
     checkpoint.unlink(missing_ok=True)
     shown = {k: (None if v is None else round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
