@@ -425,7 +425,7 @@ def full_inputs(plan: ModelPlan, model: "CTClassifier", cache: SliceCache, seed:
                           {"backbone_seed": backbone_seed(settings.seed, plan.name)}, (None, None))
 
 
-def test_sample_table(samples: Samples, cache: SliceCache, kind: str, index: np.ndarray,
+def sample_predictions_table(samples: Samples, cache: SliceCache, kind: str, index: np.ndarray,
                       probabilities: np.ndarray) -> pd.DataFrame:
     """sample_predictions.csv: each test sample with the model's own probability (a slice
     model's rows name their slice, the others' the frames of their clip)."""
@@ -531,7 +531,7 @@ def train_run(plan: ModelPlan, replicate: int, split_path, cache_path, outputs, 
         cost["checkpoint_selection"] = report["checkpoint_selection"] = "test"
 
     # The model's own sample probabilities (the patient ones are calibrated, in predictions.csv).
-    write_csv_atomic(test_sample_table(samples, cache, model.kind, index["test"], expit(test_logits)),
+    write_csv_atomic(sample_predictions_table(samples, cache, model.kind, index["test"], expit(test_logits)),
                      paths["sample_predictions"])
     write_csv_atomic(predictions[[*PREDICTION_COLUMNS, UNCALIBRATED]], paths["predictions"])
     write_csv_atomic(result.history, paths["history"])
