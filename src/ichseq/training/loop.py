@@ -30,7 +30,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -193,6 +193,155 @@ def _cpu_state(module: torch.nn.Module) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
+@dataclass
+class _Progress:
+    """What a training has reached: the kept epoch so far and the counters, as checkpointed
+    after every epoch (the module, optimiser and scheduler states are saved beside it)."""
+
+    best_state: dict | None = None
+    best_epoch: int = 0
+    best_score: float | None = None
+    bad_epochs: int = 0
+    history: list = field(default_factory=list)
+    seconds: float = 0.0
+    samples_seen: int = 0
+    finished: bool = False
+
+    @classmethod
+    def from_checkpoint(cls, state: dict) -> "_Progress":
+        return cls(state["best_state"], state["best_epoch"], state["best_score"], state["bad_epochs"],
+                   list(state["history"]), state["seconds"], state["samples_seen"], state["finished"])
+
+    def record(self, row: dict, keepable: bool, module, settings: TrainSettings) -> bool:
+        """Take the epoch's history ``row`` (with ``samples``): keep ``module``'s state when the
+        monitored score improved on a keepable epoch, count the others for early stopping, and
+        say whether the training is finished. Returns whether the epoch is the best so far."""
+        epoch, score = row["epoch"], row[settings.monitored]
+        self.samples_seen += row.pop("samples")
+        self.seconds += row["seconds"]
+        improved = keepable and _improved(score, self.best_score, MONITORS[settings.monitor])
+        if improved:
+            self.best_state, self.best_epoch, self.best_score, self.bad_epochs = _cpu_state(module), epoch, score, 0
+        elif keepable:
+            self.bad_epochs += 1
+        self.history.append({**row, "seconds": round(row["seconds"], 4), "best": 0})
+        self.finished = epoch == settings.epochs or (settings.patience is not None
+                                                     and self.bad_epochs >= settings.patience)
+        return improved
+
+    def result(self, module, settings: TrainSettings, resumed_from: int, log) -> FitResult:
+        if self.best_state is None:  # the monitored value was never defined: keep the last epoch
+            self.best_state, self.best_epoch = _cpu_state(module), len(self.history)
+            log(f"{settings.monitored} was undefined on every epoch; keeping the last epoch ({self.best_epoch})")
+        history = _history_frame(self.history, self.best_epoch, settings.checkpoint_selection == "test")
+        return FitResult(history, copy.deepcopy(self.best_state), self.best_epoch, self.seconds, self.samples_seen,
+                         resumed_from)
+
+    def checkpoint(self, fingerprint: str, epoch: int, module, optimizer, scheduler) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epoch": epoch,
+            "module": _cpu_state(module), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "best_state": self.best_state, "best_epoch": self.best_epoch, "best_score": self.best_score,
+            "bad_epochs": self.bad_epochs, "history": self.history, "seconds": self.seconds,
+            "samples_seen": self.samples_seen, "finished": self.finished,
+        }
+
+
+def _scored(settings: TrainSettings, val_index: np.ndarray, test_index: np.ndarray | None, log) -> list:
+    """(prefix, index) of the patients scored after every epoch: val, and test under the biased
+    protocol (``checkpoint_selection: test``, which the log then warns of)."""
+    if settings.checkpoint_selection != "test":
+        return [("val", val_index)]
+    if test_index is None:
+        raise ValueError("checkpoint_selection test needs the test samples (test_index)")
+    log(TEST_SELECTION_WARNING)
+    return [("val", val_index), ("test", test_index)]
+
+
+def _optimisation(module, settings: TrainSettings, train_labels: np.ndarray):
+    """(optimizer, scheduler, class weight or None) of a training: AdamW, the schedule over every
+    step of every epoch, the loss weights of ``class_imbalance: weighted`` on ``module``'s device."""
+    weights = class_weights(train_labels)  # also refuses a single-class training set
+    steps_per_epoch = math.ceil((settings.samples_per_epoch or len(train_labels)) / settings.batch_size)
+    optimizer = make_optimizer(module, settings)
+    scheduler = make_scheduler(optimizer, settings, settings.epochs * steps_per_epoch)
+    weight = weights.to(next(module.parameters()).device) if settings.class_imbalance == "weighted" else None
+    return optimizer, scheduler, weight
+
+
+def _resume(checkpoint: Path | None, fingerprint: str, module, optimizer, scheduler, log) -> tuple[_Progress, int]:
+    """(progress, first epoch to run): from ``checkpoint`` when it holds this training's state
+    (module, optimiser and scheduler restored), else a fresh start at epoch 1."""
+    state = _load_checkpoint(checkpoint, fingerprint, log)
+    if state is None:
+        return _Progress(), 1
+    module.load_state_dict(state["module"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    log(f"resuming from the checkpoint after epoch {state['epoch']} ({checkpoint})")
+    return _Progress.from_checkpoint(state), state["epoch"] + 1
+
+
+def _train_epoch(model, module, optimizer, scheduler, batches, weight) -> float:
+    """One pass over ``batches`` (an iterable of Batch); the summed loss x batch size."""
+    module.train()
+    total = 0.0
+    for batch in batches:
+        loss = model.loss(model_outputs(model, batch), batch, class_weight=weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += float(loss.item()) * len(batch)
+    return total
+
+
+def _epoch(epoch: int, model, module, optimizer, scheduler, fetch, train_fetch, labels: np.ndarray, patients,
+           train_index: np.ndarray, scored: list, settings: TrainSettings, seed: int, weight) -> dict:
+    """Train one epoch and score it: the history row (epoch, train_loss, the scores of each of
+    ``scored``'s (prefix, index), lr, seconds unrounded) and ``samples``, how many it trained on.
+    Everything random comes from (``seed``, ``epoch``), so a resumed run draws the same."""
+    t0 = time.perf_counter()
+    epoch_seed = derive_seed(seed, "epoch", epoch)
+    torch.manual_seed(epoch_seed)  # dropout etc. in full mode
+    order = train_index[epoch_order(labels[train_index], settings, epoch_seed)]
+    augment_generator = torch.Generator().manual_seed(derive_seed(epoch_seed, "augment"))
+    batches = (fetch(idx) if train_fetch is None else train_fetch(idx, augment_generator)
+               for idx in (order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)))
+    total = _train_epoch(model, module, optimizer, scheduler, batches, weight)
+    scores = {}
+    for prefix, index in scored:
+        scores.update(validation_scores(predict_logits(model, fetch, index, settings.feature_batch_size),
+                                        labels[index], np.asarray(patients)[index], prefix=prefix))
+    return {"epoch": epoch, "train_loss": total / len(order), **scores, "lr": float(scheduler.get_last_lr()[0]),
+            "seconds": time.perf_counter() - t0, "samples": len(order)}
+
+
+def _epoch_line(epoch: int, settings: TrainSettings, row: dict, progress: _Progress, improved: bool,
+                keepable: bool, remaining: float, on_test: bool) -> str:
+    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    monitored = settings.monitored
+    excluded = "" if keepable else " (not eligible as the kept epoch: the model's schedule)"
+    return (
+        f"epoch {epoch}/{settings.epochs} train_loss {row['train_loss']:.4f} "
+        f"val_loss {fmt(row['val_loss'])} val_roc_auc {fmt(row['val_roc_auc'])} "
+        f"val_balanced_accuracy {fmt(row['val_balanced_accuracy'])}"
+        + (f" {monitored} {fmt(row[monitored])}" if on_test else "")
+        + f"{' *best' if improved else ''}{excluded} "
+        f"elapsed {progress.seconds:.1f} s remaining <= {remaining:.0f} s"
+    )
+
+
+def _history_frame(history: list[dict], best_epoch: int, on_test: bool) -> pd.DataFrame:
+    columns = list(HISTORY_COLUMNS)
+    if on_test:  # right after the val scores
+        at = columns.index("lr")
+        columns[at:at] = TEST_HISTORY_COLUMNS
+    frame = pd.DataFrame(history, columns=columns)
+    frame["best"] = (frame.epoch == best_epoch).astype(int)
+    return frame
+
+
 def fit(
     model: "CTClassifier",
     module: torch.nn.Module,
@@ -225,110 +374,29 @@ def fit(
     """
     labels = np.asarray(labels, dtype=np.int64)
     train_labels = labels[train_index]
-    val_labels, val_patients = labels[val_index], np.asarray(patients)[val_index]
     on_test = settings.checkpoint_selection == "test"
-    if on_test:
-        if test_index is None:
-            raise ValueError("checkpoint_selection test needs the test samples (test_index)")
-        test_labels, test_patients = labels[test_index], np.asarray(patients)[test_index]
-        log(TEST_SELECTION_WARNING)
+    scored = _scored(settings, val_index, test_index, log)
     monitored = settings.monitored
-    weights = class_weights(train_labels)  # also refuses a single-class training set
-    weight = weights if settings.class_imbalance == "weighted" else None
-    direction = MONITORS[settings.monitor]
-    steps_per_epoch = math.ceil((settings.samples_per_epoch or len(train_index)) / settings.batch_size)
+    optimizer, scheduler, weight = _optimisation(module, settings, train_labels)
     checkpoint = Path(checkpoint) if checkpoint else None
-
-    optimizer = make_optimizer(module, settings)
-    scheduler = make_scheduler(optimizer, settings, settings.epochs * steps_per_epoch)
-    history: list[dict] = []
-    best_state, best_epoch, best_score, bad_epochs = None, 0, None, 0
-    seconds, samples_seen, start_epoch, finished = 0.0, 0, 1, False
-
-    state = _load_checkpoint(checkpoint, fingerprint, log)
-    if state is not None:
-        module.load_state_dict(state["module"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        best_state, best_epoch, best_score = state["best_state"], state["best_epoch"], state["best_score"]
-        bad_epochs, history, seconds = state["bad_epochs"], list(state["history"]), state["seconds"]
-        samples_seen, finished = state["samples_seen"], state["finished"]
-        start_epoch = state["epoch"] + 1
-        log(f"resuming from the checkpoint after epoch {state['epoch']} ({checkpoint})")
-    resumed_from = start_epoch - 1
-
-    device_of = next(module.parameters()).device
-    weight = weight.to(device_of) if weight is not None else None
+    progress, start_epoch = _resume(checkpoint, fingerprint, module, optimizer, scheduler, log)
     session_start, session_epochs = time.perf_counter(), 0
     for epoch in range(start_epoch, settings.epochs + 1):
-        if finished:
+        if progress.finished:
             break
-        t0 = time.perf_counter()
         # The model's own schedule (seg_cls's phases), set again after resuming; an epoch it
         # says may not be kept is neither the best nor counted by early stopping.
         keepable = model.start_epoch(epoch, settings.epochs)
-        epoch_seed = derive_seed(seed, "epoch", epoch)
-        torch.manual_seed(epoch_seed)  # dropout etc. in full mode
-        order = train_index[epoch_order(train_labels, settings, epoch_seed)]
-        module.train()
-        total = 0.0
-        augment_generator = torch.Generator().manual_seed(derive_seed(epoch_seed, "augment"))
-        for i in range(0, len(order), settings.batch_size):
-            index = order[i : i + settings.batch_size]
-            batch = fetch(index) if train_fetch is None else train_fetch(index, augment_generator)
-            loss = model.loss(model_outputs(model, batch), batch, class_weight=weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += float(loss.item()) * len(batch)
-        samples_seen += len(order)
-        val = validation_scores(predict_logits(model, fetch, val_index, settings.feature_batch_size),
-                                val_labels, val_patients)
-        if on_test:
-            val.update(validation_scores(predict_logits(model, fetch, test_index, settings.feature_batch_size),
-                                         test_labels, test_patients, prefix="test"))
-        epoch_seconds = time.perf_counter() - t0
-        seconds += epoch_seconds
-        improved = keepable and _improved(val[monitored], best_score, direction)
-        if improved:
-            best_state, best_epoch, best_score, bad_epochs = _cpu_state(module), epoch, val[monitored], 0
-        elif keepable:
-            bad_epochs += 1
-        history.append({"epoch": epoch, "train_loss": total / len(order), **val,
-                        "lr": float(scheduler.get_last_lr()[0]), "seconds": round(epoch_seconds, 4), "best": 0})
-        finished = epoch == settings.epochs or (settings.patience is not None and bad_epochs >= settings.patience)
+        row = _epoch(epoch, model, module, optimizer, scheduler, fetch, train_fetch, labels, patients, train_index,
+                     scored, settings, seed, weight)
+        improved = progress.record(row, keepable, module, settings)
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, {
-                "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epoch": epoch,
-                "module": _cpu_state(module), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "best_state": best_state, "best_epoch": best_epoch, "best_score": best_score,
-                "bad_epochs": bad_epochs, "history": history, "seconds": seconds, "samples_seen": samples_seen,
-                "finished": finished,
-            })
+            _save_checkpoint(checkpoint, progress.checkpoint(fingerprint, epoch, module, optimizer, scheduler))
         session_epochs += 1
-        elapsed = time.perf_counter() - session_start
-        remaining = elapsed / session_epochs * (settings.epochs - epoch)
-        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
-        excluded = "" if keepable else " (not eligible as the kept epoch: the model's schedule)"
-        log(
-            f"epoch {epoch}/{settings.epochs} train_loss {history[-1]['train_loss']:.4f} "
-            f"val_loss {fmt(val['val_loss'])} val_roc_auc {fmt(val['val_roc_auc'])} "
-            f"val_balanced_accuracy {fmt(val['val_balanced_accuracy'])}"
-            + (f" {monitored} {fmt(val[monitored])}" if on_test else "")
-            + f"{' *best' if improved else ''}{excluded} "
-            f"elapsed {seconds:.1f} s remaining <= {remaining:.0f} s"
-        )
-        if finished and epoch < settings.epochs:
-            log(f"early stop: no {monitored} improvement for {bad_epochs} epochs; keeping epoch {best_epoch}")
+        remaining = (time.perf_counter() - session_start) / session_epochs * (settings.epochs - epoch)
+        log(_epoch_line(epoch, settings, progress.history[-1], progress, improved, keepable, remaining, on_test))
+        if progress.finished and epoch < settings.epochs:
+            log(f"early stop: no {monitored} improvement for {progress.bad_epochs} epochs; keeping epoch "
+                f"{progress.best_epoch}")
 
-    if best_state is None:  # the monitored value was never defined: keep the last epoch
-        best_state, best_epoch = _cpu_state(module), len(history)
-        log(f"{monitored} was undefined on every epoch; keeping the last epoch ({best_epoch})")
-    columns = list(HISTORY_COLUMNS)
-    if on_test:  # right after the val scores
-        at = columns.index("lr")
-        columns[at:at] = TEST_HISTORY_COLUMNS
-    frame = pd.DataFrame(history, columns=columns)
-    frame["best"] = (frame.epoch == best_epoch).astype(int)
-    return FitResult(frame, copy.deepcopy(best_state), best_epoch, seconds, samples_seen, resumed_from)
+    return progress.result(module, settings, start_epoch - 1, log)
