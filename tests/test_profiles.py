@@ -79,6 +79,7 @@ def test_site_profile_layers_account_and_gpu_model_over_the_slurm_profile(checko
     assert all("gpu_model" not in res for rule, res in jobs if rule != "features")
 
 
+@pytest.mark.slow
 def test_full_mode_training_asks_for_a_gpu_and_more_time_and_cpu_only_asks_for_none(checkout):
     config = {"models": {"convnext": {"training": {"mode": "full"}}}}
     jobs = planned_jobs(checkout, "--profile", "profiles/slurm", config=config)
@@ -202,6 +203,7 @@ def test_default_destination_is_where_snakemake_looks_and_follows_xdg_config_hom
     assert snakemake_config_dir() == Path(get_appdirs().user_config_dir)
 
 
+@pytest.mark.slow
 def test_snakemake_finds_the_installed_profile_by_name(tmp_path, copy_checkout):
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
     checkout = copy_checkout(tmp_path / "checkout")

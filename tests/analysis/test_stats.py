@@ -448,6 +448,7 @@ def test_html_tables_hold_the_markdown_tables_cells(tmp_path, html_tables):
     assert "<script" not in paths["tables_html"].read_text()  # shown offline, nothing to run or fetch
 
 
+@pytest.mark.slow
 def test_console_script_end_to_end(tmp_path):
     csv = write_runs(tmp_path / "metrics.csv", STUDY)
     script = Path(sys.executable).parent / "ichseq"
@@ -896,6 +897,7 @@ def test_a_record_that_stats_did_not_write_is_refused(tmp_path, capsys, record):
     assert (out / "tests.csv").read_text() == "someone else's\n" and (out / RECORD).read_text() == record
 
 
+@pytest.mark.slow
 def test_stats_replaces_its_own_files_and_only_those(tmp_path, capsys):
     csv = write_runs(tmp_path / "metrics.csv", STUDY)
     out = tmp_path / "stats"
@@ -971,6 +973,7 @@ PROGRESS = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_command_reports_its_progress_per_stage_not_per_pair(tmp_path, capsys):
     csv = write_runs(tmp_path / "four.csv", models_table(4))
     assert main(["stats", str(csv), "--out", str(tmp_path / "four"), "--resamples", "50"]) == 0

@@ -202,6 +202,7 @@ def test_snakemake_runs_one_job_per_shard_trains_on_the_joined_cache_and_reruns_
     assert "shard 001 written" in (tmp_path / "logs/data/brain_window/shard-001.log").read_text()
 
 
+@pytest.mark.slow
 def test_slurm_dry_run_plans_one_bounded_cache_job_per_shard(datasets, tmp_path, copy_checkout):
     from tests.test_profiles import by_rule, planned_jobs
 

@@ -455,6 +455,7 @@ def test_runs_record_the_coverage_they_need(workspace):
         assert need["min_extent_mm"] == pytest.approx(COVERAGE_FRACTION * counts.min() * 5.0, abs=0.1)
 
 
+@pytest.mark.slow
 def test_a_killed_predict_leaves_a_temporary_that_the_next_run_sweeps(workspace, nifti_dataset, tmp_path):
     from tests.test_atomic import killed_child
 

@@ -370,6 +370,7 @@ def _config(**training):
     })
 
 
+@pytest.mark.slow
 def test_pretrain_then_head_mode_learns_on_unseen_patients_and_reports_dice(cohorts, tmp_path):
     root, splits = cohorts
     config = _config()
@@ -414,6 +415,7 @@ def _volume_spearman(model, cache, samples) -> float:
     return float(spearmanr(list(predicted.values()), list(truth.values())).statistic)
 
 
+@pytest.mark.slow
 def test_full_mode_learns_and_its_saved_model_reloads(cohorts, tmp_path):
     root, splits = cohorts
     plan = model_plan(_config(mode="full", epochs=5, lr=0.003, class_imbalance="balanced", samples_per_epoch=320),

@@ -67,6 +67,7 @@ def aucs(name, mean_filters, cache, splits, work) -> list[float]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_video_model_learns_on_unseen_patients(study, tmp_path, name):
     cache, splits = study

@@ -553,6 +553,7 @@ def learnable(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["head", "full"])
 def test_tiny_convnext_detects_bleeds_above_chance_on_unseen_patients(learnable, tmp_path, mode):
     convnext = {"config": {"hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1]}, "image_size": 64}
@@ -608,6 +609,7 @@ train_run(plan, 0, f"{root}/rep-0.json", f"{root}/cache", outputs, f"{root}/feat
 """
 
 
+@pytest.mark.slow
 def test_sigkilled_process_resumes_in_a_new_process(stores, tmp_path):
     import signal
     import subprocess
