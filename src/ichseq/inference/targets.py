@@ -8,18 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data.scan_files import find_scans
+from ..data.scan_files import find_scans, is_nifti, nifti_name
 from ..errors import ConfigError, DataError
 
 
 def scan_name(path) -> str:
     """A scan's name for its output folder: a NIfTI file's name without .nii / .nii.gz, a
-    DICOM folder's name."""
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    DICOM folder's name (whole: a dot in it is not a suffix)."""
+    path = Path(path)
+    return nifti_name(path) if is_nifti(path) else path.name
 
 
 def scan_sources(paths) -> dict[str, Path]:
