@@ -21,21 +21,74 @@ import jsonschema
 import yaml
 
 from .errors import ConfigError, ModelError
-from .models import available_models, unknown_model_message
-from .models.phases import foreign_key, phase_epochs, phase_settings
+from .models import available_models, entry_keys, key_readers, refused_key, unknown_model_message
+from .models.phases import phase_epochs, phase_settings
 from .models.windows import window_channels
+from .schema import check_values, describe, fill_defaults, resolve_ref
 
 #: The configuration schema, shipped inside the package (``workflow/schemas/`` links to it): the
 #: Snakefile, ``ichseq`` commands and any installed copy validate against this one file.
 SCHEMA_RESOURCE = resources.files(__package__) / "schemas" / "config.schema.yaml"
 
-_TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "a string", "object": "a mapping",
-               "boolean": "true or false", "array": "a list", "null": "null"}
-
-
 def load_schema(path: str | Path | None = None) -> dict:
-    """The schema at ``path``, by default the package's own."""
-    return yaml.safe_load(Path(path).read_text() if path else SCHEMA_RESOURCE.read_text(encoding="utf-8"))
+    """The schema at ``path``, by default the package's own, with the entry keys each model
+    class declares added to a model entry's (:func:`with_model_keys`)."""
+    raw = yaml.safe_load(Path(path).read_text() if path else SCHEMA_RESOURCE.read_text(encoding="utf-8"))
+    return with_model_keys(raw)
+
+
+def declared_key_schema(key: str, shared: dict) -> dict:
+    """The definition of model entry key ``key`` over every architecture that reads it: the
+    shared one (``$defs.model_keys``), or the one schema its readers declare as their own."""
+    if key in shared:
+        return copy.deepcopy(shared[key])
+    owners = {name: entry_keys(name)[key] for name in key_readers(key)}
+    schemas = [s for s in owners.values() if s is not None]
+    if not schemas or any(s != schemas[0] for s in schemas):
+        raise ConfigError(f"models entry key {key!r}: declared by {', '.join(owners)} with different schemas (or "
+                          f"none); define it once under $defs.model_keys of the package schema")
+    return copy.deepcopy(schemas[0])
+
+
+def with_model_keys(schema: dict) -> dict:
+    """``schema`` with ``$defs.model`` taking every entry key an architecture declares
+    (``CTClassifier.entry_keys``): the shared ones in ``$defs.model_keys`` order, then each
+    model's own; each description says which architectures read the key. So the schema
+    check and the refusal of a key of another model come from one declaration, in the class."""
+    schema = copy.deepcopy(schema)
+    defs = schema["$defs"]
+    shared = defs["model_keys"]["properties"]
+    declared = {key: None for name in available_models() for key in entry_keys(name)}
+    order = [key for key in shared if key in declared] + [key for key in declared if key not in shared]
+    common = defs["model"]["properties"]
+    keys = {}
+    for key in order:
+        node = declared_key_schema(key, shared)
+        readers = ", ".join(key_readers(key))
+        text = node.get("description", "").strip()
+        node["description"] = f"{text}{'' if not text or text.endswith('.') else '.'} Read by: {readers}.".strip()
+        keys[key] = node
+    defs["model"]["properties"] = {"architecture": common["architecture"], **keys,
+                                   **{k: v for k, v in common.items() if k != "architecture"}}
+    return schema
+
+
+def model_entry_keys(architecture: str) -> list[str]:
+    """The entry keys architecture ``architecture`` reads, in the schema's order (the order a
+    plan's build settings keep)."""
+    own = entry_keys(architecture)
+    shared = _schema()["$defs"]["model_keys"]["properties"]
+    return [key for key in shared if key in own] + [key for key in own if key not in shared]
+
+
+def architecture_schema(architecture: str, schema: dict) -> dict:
+    """A model entry's schema as architecture ``architecture`` reads it: each declared key's
+    definition with the architecture's own narrowing merged over it (e.g. its pooling choices)."""
+    node = {**copy.deepcopy(schema["$defs"]["model"]), "$defs": schema["$defs"]}  # its $refs resolve
+    for key, narrowed in entry_keys(architecture).items():
+        if narrowed and key in schema["$defs"]["model_keys"]["properties"]:
+            node["properties"][key] = {**node["properties"][key], **narrowed}
+    return node
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,7 +110,7 @@ def section_defaults(name: str) -> dict:
 @functools.lru_cache(maxsize=None)
 def _config_defaults() -> dict:
     defaults: dict = {}
-    _fill_defaults(defaults, _schema())
+    fill_defaults(defaults, _schema())
     return defaults
 
 
@@ -77,62 +130,9 @@ def validate_section(values: dict, name: str, where: str) -> dict:
     validator = jsonschema.Draft202012Validator(section_schema(name))
     errors = sorted(validator.iter_errors(values), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
-        message = _describe(errors[0])
+        message = describe(errors[0])
         raise ConfigError(f"{where}.{message}" if not message.startswith("(top level)") else f"{where}{message[11:]}")
     return {**section_defaults(name), **copy.deepcopy(values)}
-
-
-def resolve_ref(node: dict, root: dict) -> dict:
-    """``node`` with a local ``$ref`` ("#/$defs/name") merged in (the node's own keys win).
-
-    ``properties`` merge key by key, so a node can give a referenced section other defaults
-    (``pretrain.dataset.synthetic`` is the study's synthetic spec with its own dir and seed)."""
-    ref = node.get("$ref")
-    if not ref:
-        return node
-    target = root
-    for part in ref.removeprefix("#/").split("/"):
-        target = target[part]
-    merged = {**resolve_ref(target, root), **{k: v for k, v in node.items() if k not in ("$ref", "properties")}}
-    if "properties" in node:
-        base = merged.get("properties", {})
-        merged["properties"] = {**base, **{k: {**base.get(k, {}), **v} for k, v in node["properties"].items()}}
-    return merged
-
-
-def _fill_defaults(instance: dict, schema: dict, root: dict | None = None) -> None:
-    # Only named properties get defaults: the entries of an open mapping (``models``) keep
-    # exactly what the user wrote, so their overrides stay partial.
-    root = root or schema
-    for key, sub in schema.get("properties", {}).items():
-        sub = resolve_ref(sub, root)
-        if key not in instance and "default" in sub:
-            instance[key] = copy.deepcopy(sub["default"])
-        if isinstance(instance.get(key), dict) and sub.get("type") == "object":
-            _fill_defaults(instance[key], sub, root)
-
-
-def _describe(error: jsonschema.ValidationError) -> str:
-    if error.validator == "anyOf" and error.instance is not None and error.context:
-        # "null or a section": say what is wrong inside the section, not "no schema matched".
-        inner = [e for e in error.context if e.validator != "type" or e.validator_value != "null"]
-        if inner:
-            return _describe(jsonschema.exceptions.best_match(inner))
-    path = ".".join(str(p) for p in error.absolute_path)
-    v = error.validator
-    if v == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
-        key = f"{path}.{extra[0]}" if path else extra[0]
-        return f"{key}: unknown key (allowed here: {', '.join(allowed)})"
-    where = path or "(top level)"
-    if v == "type":
-        types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-        want = " or ".join(_TYPE_NAMES.get(t, t) for t in types)
-        return f"{where}: expected {want}, got {error.instance!r}"
-    if v == "enum":
-        return f"{where}: must be one of {', '.join(map(str, error.validator_value))}, got {error.instance!r}"
-    return f"{where}: {error.message}"
 
 
 def validate_config(config: dict, schema: dict | None = None) -> dict:
@@ -142,8 +142,8 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
-        raise ConfigError(f"invalid configuration: {_describe(errors[0])}")
-    _fill_defaults(config, schema)
+        raise ConfigError(f"invalid configuration: {describe(errors[0])}")
+    fill_defaults(config, schema)
     # Cross-field rules the schema cannot express.
     _check_synthetic(config["dataset"]["synthetic"], "dataset.synthetic")
     if config["dataset"]["source"] == "local" and not config["dataset"]["local"]["path"]:
@@ -155,7 +155,7 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
         raise ConfigError("invalid configuration: dataset.rsna.path: required when dataset.source is rsna (the "
                           "folder of stage_2_train/ and stage_2_train.csv)")
     for name, entry in config["models"].items():
-        _check_model_entry(name, entry or {}, config["preprocess"]["image_size"])
+        _check_model_entry(name, entry or {}, config["preprocess"]["image_size"], schema)
         _check_input_windows(name, entry or {}, config["preprocess"]["window"])
         _check_phases(name, entry or {}, config)
     _check_pretrain(config)
@@ -203,7 +203,7 @@ def _check_external(config: dict, schema: dict) -> None:
     if dataset is None:
         return
     node = resolve_ref(schema["properties"]["external"], schema)["properties"]["dataset"]
-    _fill_defaults(dataset, node, schema)
+    fill_defaults(dataset, node, schema)
     source = dataset["source"]
     if source == "synthetic":
         _check_synthetic(dataset["synthetic"], "external.dataset.synthetic")
@@ -250,16 +250,21 @@ def _check_input_windows(name: str, entry: dict, cache_window: dict) -> None:
             raise ConfigError(f"invalid configuration: {exc}") from None
 
 
-def _check_model_entry(name: str, entry: dict, cache_size: int) -> None:
+def _check_model_entry(name: str, entry: dict, cache_size: int, schema: dict) -> None:
     # Found here, when the Snakefile is read, rather than in the first job that builds the
     # model after the data steps have run. The names come from the lazy registry: no import
     # of transformers.
     architecture = entry.get("architecture") or name
     if architecture not in available_models():
         raise ConfigError(f"invalid configuration: {unknown_model_message(architecture, name)}")
-    foreign = foreign_key(architecture, entry, name)
-    if foreign:
-        raise ConfigError(f"invalid configuration: {foreign}")
+    refusal = refused_key(architecture, entry, name)
+    if refusal:
+        raise ConfigError(f"invalid configuration: {refusal}")
+    # The architecture's own narrowing of a shared key (its pooling choices, say).
+    try:
+        check_values(entry, architecture_schema(architecture, schema), f"models.{name}")
+    except ConfigError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
     # The slices are cached at preprocess.image_size; a model of another size would resize
     # every batch, silently (an entry without image_size takes the cache's: see model_plan).
     sizes = {f"models.{name}.image_size": entry.get("image_size")}

@@ -482,6 +482,7 @@ class PlainNet(CTClassifier):
     """A model that is not a Hugging Face one and has no auxiliary mask loss."""
 
     kind = "slice"
+    entry_keys = {"image_size": None}
 
     def __init__(self, image_size: int = 32, name: str = "plainnet"):
         super().__init__(image_size, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), name=name)
@@ -504,7 +505,7 @@ class AuxNet(PlainNet):
     """The same with the mask loss, as a model opts in: its head on the encoder's map."""
 
     def use_mask_loss(self, weight, seed):
-        return self._enable_mask_loss(torch.nn.Conv2d(4, 1, 1), weight, seed)
+        return self.enable_mask_loss(torch.nn.Conv2d(4, 1, 1), weight, seed)
 
     def forward_batch(self, batch):
         if self.aux_mask_head is None or not self.training:

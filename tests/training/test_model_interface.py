@@ -32,6 +32,7 @@ class MaskNet(CTClassifier):
 
     kind = "slice"
     needs = frozenset({"masks", "positions"})
+    entry_keys = {"config": None, "image_size": None}  # the entry keys it reads: shared definitions
     seen: list[dict] = []  # what loss() received, batch by batch
 
     def __init__(self, width: int, image_size: int, name: str):
@@ -159,13 +160,38 @@ def test_batch_masks_and_positions_follow_the_samples(masknet, cohort_dir):
 
 
 def test_a_model_module_is_found_without_being_imported(tmp_path):
-    from ichseq.models import _registered
+    from ichseq.models.catalogue import inherited, read_package
 
-    module = tmp_path / "mine.py"
-    module.write_text('@register("mine")\nclass Mine(CTClassifier):\n    kind = "scan"\n\n'
-                      '@register("other")\nclass Other(Mine):\n    pass\n\n@other("no")\nclass X: pass\n')
-    # Names and the kind each class body states (None: inherited, found by importing it).
-    assert _registered(module) == {"mine": "scan", "other": None}
+    (tmp_path / "base.py").write_text('class Contract(Module, ABC):\n    entry_keys: ClassVar[dict] = {}\n')
+    (tmp_path / "mine.py").write_text(
+        '@register("mine")\nclass Mine(Contract):\n    kind = "scan"\n    entry_keys = {"head": None, '
+        '"depth": {"type": "integer"}}\n\n@register("other")\nclass Other(Mine):\n    refusal_hint = "ask"\n\n'
+        '@other("no")\nclass X: pass\n\n@register("bare")\nclass Bare(Contract):\n    pass\n')
+    classes, registered = read_package(tmp_path, "plugins")
+    assert registered == {"mine": "Mine", "other": "Other", "bare": "Bare"}
+    assert classes["Other"].module == "plugins.mine" and classes["Contract"].module == "plugins.base"
+    # What a class does not state it inherits, along its bases, as Python would.
+    assert inherited(classes, "Other", "kind") == "scan" and inherited(classes, "Other", "refusal_hint") == "ask"
+    assert inherited(classes, "Other", "entry_keys") == {"head": None, "depth": {"type": "integer"}}
+    assert inherited(classes, "Bare", "entry_keys") == {} and inherited(classes, "Bare", "kind") is None
+
+
+def test_a_declaration_that_is_not_a_literal_is_refused_in_one_line(tmp_path):
+    from ichseq.errors import ModelError
+    from ichseq.models.catalogue import read_package
+
+    (tmp_path / "mine.py").write_text('@register("mine")\nclass Mine(Contract):\n    entry_keys = make_keys()\n')
+    with pytest.raises(ModelError, match=r"^Mine\.entry_keys: must be a literal \(it is read without importing"):
+        read_package(tmp_path, "plugins")
+
+
+def test_every_builtin_declaration_read_from_source_matches_the_class():
+    from ichseq.models import BUILTIN, BUILTIN_DECLARED, model_class
+
+    for name in BUILTIN:
+        cls = model_class(name)
+        assert BUILTIN_DECLARED[name] == {"kind": cls.kind, "entry_keys": cls.entry_keys,
+                                          "refusal_hint": cls.refusal_hint}, name
 
 
 def test_every_builtin_kind_is_read_without_import_and_matches_the_class():

@@ -16,12 +16,13 @@ registers itself with ``@register`` when its module is imported.
 
 from __future__ import annotations
 
-import ast
+import copy
 import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ModelError
+from .catalogue import DECLARED, inherited, read_package
 
 if TYPE_CHECKING:
     from .base import CTClassifier
@@ -37,47 +38,17 @@ KINDS = ("slice", "sequence", "scan", "context")
 FEATURE_KINDS = ("scan", "context")
 
 
-def _class_kind(node: ast.ClassDef) -> str | None:
-    """The string constant a class body assigns to ``kind`` (``kind = "slice"``), if any."""
-    for stmt in node.body:
-        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
-        value = getattr(stmt, "value", None)
-        if (any(getattr(t, "id", None) == "kind" for t in targets) and isinstance(value, ast.Constant)
-                and isinstance(value.value, str)):
-            return value.value
-    return None
-
-
-def _registered(path: Path) -> dict[str, str | None]:
-    """What a module registers: the string argument of each ``@register("...")`` decorator ->
-    the kind its class body declares (None when it inherits it)."""
-    found = {}
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-        if isinstance(node, ast.ClassDef):
-            for deco in node.decorator_list:
-                if (isinstance(deco, ast.Call) and getattr(deco.func, "id", None) == "register" and deco.args
-                        and isinstance(deco.args[0], ast.Constant) and isinstance(deco.args[0].value, str)):
-                    found[deco.args[0].value] = _class_kind(node)
-    return found
-
-
-def _builtin() -> tuple[dict[str, str], dict[str, str | None]]:
-    found: dict[str, str] = {}
-    kinds: dict[str, str | None] = {}
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        if path.name in ("__init__.py", "base.py"):
-            continue
-        for name, kind in _registered(path).items():
-            if name in found:
-                raise ModelError(f"model name {name!r} is registered twice ({found[name]}, {__name__}.{path.stem})")
-            found[name] = f"{__name__}.{path.stem}"
-            kinds[name] = kind
-    return found, kinds
+def _builtin() -> tuple[dict[str, str], dict[str, dict]]:
+    classes, registered = read_package(Path(__file__).parent, __name__)
+    modules = {name: classes[cls].module for name, cls in registered.items()}
+    declared = {name: {attr: inherited(classes, cls, attr) for attr in DECLARED} for name, cls in registered.items()}
+    return modules, declared
 
 
 #: Built-in architectures: registry name -> the module of this package that registers it on
-#: import; and -> the sample kind its class declares (read from the source, like the names).
-BUILTIN, _BUILTIN_KINDS = _builtin()
+#: import; and -> what its class declares (kind, entry_keys, refusal_hint: read from the source,
+#: like the names; see :mod:`ichseq.models.catalogue`).
+BUILTIN, BUILTIN_DECLARED = _builtin()
 
 #: Architectures whose class is loaded: name -> class.
 REGISTRY: dict[str, type[CTClassifier]] = {}
@@ -100,14 +71,47 @@ def available_models() -> list[str]:
     return sorted(set(BUILTIN) | set(REGISTRY))
 
 
+def declared(name: str, attribute: str):
+    """What architecture ``name``'s class declares as ``attribute`` (one of
+    :data:`~ichseq.models.catalogue.DECLARED`), without importing a built-in module."""
+    if name in REGISTRY:
+        return getattr(REGISTRY[name], attribute, None)
+    if name in BUILTIN_DECLARED:
+        return BUILTIN_DECLARED[name][attribute]
+    return getattr(model_class(name), attribute, None)
+
+
 def model_kind(name: str) -> str:
     """The sample kind of architecture ``name`` (one of :data:`KINDS`), without importing a
     built-in module when its class states it (``kind = "..."`` in the class body)."""
-    if name in REGISTRY:
-        return REGISTRY[name].kind
-    if _BUILTIN_KINDS.get(name) is not None:
-        return _BUILTIN_KINDS[name]
-    return model_class(name).kind
+    return declared(name, "kind") or model_class(name).kind
+
+
+def entry_keys(name: str) -> dict[str, dict | None]:
+    """The ``models:`` entry keys architecture ``name`` reads, each with its own JSON schema or
+    None for the shared definition (``CTClassifier.entry_keys``); a copy."""
+    return copy.deepcopy(dict(declared(name, "entry_keys") or {}))
+
+
+def key_readers(key: str) -> list[str]:
+    """The architectures whose entries take ``key``."""
+    return [name for name in available_models() if key in entry_keys(name)]
+
+
+def refused_key(name: str, entry: dict, where: str) -> str | None:
+    """The one-line refusal of the first key of ``entry`` (of architecture ``name``, under
+    ``models.<where>``) that another architecture reads but ``name`` does not, or None.
+    A key set for the wrong model is refused, not silently ignored."""
+    own = entry_keys(name)
+    for key, value in entry.items():
+        if value is None or key in own:
+            continue
+        readers = key_readers(key)
+        if readers:
+            hint = declared(name, "refusal_hint") or "remove it"
+            plural = "s" if len(readers) > 1 else ""
+            return f"models.{where}.{key}: applies only to architecture{plural} {', '.join(readers)}, not {name}; {hint}"
+    return None
 
 
 def unknown_model_message(name: str, entry: str | None = None) -> str:
@@ -139,11 +143,9 @@ def build_model(name: str, settings: dict | None = None, entry: str | None = Non
     settings = settings or {}
     if not isinstance(settings, dict):
         raise ModelError(f"models.{key}: expected a mapping of settings, got {type(settings).__name__}")
-    from .phases import foreign_key  # an entry key of another architecture: refused, not ignored
-
-    foreign = foreign_key(name, settings, key)
-    if foreign:
-        raise ModelError(foreign)
+    refusal = refused_key(name, settings, key)
+    if refusal:
+        raise ModelError(refusal)
     return model_class(name).from_settings(settings, name=key)
 
 
@@ -155,12 +157,16 @@ def load_model(name: str, directory, settings: dict | None = None, entry: str | 
 def __getattr__(attr: str):
     # ``from ichseq.models import CTClassifier`` keeps working, but importing this
     # package alone (as config validation does) does not import torch.
-    if attr in ("ID2LABEL", "Batch", "CTClassifier", "HFClassifier"):
+    if attr in ("ID2LABEL", "Batch", "CTClassifier"):
         from . import base
 
         return getattr(base, attr)
+    if attr == "HFClassifier":
+        from . import hf
+
+        return hf.HFClassifier
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
 __all__ = ["BUILTIN", "REGISTRY", "ID2LABEL", "Batch", "CTClassifier", "HFClassifier", "available_models",
-           "build_model", "model_kind", "KINDS", "FEATURE_KINDS", "load_model", "model_class", "register", "unknown_model_message"]
+           "build_model", "declared", "entry_keys", "key_readers", "model_kind", "refused_key", "KINDS", "FEATURE_KINDS", "load_model", "model_class", "register", "unknown_model_message"]

@@ -17,8 +17,6 @@ torchvision those fall back to slow PIL code, and our input is already a windowe
 from __future__ import annotations
 
 import json
-import os
-import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any, Callable, ClassVar, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from ..errors import ModelError
 from .windows import window_channels  # noqa: F401  (part of this module's interface)
@@ -35,10 +34,6 @@ from .windows import window_channels  # noqa: F401  (part of this module's inter
 ID2LABEL = {0: "no_hemorrhage", 1: "hemorrhage"}
 LABEL2ID = {v: k for k, v in ID2LABEL.items()}
 NUM_LABELS = 2
-
-# "org/name" or "name": what a hub id looks like (as opposed to a filesystem path).
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_TRUE = {"1", "ON", "YES", "TRUE"}
 
 #: What a model may ask the data loader for besides pixels and labels (``CTClassifier.needs``).
 OPTIONAL_INPUTS = ("masks", "positions")
@@ -83,13 +78,22 @@ class CTClassifier(torch.nn.Module, ABC):
     #: Frames per sample the data loader gives it (sequence models; a slice model: slices per
     #: scan, None = all).
     num_frames: int | None = None
+    #: The keys of its ``models:`` entry the model reads (besides architecture, training,
+    #: frames, aggregation and pretrain, which every entry takes), each with its JSON schema:
+    #: None for the definition several models share (``$defs.model_keys`` of the package
+    #: schema), a mapping for a key of its own, or narrowing a shared one (merged over it). The
+    #: config check and the refusal of another model's key are derived from it. A literal: it
+    #: is read from the source without importing the module (:mod:`ichseq.models.catalogue`).
+    entry_keys: ClassVar[dict[str, dict | None]] = {}
+    #: What the refusal of a key the model does not read tells the user (None: remove it).
+    refusal_hint: ClassVar[str | None] = None
 
     def __init__(self, image_size: int, mean, std, name: str | None = None):
         super().__init__()
         # The entry's key under ``models:`` (e.g. vivit_first), which error messages name.
         self.entry = name or type(self).__name__.lower()
         self.image_size = int(image_size)
-        self._backbone_frozen = False
+        self.backbone_frozen = False
         # Non-persistent buffers: they follow .to(device) but stay out of the state dict,
         # which then holds exactly the network's weights.
         self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32).view(3, 1, 1), persistent=False)
@@ -275,12 +279,12 @@ class CTClassifier(torch.nn.Module, ABC):
         """Train with the auxiliary mask loss of ``weight`` (full mode): the hemorrhage masks
         as dense extra supervision, so the early layers learn where blood is, not only whether
         a slice holds some. A model supports it by overriding this (build ``aux_mask_head`` from
-        ``seed``, call ``_enable_mask_loss``) and returning ``(logits, mask_logits)`` from a
+        ``seed``, call ``enable_mask_loss``) and returning ``(logits, mask_logits)`` from a
         training ``forward_batch``; ``mask_loss`` then compares the logits' grid with the masks."""
         raise ModelError(f"models.{self.entry}: {type(self).__name__} has no auxiliary mask loss; "
                          f"set training.mask_loss_weight (or pretrain.training.mask_loss_weight) to 0")
 
-    def _enable_mask_loss(self, head: torch.nn.Module, weight: float, seed: int) -> "CTClassifier":
+    def enable_mask_loss(self, head: torch.nn.Module, weight: float, seed: int) -> "CTClassifier":
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for p in head.parameters():
@@ -331,12 +335,12 @@ class CTClassifier(torch.nn.Module, ABC):
             p.requires_grad_(False)
         for p in self.head_parameters():
             p.requires_grad_(True)
-        self._backbone_frozen = True
+        self.backbone_frozen = True
         return self.train(self.training)
 
     def train(self, mode: bool = True) -> "CTClassifier":
         super().train(mode)
-        if self._backbone_frozen:
+        if self.backbone_frozen:
             # A frozen backbone must not run dropout / stochastic depth during head training.
             for module in self.children():
                 module.eval()
@@ -353,15 +357,11 @@ class CTClassifier(torch.nn.Module, ABC):
 
     def save_classifier(self, directory: str | Path) -> None:
         """The classifier's weights alone (a head-mode run): ``head.safetensors`` in ``directory``."""
-        from safetensors.torch import save_file
-
         state = {k: v.detach().contiguous().cpu() for k, v in self.classifier.state_dict().items()}
         save_file(state, str(Path(directory) / CLASSIFIER_FILE))
 
     def load_classifier(self, directory: str | Path) -> "CTClassifier":
         """Load what ``save_classifier`` wrote (the backbone is the one this model was built with)."""
-        from safetensors.torch import load_file
-
         self.classifier.load_state_dict(load_file(str(Path(directory) / CLASSIFIER_FILE)), strict=True)
         return self
 
@@ -381,8 +381,6 @@ class CTClassifier(torch.nn.Module, ABC):
         """The whole model into ``directory`` (existing), loadable with ``load``. This default, for
         a model that is not a Hugging Face one: its build ``settings`` (the config entry; None:
         none) and its weights as safetensors."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
                  if not k.startswith("aux_mask_head.")}  # a training aid, not part of the model
@@ -394,8 +392,6 @@ class CTClassifier(torch.nn.Module, ABC):
     def load(cls, directory: str | Path, name: str, settings: dict | None = None) -> "CTClassifier":
         """A model written by ``save``: built from the settings saved with it (``settings``, the
         config entry, is not needed here), then its weights loaded."""
-        from safetensors.torch import load_file
-
         directory = Path(directory)
         try:
             settings = json.loads((directory / SETTINGS_FILE).read_text())
@@ -405,228 +401,3 @@ class CTClassifier(torch.nn.Module, ABC):
         model = cls.from_settings({k: v for k, v in settings.items() if k != "pretrained"}, name=name)
         model.load_state_dict(state, strict=True)
         return model
-
-
-class HFClassifier(CTClassifier):
-    """A CTClassifier around a Hugging Face ``*ForXxxClassification`` model (``self.hf_model``):
-    the classifier is the HF model's own, so ``head(features(x))`` is the HF model's
-    ``forward(pixel_values=x).logits``, and a saved model is a ``save_pretrained`` folder that
-    loads as any checkpoint does (``pretrained: <folder>``)."""
-
-    hf_model: torch.nn.Module
-
-    def __init__(self, hf_model: torch.nn.Module, image_size: int, mean, std, name: str | None = None):
-        super().__init__(image_size, mean, std, name=name)
-        self.hf_model = hf_model
-
-    @property
-    def classifier(self) -> torch.nn.Module:
-        return self.hf_model.classifier
-
-    @property
-    def head_init_std(self) -> float:
-        """The HF config's ``initializer_range``, as transformers initialises a new head."""
-        return float(getattr(self.hf_model.config, "initializer_range", 0.02))
-
-    def _set_mean_filters(self, embed: torch.nn.Module, channel: int, count: int, scale: float) -> "HFClassifier":
-        """Make the first ``count`` filters of ``embed`` (the patch / tubelet embedding: a Conv2d
-        or Conv3d over the normalised pixels) box filters: ``scale`` times the mean of input
-        channel ``channel`` (its window's value in [0, 1]) over the patch, 0 where that window
-        is black; the other filters stay as they are. ``mean_filters`` of the video models."""
-        name = self.entry
-        if not 0 <= int(channel) < embed.in_channels or not 1 <= int(count) <= embed.out_channels:
-            raise ModelError(f"models.{name}.mean_filters: channel must be 0-{embed.in_channels - 1} and count "
-                             f"1-{embed.out_channels}, got channel {channel}, count {count}")
-        # The conv sees pixel_values = (v - mean) / std; scale * mean(v) is then
-        # sum(pixel_values) * scale * std / n + scale * mean.
-        n = embed.weight[0, 0].numel()
-        m, s = float(self.pixel_mean[channel]), float(self.pixel_std[channel])
-        with torch.no_grad():
-            embed.weight[:count].zero_()
-            embed.weight[:count, channel] = float(scale) * s / n
-            embed.bias[:count] = float(scale) * m
-        return self
-
-    def save(self, directory: str | Path, settings: dict | None = None) -> None:
-        """``save_pretrained`` (weights and config.json) plus ``preprocessor_config.json`` with the
-        normalisation ``prepare`` applies, so the folder loads as ``pretrained: <folder>`` with the
-        same preprocessing."""
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # "Writing model shards" bars would clutter the job log
-        self.hf_model.save_pretrained(directory)
-        (Path(directory) / PREPROCESSOR_FILE).write_text(json.dumps(self.preprocessor_settings(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, directory: str | Path, name: str, settings: dict | None = None) -> "CTClassifier":
-        """A folder written by ``save``, loaded as a checkpoint (its config gives the geometry;
-        ``settings`` the entry's frames, size, input windows and pooling, which the HF config does
-        not hold: without ``pooling`` a model trained with max pooling would load with its default)."""
-        keep = {k: v for k, v in (settings or {}).items() if k in ("num_frames", "image_size", "pooling", *INPUT_KEYS)}
-        return cls.from_settings({**keep, "pretrained": str(directory)}, name=name)
-
-
-# -- settings and loading helpers shared by the model modules ---------------------------------
-
-
-def check_int(settings: dict, key: str, name: str, minimum: int = 1) -> int | None:
-    """settings[key] as an int >= minimum, or None when absent."""
-    value = settings.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ModelError(f"models.{name}.{key}: expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def refuse_mean_filters_with_checkpoint(settings: dict, name: str) -> None:
-    """``mean_filters`` shapes a random initialisation: with a checkpoint it would overwrite
-    learnt filters, so it is an error, not silently ignored."""
-    if settings.get("pretrained") is not None and settings.get("mean_filters"):
-        raise ModelError(f"models.{name}.mean_filters: shapes a random initialisation only; "
-                         f"remove it or set models.{name}.pretrained: null")
-
-
-def random_config(config_cls, settings: dict, name: str, **overrides):
-    """An HF config for random init: the entry's ``config`` overrides plus the binary labels."""
-    extra = settings.get("config") or {}
-    if not isinstance(extra, dict):
-        raise ModelError(f"models.{name}.config: expected a mapping of {config_cls.__name__} fields")
-    kwargs = {**extra, **{k: v for k, v in overrides.items() if v is not None}}
-    try:
-        return config_cls(**kwargs, num_labels=NUM_LABELS, id2label=ID2LABEL, label2id=LABEL2ID)
-    except (TypeError, ValueError) as exc:
-        raise ModelError(f"models.{name}.config: invalid {config_cls.__name__} overrides ({exc})") from exc
-
-
-def _offline() -> bool:
-    # Read the environment now, not at huggingface_hub import time, so a caller (or a test)
-    # that sets HF_HUB_OFFLINE later is honoured.
-    from huggingface_hub import constants
-
-    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return env.upper() in _TRUE or constants.HF_HUB_OFFLINE
-
-
-def _hub_cache_dir() -> str:
-    # Same precedence as huggingface_hub, but evaluated per call (its constants are frozen at import).
-    from huggingface_hub import constants
-
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
-    return constants.HF_HUB_CACHE
-
-
-def load_pretrained(hf_cls, pretrained: Any, name: str, filename_for_mean_std: str = "preprocessor_config.json"):
-    """Load ``hf_cls`` from a local folder or hub id with a fresh 2-class head.
-
-    Returns ``(model, preprocessor_dict | None)``. Every failure is a one-line ModelError that
-    says how to provide the weights; offline with a cold cache fails at once, without retries.
-    """
-    key = f"models.{name}.pretrained"
-    if not isinstance(pretrained, (str, os.PathLike)) or not str(pretrained):
-        raise ModelError(f"{key}: expected null, a local folder or a Hugging Face hub id, got {pretrained!r}")
-    source = str(pretrained)
-    local = Path(source).expanduser()
-    kwargs: dict[str, Any] = {}
-    if local.is_dir():
-        source = str(local)
-        pre_path = local / filename_for_mean_std
-        pre_path = str(pre_path) if pre_path.is_file() else None
-    elif _HUB_ID.match(source) and not source.startswith((".", "~")):
-        from huggingface_hub import try_to_load_from_cache
-
-        cache_dir = _hub_cache_dir()
-        cached_config = try_to_load_from_cache(source, "config.json", cache_dir=cache_dir)
-        offline = _offline()
-        if offline and not isinstance(cached_config, str):
-            raise ModelError(
-                f"{key}: cannot load {source!r} (offline and not in the Hugging Face cache {cache_dir}); "
-                f"download it on a connected machine (huggingface-cli download {source}) and set HF_HOME, "
-                f"or point {key} at the saved folder"
-            )
-        kwargs = {"cache_dir": cache_dir, "local_files_only": offline}
-        pre_path = None  # looked up after loading, when the download may have fetched it
-    else:
-        raise ModelError(f"{key}: {source!r} is neither an existing folder nor a Hugging Face hub id")
-
-    from transformers.utils import logging as hf_logging
-
-    # A "Loading weights" bar per model would clutter job logs and `ichseq predict` (ten replicates).
-    hf_logging.disable_progress_bar()
-    try:
-        model = hf_cls.from_pretrained(
-            source,
-            num_labels=NUM_LABELS,
-            id2label=ID2LABEL,
-            label2id=LABEL2ID,
-            # The checkpoint's head (e.g. 400 Kinetics classes) is replaced by a fresh 2-class one.
-            ignore_mismatched_sizes=True,
-            # Checkpoints may be stored in half precision; training and feature caching use float32.
-            dtype=torch.float32,
-            **kwargs,
-        )
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(
-            f"{key}: cannot load {source!r} ({first}); download it on a connected machine "
-            f"(huggingface-cli download {source}) and set HF_HOME, or point {key} at the saved folder"
-        ) from exc
-
-    if kwargs:  # hub id: the processor config, if any, is now in the cache
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(source, filename_for_mean_std, cache_dir=kwargs["cache_dir"])
-        pre_path = found if isinstance(found, str) else None
-    preprocessor = None
-    if pre_path is not None:
-        try:
-            preprocessor = json.loads(Path(pre_path).read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{key}: unreadable {pre_path} ({exc})") from exc
-    return model, preprocessor
-
-
-def saved_pooling(settings: dict, preprocessor: dict | None, default):
-    """The pooling of a model loaded from a checkpoint: the entry's when it sets one, else the
-    one a folder saved by ichseq recorded (``preprocessor_config.json``: a model trained with max
-    pooling must not come back with its family's default), else ``default``."""
-    return settings.get("pooling") or (preprocessor or {}).get("pooling") or default
-
-
-def input_settings(settings: dict, preprocessor: dict | None) -> tuple[list | None, dict | None]:
-    """(input_windows, cache_window) of a model: the entry's windows, else the checkpoint's
-    preprocessor_config.json's (a folder the pretrain stage wrote), else none; the cache window
-    is the current one (``settings``, from preprocess.window) when known, else the checkpoint's."""
-    preprocessor = preprocessor or {}
-    windows = settings.get("input_windows") or preprocessor.get("input_windows")
-    cache_window = settings.get("cache_window") or preprocessor.get("cache_window")
-    return windows, (cache_window if windows else None)
-
-
-def mean_std(
-    preprocessor: dict | None, default_mean, default_std, name: str, rescale_factor: float = 1 / 255, offset: bool = False
-) -> tuple[list, list]:
-    """Per-channel mean/std to apply to pixels scaled to [0, 1], equivalent to the checkpoint's
-    image processor.
-
-    HF processors rescale uint8 pixels by ``rescale_factor`` (minus 1 when ``offset``, as
-    ViViT's does: [-1, 1]) and then normalise with ``image_mean``/``image_std``. Both steps are
-    affine, so they fold into one mean/std on [0, 1] pixels: with ``r = 255 * rescale_factor``,
-    ``mean' = (mean + offset) / r`` and ``std' = std / r``. Values come from a saved
-    preprocessor_config.json when there is one, else from the checkpoint family's defaults.
-    """
-    mean, std = list(default_mean), list(default_std)
-    if preprocessor:
-        mean = preprocessor.get("image_mean", mean)
-        std = preprocessor.get("image_std", std)
-        rescale_factor = float(preprocessor.get("rescale_factor", rescale_factor))
-        offset = bool(preprocessor.get("offset", offset))
-    mean = [float(mean)] * 3 if isinstance(mean, (int, float)) else [float(v) for v in mean]
-    std = [float(std)] * 3 if isinstance(std, (int, float)) else [float(v) for v in std]
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise ModelError(f"models.{name}: preprocessor image_mean/image_std must be 3 values (std > 0), got {mean} / {std}")
-    r = 255.0 * rescale_factor
-    return [(m + float(offset)) / r for m in mean], [s_ / r for s_ in std]

@@ -12,10 +12,9 @@ from transformers import ConvNextConfig, ConvNextForImageClassification
 
 from ..errors import ModelError
 from . import register
-from .base import HFClassifier, check_int, input_settings, load_pretrained, mean_std, random_config, saved_pooling
+from .hf import HFClassifier, load_pretrained
+from .loading import check_int, input_settings, mean_std, random_config, saved_pooling
 
-#: ``pooling`` entry option: how the last stage's grid becomes the feature vector.
-POOLINGS = ("mean", "max")
 # ImageNet statistics, which the facebook/convnext-* checkpoints were trained with.
 DEFAULT_MEAN = (0.485, 0.456, 0.406)
 DEFAULT_STD = (0.229, 0.224, 0.225)
@@ -27,6 +26,8 @@ class ConvNeXt(HFClassifier):
     max), layer-normed last stage."""
 
     kind = "slice"
+    entry_keys = {"pretrained": None, "config": None, "num_frames": None, "image_size": None,
+                  "pooling": {"enum": ["mean", "max"]}, "input_windows": None}
 
     def __init__(self, hf_model, image_size: int, mean, std, name: str = "convnext", num_frames: int | None = None,
                  pooling: str = "mean"):
@@ -37,13 +38,12 @@ class ConvNeXt(HFClassifier):
 
     @classmethod
     def from_settings(cls, settings: dict, name: str = "convnext") -> "ConvNeXt":
-        if settings.get("position_embeddings") is not None:
-            raise ModelError(f"models.{name}.position_embeddings: ConvNeXt has no position embeddings (a ViViT option)")
         image_size = check_int(settings, "image_size", name)
         num_frames = check_int(settings, "num_frames", name)
         pooling = settings.get("pooling") or "mean"
-        if pooling not in POOLINGS:
-            raise ModelError(f"models.{name}.pooling: must be one of {', '.join(POOLINGS)} for ConvNeXt, got {pooling!r}")
+        poolings = cls.entry_keys["pooling"]["enum"]
+        if pooling not in poolings:
+            raise ModelError(f"models.{name}.pooling: must be one of {', '.join(poolings)} for ConvNeXt, got {pooling!r}")
         pretrained = settings.get("pretrained")
         if pretrained is None:
             config = random_config(ConvNextConfig, settings, name, image_size=image_size)
@@ -82,7 +82,7 @@ class ConvNeXt(HFClassifier):
         # A 1x1 conv reads the first stage's map, the finest: a bleed a few pixels wide is still
         # a few cells there, so the stem and first blocks learn to find it.
         head = torch.nn.Conv2d(self.hf_model.config.hidden_sizes[0], 1, kernel_size=1)
-        return self._enable_mask_loss(head, weight, seed)
+        return self.enable_mask_loss(head, weight, seed)
 
     def forward_batch(self, batch):
         if self.aux_mask_head is None or batch.pixels is None or not self.training:

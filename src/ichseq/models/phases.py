@@ -1,5 +1,5 @@
-"""The training phases of seg_cls (a model entry's ``phases``) and the entry keys only one
-architecture reads.
+"""The training phases of seg_cls (a model entry's ``phases``, a key seg_cls declares with its
+schema in its class's ``entry_keys``).
 
 Free of torch, so that the config check (read on every Snakemake start) and the model share
 one definition: ``phases: {segmentation: S, classifier: C}`` means the first S epochs of a
@@ -10,33 +10,26 @@ network frozen), and every epoch left of the training's ``epochs`` trains both (
 from __future__ import annotations
 
 from ..errors import ConfigError, ModelError
+from ..schema import check_values
+from . import entry_keys
+
+#: The architecture whose entries take ``phases``.
+OWNER = "seg_cls"
 
 #: The phases in the order they run.
 PHASES = ("segmentation", "classifier", "joint")
-#: Entry keys that only one architecture reads: key -> that architecture (registry name).
-ARCHITECTURE_KEYS = {"phases": "seg_cls"}
-
-
-def foreign_key(architecture: str, entry: dict, name: str) -> str | None:
-    """The one-line refusal of an entry key of another architecture (``ARCHITECTURE_KEYS``)
-    in ``entry`` (model ``name`` of ``architecture``), or None when there is none."""
-    for key, owner in ARCHITECTURE_KEYS.items():
-        if entry.get(key) is not None and architecture != owner:
-            return f"models.{name}.{key}: applies only to architecture {owner}, not {architecture}; remove it"
-    return None
 
 
 def phase_settings(phases: dict | None, name: str) -> dict:
-    """``phases`` checked against the schema (``$defs.phases``) with its defaults filled in;
-    one-line ModelError naming ``models.<name>.phases.<key>``."""
-    from ..config import validate_section  # here: ichseq.config imports this module
-
+    """``phases`` checked against the schema seg_cls declares for it, with its defaults filled
+    in; one-line ModelError naming ``models.<name>.phases.<key>``."""
     if phases is not None and not isinstance(phases, dict):
         raise ModelError(f"models.{name}.phases: expected a mapping {{segmentation, classifier}}, got {phases!r}")
     try:
-        return validate_section(phases or {}, "phases", f"models.{name}.phases")
+        checked = check_values(phases or {}, entry_keys(OWNER)["phases"], f"models.{name}.phases")
     except ConfigError as exc:
         raise ModelError(str(exc)) from None
+    return {"segmentation": checked["segmentation"], "classifier": checked["classifier"]}
 
 
 def phase_epochs(phases: dict, epochs: int, name: str, epochs_key: str = "training.epochs") -> tuple[int, int, int]:

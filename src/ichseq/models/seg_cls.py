@@ -32,19 +32,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from scipy.stats import spearmanr
 from torch import nn
 
 from ..errors import ModelError
 from . import register
-from .base import (PREPROCESSOR_FILE, SETTINGS_FILE, WEIGHTS_FILE, CTClassifier, check_int, input_settings,
-                   mean_std)
+from .base import PREPROCESSOR_FILE, SETTINGS_FILE, WEIGHTS_FILE, CTClassifier
+from .loading import check_int, input_settings, mean_std
 from .phases import phase_epochs, phase_of, phase_settings
 
 #: ``config`` of a randomly initialised seg_cls: the U-Net's channels per level (fine to coarse;
 #: at least 2 levels) and the stride of its stem (1, 2 or 4: the network, and its mask logits,
 #: work at image_size / stem_stride; the mask is upsampled to image_size).
 DEFAULT_CONFIG = {"channels": [16, 32, 64], "stem_stride": 2}
-POOLINGS = ("max", "mean")
 STEM_STRIDES = (1, 2, 4)
 DEFAULT_IMAGE_SIZE = 128
 # Pixels in [0, 1] to [-1, 1]: the network is trained from scratch, no checkpoint family to follow.
@@ -125,6 +126,28 @@ class SegCls(CTClassifier):
     """BloodNet-style segmentation-dependent classifier of single slices (module docstring)."""
 
     kind = "slice"
+    entry_keys = {
+        "pretrained": None, "config": None, "num_frames": None, "image_size": None,
+        "pooling": {"enum": ["max", "mean"]}, "input_windows": None,
+        # Its own key: the three-step schedule (ichseq.models.phases).
+        "phases": {
+            "type": ["object", "null"],
+            "additionalProperties": False,
+            "properties": {
+                "segmentation": {"type": "integer", "minimum": 0, "default": 1, "description":
+                                 "epochs that train the segmentation network alone (its mask loss), first"},
+                "classifier": {"type": "integer", "minimum": 0, "default": 1, "description":
+                               "epochs that then train the classifier alone, the segmentation network frozen"},
+            },
+            "description": (
+                "seg_cls's three-step schedule whenever the whole model trains (training.mode full, and the "
+                "pretrain stage): the first segmentation epochs train the segmentation alone, the next classifier "
+                "epochs the classifier alone (segmentation frozen), and the epochs left of that training's epochs "
+                "train both; segmentation + classifier must not exceed them, and at least one epoch must train the "
+                "classifier. Epochs of the segmentation phase are never kept as the best epoch nor counted by "
+                "patience. Head mode trains only the classifier. null = the defaults (1 and 1)."),
+        },
+    }
     needs = frozenset({"masks"})
 
     def __init__(self, config: dict, image_size: int, mean, std, name: str = "seg_cls", pooling: str = "max",
@@ -149,9 +172,6 @@ class SegCls(CTClassifier):
 
     @classmethod
     def from_settings(cls, settings: dict, name: str = "seg_cls") -> "SegCls":
-        for key, owner in (("position_embeddings", "a video models'"), ("mean_filters", "a ViViT")):
-            if settings.get(key) is not None:
-                raise ModelError(f"models.{name}.{key}: {owner} option; remove it for seg_cls")
         image_size = check_int(settings, "image_size", name, minimum=16)
         num_frames = check_int(settings, "num_frames", name)
         pretrained = settings.get("pretrained")
@@ -159,8 +179,9 @@ class SegCls(CTClassifier):
         if pretrained is not None:
             saved, state, preprocessor = _read_folder(pretrained, name)
         pooling = settings.get("pooling") or saved.get("pooling") or "max"
-        if pooling not in POOLINGS:
-            raise ModelError(f"models.{name}.pooling: must be one of {', '.join(POOLINGS)} for seg_cls, got {pooling!r}")
+        poolings = cls.entry_keys["pooling"]["enum"]
+        if pooling not in poolings:
+            raise ModelError(f"models.{name}.pooling: must be one of {', '.join(poolings)} for seg_cls, got {pooling!r}")
         config = saved.get("config") if pretrained is not None else settings.get("config")
         mean, std = mean_std(preprocessor, DEFAULT_MEAN, DEFAULT_STD, name)
         model = cls(config, image_size or saved.get("image_size") or DEFAULT_IMAGE_SIZE, mean, std, name=name,
@@ -257,7 +278,7 @@ class SegCls(CTClassifier):
     def start_epoch(self, epoch: int, epochs: int) -> bool:
         """Set the phase of ``epoch`` (``phases``); an epoch of the segmentation phase may not be
         kept. Head mode (backbone frozen) trains the classifier alone: no phases then."""
-        if self._backbone_frozen:
+        if self.backbone_frozen:
             self.phase = "classifier"
             return True
         segmentation, classifier, _ = phase_epochs(self.phases, epochs, self.entry,
@@ -285,8 +306,6 @@ class SegCls(CTClassifier):
           predicted and the true blood volume (pixels called blood / mask pixels summed over the
           patient's slices, at the model's image size); undefined when either is constant.
         """
-        from scipy.stats import spearmanr
-
         self.eval()
         index = np.asarray(index)
         both = called = true = 0.0
@@ -320,8 +339,6 @@ class SegCls(CTClassifier):
         """Weights (safetensors), the network's build settings and the preprocessing; the folder
         loads back as ``pretrained: <folder>``. ``settings`` (the config entry) is not needed:
         what builds the network is written from the model itself."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, str(directory / WEIGHTS_FILE))
@@ -339,8 +356,6 @@ class SegCls(CTClassifier):
 
 def _read_folder(pretrained, name: str) -> tuple[dict, dict, dict | None]:
     """(build settings, weights, preprocessor settings or None) of a folder ``save`` wrote."""
-    from safetensors.torch import load_file
-
     key = f"models.{name}.pretrained"
     folder = Path(str(pretrained)).expanduser()
     if not folder.is_dir():

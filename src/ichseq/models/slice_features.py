@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from ..errors import ModelError
+from . import build_model, load_model, model_kind
 from .base import PREPROCESSOR_FILE, SETTINGS_FILE, WEIGHTS_FILE, Batch, CTClassifier
 
 #: The saved backbone's subfolder in a saved two-stage model.
@@ -47,8 +49,6 @@ def backbone_spec(settings: dict, name: str) -> dict:
 def build_backbone(spec: dict, name: str) -> CTClassifier:
     """The slice model of ``spec``, its random parts drawn from ``spec['seed']`` (as its own entry
     draws them, so a random backbone here is the one whose features were cached)."""
-    from . import build_model, model_kind
-
     if model_kind(spec["architecture"]) != "slice":
         raise ModelError(f"models.{name}.backbone: {spec['name']} ({spec['architecture']}) is not a slice model; "
                          f"a two-stage model reads per-slice features (e.g. convnext)")
@@ -99,6 +99,9 @@ class SliceFeatureClassifier(CTClassifier):
     is a module called as ``head(features (B, T, D), frame_mask (B, T)) -> logits (B, 2)``."""
 
     HEAD_DEFAULTS: dict = {}
+    entry_keys = {"backbone": None, "head": None}
+    refusal_hint = ("a two-stage model takes its backbone's weights and input: set it on the backbone's own entry "
+                    "(its own settings are under head)")
 
     def __init__(self, backbone: CTClassifier, head: torch.nn.Module, settings: dict, name: str):
         spec_mean = backbone.pixel_mean.flatten().tolist()
@@ -121,13 +124,6 @@ class SliceFeatureClassifier(CTClassifier):
 
     @classmethod
     def from_settings(cls, settings: dict, name: str) -> "SliceFeatureClassifier":
-        if settings.get("pretrained") is not None:
-            raise ModelError(f"models.{name}.pretrained: a two-stage model takes its backbone's weights; set "
-                             f"pretrained on the backbone's own entry (models.<backbone>.pretrained)")
-        for key in ("input_windows", "pooling", "mean_filters", "position_embeddings", "config"):
-            if settings.get(key) is not None:
-                raise ModelError(f"models.{name}.{key}: set it on the backbone's entry; a two-stage model "
-                                 f"reads that model's features (its own settings are under head)")
         backbone = build_backbone(backbone_spec(settings, name), name)
         return cls.from_backbone(backbone, settings, name)
 
@@ -203,8 +199,6 @@ class SliceFeatureClassifier(CTClassifier):
     def save(self, directory: str | Path, settings: dict | None = None) -> None:
         """The backbone's own saved folder in ``backbone/``, the head's weights, and the settings
         that rebuild the head; loadable with ``load``, without the config."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         spec = (settings or {}).get("backbone") or {}
         (directory / BACKBONE_DIR).mkdir(exist_ok=True)
@@ -218,10 +212,6 @@ class SliceFeatureClassifier(CTClassifier):
 
     @classmethod
     def load(cls, directory: str | Path, name: str, settings: dict | None = None) -> "SliceFeatureClassifier":
-        from safetensors.torch import load_file
-
-        from . import load_model
-
         directory = Path(directory)
         try:
             saved = json.loads((directory / SETTINGS_FILE).read_text())

@@ -20,19 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ModelError
-from .base import (
-    HFClassifier,
-    check_int,
-    input_settings,
-    load_pretrained,
-    mean_std,
-    random_config,
-    refuse_mean_filters_with_checkpoint,
-    saved_pooling,
-)
+from .hf import HFClassifier, load_pretrained
+from .loading import check_int, input_settings, mean_std, random_config, refuse_mean_filters_with_checkpoint, saved_pooling
 
-#: ``pooling`` entry option: what of the last layer feeds the classifier.
-POOLINGS = ("cls", "mean", "max")
 #: ``position_embeddings`` entry option: what a checkpoint's embeddings become for another geometry.
 POSITION_EMBEDDINGS = ("interpolate", "reset")
 
@@ -92,6 +82,9 @@ class VideoClassifier(HFClassifier):
     last layer's tokens pooled (``pooling``: the CLS token, or their mean or maximum)."""
 
     kind = "sequence"
+    entry_keys = {"pretrained": None, "config": None, "num_frames": None, "image_size": None,
+                  "position_embeddings": None, "pooling": {"enum": ["cls", "mean", "max"]}, "input_windows": None,
+                  "mean_filters": None}
     #: Set by each model: its name in messages, its transformers classes, the attribute of the
     #: backbone inside the classification model, and its image processor's normalisation.
     title: str
@@ -136,8 +129,9 @@ class VideoClassifier(HFClassifier):
     @classmethod
     def from_settings(cls, settings: dict, name: str) -> "VideoClassifier":
         pooling = settings.get("pooling")
-        if pooling is not None and pooling not in POOLINGS:
-            raise ModelError(f"models.{name}.pooling: must be one of {', '.join(POOLINGS)} for {cls.title}, "
+        poolings = cls.entry_keys["pooling"]["enum"]
+        if pooling is not None and pooling not in poolings:
+            raise ModelError(f"models.{name}.pooling: must be one of {', '.join(poolings)} for {cls.title}, "
                              f"got {pooling!r}")
         num_frames = check_int(settings, "num_frames", name)
         image_size = check_int(settings, "image_size", name)
@@ -210,8 +204,8 @@ class VideoClassifier(HFClassifier):
         and pretraining learnt (issue-13 experiments: held-out scan AUC 0.95 instead of 0.64).
         The other filters stay random; all of them train."""
         embed = self.backbone.embeddings.patch_embeddings.projection
-        return self._set_mean_filters(embed, channel, count, scale)
+        return self.set_mean_filters_(embed, channel, count, scale)
 
     def use_mask_loss(self, weight: float, seed: int) -> "VideoClassifier":
         # Each token of the last layer predicts whether its patch (of its frames) holds hemorrhage.
-        return self._enable_mask_loss(torch.nn.Linear(self.hf_model.config.hidden_size, 1), weight, seed)
+        return self.enable_mask_loss(torch.nn.Linear(self.hf_model.config.hidden_size, 1), weight, seed)

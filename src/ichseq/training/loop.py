@@ -38,6 +38,8 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from transformers import (get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup,
+                          get_linear_schedule_with_warmup)
 
 from ..columns import HISTORY_COLUMNS, TEST_HISTORY_COLUMNS
 from ..errors import ConfigError, DataError
@@ -74,9 +76,6 @@ def make_optimizer(module: torch.nn.Module, settings: TrainSettings) -> torch.op
 
 
 def make_scheduler(optimizer, settings: TrainSettings, total_steps: int):
-    from transformers import (get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup,
-                              get_linear_schedule_with_warmup)
-
     if settings.schedule == "constant":
         return get_constant_schedule_with_warmup(optimizer, settings.warmup_steps)
     make = get_linear_schedule_with_warmup if settings.schedule == "linear" else get_cosine_schedule_with_warmup

@@ -12,16 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..config import section_defaults, validate_section
+from ..config import model_entry_keys, section_defaults, validate_section
 from ..errors import ConfigError
-from ..models import FEATURE_KINDS, available_models, build_model, model_kind, unknown_model_message
+from ..models import FEATURE_KINDS, available_models, build_model, model_kind, refused_key, unknown_model_message
 from .settings import TrainSettings, backbone_seed
 
 if TYPE_CHECKING:
     from ..models.base import CTClassifier
 
-MODEL_KEYS = ("pretrained", "config", "num_frames", "image_size", "position_embeddings", "pooling", "input_windows",
-              "mean_filters", "head", "phases")
+#: Entry keys the plan resolves itself rather than handing to the model as they are written.
+PLAN_KEYS = ("backbone",)
 #: The backbone entry of a two-stage model (``backbone``) when the entry names none.
 DEFAULT_BACKBONE = "convnext"
 #: Entry keys that only shape a randomly initialised model (a checkpoint brings its own weights).
@@ -128,6 +128,12 @@ def model_plan(config: dict, name: str) -> ModelPlan:
     if name not in models:
         raise ConfigError(f"models.{name}: no such model in the config (configured: {', '.join(models) or 'none'})")
     entry = models[name] or {}
+    architecture = entry.get("architecture") or name
+    if architecture not in available_models():
+        raise ConfigError(unknown_model_message(architecture, name))
+    refusal = refused_key(architecture, entry, name)
+    if refusal:  # a key of another architecture: refused, not ignored (the config may come unvalidated)
+        raise ConfigError(refusal)
     training = TrainSettings.from_dict({**config.get("training", {}), **(entry.get("training") or {})},
                                        where=f"models.{name}.training")
     # The schema's defaults under the global section under the entry's own (the config may
@@ -139,7 +145,8 @@ def model_plan(config: dict, name: str) -> ModelPlan:
     # An entry's image_size defaults to the cached slices' (written once, preprocess.image_size).
     cache_size = (config.get("preprocess") or {}).get("image_size")
     values = {**entry, "image_size": entry.get("image_size") if entry.get("image_size") is not None else cache_size}
-    model = {k: values[k] for k in MODEL_KEYS if values.get(k) is not None}
+    # The keys its class declares it reads (``entry_keys``), in the schema's order.
+    model = {k: values[k] for k in model_entry_keys(architecture) if k not in PLAN_KEYS and values.get(k) is not None}
     # HU input windows are rendered from the cached slices, which span this window (also for the
     # windows a checkpoint folder brings: they must be rendered from this config's cache).
     window = (config.get("preprocess") or {}).get("window")
@@ -147,7 +154,6 @@ def model_plan(config: dict, name: str) -> ModelPlan:
         model["cache_window"] = {"level": window["level"], "width": window["width"]}
     elif "input_windows" in model:
         raise ConfigError(f"models.{name}.input_windows: needs preprocess.window (the cached slices' HU window)")
-    architecture = entry.get("architecture") or name
     backbone = _backbone_plan(config, name, entry, architecture)
     pretrain = model.get("pretrained") == PRETRAIN
     if backbone is not None:
@@ -167,18 +173,8 @@ def _backbone_plan(config: dict, name: str, entry: dict, architecture: str) -> M
     """The plan of the slice model a two-stage entry reads (its ``backbone``, default
     :data:`DEFAULT_BACKBONE`); None for other models, which must not name one. Kinds are read
     from the model modules' source, so this imports no model."""
-    if architecture not in available_models():
-        raise ConfigError(unknown_model_message(architecture, name))
-    two_stage = model_kind(architecture) in FEATURE_KINDS
-    for key in ("backbone", "head"):
-        if entry.get(key) is not None and not two_stage:
-            raise ConfigError(f"models.{name}.{key}: only two-stage models (those reading a slice model's "
-                              f"features: cnn_rnn, slice_context) take {key}")
-    if not two_stage:
+    if model_kind(architecture) not in FEATURE_KINDS:
         return None
-    if entry.get("pretrained") is not None:
-        raise ConfigError(f"models.{name}.pretrained: a two-stage model takes its backbone's weights; "
-                          f"set pretrained on the backbone's own entry")
     target = entry.get("backbone") or DEFAULT_BACKBONE
     models = config.get("models") or {}
     if target not in models:

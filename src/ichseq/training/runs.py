@@ -33,7 +33,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +48,7 @@ from ..data.cache import SliceCache
 from ..data.layout import NIFTI_LAYOUT
 from ..data.splits import read_split
 from ..errors import ConfigError, DataError
+from ..models import load_model
 from .feature_store import extract_features, read_feature_store, write_feature_store
 from .ood import OOD_FILE, fit_reference, save_reference
 from .loop import fit, predict_logits, select_device
@@ -293,8 +294,6 @@ def _ood_reference(model, plan: "ModelPlan", cache: SliceCache, split: dict, sam
     """The run's out-of-distribution reference (:mod:`ichseq.training.ood`) on the features its
     classifier reads: the feature store's rows (head mode; a two-stage model's backbone slice
     features), or the trained model's features of its development samples (full mode)."""
-    from dataclasses import replace
-
     development = [*split["train"], *split["val"]]
     if stored_features is not None:
         features, patients = stored_features, store_samples.patient
@@ -337,8 +336,6 @@ def load_run_model(model_dir, info: dict | None = None) -> tuple["CTClassifier",
 
     A head-mode run saved only the classifier: the backbone is rebuilt from the run's plan (the
     same seed or checkpoint its features came from)."""
-    from ..models import load_model
-
     model_dir = Path(model_dir)
     try:
         info = info if info is not None else json.loads((model_dir / RUN_MODEL_INFO).read_text())
