@@ -18,7 +18,8 @@ import torch
 from ichseq.config import validate_config
 from ichseq.errors import ConfigError, ModelError
 from ichseq.models import build_model
-from ichseq.models.base import PREPROCESSOR_FILE, window_channels
+from ichseq.models.base import PREPROCESSOR_FILE
+from ichseq.models.windows import window_channels
 from ichseq.training.plan import model_plan
 
 # 32x32 images, 8x8 patches, tubelet length 2 (as tests/models/test_models.py).

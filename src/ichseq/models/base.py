@@ -1,5 +1,5 @@
-"""The interface every model implements (:class:`CTClassifier`, :class:`Batch`), the Hugging Face
-implementation of it (:class:`HFClassifier`), and the shared loading / preprocessing helpers.
+"""The contract every model implements (:class:`CTClassifier`, :class:`Batch`) and the names
+of a saved model's files.
 
 A model splits into a backbone (``features``) and a classifier (``head``), so head-only
 training on cached features and a full forward pass go through exactly the same modules:
@@ -10,8 +10,10 @@ initialises, saves and loads the classifier or the whole model through the metho
 model that is not a Hugging Face ``*ForXxxClassification``, or that has its own loss or needs
 masks, subclasses :class:`CTClassifier` directly in its own module.
 
-Preprocessing is done with plain tensor ops instead of the HF image processors: without
-torchvision those fall back to slow PIL code, and our input is already a windowed uint8 array.
+Its two other parts live beside it: the input pipeline (``prepare``, input windows:
+:mod:`ichseq.models.preprocessing`) and the auxiliary mask loss (:mod:`ichseq.models.mask_loss`).
+The Hugging Face implementation is :class:`ichseq.models.hf.HFClassifier`; the helpers that
+build models from an entry are in :mod:`ichseq.models.loading`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ..errors import ModelError
-from .windows import window_channels  # noqa: F401  (part of this module's interface)
+from .mask_loss import MaskSupervision
+from .preprocessing import InputPipeline
 
 # Binary task: index 1 is the positive class so that softmax(logits)[:, 1] is P(hemorrhage).
 ID2LABEL = {0: "no_hemorrhage", 1: "hemorrhage"}
@@ -69,7 +72,7 @@ class Batch:
         return len(self.labels)
 
 
-class CTClassifier(torch.nn.Module, ABC):
+class CTClassifier(InputPipeline, MaskSupervision, ABC):
     """A binary ICH classifier over a scan's frames (``kind="sequence"``) or one slice (``"slice"``)."""
 
     kind: ClassVar[str]  # what one sample is, for the data loader: one of ichseq.models.KINDS
@@ -94,19 +97,10 @@ class CTClassifier(torch.nn.Module, ABC):
         self.entry = name or type(self).__name__.lower()
         self.image_size = int(image_size)
         self.backbone_frozen = False
-        # Non-persistent buffers: they follow .to(device) but stay out of the state dict,
-        # which then holds exactly the network's weights.
-        self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32).view(3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(3, 1, 1), persistent=False)
+        self.init_input_pipeline(mean, std)
         # The small head that predicts hemorrhage from an early feature map (``use_mask_loss``);
         # it serves training only and is never saved with the model.
         self.aux_mask_head: torch.nn.Module | None = None
-        # Input windows (``set_input_windows``): None = the cached slice in all three channels.
-        self.input_windows: list[dict] | None = None
-        self.cache_window: dict | None = None
-        self.register_buffer("window_scale", torch.ones(3, 1, 1), persistent=False)
-        self.register_buffer("window_offset", torch.zeros(3, 1, 1), persistent=False)
-        self.register_buffer("window_band", torch.zeros(3, 1, 1, dtype=torch.bool), persistent=False)
 
     @classmethod
     @abstractmethod
@@ -126,83 +120,6 @@ class CTClassifier(torch.nn.Module, ABC):
     def head_init_std(self) -> float:
         """Standard deviation of the classifier's initial weights (see ``init_classifier_``)."""
         return 0.02
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    # -- preprocessing -------------------------------------------------------------------
-
-    def prepare(self, batch_uint8: torch.Tensor) -> torch.Tensor:
-        """uint8 grayscale (B, H, W) [slice] or (B, T, H, W) [every other kind] -> normalised float
-        pixel_values (B, 3, S, S) or (B, T, 3, S, S), S = ``self.image_size``, on the model's device."""
-        expected_ndim = 3 if self.kind == "slice" else 4
-        if batch_uint8.dtype != torch.uint8 or batch_uint8.ndim != expected_ndim:
-            shape = "(B, H, W)" if self.kind == "slice" else "(B, T, H, W)"
-            raise ModelError(
-                f"models.{self.entry}: {type(self).__name__}.prepare expects uint8 {shape}, got {batch_uint8.dtype} "
-                f"with shape {tuple(batch_uint8.shape)}"
-            )
-        lead = batch_uint8.shape[:-2]
-        h, w = batch_uint8.shape[-2:]
-        # Move while still uint8 (4x less to copy than float), then scale to [0, 1].
-        x = batch_uint8.to(self.pixel_mean.device).float().div_(255.0)
-        x = x.reshape(-1, 1, h, w)  # resize one channel before repeating: 3x cheaper
-        if (h, w) != (self.image_size, self.image_size):
-            downsampling = h > self.image_size or w > self.image_size
-            x = F.interpolate(
-                x, size=(self.image_size, self.image_size), mode="bilinear",
-                align_corners=False, antialias=downsampling,
-            )
-        # Pretrained backbones expect RGB: the grayscale slice goes to all three channels, or each
-        # channel shows the slice through its own HU window (``input_windows``).
-        x = x.expand(-1, 3, -1, -1)
-        if self.input_windows is not None:
-            x = x * self.window_scale + self.window_offset
-            # A band window shows only its range: what lies above it is black, not white.
-            x = torch.where(self.window_band & (x > 1.0), 0.0, x).clamp_(0.0, 1.0)
-        x = (x - self.pixel_mean) / self.pixel_std
-        return x.reshape(*lead, 3, self.image_size, self.image_size)
-
-    def prepare_masks(self, masks_uint8: torch.Tensor) -> torch.Tensor:
-        """0/1 uint8 masks (B, [T,] H, W) -> float (B, [T,] S, S) on the model's device; resized by
-        nearest neighbour, so a mask stays 0/1."""
-        lead = masks_uint8.shape[:-2]
-        h, w = masks_uint8.shape[-2:]
-        m = masks_uint8.to(self.pixel_mean.device).float().reshape(-1, 1, h, w)
-        if (h, w) != (self.image_size, self.image_size):
-            m = F.interpolate(m, size=(self.image_size, self.image_size), mode="nearest")
-        return m.reshape(*lead, self.image_size, self.image_size)
-
-    def set_input_windows(self, windows: list[dict] | None, cache_window: dict | None) -> "CTClassifier":
-        """Show the cached slice, whose pixels 0-255 span the HU window ``cache_window``
-        ({level, width}), through ``windows`` (1 or 3 HU windows, one per input channel; one is
-        repeated) instead of as it is. A window is a linear map of a cached pixel clipped to
-        [0, 1], so it adds no resampling and any window inside the cached one is exact.
-
-        Why: a randomly initialised network's first layer normalises each position over its
-        channels (ConvNeXt's stem LayerNorm, ViViT's pre-LayerNorm), which divides out the
-        brightness of a flat region when the three channels are equal: a bleed's 50-90 HU
-        interior then looks like the brain's. Three windows (brain, blood, calcification)
-        make brightness a pattern across channels, which survives the normalisation. The
-        multi-window input is a standard trick of CT hemorrhage models (RSNA 2019). A window
-        with ``band: true`` shows only its range (above it black, as below): a blood band that
-        bone does not light up."""
-        if windows is None:
-            self.input_windows = self.cache_window = None
-            self.window_scale.fill_(1.0)
-            self.window_offset.fill_(0.0)
-            self.window_band.fill_(False)
-            return self
-        scale, offset = window_channels(windows, cache_window, self.entry)
-        self.input_windows = [{"level": float(w["level"]), "width": float(w["width"]),
-                               **({"band": True} if w.get("band") else {})} for w in windows]
-        band = [bool(w.get("band")) for w in windows]
-        self.window_band.copy_(torch.tensor(band * 3 if len(band) == 1 else band).view(3, 1, 1))
-        self.cache_window = {"level": float(cache_window["level"]), "width": float(cache_window["width"])}
-        self.window_scale.copy_(torch.tensor(scale, dtype=torch.float32).view(3, 1, 1))
-        self.window_offset.copy_(torch.tensor(offset, dtype=torch.float32).view(3, 1, 1))
-        return self
 
     # -- forward and loss ----------------------------------------------------------------
 
@@ -268,48 +185,6 @@ class CTClassifier(torch.nn.Module, ABC):
         training, batches of ``batch_size``. Default: none."""
         return {}
 
-    # -- auxiliary mask supervision (training.mask_loss_weight) ----------------------------
-
-    mask_loss_weight: float = 0.0
-    #: A cell of the mask logits counts as positive when any of its pixels is; bleed cells are
-    #: a few percent of a slice, so they weigh this much more than the others.
-    MASK_POS_WEIGHT = 10.0
-
-    def use_mask_loss(self, weight: float, seed: int) -> "CTClassifier":
-        """Train with the auxiliary mask loss of ``weight`` (full mode): the hemorrhage masks
-        as dense extra supervision, so the early layers learn where blood is, not only whether
-        a slice holds some. A model supports it by overriding this (build ``aux_mask_head`` from
-        ``seed``, call ``enable_mask_loss``) and returning ``(logits, mask_logits)`` from a
-        training ``forward_batch``; ``mask_loss`` then compares the logits' grid with the masks."""
-        raise ModelError(f"models.{self.entry}: {type(self).__name__} has no auxiliary mask loss; "
-                         f"set training.mask_loss_weight (or pretrain.training.mask_loss_weight) to 0")
-
-    def enable_mask_loss(self, head: torch.nn.Module, weight: float, seed: int) -> "CTClassifier":
-        generator = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in head.parameters():
-                if p.ndim > 1:
-                    p.copy_(torch.empty(p.shape).normal_(0.0, 0.02, generator=generator))
-                else:
-                    p.zero_()
-        self.aux_mask_head = head.to(self.device)
-        self.mask_loss_weight = float(weight)
-        self.needs = self.needs | {"masks"}  # the data loader then fetches masks for it
-        return self
-
-    def mask_loss(self, mask_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """Binary cross-entropy of per-cell ``mask_logits`` against ``mask_targets``."""
-        return F.binary_cross_entropy_with_logits(
-            mask_logits, self.mask_targets(masks, mask_logits.shape),
-            pos_weight=torch.tensor(self.MASK_POS_WEIGHT, device=mask_logits.device))
-
-    def mask_targets(self, masks: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-        """The 0/1 target of each cell of mask logits of ``shape`` (B, [T,] h, w): the masks
-        (B, [T,] S, S) max-pooled to that grid, frame by frame (a model whose cells span several
-        frames overrides this)."""
-        target = F.adaptive_max_pool2d(masks.reshape(-1, 1, *masks.shape[-2:]).float(), shape[-2:])
-        return target.reshape(shape)
-
     # -- the classifier: initialisation, head-only training ------------------------------
 
     def init_classifier_(self, seed: int) -> "CTClassifier":
@@ -364,18 +239,6 @@ class CTClassifier(torch.nn.Module, ABC):
         """Load what ``save_classifier`` wrote (the backbone is the one this model was built with)."""
         self.classifier.load_state_dict(load_file(str(Path(directory) / CLASSIFIER_FILE)), strict=True)
         return self
-
-    def preprocessor_settings(self) -> dict:
-        """What ``prepare`` applies, in the keys ``mean_std`` reads back: pixels scaled to [0, 1],
-        then normalised per channel."""
-        settings = {"image_mean": self.pixel_mean.flatten().tolist(), "image_std": self.pixel_std.flatten().tolist(),
-                    "rescale_factor": 1 / 255, "offset": False, "size": {"height": self.image_size,
-                                                                          "width": self.image_size}}
-        if self.input_windows is not None:  # read back by ``input_settings``
-            settings.update(input_windows=self.input_windows, cache_window=self.cache_window)
-        if getattr(self, "pooling", None):  # read back by ``saved_pooling``
-            settings["pooling"] = self.pooling
-        return settings
 
     def save(self, directory: str | Path, settings: dict | None = None) -> None:
         """The whole model into ``directory`` (existing), loadable with ``load``. This default, for
