@@ -186,7 +186,7 @@ def test_rerun_of_one_replicate_touches_nothing_else(slurm_run, cluster):
     before = _snapshot(slurm_run)
     jobs_before = _job_ids(slurm_run, "train")
 
-    # The README's command: the target before --forcerun (which takes several values).
+    # The command of docs/slurm.md (Rerun one replicate): the target before --forcerun (which takes several values).
     _snakemake(slurm_run, *SLURM_PROFILES, f"{run}/metrics.json", "--forcerun", "train", env=cluster)
     after_rerun = _snapshot(slurm_run)
     changed = {k for k in before if after_rerun.get(k) != before[k]}
@@ -215,7 +215,7 @@ def test_rerun_of_one_replicate_touches_nothing_else(slurm_run, cluster):
 
 
 def test_a_batch_of_new_scans_is_predicted_as_slurm_jobs(slurm_run, cluster):
-    # The README's batch example: a predict.yaml listing a folder of new scans (here a NIfTI scan
+    # The batch example of docs/predicting.md: a predict.yaml listing a folder of new scans (here a NIfTI scan
     # and the same scan as a DICOM series), then `snakemake --profile ... predict --configfile
     # predict.yaml`: one GPU job per (model, scan), every replicate of each model, nothing retrained.
     from ichseq.cli import main

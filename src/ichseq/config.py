@@ -6,8 +6,10 @@ not jsonschema's multi-line dump, so a typo in ``config.yaml`` is fixed in secon
 The schema is the one place where defaults are written: ``validate_config`` fills them in, and
 the code that takes a section without the workflow (``TrainSettings``, ``model_plan``) reads
 them with ``section_defaults``. It is the schema rather than the dataclasses because the schema
-is what Snakemake validates against and what the README and error messages point users to;
-it also carries each key's allowed values and description, which a dataclass default does not.
+is what Snakemake validates against and what error messages and the docs point users to (their
+configuration reference is generated from it); it also carries each key's allowed values and
+description, which a dataclass default does not. The keys of a model entry come partly from the
+model classes (``CTClassifier.entry_keys``): :func:`load_schema` adds them.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ patients' logits exactly as training fits it, and the test patients' expected ca
 (10 bins) and Brier score are measured, per replicate (mean ± sd) and pooled over the
 replicates. Then the two patient decision rules on the same logits: ``any`` slice at the model's
 own 0.5 (the study) and ``max_prob`` with the threshold chosen on the validation patients
-(balanced accuracy, recall, specificity). Prints Markdown tables for the README.
+(balanced accuracy, recall, specificity). Prints Markdown tables for docs/benchmarks.md.
 """
 
 from __future__ import annotations

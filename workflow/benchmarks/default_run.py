@@ -1,4 +1,4 @@
-"""The README's main command, measured: wall time and what the default config learns.
+"""The README's main command, measured: wall time and what the default config learns (docs/benchmarks.md).
 
     .venv/bin/python workflow/benchmarks/default_run.py [--cores 2] [--keep DIR] [--configfile F ...] [--warm-atlas]
 
@@ -9,7 +9,7 @@ model's patient ROC AUC over the replicates (mean, sd, min, max), the pretrainin
 AUC, for each sequence model how often its frames miss every positive slice of a positive
 study scan (that bounds its recall), and each model's parameters and mean training seconds per
 replicate (cost.csv; a head-mode run's features are computed once per model, not per replicate).
-Prints a Markdown table for the README. The zoo preset::
+Prints a Markdown table for docs/benchmarks.md. The zoo preset::
 
     .venv/bin/python workflow/benchmarks/default_run.py --configfile workflow/presets/zoo.yaml
 """

@@ -1,4 +1,4 @@
-"""What machine a benchmark ran on, for the figures the README quotes."""
+"""What machine a benchmark ran on, for the figures docs/benchmarks.md quotes."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ through ``read_scan`` as ``ichseq predict`` reads them:
 * the same twin through the ``bone`` reconstruction kernel (sharper, noisier);
 * the old ``cartoon`` twin (an ellipse head): unlike anything the runs learnt from.
 
-Prints a Markdown table for the README.
+Prints a Markdown table for docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training-speed benchmark (issue 3). Prints a Markdown table for the README.
+"""Training-speed benchmark (issue 3). Prints a Markdown table for docs/benchmarks.md.
 
     .venv/bin/python workflow/benchmarks/training.py            # (a) and (b), ~15-20 min on 2 cores
     .venv/bin/python workflow/benchmarks/training.py --skip-paper   # (a) only, ~1 min

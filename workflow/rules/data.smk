@@ -113,7 +113,7 @@ else:
         wildcard_constraints:
             shard=r"\d+",
         resources:
-            # One scan per worker in memory, whatever the shard's size (measured: README).
+            # One scan per worker in memory, whatever the shard's size (measured: docs/benchmarks.md).
             mem_mb=2000,
             runtime=60,
         script:

@@ -1,4 +1,4 @@
-"""Screenshots of the Snakemake report for the README.
+"""Screenshots of the Snakemake report for the documentation (docs/images/).
 
 Opens ``results/report.html`` offline in headless Chromium (Debian's ``chromium``
 package), clicks through the report's own navigation and saves one PNG per view.
@@ -6,7 +6,7 @@ Playwright is only a documentation tool, so it is not in requirements.txt:
 
     apt-get install -y chromium
     python3.11 -m venv /tmp/pw && /tmp/pw/bin/pip install playwright
-    /tmp/pw/bin/python workflow/tools/report_screenshots.py results/report.html workflow/report/screenshots
+    /tmp/pw/bin/python workflow/tools/report_screenshots.py results/report.html docs/images
 
 No browser is downloaded (``executable_path`` points at the system Chromium) and the
 report needs no network: it is self-contained.
@@ -31,7 +31,7 @@ CHROMIUM_ARGS = [
 ]
 
 # (file name, clicks through the sidebar, the entry whose "eye" button opens it): the
-# three views the README shows.
+# three views the documentation shows (docs/statistics.md).
 VIEWS = [
     ("report-findings.png", [("Model comparison", 0), ("Summary", 0)], "results/stats/findings.html"),
     ("report-boxplot.png", [("Model comparison", 0), ("Figures", 0)], "results/figures/metrics_boxplot.png"),
