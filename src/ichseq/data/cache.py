@@ -52,11 +52,13 @@ import pandas as pd
 from ..atomic import atomic_dir, check_free_space, check_replaceable
 from ..config import config_default
 from ..errors import ConfigError, DataError
+from .cq500 import Cq500Dataset
 from .fingerprint import MANIFEST_NAME, dataset_manifest, manifest_digest, read_manifest, write_manifest
-from .layout import JPG_LAYOUT, SUBTYPES
+from .layout import JPG_LAYOUT, SUBTYPES, SYNTHETIC_MARKER
 from .public_layouts import CQ500_LAYOUT, RSNA_LAYOUT
 from .readers import open_dataset
 from .reformat import gap_warnings, plan_slabs
+from .rsna import RsnaDataset
 from .windowing import brain_window, resize_masks, resize_slices, to_uint8
 
 #: The scan's own in-plane geometry, before the resize to the cache's size (what ``ichseq predict``
@@ -228,8 +230,6 @@ def dataset_provenance(dataset, source: str | None = None) -> dict:
     config's ``dataset.source``: synthetic, physionet, local; None when not given), ``synthetic``
     (True when the dataset carries the synthetic twin's marker file or the source says so),
     ``description`` (one line) and, for a synthetic one, the generator's ``spec``."""
-    from .synthetic import SYNTHETIC_MARKER
-
     layout = dataset.layout
     if dataset.files.exists(SYNTHETIC_MARKER):
         try:
@@ -256,8 +256,6 @@ def open_source(src: str | Path, spec: WindowSpec, source: str | None = None, op
     ``options`` its ``dataset.rsna`` section: labels, min_slices, and ``workers`` for the header
     index), else CT-ICH in either layout (:func:`open_dataset`, detected)."""
     if source == "rsna":
-        from .rsna import RsnaDataset
-
         if spec.prewindowed:
             raise ConfigError("invalid configuration: dataset.prewindowed: true applies to CT-ICH NIfTI scans; RSNA "
                               "2019's DICOM files are in Hounsfield units: set it to false")
@@ -266,8 +264,6 @@ def open_source(src: str | Path, spec: WindowSpec, source: str | None = None, op
                            workers=int(options.get("workers") or 1), log=log)
     if source != CQ500_LAYOUT:
         return open_dataset(src, spec.prewindowed)
-    from .cq500 import Cq500Dataset
-
     if spec.prewindowed:
         raise ConfigError("invalid configuration: dataset.prewindowed: true applies to CT-ICH NIfTI scans; CQ500's "
                           "DICOM series are in Hounsfield units: set it to false")

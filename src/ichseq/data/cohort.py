@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataError
+from .cache_files import SCANS_FILE
 from .layout import SUBTYPES
 
 COHORT_COLUMNS = ("patient", "label", "n_slices", "n_positive_slices", "subtypes", "fracture")
@@ -43,8 +44,6 @@ def cohort_from_manifest(manifest: pd.DataFrame, patient_ids: dict | None = None
 def read_patient_ids(cache_folder: str | Path) -> dict[int, str] | None:
     """``{patient: person}`` of a cache whose patients are scans (RSNA 2019: its ``scans.csv``'s
     ``patient_id``, the DICOM PatientID), or None for a cache without such a table."""
-    from .rsna import SCANS_FILE
-
     path = Path(cache_folder) / SCANS_FILE
     if not path.is_file():
         return None

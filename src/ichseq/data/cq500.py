@@ -48,8 +48,10 @@ import pydicom
 
 from ..atomic import write_csv_atomic
 from ..errors import ConfigError, DataError
+from .cache_files import SERIES_CHOICE_FILE
+from .cq500_discovery import RootFiles, discover_cq500, find_cq500_patients, looks_like_cq500, patient_number
 from .dicom import is_contrast, is_localizer, is_sharp_kernel, kernel_name, slice_normal
-from .layout import SUBTYPES
+from .layout import JPG_CSV, NIFTI_CSV, SUBTYPES
 from .public_layouts import (
     CQ500_CATEGORY_COLUMN,
     CQ500_LAYOUT,
@@ -60,7 +62,6 @@ from .public_layouts import (
     CQ500_READS,
     CQ500_SERIES_PREFIX,
     CQ500_SUBTYPES,
-    CQ500_ZIP,
     cq500_columns,
     cq500_name,
 )
@@ -98,16 +99,7 @@ def read_cq500_reads(path_or_bytes: str | Path | bytes, where: str | None = None
     ``name``, ``Category`` and every ``R<k>:<finding>`` column as 0/1 integers. Column order
     and a UTF-8 byte-order mark do not matter; missing or unknown columns, a name not
     ``CQ500-CT-<n>``, a repeated patient or a value other than 0/1 are refused in one line."""
-    if isinstance(path_or_bytes, (bytes, bytearray)):
-        where = where or CQ500_READS
-        raw = bytes(path_or_bytes)
-    else:
-        path = Path(path_or_bytes)
-        where = where or str(path)
-        if not path.is_file():
-            raise DataError(f"{where}: {'is a folder, not a file' if path.is_dir() else 'does not exist'}; "
-                            f"give CQ500's {CQ500_READS} (dataset.source cq500)")
-        raw = path.read_bytes()
+    raw, where = _reads_bytes(path_or_bytes, where)
     try:
         df = pd.read_csv(io.BytesIO(raw), encoding="utf-8-sig", dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
@@ -117,6 +109,38 @@ def read_cq500_reads(path_or_bytes: str | Path | bytes, where: str | None = None
                         f"{WHAT_READS}") from None
     df.columns = [str(c).strip() for c in df.columns]
     expected = cq500_columns()
+    _check_reads_columns(df, expected, where)
+    patients = _reads_patients(df[CQ500_NAME_COLUMN].str.strip(), where)
+    out = pd.DataFrame(index=pd.Index(patients, name="patient"))
+    out[CQ500_NAME_COLUMN] = [cq500_name(p) for p in patients]
+    out[CQ500_CATEGORY_COLUMN] = df[CQ500_CATEGORY_COLUMN].str.strip().to_numpy()
+    for column in expected[2:]:
+        text = df[column].str.strip()
+        values = pd.to_numeric(text, errors="coerce")
+        bad = ~values.isin([0, 1])
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(f"{where}: row {i + 2} ({cq500_name(patients[i])}), column {column}: {text.iloc[i]!r}, "
+                            f"not 0 or 1; {WHAT_READS}")
+        out[column] = values.astype(np.int8).to_numpy()
+    return out
+
+
+def _reads_bytes(path_or_bytes: str | Path | bytes, where: str | None) -> tuple[bytes, str]:
+    """``(reads.csv's bytes, how messages name it)`` of a path or of the bytes themselves."""
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        return bytes(path_or_bytes), where or CQ500_READS
+    path = Path(path_or_bytes)
+    where = where or str(path)
+    if not path.is_file():
+        raise DataError(f"{where}: {'is a folder, not a file' if path.is_dir() else 'does not exist'}; "
+                        f"give CQ500's {CQ500_READS} (dataset.source cq500)")
+    return path.read_bytes(), where
+
+
+def _check_reads_columns(df: pd.DataFrame, expected: tuple[str, ...], where: str) -> None:
+    """Refuse, in one line, reads.csv without exactly the ``expected`` columns (each once) or
+    without a patient row."""
     missing = [c for c in expected if c not in df.columns]
     unknown = [c for c in df.columns if c not in expected]
     if missing or unknown:
@@ -132,7 +156,11 @@ def read_cq500_reads(path_or_bytes: str | Path | bytes, where: str | None = None
         raise DataError(f"{where}: a column appears twice; {WHAT_READS}")
     if df.empty:
         raise DataError(f"{where}: a header but no patients; {WHAT_READS}")
-    names = df[CQ500_NAME_COLUMN].str.strip()
+
+
+def _reads_patients(names: pd.Series, where: str) -> list[int]:
+    """The patient number of each row's ``name`` (``CQ500-CT-<n>``); a name not of that form,
+    or a patient twice, is refused in one line."""
     patients = []
     for i, name in enumerate(names):
         match = CQ500_NAME.match(name)
@@ -145,19 +173,7 @@ def read_cq500_reads(path_or_bytes: str | Path | bytes, where: str | None = None
             raise DataError(f"{where}: rows {seen[patient] + 2} and {i + 2} are both {cq500_name(patient)}; "
                             f"each patient has one row in CQ500's {CQ500_READS}")
         seen[patient] = i
-    out = pd.DataFrame(index=pd.Index(patients, name="patient"))
-    out[CQ500_NAME_COLUMN] = [cq500_name(p) for p in patients]
-    out[CQ500_CATEGORY_COLUMN] = df[CQ500_CATEGORY_COLUMN].str.strip().to_numpy()
-    for column in expected[2:]:
-        text = df[column].str.strip()
-        values = pd.to_numeric(text, errors="coerce")
-        bad = ~values.isin([0, 1])
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(f"{where}: row {i + 2} ({cq500_name(patients[i])}), column {column}: {text.iloc[i]!r}, "
-                            f"not 0 or 1; {WHAT_READS}")
-        out[column] = values.astype(np.int8).to_numpy()
-    return out
+    return patients
 
 
 def cq500_labels(reads: pd.DataFrame, rule: str = "majority") -> pd.DataFrame:
@@ -180,71 +196,6 @@ def cq500_labels(reads: pd.DataFrame, rule: str = "majority") -> pd.DataFrame:
         out[ours] = finding(cq500)
     out["fracture"] = finding("Fracture")
     return out
-
-
-# --------------------------------------------------------------------------- discovery
-
-
-def patient_number(location: str | Path) -> int | None:
-    """The patient number a location's name gives (``CQ500-CT-12.zip``, ``CQ500CT12 CQ500CT12``,
-    ``CQ500-CT-12``), or None."""
-    name = Path(location).name
-    for pattern in (CQ500_ZIP, CQ500_PATIENT_DIR, CQ500_NAME):
-        match = pattern.match(name)
-        if match:
-            return int(match.group(1))
-    return None
-
-
-def _candidates(folder: Path, depth: int) -> list[tuple[int, Path, bool, int]]:
-    """``(patient, location, is_zip, depth)`` of the patients directly in ``folder``."""
-    found = []
-    for name in visible_names(os.listdir(folder)):
-        path = folder / name
-        if path.is_file() and CQ500_ZIP.match(name):
-            found.append((int(CQ500_ZIP.match(name).group(1)), path, True, depth))
-        elif path.is_dir() and CQ500_PATIENT_DIR.match(name):
-            found.append((int(CQ500_PATIENT_DIR.match(name).group(1)), path, False, depth))
-        elif path.is_dir() and CQ500_NAME.match(name):
-            patient = int(CQ500_NAME.match(name).group(1))
-            inner = [path / n for n in visible_names(os.listdir(path)) if (path / n).is_dir()
-                     and CQ500_PATIENT_DIR.match(n) and int(CQ500_PATIENT_DIR.match(n).group(1)) == patient]
-            found.append((patient, inner[0] if len(inner) == 1 else path, False, depth))
-    return found
-
-
-def _discover(root: Path) -> tuple[dict[int, Path], dict[int, list[Path]]]:
-    if not root.exists():
-        raise DataError(f"{root}: does not exist; give the folder holding CQ500's CQ500-CT-<n>.zip files "
-                        f"or their extracted folders")
-    if not root.is_dir():
-        raise DataError(f"{root}: not a folder; give the folder holding CQ500's CQ500-CT-<n>.zip files "
-                        f"or their extracted folders")
-    own = patient_number(root)
-    if own is not None and not CQ500_ZIP.match(root.name):  # root is one patient's folder
-        found = [(own, root, False, 0)]
-    else:
-        found = _candidates(root, 0)
-        for name in visible_names(os.listdir(root)):
-            sub = root / name
-            if sub.is_dir() and patient_number(sub) is None:
-                found.extend(_candidates(sub, 1))
-    by_patient: dict[int, list[tuple[int, Path, bool, int]]] = {}
-    for entry in found:
-        by_patient.setdefault(entry[0], []).append(entry)
-    chosen, duplicates = {}, {}
-    for patient in sorted(by_patient):
-        entries = sorted(by_patient[patient], key=lambda e: (e[2], e[3], str(e[1])))  # folder, shallow, path
-        chosen[patient] = entries[0][1]
-        if len(entries) > 1:
-            duplicates[patient] = [e[1] for e in entries[1:]]
-    return chosen, duplicates
-
-
-def find_cq500_patients(root: str | Path) -> dict[int, Path]:
-    """``{patient: location}`` of CQ500's scans under ``root`` (a zip or a folder each; the
-    layouts accepted and which copy wins are in the module's docstring), sorted by patient."""
-    return _discover(Path(root))[0]
 
 
 # --------------------------------------------------------------------------- series
@@ -347,6 +298,23 @@ def list_series(patient_location: str | Path, patient: int | None = None) -> pd.
     if not location.exists():
         raise DataError(f"{location}: does not exist; give a CQ500-CT-<n>.zip or its extracted folder")
     patient = patient_number(location) if patient is None else patient
+    groups, unreadable = _series_headers(location)
+    rows = [_series_row(patient, location, folder, uid, headers, unreadable.get(folder))
+            for (folder, uid), headers in sorted(groups.items())]
+    for folder, bad in sorted(unreadable.items()):  # a folder with no readable DICOM at all
+        if not any(f == folder for f, _ in groups):
+            rows.append({"patient": patient, "location": str(location), "folder": folder,
+                         "description": posixpath.basename(folder).removeprefix(CQ500_SERIES_PREFIX) or folder,
+                         "series_description": "", "series_uid": "", "files": 0, "modality": "",
+                         "thickness_mm": None, "spacing_mm": None, "kernel": "", "sharp": False, "contrast": False,
+                         "localizer": False,
+                         "problem": f"{len(bad)} unreadable file(s) ({', '.join(bad[:3])})"})
+    return pd.DataFrame(rows, columns=list(SERIES_COLUMNS))
+
+
+def _series_headers(location: Path) -> tuple[dict[tuple[str, str], list[pydicom.Dataset]], dict[str, list[str]]]:
+    """``(headers by (folder, SeriesInstanceUID), unreadable files by folder)`` of the image
+    files of a patient's zip or folder (headers only; files without an image are left out)."""
     source = _Source(location)
     groups: dict[tuple[str, str], list[pydicom.Dataset]] = {}
     unreadable: dict[str, list[str]] = {}
@@ -363,43 +331,38 @@ def list_series(patient_location: str | Path, patient: int | None = None) -> pd.
             groups.setdefault((folder, str(ds.get("SeriesInstanceUID", "") or "")), []).append(ds)
     finally:
         source.close()
-    rows = []
-    for (folder, uid), headers in sorted(groups.items()):
-        first = headers[0]
-        base = posixpath.basename(folder)
-        description = base[len(CQ500_SERIES_PREFIX):] if base.startswith(CQ500_SERIES_PREFIX) else ""
-        series_description = str(first.get("SeriesDescription", "") or "").strip()
-        localizer = any(is_localizer(ds) for ds in headers)
-        axial = [ds for ds in headers if not is_localizer(ds)] or headers
-        thicknesses = {t for t in (_thickness(ds) for ds in axial) if t is not None}
-        spacing, problem = _spacing(axial)
-        problems = [problem] if problem else []
-        modalities = sorted({str(ds.get("Modality", "") or "-") for ds in headers})
-        if modalities != ["CT"]:
-            problems.append(f"Modality {'/'.join(modalities)}, not CT")
-        if len(thicknesses) > 1:
-            problems.append(f"slices of different thickness ({', '.join(f'{t:g}' for t in sorted(thicknesses))} mm)")
-        if folder in unreadable:
-            bad = unreadable[folder]
-            problems.append(f"{len(bad)} unreadable file(s) in its folder ({', '.join(bad[:3])})")
-        rows.append({
-            "patient": patient, "location": str(location), "folder": folder,
-            "description": description or series_description or base or "(no description)",
-            "series_description": series_description, "series_uid": uid, "files": len(headers),
-            "modality": "/".join(modalities),
-            "thickness_mm": float(np.median(sorted(thicknesses))) if thicknesses else None,
-            "spacing_mm": spacing, "kernel": kernel_name(first), "sharp": is_sharp_kernel(first),
-            "contrast": is_contrast(first), "localizer": localizer, "problem": "; ".join(problems),
-        })
-    for folder, bad in sorted(unreadable.items()):  # a folder with no readable DICOM at all
-        if not any(f == folder for f, _ in groups):
-            rows.append({"patient": patient, "location": str(location), "folder": folder,
-                         "description": posixpath.basename(folder).removeprefix(CQ500_SERIES_PREFIX) or folder,
-                         "series_description": "", "series_uid": "", "files": 0, "modality": "",
-                         "thickness_mm": None, "spacing_mm": None, "kernel": "", "sharp": False, "contrast": False,
-                         "localizer": False,
-                         "problem": f"{len(bad)} unreadable file(s) ({', '.join(bad[:3])})"})
-    return pd.DataFrame(rows, columns=list(SERIES_COLUMNS))
+    return groups, unreadable
+
+
+def _series_row(patient, location: Path, folder: str, uid: str, headers: list[pydicom.Dataset],
+                unreadable: list[str] | None) -> dict:
+    """One :data:`SERIES_COLUMNS` row: the series ``uid`` in ``folder`` from its ``headers``
+    (``unreadable``: the folder's files that could not be read, or None)."""
+    first = headers[0]
+    base = posixpath.basename(folder)
+    description = base[len(CQ500_SERIES_PREFIX):] if base.startswith(CQ500_SERIES_PREFIX) else ""
+    series_description = str(first.get("SeriesDescription", "") or "").strip()
+    localizer = any(is_localizer(ds) for ds in headers)
+    axial = [ds for ds in headers if not is_localizer(ds)] or headers
+    thicknesses = {t for t in (_thickness(ds) for ds in axial) if t is not None}
+    spacing, problem = _spacing(axial)
+    problems = [problem] if problem else []
+    modalities = sorted({str(ds.get("Modality", "") or "-") for ds in headers})
+    if modalities != ["CT"]:
+        problems.append(f"Modality {'/'.join(modalities)}, not CT")
+    if len(thicknesses) > 1:
+        problems.append(f"slices of different thickness ({', '.join(f'{t:g}' for t in sorted(thicknesses))} mm)")
+    if unreadable is not None:
+        problems.append(f"{len(unreadable)} unreadable file(s) in its folder ({', '.join(unreadable[:3])})")
+    return {
+        "patient": patient, "location": str(location), "folder": folder,
+        "description": description or series_description or base or "(no description)",
+        "series_description": series_description, "series_uid": uid, "files": len(headers),
+        "modality": "/".join(modalities),
+        "thickness_mm": float(np.median(sorted(thicknesses))) if thicknesses else None,
+        "spacing_mm": spacing, "kernel": kernel_name(first), "sharp": is_sharp_kernel(first),
+        "contrast": is_contrast(first), "localizer": localizer, "problem": "; ".join(problems),
+    }
 
 
 def _mm(row) -> float | None:
@@ -541,7 +504,7 @@ def cq500_inventory(root: str | Path, reads_path: str | Path, rule: str = "major
     patients not on disk."""
     root = Path(root)
     labels = cq500_labels(read_cq500_reads(reads_path), rule)
-    on_disk, duplicates = _discover(root)
+    on_disk, duplicates = discover_cq500(root)
     labelled = [p for p in on_disk if p in labels.index]
     tables, failures = [], {}
     for patient in labelled:
@@ -579,6 +542,14 @@ def cq500_inventory(root: str | Path, reads_path: str | Path, rule: str = "major
                                         *CHOICE_COLUMNS[1:-1], "use", "reason"])
     for column in LABEL_COLUMNS:
         table[column] = table[column].astype("Int64")
+    return table, _inventory_messages(root, reads_path, labels, on_disk, duplicates, table,
+                                      sorted({_pin_key(k) for k in (choice or {})} - set(chosen.index)))
+
+
+def _inventory_messages(root: Path, reads_path, labels: pd.DataFrame, on_disk: dict, duplicates: dict,
+                        table: pd.DataFrame, stray: list[int]) -> list[str]:
+    """:func:`cq500_inventory`'s messages: reads.csv rows with no scan, scans with no reads,
+    patients found twice, patients with no usable series, pins (``stray``) of patients not on disk."""
     messages = []
     absent = [p for p in labels.index.sort_values() if p not in on_disk]
     if absent:
@@ -594,10 +565,9 @@ def cq500_inventory(root: str | Path, reads_path: str | Path, rule: str = "major
     if unusable:
         messages.append(f"{len(unusable)} patient(s) with no usable series, skipped (the reason column says why): "
                         f"{_names(unusable)}")
-    stray = sorted({_pin_key(k) for k in (choice or {})} - set(chosen.index))
     if stray:
         messages.append(f"{len(stray)} series choice(s) name patients with no series on disk, ignored: {_names(stray)}")
-    return table, messages
+    return messages
 
 
 def write_series_choice(table: pd.DataFrame, path: str | Path) -> Path:
@@ -653,39 +623,6 @@ def read_cq500_scan(patient_location: str | Path, series_uid: str, folder: str |
 
 # --------------------------------------------------------------------------- the dataset (slice cache)
 
-#: What the slice cache calls CQ500's series-choice table inside the cache folder.
-SERIES_CHOICE_FILE = "series_choice.csv"
-
-
-class RootFiles:
-    """The little of :class:`ichseq.data.readers.DatasetFiles` the cache's provenance reads
-    (``exists``, ``read``), over the files directly in a CQ500 root (the twin's marker)."""
-
-    def __init__(self, root: Path):
-        self.path = root
-
-    def exists(self, rel: str) -> bool:
-        return (self.path / rel).is_file()
-
-    def read(self, rel: str, n: int | None = None) -> bytes:
-        with open(self.path / rel, "rb") as fh:
-            return fh.read() if n is None else fh.read(n)
-
-
-def looks_like_cq500(path: str | Path) -> bool:
-    """Whether ``path`` holds CQ500's reads.csv or a patient's zip or folder (at its top or one
-    folder below), or is one patient's folder: what the readers' unknown-layout message checks."""
-    path = Path(path)
-    if not path.is_dir():
-        return False
-    if (path / CQ500_READS).is_file() or patient_number(path) is not None:
-        return True
-    try:
-        return bool(_discover(path)[0])
-    except (DataError, OSError):
-        return False
-
-
 class Cq500Dataset:
     """CQ500 as the slice cache reads a dataset (:func:`ichseq.data.cache.build_cache` with
     ``source="cq500"``): the patients of :func:`cq500_inventory` that can be used, one scan each
@@ -718,8 +655,6 @@ class Cq500Dataset:
                               f"{', '.join(RULES)}")
         self.reads_path = Path(reads_path) if reads_path else self.root / CQ500_READS
         if not self.reads_path.exists() and not looks_like_cq500(self.root):
-            from .layout import JPG_CSV, NIFTI_CSV
-
             raise DataError(f"{self.root}: not CQ500 (no {CQ500_READS}, no CQ500-CT-<n>.zip nor CQ500CT<n> folder); "
                             f"CT-ICH ({NIFTI_CSV} or {JPG_CSV}) is read with dataset.source local; point "
                             f"dataset.cq500.path at the CQ500 download")

@@ -41,10 +41,10 @@ from pydicom.valuerep import format_number_as_ds
 from ..atomic import atomic_dir
 from ..errors import DataError
 from ..paths import refuse_overlap
+from .ct_volume import CTVolume
 from .layout import NIFTI_LAYOUT, NIFTI_SCAN_DIR
 from .readers import NO_DATA_HU, DatasetFiles, display_slices, hounsfield_volume, load_nifti
 from .scan_files import WHAT_TO_GIVE, is_nifti, nifti_name
-from .volumes import CTVolume
 from .windowing import BRAIN_WINDOW_LEVEL, BRAIN_WINDOW_WIDTH
 
 # Real series write positions with 4-6 decimals; a missing slice doubles a gap, a duplicated
@@ -287,35 +287,7 @@ def read_dicom_series(folder: Path, files: list[Path], series: str | None = None
     SeriesInstanceUID when there are several; ``allow_gaps``: missing slices (a gap a whole
     number of the series' spacings long) are read, not refused (the reformatting bridges or
     refuses them)."""
-    slices: list[tuple[Path, Dataset]] = []
-    for path in files:
-        try:
-            ds = pydicom.dcmread(path)
-        except Exception as exc:  # a truncated or damaged file: pydicom raises many types
-            raise DataError(
-                f"{path}: corrupt DICOM file ({type(exc).__name__}: {' '.join(str(exc).split())}); "
-                f"re-export it or remove it from the folder"
-            ) from None
-        if "PixelData" in ds:  # not DICOMDIR, reports, presentation states
-            slices.append((path, ds))
-    if not slices:
-        raise DataError(f"{folder}: DICOM files but none with image data (a DICOMDIR or reports only?); {WHAT_TO_GIVE}")
-    groups: dict[str, list[tuple[Path, Dataset]]] = {}
-    for path, ds in slices:
-        groups.setdefault(str(ds.get("SeriesInstanceUID", "") or ""), []).append((path, ds))
-    listing = "; ".join(_describe(uid, group) for uid, group in sorted(groups.items()))
-    if series is not None:
-        if series not in groups:
-            raise DataError(f"{folder}: no series {series}; it holds {len(groups)}: {listing}")
-        uid = series
-    elif len(groups) > 1:
-        raise DataError(
-            f"{folder}: {len(groups)} DICOM series in one folder: {listing}; choose one with --series UID "
-            f"(ichseq predict) or series: UID in the predict config"
-        )
-    else:
-        uid = next(iter(groups))
-    chosen = groups[uid]
+    uid, chosen = _pick_series(_image_slices(folder, files), folder, series)
     for path, ds in chosen:
         _check_slice(path, ds)
     _check_same(chosen, folder)
@@ -331,11 +303,7 @@ def read_dicom_series(folder: Path, files: list[Path], series: str | None = None
     paths = [path for path, _ in chosen]
     _check_spacing(positions, paths, folder, allow_gaps)
     hu, nan_voxels = hounsfield_volume(np.stack([_hu(path, ds) for path, ds in chosen]), str(folder), "dicom")
-    numbers = [ds.get("InstanceNumber") for _, ds in chosen]
-    if all(n is not None and n != "" for n in numbers) and len({int(n) for n in numbers}) == len(numbers):
-        slice_numbers = np.array([int(n) for n in numbers], dtype=np.int64)
-    else:  # missing or repeated InstanceNumbers: the geometric order
-        slice_numbers = np.arange(1, len(chosen) + 1, dtype=np.int64)
+    slice_numbers = _slice_numbers([ds for _, ds in chosen])
     first = chosen[0][1]
     # Each slice's origin relative to the first, in the slice plane: (down the rows, along the
     # columns) = the column and row direction cosines. Non-zero and growing under gantry tilt.
@@ -348,6 +316,56 @@ def read_dicom_series(folder: Path, files: list[Path], series: str | None = None
         spacing_mm=_pixel_spacing(first), slice_thickness_mm=_positive(first, "SliceThickness"), nan_voxels=nan_voxels,
         in_plane_offsets_mm=offsets, warnings=tuple(series_warnings(first)),
     )  # fmt: skip
+
+
+def _image_slices(folder: Path, files: list[Path]) -> list[tuple[Path, Dataset]]:
+    """``(path, dataset)`` of each of ``files`` that holds image data (not DICOMDIR, reports,
+    presentation states); a corrupt file, or none with an image, is refused in one line."""
+    slices: list[tuple[Path, Dataset]] = []
+    for path in files:
+        try:
+            ds = pydicom.dcmread(path)
+        except Exception as exc:  # a truncated or damaged file: pydicom raises many types
+            raise DataError(
+                f"{path}: corrupt DICOM file ({type(exc).__name__}: {' '.join(str(exc).split())}); "
+                f"re-export it or remove it from the folder"
+            ) from None
+        if "PixelData" in ds:  # not DICOMDIR, reports, presentation states
+            slices.append((path, ds))
+    if not slices:
+        raise DataError(f"{folder}: DICOM files but none with image data (a DICOMDIR or reports only?); {WHAT_TO_GIVE}")
+    return slices
+
+
+def _pick_series(slices: list[tuple[Path, Dataset]], folder: Path,
+                 series: str | None) -> tuple[str, list[tuple[Path, Dataset]]]:
+    """``(SeriesInstanceUID, its slices)``: ``series`` when given, else the only series; several
+    without a choice, or a ``series`` not there, are refused in one line listing them."""
+    groups: dict[str, list[tuple[Path, Dataset]]] = {}
+    for path, ds in slices:
+        groups.setdefault(str(ds.get("SeriesInstanceUID", "") or ""), []).append((path, ds))
+    listing = "; ".join(_describe(uid, group) for uid, group in sorted(groups.items()))
+    if series is not None:
+        if series not in groups:
+            raise DataError(f"{folder}: no series {series}; it holds {len(groups)}: {listing}")
+        uid = series
+    elif len(groups) > 1:
+        raise DataError(
+            f"{folder}: {len(groups)} DICOM series in one folder: {listing}; choose one with --series UID "
+            f"(ichseq predict) or series: UID in the predict config"
+        )
+    else:
+        uid = next(iter(groups))
+    return uid, groups[uid]
+
+
+def _slice_numbers(datasets: list[Dataset]) -> np.ndarray:
+    """The slices' InstanceNumbers (int64, in the given order), or 1..S when some are missing
+    or repeated (the geometric order)."""
+    numbers = [ds.get("InstanceNumber") for ds in datasets]
+    if all(n is not None and n != "" for n in numbers) and len({int(n) for n in numbers}) == len(numbers):
+        return np.array([int(n) for n in numbers], dtype=np.int64)
+    return np.arange(1, len(datasets) + 1, dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- writing
@@ -441,52 +459,14 @@ def write_dicom_series(
     folder.mkdir(parents=True, exist_ok=True)
     width = max(4, len(str(len(stack))))
     written = []
+    series = {"name": name, "description": description, "spacing": spacing, "orientation": orientation,
+              "normal": normal, "pixel_spacing": pixel_spacing, "slope": slope, "intercept": intercept,
+              "study_uid": study_uid, "series_uid": series_uid, "frame_uid": frame_uid}
     for k in range(len(stack)):
         position = _RAS_TO_LPS @ (affine @ np.array([0.0, 0.0, k, 1.0]))[:3]
         sop_uid = generate_uid(entropy_srcs=[uid_seed, name, "slice", str(k)])
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = sop_uid
-        ds.StudyDate = ds.StudyTime = ds.AccessionNumber = ds.ReferringPhysicianName = ""
-        ds.Modality = "CT"
-        ds.Manufacturer = "ichseq to-dicom"
-        ds.SeriesDescription = description[-64:]
-        ds.PatientName = name
-        ds.PatientID = name
-        ds.PatientBirthDate = ds.PatientSex = ""
-        ds.KVP = ""
-        ds.SliceThickness = _ds(spacing)[0]
-        ds.SpacingBetweenSlices = _ds(spacing)[0]
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.StudyID = ""
-        ds.SeriesNumber = 1
-        ds.InstanceNumber = k + 1
-        ds.ImagePositionPatient = _ds(position)
-        ds.ImageOrientationPatient = _ds(np.round(orientation, 12) + 0.0)
-        ds.FrameOfReferenceUID = frame_uid
-        ds.PositionReferenceIndicator = ""
-        ds.SliceLocation = _ds(float(np.dot(position, normal)))[0]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = stack.shape[1], stack.shape[2]
-        ds.PixelSpacing = _ds(pixel_spacing)
-        ds.BitsAllocated = ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
-        ds.WindowCenter = _ds(BRAIN_WINDOW_LEVEL)[0]
-        ds.WindowWidth = _ds(BRAIN_WINDOW_WIDTH)[0]
-        ds.RescaleIntercept = intercept
-        ds.RescaleSlope = slope
-        ds.RescaleType = "HU"
-        ds.PixelData = np.ascontiguousarray(stored[k]).astype(stored.dtype.newbyteorder("<")).tobytes()
+        ds = _slice_dataset(stored[k], k, position, sop_uid, series)
+        meta = ds.file_meta
         for keyword, value in ((tags(k) if callable(tags) else tags) or {}).items():
             if value is not None:
                 setattr(ds, keyword, value)
@@ -499,6 +479,57 @@ def write_dicom_series(
             _compress_file(path, COMPRESSIONS[compression])
         written.append(path)
     return written
+
+
+def _slice_dataset(stored: np.ndarray, k: int, position: np.ndarray, sop_uid: str, series: dict) -> Dataset:
+    """Slice ``k`` (0-based) of a written series as a CT image dataset with its file meta:
+    ``stored`` its pixels (uint16/int16), ``position`` its origin (LPS mm), ``series`` what
+    every slice of the series shares (:func:`write_dicom_series`' names, UIDs, geometry and
+    rescale)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyDate = ds.StudyTime = ds.AccessionNumber = ds.ReferringPhysicianName = ""
+    ds.Modality = "CT"
+    ds.Manufacturer = "ichseq to-dicom"
+    ds.SeriesDescription = series["description"][-64:]
+    ds.PatientName = series["name"]
+    ds.PatientID = series["name"]
+    ds.PatientBirthDate = ds.PatientSex = ""
+    ds.KVP = ""
+    ds.SliceThickness = _ds(series["spacing"])[0]
+    ds.SpacingBetweenSlices = _ds(series["spacing"])[0]
+    ds.StudyInstanceUID = series["study_uid"]
+    ds.SeriesInstanceUID = series["series_uid"]
+    ds.StudyID = ""
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = k + 1
+    ds.ImagePositionPatient = _ds(position)
+    ds.ImageOrientationPatient = _ds(np.round(series["orientation"], 12) + 0.0)
+    ds.FrameOfReferenceUID = series["frame_uid"]
+    ds.PositionReferenceIndicator = ""
+    ds.SliceLocation = _ds(float(np.dot(position, series["normal"])))[0]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = stored.shape[0], stored.shape[1]
+    ds.PixelSpacing = _ds(series["pixel_spacing"])
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
+    ds.WindowCenter = _ds(BRAIN_WINDOW_LEVEL)[0]
+    ds.WindowWidth = _ds(BRAIN_WINDOW_WIDTH)[0]
+    ds.RescaleIntercept = series["intercept"]
+    ds.RescaleSlope = series["slope"]
+    ds.RescaleType = "HU"
+    ds.PixelData = np.ascontiguousarray(stored).astype(stored.dtype.newbyteorder("<")).tobytes()
+    return ds
 
 
 def _nifti_sources(src: Path) -> list[tuple[str, Callable[[], bytes], str]]:

@@ -53,7 +53,7 @@ TEMPLATE_FILES = {
 
 # Hounsfield units by tissue: published values for non-contrast head CT (e.g. Hounsfield 1980;
 # Kalender, "Computed Tomography" 3rd ed.; Osborn's Brain 2nd ed.). `published` is the range
-# the README's table compares the twin's measured values with.
+# the table of docs/data.md compares the twin's measured values with.
 TISSUE_HU = {
     "air": (-1000.0, (-1010, -990)),  # -1000 by definition; the range allows the noise
     "fat": (-95.0, (-120, -80)),
@@ -225,7 +225,42 @@ def _skull_and_face() -> dict:
     face and scalp. Returns HU and label volumes plus the maps the brain levels need."""
     brain, grey, white = _template()
     x, y, z = _grid_coords()
+    outside_dist, intracranial, inner_depth, skull_dist = _intracranial_space(brain)
+    # Where skull and scalp can be (their smooth random variations are only computed there).
+    shell = (skull_dist > 0) & (skull_dist <= 30.0)
+    ux, thickness = _skull_thickness(x, y, z, shell)
+    calvarium = _calvarium_and_scalp(x, y, z, skull_dist, shell, ux, thickness)
+    base_tissue = _face_and_neck(x, y, z, intracranial, calvarium["bone"])
 
+    hu = np.full(GRID_SHAPE, TISSUE_HU["air"][0], np.float32)
+    label = np.zeros(GRID_SHAPE, np.uint8)
+    hu[base_tissue] = TISSUE_HU["muscle"][0]
+    label[base_tissue] = LABELS["muscle"]
+    for name, tissue in (("scalp", "soft tissue"), ("muscle", "muscle"), ("fat_layer", "fat")):
+        hu[calvarium[name]] = TISSUE_HU[tissue][0]
+        label[calvarium[name]] = LABELS[tissue]
+    for name, tissue, values in (("bone", "cortical bone", calvarium["cortical_hu"]),
+                                 ("diploe", "diploe", calvarium["diploe_hu"])):
+        hu[calvarium[name]] = values[calvarium[name]]
+        label[calvarium[name]] = LABELS[tissue]
+
+    # Skull-base structures may fill the closed-over notches of the intracranial space (the
+    # petrous ridge lies between temporal lobe and cerebellum) but never the brain or the 1 mm
+    # of CSF around it.
+    painter = _SkullBasePainter(hu, label, (x, y, z), keep_clear=outside_dist <= 1.0)
+    for side in (-1, 1):
+        _paint_lateral_skull_base(painter, side, calvarium["trabecular"], calvarium["cortical_hu"])
+    _paint_midline_skull_base(painter, calvarium["trabecular"], calvarium["cortical_hu"])
+    intracranial = intracranial & ~painter.painted
+    return {
+        "hu": hu, "label": label, "intracranial": intracranial, "inner_depth": inner_depth,
+        "outside_dist": outside_dist, **_dura_and_sinuses(brain, intracranial, inner_depth, x, y, z),
+    }
+
+
+def _intracranial_space(brain: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(mm outside the brain, intracranial space, mm below the inner table, mm outside the
+    intracranial space)`` on the grid."""
     # Intracranial space: close the brain over sulci, fissures and the tentorial notch (8 mm),
     # then add a subarachnoid/dural layer of 1.5 mm. Distances near the brain are computed in
     # its bounding box (12 mm margin): half the grid, the atlas's slowest step.
@@ -239,9 +274,12 @@ def _skull_and_face() -> dict:
     inner_depth = np.zeros(GRID_SHAPE, np.float32)
     inner_depth[crop] = ndi.distance_transform_edt(intracranial[crop])
     skull_dist = ndi.distance_transform_edt(~intracranial).astype(np.float32)
+    return outside_dist, intracranial, inner_depth, skull_dist
 
-    # Where skull and scalp can be (their smooth random variations are only computed there).
-    shell = (skull_dist > 0) & (skull_dist <= 30.0)
+
+def _skull_thickness(x, y, z, shell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(left-right component of the direction from the brain's centre, skull thickness in mm)``:
+    the thickness is regional, 3-10 mm, varied smoothly over the ``shell``."""
     # Direction from the brain's centre: regional skull thickness (mm), 3-10 mm.
     dx, dy, dz = x - BRAIN_CENTRE_MM[0], y - BRAIN_CENTRE_MM[1], z - BRAIN_CENTRE_MM[2]
     r = np.sqrt(dx * dx + dy * dy + dz * dz) + 1e-3
@@ -254,11 +292,13 @@ def _skull_and_face() -> dict:
                  - 2.6 * np.clip(np.abs(ux) - 0.6, 0, None) / 0.4 * (z < 35)  # temporal squama
                  + 0.8 * np.clip(uz, 0, None))
     thickness = thickness + 0.7 * _smooth_noise(GRID_SHAPE, 12.0, 2024, where=shell)
-    thickness = np.clip(thickness, 3.0, 10.0).astype(np.float32)
+    return ux, np.clip(thickness, 3.0, 10.0).astype(np.float32)
 
-    hu = np.full(GRID_SHAPE, TISSUE_HU["air"][0], np.float32)
-    label = np.zeros(GRID_SHAPE, np.uint8)
 
+def _calvarium_and_scalp(x, y, z, skull_dist, shell, ux, thickness) -> dict[str, np.ndarray]:
+    """The skull vault and what covers it: masks ``bone``, ``diploe`` (between the two cortical
+    tables), ``scalp``, ``muscle`` (temporalis) and ``fat_layer``; the ``trabecular`` texture and
+    the ``cortical_hu`` and ``diploe_hu`` it gives."""
     bone = (skull_dist > 0) & (skull_dist <= thickness)
     table = 1.6  # each cortical table, mm
     diploe = bone & (skull_dist > table) & (skull_dist < thickness - table) & (thickness > 2 * table + 0.8)
@@ -276,9 +316,14 @@ def _skull_and_face() -> dict:
     muscle = scalp & (beyond <= temporalis_thick)
     fat_layer = scalp & ~muscle & (beyond - temporalis_thick > 0.35 * scalp_thick) & \
         (beyond - temporalis_thick < 0.75 * scalp_thick)
+    return {"bone": bone, "diploe": diploe, "trabecular": trabecular, "cortical_hu": cortical_hu,
+            "diploe_hu": diploe_hu, "scalp": scalp, "muscle": muscle, "fat_layer": fat_layer}
 
-    # Below the cranial floor: the face and the neck, solid soft tissue (fat in the orbits etc.
-    # is carved out below). The floor is the lowest intracranial voxel of each column.
+
+def _face_and_neck(x, y, z, intracranial: np.ndarray, bone: np.ndarray) -> np.ndarray:
+    """Below the cranial floor: the face and the neck, solid soft tissue (fat in the orbits etc.
+    is carved out by the skull base painted over it)."""
+    # The floor is the lowest intracranial voxel of each column.
     column_has = intracranial.any(axis=2)
     floor_z = np.where(column_has, np.argmax(intracranial, axis=2) + GRID_ORIGIN_MM[2], 0.0).astype(np.float32)
     # Around the floor's outline the soft tissue tapers up and outwards (no vertical walls).
@@ -289,74 +334,76 @@ def _skull_and_face() -> dict:
         (_ellipsoid(x, y, z, (0, 40, -62), (50, 56, 52)) < 1)
     nose = (_ellipsoid(x, y, z, (0, 88, -55), (11, 22, 20)) < 1)
     below_floor = footprint[:, :, None] & (z < floor_z[:, :, None] - 3.0)
-    base_tissue = (below_floor | face | nose) & ~intracranial & ~bone
+    return (below_floor | face | nose) & ~intracranial & ~bone
 
-    hu[base_tissue] = TISSUE_HU["muscle"][0]
-    label[base_tissue] = LABELS["muscle"]
-    hu[scalp] = TISSUE_HU["soft tissue"][0]
-    label[scalp] = LABELS["soft tissue"]
-    hu[muscle] = TISSUE_HU["muscle"][0]
-    label[muscle] = LABELS["muscle"]
-    hu[fat_layer] = TISSUE_HU["fat"][0]
-    label[fat_layer] = LABELS["fat"]
-    hu[bone] = cortical_hu[bone]
-    label[bone] = LABELS["cortical bone"]
-    hu[diploe] = diploe_hu[diploe]
-    label[diploe] = LABELS["diploe"]
 
-    # Skull-base structures may fill the closed-over notches of the intracranial space (the
-    # petrous ridge lies between temporal lobe and cerebellum) but never the brain or the 1 mm
-    # of CSF around it.
-    keep_clear = outside_dist <= 1.0
-    painted = np.zeros(GRID_SHAPE, bool)
+class _SkullBasePainter:
+    """Paints skull-base structures into the atlas's ``hu`` and ``label`` volumes, each evaluated
+    only in its own box of the grid, never over ``keep_clear``; ``painted`` marks what was."""
 
-    def box(lo, hi):
+    def __init__(self, hu: np.ndarray, label: np.ndarray, coords, keep_clear: np.ndarray):
+        self.hu, self.label, self.keep_clear = hu, label, keep_clear
+        self.x, self.y, self.z = coords
+        self.painted = np.zeros(GRID_SHAPE, bool)
+
+    def box(self, lo, hi):
         """Index slices of the MNI box lo..hi (mm) and its local sparse coordinates: each
         structure is evaluated only where it can be."""
         first = np.clip(np.floor(np.array(lo) - GRID_ORIGIN_MM).astype(int), 0, None)
         last = np.minimum(np.ceil(np.array(hi) - GRID_ORIGIN_MM).astype(int) + 1, GRID_SHAPE)
         sl = tuple(slice(a, b) for a, b in zip(first, last))
-        return sl, (x[sl[0], :, :], y[:, sl[1], :], z[:, :, sl[2]])
+        return sl, (self.x[sl[0], :, :], self.y[:, sl[1], :], self.z[:, :, sl[2]])
 
-    def paint(sl, region, name, hu_value, label_name=None):
-        region = region & ~keep_clear[sl]
-        hu[sl][region] = hu_value[sl][region] if isinstance(hu_value, np.ndarray) else hu_value
-        label[sl][region] = LABELS[label_name or name]
-        painted[sl][region] = True
+    def paint(self, sl, region, name, hu_value, label_name=None):
+        region = region & ~self.keep_clear[sl]
+        self.hu[sl][region] = hu_value[sl][region] if isinstance(hu_value, np.ndarray) else hu_value
+        self.label[sl][region] = LABELS[label_name or name]
+        self.painted[sl][region] = True
 
-    def ellipsoid(centre, semi, yaw_deg=0.0):
+    def ellipsoid(self, centre, semi, yaw_deg=0.0):
         reach = max(semi)
-        sl, (bx, by, bz) = box(np.subtract(centre, reach), np.add(centre, reach))
+        sl, (bx, by, bz) = self.box(np.subtract(centre, reach), np.add(centre, reach))
         return sl, _ellipsoid(bx, by, bz, centre, semi, yaw_deg) < 1
 
+
+def _paint_lateral_skull_base(painter: _SkullBasePainter, side: int, trabecular, cortical_hu) -> None:
+    """One side's (``side`` -1 or 1) petrous bone, mastoid and ear canal, orbit, maxillary sinus,
+    zygomatic arch and mandible."""
+    paint, ellipsoid, box = painter.paint, painter.ellipsoid, painter.box
     air = TISSUE_HU["air"][0]
-    for side in (-1, 1):
-        # Petrous bones: dense ridges from the mastoid region to the apex beside the clivus.
-        paint(*ellipsoid((side * 35, -26, -40), (24, 8, 9), side * -40), "petrous bone",
-              TISSUE_HU["petrous bone"][0] + 150.0 * trabecular)
-        # Mastoid air cells: bone honeycombed with air, behind the ear canal.
-        sl, mastoid = ellipsoid((side * 52, -36, -47), (10, 12, 13))
-        paint(sl, mastoid, "cortical bone", cortical_hu * 0.8)
-        paint(sl, mastoid & (trabecular[sl] > 0.1), "sinus air", air)
-        sl, (bx, by, bz) = box((side * 55 - 25, -26, -49), (side * 55 + 25, -18, -41))
-        paint(sl, (np.abs(bx) > 55) & (np.abs(bx) < 80) & (np.abs(by + 22) < 4) & (np.abs(bz + 45) < 4),
-              "sinus air", air)  # external ear canal
-        # Orbit: bony walls, fat, the globe and the optic nerve.
-        paint(*ellipsoid((side * 31, 46, -38), (18, 25, 17)), "cortical bone", cortical_hu * 0.9)
-        paint(*ellipsoid((side * 31, 48, -38), (16, 23, 15)), "fat", TISSUE_HU["fat"][0])
-        paint(*ellipsoid((side * 32, 58, -38), (12, 12, 12)), "eye", TISSUE_HU["eye"][0])
-        sl, (bx, by, bz) = box((side * 23 - 12, 25, -40), (side * 23 + 12, 48, -32))
-        t = np.clip((by - 25.0) / 23.0, 0, 1)  # optic nerve from the apex to the globe
-        paint(sl, np.sqrt((bx - side * (14 + 18 * t)) ** 2 + (bz + 36) ** 2) < 2.5, "soft tissue",
-              TISSUE_HU["soft tissue"][0] - 10.0)
-        # Maxillary sinus (lowest slices only): air in a thin bony wall.
-        paint(*ellipsoid((side * 27, 48, -72), (15, 18, 17)), "cortical bone", cortical_hu * 0.7)
-        paint(*ellipsoid((side * 27, 48, -72), (13, 16, 15)), "sinus air", air)
-        # Zygomatic arch (lateral bar at the level of the ear canal), mandibular condyle and
-        # ramus in front of the ear.
-        sl, (bx, by, bz) = box((side * 64 - 4, -18, -50), (side * 64 + 4, 30, -42))
-        paint(sl, (np.abs(bx - side * 64) < 2.5) & (np.abs(bz + 46) < 3.5), "cortical bone", cortical_hu * 0.9)
-        paint(*ellipsoid((side * 50, -8, -70), (5, 8, 22)), "cortical bone", cortical_hu * 0.9)
+    # Petrous bones: dense ridges from the mastoid region to the apex beside the clivus.
+    paint(*ellipsoid((side * 35, -26, -40), (24, 8, 9), side * -40), "petrous bone",
+          TISSUE_HU["petrous bone"][0] + 150.0 * trabecular)
+    # Mastoid air cells: bone honeycombed with air, behind the ear canal.
+    sl, mastoid = ellipsoid((side * 52, -36, -47), (10, 12, 13))
+    paint(sl, mastoid, "cortical bone", cortical_hu * 0.8)
+    paint(sl, mastoid & (trabecular[sl] > 0.1), "sinus air", air)
+    sl, (bx, by, bz) = box((side * 55 - 25, -26, -49), (side * 55 + 25, -18, -41))
+    paint(sl, (np.abs(bx) > 55) & (np.abs(bx) < 80) & (np.abs(by + 22) < 4) & (np.abs(bz + 45) < 4),
+          "sinus air", air)  # external ear canal
+    # Orbit: bony walls, fat, the globe and the optic nerve.
+    paint(*ellipsoid((side * 31, 46, -38), (18, 25, 17)), "cortical bone", cortical_hu * 0.9)
+    paint(*ellipsoid((side * 31, 48, -38), (16, 23, 15)), "fat", TISSUE_HU["fat"][0])
+    paint(*ellipsoid((side * 32, 58, -38), (12, 12, 12)), "eye", TISSUE_HU["eye"][0])
+    sl, (bx, by, bz) = box((side * 23 - 12, 25, -40), (side * 23 + 12, 48, -32))
+    t = np.clip((by - 25.0) / 23.0, 0, 1)  # optic nerve from the apex to the globe
+    paint(sl, np.sqrt((bx - side * (14 + 18 * t)) ** 2 + (bz + 36) ** 2) < 2.5, "soft tissue",
+          TISSUE_HU["soft tissue"][0] - 10.0)
+    # Maxillary sinus (lowest slices only): air in a thin bony wall.
+    paint(*ellipsoid((side * 27, 48, -72), (15, 18, 17)), "cortical bone", cortical_hu * 0.7)
+    paint(*ellipsoid((side * 27, 48, -72), (13, 16, 15)), "sinus air", air)
+    # Zygomatic arch (lateral bar at the level of the ear canal), mandibular condyle and
+    # ramus in front of the ear.
+    sl, (bx, by, bz) = box((side * 64 - 4, -18, -50), (side * 64 + 4, 30, -42))
+    paint(sl, (np.abs(bx - side * 64) < 2.5) & (np.abs(bz + 46) < 3.5), "cortical bone", cortical_hu * 0.9)
+    paint(*ellipsoid((side * 50, -8, -70), (5, 8, 22)), "cortical bone", cortical_hu * 0.9)
+
+
+def _paint_midline_skull_base(painter: _SkullBasePainter, trabecular, cortical_hu) -> None:
+    """The clivus, the foramen magnum and upper cervical canal, the pharynx, and the sphenoid,
+    ethmoid, nasal and frontal sinuses."""
+    paint, ellipsoid, box = painter.paint, painter.ellipsoid, painter.box
+    air = TISSUE_HU["air"][0]
     # Clivus: a bone slab from the dorsum sellae down to the foramen magnum, in front of the
     # brainstem, narrow at the top (the dorsum is a thin plate) and wider below.
     sl, (bx, by, bz) = box((-11, -34, -66), (11, -2, -34))
@@ -380,8 +427,11 @@ def _skull_and_face() -> dict:
     sl, _ = box((-13, 35, -92), (13, 92, -52))
     paint(sl, trabecular[sl] > -0.6, "sinus air", air)  # nasal cavity around the turbinates
     paint(*ellipsoid((0, 80, 4), (15, 5, 12)), "sinus air", air)  # frontal sinus
-    intracranial = intracranial & ~painted
 
+
+def _dura_and_sinuses(brain, intracranial, inner_depth, x, y, z) -> dict[str, np.ndarray]:
+    """Masks of the falx (``falx_zone``: where it may lie, ``falx``: the membrane), the
+    ``tentorium`` and the venous ``sinus``es, inside the intracranial space."""
     # Dura: the falx in the interhemispheric fissure (down to its free edge above the corpus
     # callosum) and the tentorium in the gap between cerebrum and cerebellum.
     edge = falx_edge(y)
@@ -399,11 +449,7 @@ def _skull_and_face() -> dict:
     sss = intracranial & (inner_depth <= 7.0) & (np.abs(x) <= (7.0 - inner_depth) * 0.75) & (z > -5) & (y < 55)
     transverse = intracranial & (inner_depth <= 5.0) & (y < -55) & (np.abs(z + 8.0 + 0.15 * np.abs(x)) < 4.0) & \
         (np.abs(x) > 4)
-    return {
-        "hu": hu, "label": label, "intracranial": intracranial, "inner_depth": inner_depth,
-        "outside_dist": outside_dist, "falx_zone": falx_zone, "falx": falx, "tentorium": tentorium,
-        "sinus": sss | transverse,
-    }
+    return {"falx_zone": falx_zone, "falx": falx, "tentorium": tentorium, "sinus": sss | transverse}
 
 
 @functools.lru_cache(maxsize=ATROPHY_LEVELS)

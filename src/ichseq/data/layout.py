@@ -25,6 +25,11 @@ NIFTI_SCAN_DIR = "ct_scans"
 NIFTI_MASK_DIR = "masks"
 DEMOGRAPHICS_CSV = "Patient_demographics.csv"
 
+#: Written by ichseq's synthetic twin (:mod:`ichseq.data.synthetic`) into every dataset it makes,
+#: beside the v1.3.1 files: the generator and its spec (the slice cache and every run trained on
+#: it record it; ``ichseq predict`` then says the model was trained on synthetic data).
+SYNTHETIC_MARKER = "ichseq-synthetic.json"
+
 JPG_CSV = "hemorrhage_diagnosis.csv"
 JPG_ROOT = "Patients_CT"
 JPG_MASK_SUFFIX = "_HGE_Seg"

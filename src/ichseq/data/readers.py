@@ -41,6 +41,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
+from .cq500_discovery import looks_like_cq500
 from .layout import (
     DIAGNOSIS_COLUMNS,
     JPG_CSV,
@@ -276,8 +277,6 @@ class DatasetFiles:
             hits = [n for n in names if PurePosixPath(n).name == wanted]
             if hits:
                 return str(PurePosixPath(min(hits, key=lambda n: n.count("/"))).parent).strip(".")
-        from .cq500 import looks_like_cq500  # not at the top: cq500 reads volumes, which read this module
-
         if looks_like_cq500(self.path):
             raise DataError(
                 f"{self.path}: CQ500's layout (reads.csv, CQ500-CT-<n> zips or folders), not CT-ICH's ({NIFTI_CSV} "

@@ -53,8 +53,12 @@ import pydicom
 
 from ..atomic import write_bytes_atomic, write_csv_atomic
 from ..errors import ConfigError, DataError
+from .cache_files import FAULTS_FILE, HEADER_INDEX_FILE, SCANS_FILE
+from .cq500_discovery import RootFiles
+from .ct_volume import CTVolume
 from .dicom import ORIENTATION_TOLERANCE, SPACING_TOLERANCE_FRACTION, SPACING_TOLERANCE_MM, read_dicom_series
-from .layout import SUBTYPES
+from .fingerprint import sha256_file
+from .layout import JPG_CSV, NIFTI_CSV, SUBTYPES
 from .public_layouts import (
     RSNA_LABEL_COLUMNS,
     RSNA_LABELS,
@@ -64,7 +68,6 @@ from .public_layouts import (
     RSNA_TRAIN_DIR,
 )
 from .readers import Scan
-from .volumes import CTVolume
 from .windowing import BRAIN_WINDOW_LEVEL, BRAIN_WINDOW_WIDTH, brain_window
 
 WHAT_LABELS = (f"it must be RSNA 2019's {RSNA_LABELS}: header {','.join(RSNA_LABEL_COLUMNS)}, rows "
@@ -114,6 +117,29 @@ def read_rsna_labels(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
     with ``_`` and ``,`` both as separators (no Python loop over rows), checked per column."""
     path = Path(path)
     where = str(path)
+    raw, body = _label_file(path)
+    stems, key, value_of = _parse_label_rows(raw, body, where)
+    n = len(stems)
+    counts = np.bincount(key, minlength=n * len(RSNA_SUBTYPES)).reshape(n, len(RSNA_SUBTYPES))
+    ids = pd.Index(np.char.add("ID_", stems.astype(str)).astype(object) if n else [], name="id", dtype=object)
+    _check_one_row_per_subtype(counts, ids, where)
+    matrix = np.zeros(n * len(RSNA_SUBTYPES), dtype=np.int8)
+    matrix[key] = value_of
+    labels = pd.DataFrame(matrix.reshape(n, len(RSNA_SUBTYPES)), index=ids, columns=list(RSNA_SUBTYPES))
+    messages = []
+    any_col = RSNA_SUBTYPES.index("any")
+    union = np.delete(labels.to_numpy(), any_col, axis=1).max(axis=1)
+    disagree = np.flatnonzero(labels.to_numpy()[:, any_col] != union)
+    if len(disagree):
+        messages.append(f"{where}: {len(disagree)} slice(s) whose 'any' disagrees with their five subtypes "
+                        f"(kept as given; a slice's label is its 'any'): {_ids(ids[disagree])}")
+    return labels, messages
+
+
+def _label_file(path: Path) -> tuple[bytes, bytes]:
+    """``(the label file's bytes, its rows after the header)``, once the file is there and its
+    header is ``ID,Label``."""
+    where = str(path)
     if not path.is_file():
         raise DataError(f"{where}: {'is a folder, not a file' if path.is_dir() else 'does not exist'}; "
                         f"give RSNA 2019's {RSNA_LABELS} (dataset.source rsna)")
@@ -128,6 +154,13 @@ def read_rsna_labels(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
         raise DataError(f"{where}: empty; {WHAT_LABELS}")
     if [c.strip() for c in header.split(",")] != list(RSNA_LABEL_COLUMNS):
         raise DataError(f"{where}: header {header[:80]!r}, not {','.join(RSNA_LABEL_COLUMNS)}; {WHAT_LABELS}")
+    return raw, body
+
+
+def _parse_label_rows(raw: bytes, body: bytes, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(distinct slice hex ids in first-appearance order, each row's key = slice x 6 +
+    subtype, each row's 0/1)`` of the rows ``body``; a malformed row is refused in one line
+    (found by :func:`_first_bad_row` over the whole file ``raw``)."""
 
     def bad_row() -> None:
         _first_bad_row(raw.decode("utf-8-sig", errors="replace"), where)
@@ -154,10 +187,12 @@ def read_rsna_labels(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
     # One regular-expression pass over every distinct hex part joined by newlines.
     if re.fullmatch(r"(?:[0-9a-f]+\n)*[0-9a-f]+", "\n".join(stems)) is None:
         bad_row()
-    n = len(stems)
-    key = codes.astype(np.int64) * len(RSNA_SUBTYPES) + subtype_pos
-    counts = np.bincount(key, minlength=n * len(RSNA_SUBTYPES)).reshape(n, len(RSNA_SUBTYPES))
-    ids = pd.Index(np.char.add("ID_", stems.astype(str)).astype(object) if n else [], name="id", dtype=object)
+    return stems, codes.astype(np.int64) * len(RSNA_SUBTYPES) + subtype_pos, value_of
+
+
+def _check_one_row_per_subtype(counts: np.ndarray, ids: pd.Index, where: str) -> None:
+    """Refuse, in one line, a slice with a subtype row twice or without one of the six
+    (``counts``: rows per slice and subtype)."""
     if (counts > 1).any():
         i, j = np.argwhere(counts > 1)[0]
         twice = int((counts > 1).any(axis=1).sum())
@@ -168,17 +203,6 @@ def read_rsna_labels(path: str | Path) -> tuple[pd.DataFrame, list[str]]:
         short = int((counts == 0).any(axis=1).sum())
         raise DataError(f"{where}: {ids[i]} has no {RSNA_SUBTYPES[j]} row ({short} slice(s) without all six "
                         f"subtypes); {WHAT_LABELS}")
-    matrix = np.zeros(n * len(RSNA_SUBTYPES), dtype=np.int8)
-    matrix[key] = value_of
-    labels = pd.DataFrame(matrix.reshape(n, len(RSNA_SUBTYPES)), index=ids, columns=list(RSNA_SUBTYPES))
-    messages = []
-    any_col = RSNA_SUBTYPES.index("any")
-    union = np.delete(labels.to_numpy(), any_col, axis=1).max(axis=1)
-    disagree = np.flatnonzero(labels.to_numpy()[:, any_col] != union)
-    if len(disagree):
-        messages.append(f"{where}: {len(disagree)} slice(s) whose 'any' disagrees with their five subtypes "
-                        f"(kept as given; a slice's label is its 'any'): {_ids(ids[disagree])}")
-    return labels, messages
 
 
 # --------------------------------------------------------------------------- header index
@@ -374,29 +398,35 @@ def index_headers(folder: str | Path, workers: int = 1, log: Callable[[str], Non
             parts[i] = _index_chunk(chunk)
             progress(len(chunk))
     else:
-        # Forked, as ichseq's other pools: a spawned worker would run a Snakemake script's body again.
-        context = multiprocessing.get_context("fork")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            pending: dict[concurrent.futures.Future, int] = {}
-            queue = iter(enumerate(chunks))
-            while True:
-                for i, chunk in queue:
-                    pending[pool.submit(_index_chunk, chunk)] = i
-                    if len(pending) >= 2 * workers:
-                        break
-                if not pending:
-                    break
-                finished, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
-                for future in finished:
-                    i = pending.pop(future)
-                    parts[i] = future.result()
-                    progress(len(chunks[i]))
+        _index_in_pool(chunks, workers, parts, progress)
     index = pd.concat(parts, ignore_index=True)
     seconds = time.perf_counter() - start
     bad = int(index["problem"].notna().sum())
     log(f"{where}: {len(index)} DICOM headers indexed in {seconds:.1f} s ({len(index) / max(seconds, 1e-9):.0f} "
         f"files/s, {workers} worker{'s' if workers > 1 else ''}); {bad} cannot be used")
     return index
+
+
+def _index_in_pool(chunks: list[list[str]], workers: int, parts: list, progress: Callable[[int], None]) -> None:
+    """Index ``chunks`` in ``workers`` processes into ``parts`` (chunk ``i``'s table at ``i``),
+    at most ``2 x workers`` chunks in flight, calling ``progress`` with each finished chunk's size."""
+    # Forked, as ichseq's other pools: a spawned worker would run a Snakemake script's body again.
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending: dict[concurrent.futures.Future, int] = {}
+        queue = iter(enumerate(chunks))
+        while True:
+            for i, chunk in queue:
+                pending[pool.submit(_index_chunk, chunk)] = i
+                if len(pending) >= 2 * workers:
+                    break
+            if not pending:
+                break
+            finished, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in finished:
+                i = pending.pop(future)
+                parts[i] = future.result()
+                progress(len(chunks[i]))
 
 
 def write_header_index(index: pd.DataFrame, path: str | Path) -> Path:
@@ -497,9 +527,29 @@ def group_scans(index: pd.DataFrame, labels: pd.DataFrame, min_slices: int = 8,
     absent = [c for c in RSNA_SUBTYPES if c not in labels]
     if absent:
         raise DataError(f"the labels lack column(s) {', '.join(absent)}; give read_rsna_labels' table")
+    messages = _file_fault_messages(index, labels)
+    df = _usable_slices(index, labels)
+    reasons, details = _skip_reasons(df, min_slices, allow_gaps)
+    skipped = pd.Series(False, index=df.groupby("series", sort=True).size().index)
+    for kind, text in SKIP_REASONS.items():
+        hit = reasons[kind].reindex(skipped.index, fill_value=False).astype(bool) & ~skipped
+        if hit.any():
+            ids = list(skipped.index[hit.to_numpy()])
+            detail = details.get(kind, pd.Series(dtype=object))
+            shown = ", ".join(f"{s} ({detail[s]})" if s in detail.index else str(s) for s in ids[:_FIRST])
+            more = f", ... ({len(ids) - _FIRST} more)" if len(ids) > _FIRST else ""
+            text = text.replace("min_slices", str(int(min_slices))) if kind == "too few slices" else text
+            messages.append(f"{len(ids)} scan(s) skipped, {text}: {shown}{more}")
+        skipped |= hit
+    scans, slices = _scan_tables(df[~df["series"].map(skipped).astype(bool)].copy())
+    return scans, slices, messages
+
+
+def _file_fault_messages(index: pd.DataFrame, labels: pd.DataFrame) -> list[str]:
+    """One line per kind of file problem (their slices are dropped) and one for labelled slices
+    without a file."""
     messages: list[str] = []
-    problem = index["problem"]
-    bad = index[problem.notna()]
+    bad = index[index["problem"].notna()]
     for kind, group in bad.groupby(bad["problem"].str.split(":", n=1).str[0], sort=True):
         examples = ", ".join(f"{r.id} ({r.problem})" for r in group.head(3).itertuples())
         messages.append(f"{len(group)} file(s) {kind}, their slices dropped: {examples}"
@@ -508,7 +558,14 @@ def group_scans(index: pd.DataFrame, labels: pd.DataFrame, min_slices: int = 8,
     orphans = [i for i in labels.index if i not in files]
     if orphans:
         messages.append(f"{len(orphans)} labelled slice(s) without a .dcm file, ignored: {_ids(orphans)}")
+    return messages
 
+
+def _usable_slices(index: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """The usable files' rows with their labels under ichseq's names (NaN: no label rows),
+    ``position_mm`` along the slice normal and ``gap`` (mm from the slice below in the same
+    series; NaN for a series' first), sorted by series then position."""
+    problem = index["problem"]
     df = index[problem.isna() & index["series"].notna()].reset_index(drop=True)
     df["position_mm"] = slice_positions(df) if len(df) else np.zeros(0)
     rsna = labels[list(RSNA_SUBTYPES)].rename(columns=_LABEL_NAMES)
@@ -516,8 +573,13 @@ def group_scans(index: pd.DataFrame, labels: pd.DataFrame, min_slices: int = 8,
     df = df.sort_values(["series", "position_mm", "id"], kind="stable").reset_index(drop=True)
     same = df["series"].eq(df["series"].shift())
     df["gap"] = df["position_mm"].diff().where(same)
-    by = df.groupby("series", sort=True)
+    return df
 
+
+def _skip_reasons(df: pd.DataFrame, min_slices: int, allow_gaps: bool) -> tuple[dict, dict]:
+    """``(reasons, details)`` by :data:`SKIP_REASONS` kind: per series whether it applies, and
+    for some kinds the first offending slice in words."""
+    by = df.groupby("series", sort=True)
     reasons: dict[str, pd.Series] = {}
     details: dict[str, pd.Series] = {}
 
@@ -560,21 +622,11 @@ def group_scans(index: pd.DataFrame, labels: pd.DataFrame, min_slices: int = 8,
                                                      f"{spacing[df.at[i, 'series']]:.3f} mm")
     reasons["too few slices"] = by.size() < int(min_slices)
     details["too few slices"] = by.size().astype(str) + " slices"
+    return reasons, details
 
-    series = by.size().index
-    skipped = pd.Series(False, index=series)
-    for kind, text in SKIP_REASONS.items():
-        hit = reasons[kind].reindex(series, fill_value=False).astype(bool) & ~skipped
-        if hit.any():
-            ids = list(series[hit.to_numpy()])
-            detail = details.get(kind, pd.Series(dtype=object))
-            shown = ", ".join(f"{s} ({detail[s]})" if s in detail.index else str(s) for s in ids[:_FIRST])
-            more = f", ... ({len(ids) - _FIRST} more)" if len(ids) > _FIRST else ""
-            text = text.replace("min_slices", str(int(min_slices))) if kind == "too few slices" else text
-            messages.append(f"{len(ids)} scan(s) skipped, {text}: {shown}{more}")
-        skipped |= hit
 
-    keep = df[~df["series"].map(skipped).astype(bool)].copy()
+def _scan_tables(keep: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`group_scans`' ``(scans, slices)`` tables of the kept slices ``keep``."""
     keep["scan"] = keep["series"]
     keep["order"] = keep.groupby("scan").cumcount().astype(np.int64)
     keep["rows"], keep["columns"] = keep["rows"].astype(np.int64), keep["columns"].astype(np.int64)
@@ -589,7 +641,7 @@ def group_scans(index: pd.DataFrame, labels: pd.DataFrame, min_slices: int = 8,
     labels_max = per[["label", *SUBTYPES]].max().astype(np.int8)
     scans = scans.join(labels_max).reset_index()
     scans["slices"] = scans["slices"].astype(np.int64)
-    return scans[list(SCAN_COLUMNS)], slices, messages
+    return scans[list(SCAN_COLUMNS)], slices
 
 
 # --------------------------------------------------------------------------- one scan
@@ -628,10 +680,6 @@ def read_rsna_scan(folder: str | Path, slices: pd.DataFrame, allow_gaps: bool = 
 
 # --------------------------------------------------------------------------- the dataset (slice cache)
 
-#: What the slice cache calls RSNA's files inside the cache folder.
-HEADER_INDEX_FILE = "header_index.csv.gz"
-SCANS_FILE = "scans.csv"
-FAULTS_FILE = "faults.txt"
 #: scans.csv's columns: ichseq's patient number, the scan's identifiers, its slices and labels.
 SCANS_FILE_COLUMNS = ("patient", "series_uid", "study_uid", "patient_id", "slices", "spacing_mm", "rows", "columns",
                       "pixel_spacing_row", "pixel_spacing_column", "label", *SUBTYPES)
@@ -665,8 +713,6 @@ def rsna_content_digest(root: str | Path, labels: str | Path | None = None) -> s
     """A cheap content digest of an RSNA download, for the workflow's rerun check: the SHA-256 of
     the label file and a SHA-256 over every ``.dcm`` file's name, size and modification time
     (what the header index is built from; the ~450 GB of pixels are not read: one stat per file)."""
-    from .fingerprint import sha256_file
-
     n, _total, listing = _listing_digest(_train_dir(root))
     path = rsna_labels_path(root, labels)
     if not path.is_file():
@@ -694,8 +740,6 @@ class RsnaDataset:
 
     def __init__(self, root: str | Path, labels_path: str | Path | None = None, min_slices: int = 8,
                  workers: int = 1, log=print):
-        from .cq500 import RootFiles
-
         self.root = Path(root)
         if not (isinstance(min_slices, int) and min_slices >= 1):
             raise ConfigError(f"invalid configuration: dataset.rsna.min_slices: {min_slices!r} is not a whole "
@@ -704,8 +748,6 @@ class RsnaDataset:
         self.labels_path = rsna_labels_path(self.root, labels_path)
         train = _train_dir(self.root)
         if not self.labels_path.is_file():
-            from .layout import JPG_CSV, NIFTI_CSV
-
             raise DataError(f"{self.labels_path}: does not exist; not RSNA 2019 (no {RSNA_LABELS}): point "
                             f"dataset.rsna.path at the folder holding {RSNA_TRAIN_DIR}/ and {RSNA_LABELS}, or set "
                             f"dataset.rsna.labels (CT-ICH, {NIFTI_CSV} or {JPG_CSV}, is dataset.source local)")
@@ -787,8 +829,6 @@ class RsnaDataset:
         the label file (its SHA-256, kept from ``known`` while its size and time match) and one
         entry for the .dcm files, whose ``sha256`` is over their names, sizes and times
         (:func:`rsna_content_digest`'s; a file rewritten with the same size and time goes unseen)."""
-        from .fingerprint import sha256_file
-
         st = self.labels_path.stat()
         name = self.labels_path.name
         previous = {(e["path"], e["size"], e["mtime_ns"]): e["sha256"] for e in known or []}

@@ -76,22 +76,7 @@ def patient_split(
         for name, members in zip(PARTS, (train, val, test)):
             parts[name].extend(p for m in members for p in members_of[int(m)])
     labels = dict(zip(cohort.patient.astype(int), cohort.label.astype(int)))
-    for label in (0, 1):
-        for name in PARTS:
-            if any(labels[p] == label for p in parts[name]):
-                continue
-            what = "without" if label == 0 else "with"
-            n_class = int((cohort.label == label).sum())
-            if stratify:
-                raise ConfigError(
-                    f"splits: the {name} part gets no patient {what} hemorrhage ({n_class} in the cohort); "
-                    f"use more patients or change splits.test_fraction / splits.val_fraction"
-                )
-            raise ConfigError(
-                f"splits: replicate {replicate}: the unstratified {name} part drew no patient {what} hemorrhage "
-                f"({len(parts[name])} patients; {n_class} in the cohort); set splits.stratify: true, or change "
-                f"splits.seed / splits.test_fraction / splits.val_fraction"
-            )
+    _check_both_classes(parts, labels, cohort, replicate, stratify)
     split = {
         "replicate": int(replicate),
         "seed": int(seed),
@@ -112,6 +97,28 @@ def patient_split(
         # Recorded only when unstratified, so the default config's split files stay as they were.
         split["stratify"] = False
     return split
+
+
+def _check_both_classes(parts: dict[str, list[int]], labels: dict[int, int], cohort: pd.DataFrame, replicate: int,
+                        stratify: bool) -> None:
+    """Refuse, in one line, a split with a part that has no patient of one class (``labels``:
+    patient -> 0/1)."""
+    for label in (0, 1):
+        for name in PARTS:
+            if any(labels[p] == label for p in parts[name]):
+                continue
+            what = "without" if label == 0 else "with"
+            n_class = int((cohort.label == label).sum())
+            if stratify:
+                raise ConfigError(
+                    f"splits: the {name} part gets no patient {what} hemorrhage ({n_class} in the cohort); "
+                    f"use more patients or change splits.test_fraction / splits.val_fraction"
+                )
+            raise ConfigError(
+                f"splits: replicate {replicate}: the unstratified {name} part drew no patient {what} hemorrhage "
+                f"({len(parts[name])} patients; {n_class} in the cohort); set splits.stratify: true, or change "
+                f"splits.seed / splits.test_fraction / splits.val_fraction"
+            )
 
 
 def read_split(path: str | Path, cohort: pd.DataFrame | None = None) -> dict:

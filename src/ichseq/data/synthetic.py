@@ -30,15 +30,19 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 from scipy.ndimage import gaussian_filter
 
 from ..atomic import atomic_dir
 from ..config import section_defaults
+from .head_atlas import ATROPHY_LEVELS, TEMPLATE_NOTICE, head_atlas
 from .layout import (
     DEMOGRAPHICS_CSV,
     DIAGNOSIS_COLUMNS,
@@ -47,8 +51,10 @@ from .layout import (
     NIFTI_SCAN_DIR,
     REAL_PATIENT_NUMBERS,
     SUBTYPES,
+    SYNTHETIC_MARKER,
     patient_file,
 )
+from .twin import DIFFICULTIES, KERNELS, synthesize_anatomical_scan
 
 FIELD_OF_VIEW_MM = 230.0  # the real scans: 512 px at ~0.45 mm
 SLICE_THICKNESS_MM = 5.0
@@ -57,10 +63,8 @@ AIR_HU = -1000.0
 
 GENERATORS = ("anatomical", "cartoon")
 
-
-#: Written into every synthetic dataset: the generator and its spec (the slice cache and every
-#: run trained on it record it; ``ichseq predict`` then says the model was trained on synthetic data).
-SYNTHETIC_MARKER = "ichseq-synthetic.json"
+# SYNTHETIC_MARKER, the file every synthetic dataset carries, is ichseq.data.layout's (imported
+# above, so ichseq.data.synthetic.SYNTHETIC_MARKER still names it).
 
 
 _DEFAULTS = section_defaults("synthetic")
@@ -91,8 +95,6 @@ class SyntheticSpec:
     kernel: str = _DEFAULTS["kernel"]
 
     def __post_init__(self) -> None:
-        from .twin import DIFFICULTIES, KERNELS
-
         if self.generator not in GENERATORS:
             raise ValueError(f"generator must be one of {', '.join(GENERATORS)}")
         if self.difficulty not in DIFFICULTIES:
@@ -384,54 +386,21 @@ def synthesize_scan(patient: int, positive: bool, spec: SyntheticSpec):
     :class:`ichseq.data.twin.AnatomicalScan`; both carry hu, mask, labels, affine,
     mimic_slices, age and sex."""
     if spec.generator == "anatomical":
-        from .twin import synthesize_anatomical_scan
-
         return synthesize_anatomical_scan(patient, positive, spec)
     rng = np.random.default_rng([spec.seed, patient])
     size = spec.image_size
     n_slices = int(rng.integers(spec.min_slices, spec.max_slices + 1))
     head = _Head(rng, n_slices, size)
     lesions = _draw_lesions(rng, n_slices, head) if positive else []
-
-    fracture_slices: set[int] = set()
-    epidural = [les for les in lesions if les.subtype == "Epidural"]
-    if (epidural and rng.random() < 0.6) or (not epidural and rng.random() < 0.12):
-        first = epidural[0].first if epidural else int(rng.integers(2, max(3, n_slices - 6)))
-        fracture_slices = set(range(first, first + int(rng.integers(2, 6))))
-    fracture_theta = epidural[0].params["theta"] if epidural else rng.uniform(-np.pi, np.pi)
-
+    fracture_slices, fracture_theta = _draw_fracture(rng, n_slices, lesions)
     mimic_slices = _place_mimics(rng, n_slices, lesions, spec.mimics_per_scan)
 
     hu = np.empty((n_slices, size, size), dtype=np.int16)
     mask = np.zeros((n_slices, size, size), dtype=bool)
     labels = []
     for k in range(n_slices):
-        img = _anatomy(head, k, rng)
-        if k in fracture_slices:
-            x, y = head.local()
-            s = head.scale(k)
-            ring = _ellipse_radius(x, y, head.a * s, head.b * s) < 1
-            gap = ring & (np.abs(_angle_diff(np.arctan2(y, x), fracture_theta)) < 0.05)
-            gap &= img > 500
-            img[gap] = 40.0
-        if k in mimic_slices:
-            _add_mimic(img, head, k, mimic_slices[k], rng)
-        # Partial-volume blur of anatomy and mimics (a calcification's rim falls in the
-        # blood range). Bleeds are painted after it, so a thin subdural against the skull
-        # never picks up bone HU: every mask pixel is 50-90 HU before noise.
-        img = gaussian_filter(img, sigma=0.6)
-        present = {s: 0 for s in SUBTYPES}
-        for les in lesions:
-            if les.covers(k):
-                region = _lesion_region(head, les, k)
-                texture = 4.0 * np.roll(head.texture, 3 * k, axis=0)
-                img[region] = np.clip(les.params["hu"] + texture[region], 50.0, 90.0)
-                mask[k] |= region
-                present[les.subtype] = 1
-        # Quantum noise in the tissue (air stays air).
-        body = img > -900
-        img[body] += rng.normal(0.0, spec.noise_hu, size=int(body.sum()))
-        hu[k] = np.clip(np.rint(img), -1024, 3071).astype(np.int16)
+        hu[k], mask[k], present = _cartoon_slice(head, k, rng, lesions, fracture_theta if k in fracture_slices else None,
+                                                 mimic_slices.get(k), spec.noise_hu)
         any_bleed = int(any(present.values()))
         labels.append(
             {
@@ -445,20 +414,7 @@ def synthesize_scan(patient: int, positive: bool, spec: SyntheticSpec):
         if any_bleed and not mask[k].any():  # pragma: no cover - guarded by _lesion_region
             raise AssertionError(f"empty mask on a labelled slice (patient {patient}, slice {k + 1})")
 
-    spacing = FIELD_OF_VIEW_MM / size
-    z0 = rng.uniform(-40.0, 0.0)
-    # RAS affine of a radiologically displayed axial stack: columns run patient right ->
-    # left (x decreasing), rows anterior -> posterior (y decreasing), slices inferior ->
-    # superior (z increasing).
-    half = (size - 1) / 2 * spacing
-    affine = np.array(
-        [
-            [-spacing, 0, 0, half],
-            [0, -spacing, 0, half],
-            [0, 0, SLICE_THICKNESS_MM, z0],
-            [0, 0, 0, 1],
-        ]
-    )
+    affine = _axial_affine(FIELD_OF_VIEW_MM / size, size, z0=rng.uniform(-40.0, 0.0))
     return SyntheticScan(
         patient=patient,
         hu=hu,
@@ -469,6 +425,66 @@ def synthesize_scan(patient: int, positive: bool, spec: SyntheticSpec):
         mimic_slices=mimic_slices,
         age=int(rng.integers(18, 86)),
         sex="M" if rng.random() < 0.55 else "F",
+    )
+
+
+def _draw_fracture(rng: np.random.Generator, n_slices: int, lesions: list[Lesion]) -> tuple[set[int], float]:
+    """``(slices, angle)`` of a skull fracture: most epidurals lie under one (on the bleed's
+    first slices, at its angle), and a few scans without one have one anywhere."""
+    fracture_slices: set[int] = set()
+    epidural = [les for les in lesions if les.subtype == "Epidural"]
+    if (epidural and rng.random() < 0.6) or (not epidural and rng.random() < 0.12):
+        first = epidural[0].first if epidural else int(rng.integers(2, max(3, n_slices - 6)))
+        fracture_slices = set(range(first, first + int(rng.integers(2, 6))))
+    fracture_theta = epidural[0].params["theta"] if epidural else rng.uniform(-np.pi, np.pi)
+    return fracture_slices, fracture_theta
+
+
+def _cartoon_slice(head: _Head, k: int, rng: np.random.Generator, lesions: list[Lesion], fracture_theta: float | None,
+                   mimic: str | None, noise_hu: float) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Slice ``k``: ``(HU int16, bleed mask, {subtype: 0/1})``; ``fracture_theta`` is the angle
+    of a fracture through this slice (None: none), ``mimic`` the kind of mimic on it (None: none)."""
+    img = _anatomy(head, k, rng)
+    if fracture_theta is not None:
+        x, y = head.local()
+        s = head.scale(k)
+        ring = _ellipse_radius(x, y, head.a * s, head.b * s) < 1
+        gap = ring & (np.abs(_angle_diff(np.arctan2(y, x), fracture_theta)) < 0.05)
+        gap &= img > 500
+        img[gap] = 40.0
+    if mimic is not None:
+        _add_mimic(img, head, k, mimic, rng)
+    # Partial-volume blur of anatomy and mimics (a calcification's rim falls in the
+    # blood range). Bleeds are painted after it, so a thin subdural against the skull
+    # never picks up bone HU: every mask pixel is 50-90 HU before noise.
+    img = gaussian_filter(img, sigma=0.6)
+    mask = np.zeros(img.shape, dtype=bool)
+    present = {s: 0 for s in SUBTYPES}
+    for les in lesions:
+        if les.covers(k):
+            region = _lesion_region(head, les, k)
+            texture = 4.0 * np.roll(head.texture, 3 * k, axis=0)
+            img[region] = np.clip(les.params["hu"] + texture[region], 50.0, 90.0)
+            mask |= region
+            present[les.subtype] = 1
+    # Quantum noise in the tissue (air stays air).
+    body = img > -900
+    img[body] += rng.normal(0.0, noise_hu, size=int(body.sum()))
+    return np.clip(np.rint(img), -1024, 3071).astype(np.int16), mask, present
+
+
+def _axial_affine(spacing: float, size: int, z0: float) -> np.ndarray:
+    """RAS affine of a radiologically displayed axial stack: columns run patient right ->
+    left (x decreasing), rows anterior -> posterior (y decreasing), slices inferior ->
+    superior (z increasing), the first slice at ``z0``."""
+    half = (size - 1) / 2 * spacing
+    return np.array(
+        [
+            [-spacing, 0, 0, half],
+            [0, -spacing, 0, half],
+            [0, 0, SLICE_THICKNESS_MM, z0],
+            [0, 0, 0, 1],
+        ]
     )
 
 
@@ -517,8 +533,6 @@ def _write_patients(args) -> list[tuple[list[dict], int, dict]]:
 def _single_threaded() -> None:
     """A worker's initialiser: one torch thread per worker process (the workers are the
     parallelism), so no OpenMP pool inherited across the fork is ever used."""
-    import torch
-
     torch.set_num_threads(1)
 
 
@@ -543,45 +557,10 @@ def generate_synthetic(dest: str | Path, spec: SyntheticSpec = SyntheticSpec(), 
         (tmp / NIFTI_SCAN_DIR).mkdir()
         (tmp / NIFTI_MASK_DIR).mkdir()
         positives = positive_patients(spec)
-        numbers = spec.patient_numbers()
-        if workers == 1:
-            written = _write_patients((tmp, spec, numbers, positives))
-        else:
-            if spec.generator == "anatomical":
-                from .head_atlas import ATROPHY_LEVELS, head_atlas
-
-                for level in range(ATROPHY_LEVELS):  # built (and cached) once, here
-                    head_atlas(level)
-            # Forked workers (a spawned one would run a Snakemake script's body again), each on
-            # one thread.
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            chunks = [numbers[i::workers] for i in range(workers)]
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                     initializer=_single_threaded) as pool:
-                parts = list(pool.map(_write_patients, [(tmp, spec, chunk, positives) for chunk in chunks]))
-            by_patient = {n: r for chunk, part in zip(chunks, parts) for n, r in zip(chunk, part)}
-            written = [by_patient[n] for n in numbers]
+        written = _write_all_patients(tmp, spec, spec.patient_numbers(), positives, workers)
         rows = [row for labels, _, _ in written for row in labels]
         n_mimics = sum(count for _, count, _ in written)
-        demo = [d for _, _, d in written]
-        if spec.generator == "anatomical":
-            from .head_atlas import TEMPLATE_NOTICE
-
-            (tmp / "TEMPLATE_NOTICE.txt").write_text(TEMPLATE_NOTICE, encoding="utf-8")
-        # What made these files: a model trained on them says so on every prediction.
-        (tmp / SYNTHETIC_MARKER).write_text(json.dumps({"generator": "ichseq synthetic", "spec": asdict(spec)},
-                                                       indent=2) + "\n", encoding="utf-8")
-        # The release's diagnosis CSV starts with a UTF-8 byte-order mark; so does ours.
-        with open(tmp / NIFTI_CSV, "w", newline="", encoding="utf-8-sig") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(DIAGNOSIS_COLUMNS))
-            writer.writeheader()
-            writer.writerows(rows)
-        with open(tmp / DEMOGRAPHICS_CSV, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(demo[0]))
-            writer.writeheader()
-            writer.writerows(demo)
+        _write_dataset_files(tmp, spec, rows, [d for _, _, d in written])
     n_pos_slices = sum(1 - r["No_Hemorrhage"] for r in rows)
     summary = {
         "spec": asdict(spec),
@@ -600,3 +579,41 @@ def generate_synthetic(dest: str | Path, spec: SyntheticSpec = SyntheticSpec(), 
            f"{spec.slice_thickness_mm:g} mm slices, {spec.kernel} kernel")
     )
     return summary
+
+
+def _write_all_patients(folder: Path, spec: SyntheticSpec, numbers: list[int], positives: set[int],
+                        workers: int) -> list[tuple[list[dict], int, dict]]:
+    """Every patient written into ``folder``: :func:`_write_patient`'s results in ``numbers``'
+    order, made here or, with ``workers`` > 1, in that many forked processes."""
+    if workers == 1:
+        return _write_patients((folder, spec, numbers, positives))
+    if spec.generator == "anatomical":
+        for level in range(ATROPHY_LEVELS):  # built (and cached) once, here
+            head_atlas(level)
+    # Forked workers (a spawned one would run a Snakemake script's body again), each on
+    # one thread.
+    chunks = [numbers[i::workers] for i in range(workers)]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                             initializer=_single_threaded) as pool:
+        parts = list(pool.map(_write_patients, [(folder, spec, chunk, positives) for chunk in chunks]))
+    by_patient = {n: r for chunk, part in zip(chunks, parts) for n, r in zip(chunk, part)}
+    return [by_patient[n] for n in numbers]
+
+
+def _write_dataset_files(folder: Path, spec: SyntheticSpec, rows: list[dict], demo: list[dict]) -> None:
+    """The files beside the scans: the template's notice (anatomical), the synthetic marker,
+    the diagnosis CSV (``rows``) and the demographics CSV (``demo``)."""
+    if spec.generator == "anatomical":
+        (folder / "TEMPLATE_NOTICE.txt").write_text(TEMPLATE_NOTICE, encoding="utf-8")
+    # What made these files: a model trained on them says so on every prediction.
+    (folder / SYNTHETIC_MARKER).write_text(json.dumps({"generator": "ichseq synthetic", "spec": asdict(spec)},
+                                                      indent=2) + "\n", encoding="utf-8")
+    # The release's diagnosis CSV starts with a UTF-8 byte-order mark; so does ours.
+    with open(folder / NIFTI_CSV, "w", newline="", encoding="utf-8-sig") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(DIAGNOSIS_COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(folder / DEMOGRAPHICS_CSV, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(demo[0]))
+        writer.writeheader()
+        writer.writerows(demo)

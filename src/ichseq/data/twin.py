@@ -41,6 +41,7 @@ from .head_atlas import (
     head_atlas,
     slab_atlas,
 )
+from .layout import SUBTYPES
 
 AIR_HU = -1000.0
 
@@ -241,71 +242,92 @@ def _unit(v) -> np.ndarray:
 
 
 def _draw_lesion(rng: np.random.Generator, subtype: str, difficulty: Difficulty, hard: bool) -> Lesion:
+    """One bleed of ``subtype`` (``hard``: drawn small, thin or isodense). Each subtype's
+    parameters are drawn by its own step, in a fixed order from ``rng``: the same seed gives the
+    same twin."""
     size = difficulty.size
     p: dict = {"hu": rng.uniform(58.0, 80.0)}
     if subtype in ("Epidural", "Subdural"):
-        along_dura = str(rng.choice(["convexity", "falx", "tentorium"], p=[0.76, 0.14, 0.10])) \
-            if subtype == "Subdural" else "convexity"
-        if along_dura == "tentorium":
-            side = rng.choice([-1.0, 1.0])
-            p.update(kind="tentorium", centre=np.array([side * rng.uniform(10, 35), rng.uniform(-80, -45), 0.0]),
-                     radius=rng.uniform(12, 20) if hard else rng.uniform(20, 35) * size,
-                     thickness=(rng.uniform(1.5, 3.0) if hard else rng.uniform(2.5, 6.0)))
-        elif along_dura == "falx":
-            p.update(kind="falx", y0=rng.uniform(-60, 30), half_length=rng.uniform(15, 40) * size,
-                     thickness=(rng.uniform(1.5, 3.0) if hard else rng.uniform(2.5, 5.0)))
-        else:
-            side = rng.choice([-1.0, 1.0])
-            # Convexity: mostly temporal/parietal for epidurals, fronto-parietal for subdurals.
-            direction = _unit([side * rng.uniform(0.5, 1.0), rng.uniform(-0.8, 0.7), rng.uniform(-0.25, 0.75)])
-            centre = _inner_table_point(direction, BRAIN_CENTRE_MM.astype(float))
-            if subtype == "Epidural":
-                radius = (rng.uniform(9, 14) if hard else rng.uniform(18, 32) * size)
-                thickness = (rng.uniform(2.5, 4.5) if hard else rng.uniform(7, 18) * size)
-            else:
-                radius = (rng.uniform(20, 35) if hard else rng.uniform(40, 75) * size)
-                thickness = (rng.uniform(1.5, 3.5) if hard else rng.uniform(4, 14) * size)
-            p.update(kind="convexity", centre=centre, normal=direction, radius=radius, thickness=thickness,
-                     lens=subtype == "Epidural")
-        if subtype == "Subdural":
-            # Age of the collection: acute hyperdense, subacute isodense (hard), chronic
-            # hypodense, or chronic with a dependent acute layer.
-            stage = rng.choice(["acute", "subacute", "chronic", "mixed"], p=[0.55, 0.2, 0.1, 0.15])
-            if hard and rng.random() < 0.5:
-                stage = "subacute"
-            p["stage"] = str(stage)
-            p["hu"] = {"acute": rng.uniform(55, 78), "subacute": rng.uniform(32, 46), "chronic": rng.uniform(8, 22),
-                       "mixed": rng.uniform(10, 24)}[stage]
-            p["layer_hu"] = rng.uniform(55, 70)
+        _draw_extra_axial(rng, p, subtype, size, hard)
     elif subtype == "Intraparenchymal":
-        site = rng.choice(["putamen", "thalamus", "lobar", "cerebellum", "pons"], p=[0.3, 0.15, 0.4, 0.1, 0.05])
-        side = rng.choice([-1.0, 1.0])
-        centre = {"putamen": (side * 24, 2, 2), "thalamus": (side * 12, -18, 6), "cerebellum": (side * 24, -62, -32),
-                  "pons": (0, -28, -32)}.get(str(site))
-        if centre is None:  # lobar / contusion: frontal and temporal poles, beneath the cortex
-            centre = (side * rng.uniform(15, 50), rng.uniform(-70, 50), rng.uniform(-25, 50))
-        radius = np.exp(rng.uniform(np.log(2.5), np.log(5.0))) if hard else np.exp(rng.uniform(np.log(5), np.log(22))) * size
-        if site == "pons":
-            radius = min(radius, 9.0)
-        p.update(centre=np.asarray(centre, float) + rng.normal(0, 4, 3), radius=float(radius),
-                 axes=rng.uniform(0.75, 1.25, 3), phases=rng.uniform(0, 2 * np.pi, 4),
-                 oedema=float(rng.uniform(0.2, 0.6)), hu=rng.uniform(50, 62) if hard else rng.uniform(60, 85))
+        _draw_intraparenchymal(rng, p, size, hard)
     elif subtype == "Intraventricular":
         p.update(depth=rng.uniform(2.5, 5.0) if hard else rng.uniform(7.0, 20.0) * size, hu=rng.uniform(50, 75))
     else:  # Subarachnoid: basal cisterns, Sylvian fissure or convexity sulci
-        site = str(rng.choice(["cisterns", "sylvian", "convexity"], p=[0.35, 0.3, 0.35]))
-        side = rng.choice([-1.0, 1.0])
-        if site == "cisterns":
-            centre = np.array([0.0, -8.0, -16.0])
-        elif site == "sylvian":
-            centre = np.array([side * 42.0, 6.0, -4.0])
-        else:
-            direction = _unit([side * rng.uniform(0.2, 1.0), rng.uniform(-0.8, 0.8), rng.uniform(0.1, 0.9)])
-            centre = _inner_table_point(direction, BRAIN_CENTRE_MM.astype(float)) - 10.0 * direction
-        p.update(site=site, centre=centre + rng.normal(0, 3, 3),
-                 radius=rng.uniform(6, 10) if hard else rng.uniform(14, 28) * size,
-                 hu=rng.uniform(45, 58) if hard else rng.uniform(58, 80))
+        _draw_subarachnoid(rng, p, size, hard)
     return Lesion(subtype, p, hard)
+
+
+def _draw_extra_axial(rng: np.random.Generator, p: dict, subtype: str, size: float, hard: bool) -> None:
+    """An epidural or subdural collection's parameters, into ``p``: where along the dura it lies
+    (a subdural also along the falx or tentorium), its extent and, for a subdural, its age."""
+    along_dura = str(rng.choice(["convexity", "falx", "tentorium"], p=[0.76, 0.14, 0.10])) \
+        if subtype == "Subdural" else "convexity"
+    if along_dura == "tentorium":
+        side = rng.choice([-1.0, 1.0])
+        p.update(kind="tentorium", centre=np.array([side * rng.uniform(10, 35), rng.uniform(-80, -45), 0.0]),
+                 radius=rng.uniform(12, 20) if hard else rng.uniform(20, 35) * size,
+                 thickness=(rng.uniform(1.5, 3.0) if hard else rng.uniform(2.5, 6.0)))
+    elif along_dura == "falx":
+        p.update(kind="falx", y0=rng.uniform(-60, 30), half_length=rng.uniform(15, 40) * size,
+                 thickness=(rng.uniform(1.5, 3.0) if hard else rng.uniform(2.5, 5.0)))
+    else:
+        side = rng.choice([-1.0, 1.0])
+        # Convexity: mostly temporal/parietal for epidurals, fronto-parietal for subdurals.
+        direction = _unit([side * rng.uniform(0.5, 1.0), rng.uniform(-0.8, 0.7), rng.uniform(-0.25, 0.75)])
+        centre = _inner_table_point(direction, BRAIN_CENTRE_MM.astype(float))
+        if subtype == "Epidural":
+            radius = (rng.uniform(9, 14) if hard else rng.uniform(18, 32) * size)
+            thickness = (rng.uniform(2.5, 4.5) if hard else rng.uniform(7, 18) * size)
+        else:
+            radius = (rng.uniform(20, 35) if hard else rng.uniform(40, 75) * size)
+            thickness = (rng.uniform(1.5, 3.5) if hard else rng.uniform(4, 14) * size)
+        p.update(kind="convexity", centre=centre, normal=direction, radius=radius, thickness=thickness,
+                 lens=subtype == "Epidural")
+    if subtype == "Subdural":
+        # Age of the collection: acute hyperdense, subacute isodense (hard), chronic
+        # hypodense, or chronic with a dependent acute layer.
+        stage = rng.choice(["acute", "subacute", "chronic", "mixed"], p=[0.55, 0.2, 0.1, 0.15])
+        if hard and rng.random() < 0.5:
+            stage = "subacute"
+        p["stage"] = str(stage)
+        p["hu"] = {"acute": rng.uniform(55, 78), "subacute": rng.uniform(32, 46), "chronic": rng.uniform(8, 22),
+                   "mixed": rng.uniform(10, 24)}[stage]
+        p["layer_hu"] = rng.uniform(55, 70)
+
+
+def _draw_intraparenchymal(rng: np.random.Generator, p: dict, size: float, hard: bool) -> None:
+    """An intraparenchymal bleed's parameters, into ``p``: a hypertensive site (putamen,
+    thalamus, cerebellum, pons) or a lobar one, its size, shape and oedema."""
+    site = rng.choice(["putamen", "thalamus", "lobar", "cerebellum", "pons"], p=[0.3, 0.15, 0.4, 0.1, 0.05])
+    side = rng.choice([-1.0, 1.0])
+    centre = {"putamen": (side * 24, 2, 2), "thalamus": (side * 12, -18, 6), "cerebellum": (side * 24, -62, -32),
+              "pons": (0, -28, -32)}.get(str(site))
+    if centre is None:  # lobar / contusion: frontal and temporal poles, beneath the cortex
+        centre = (side * rng.uniform(15, 50), rng.uniform(-70, 50), rng.uniform(-25, 50))
+    radius = np.exp(rng.uniform(np.log(2.5), np.log(5.0))) if hard else np.exp(rng.uniform(np.log(5), np.log(22))) * size
+    if site == "pons":
+        radius = min(radius, 9.0)
+    p.update(centre=np.asarray(centre, float) + rng.normal(0, 4, 3), radius=float(radius),
+             axes=rng.uniform(0.75, 1.25, 3), phases=rng.uniform(0, 2 * np.pi, 4),
+             oedema=float(rng.uniform(0.2, 0.6)), hu=rng.uniform(50, 62) if hard else rng.uniform(60, 85))
+
+
+def _draw_subarachnoid(rng: np.random.Generator, p: dict, size: float, hard: bool) -> None:
+    """A subarachnoid bleed's parameters, into ``p``: in the basal cisterns, a Sylvian fissure
+    or the convexity sulci, and its extent."""
+    site = str(rng.choice(["cisterns", "sylvian", "convexity"], p=[0.35, 0.3, 0.35]))
+    side = rng.choice([-1.0, 1.0])
+    if site == "cisterns":
+        centre = np.array([0.0, -8.0, -16.0])
+    elif site == "sylvian":
+        centre = np.array([side * 42.0, 6.0, -4.0])
+    else:
+        direction = _unit([side * rng.uniform(0.2, 1.0), rng.uniform(-0.8, 0.8), rng.uniform(0.1, 0.9)])
+        centre = _inner_table_point(direction, BRAIN_CENTRE_MM.astype(float)) - 10.0 * direction
+    p.update(site=site, centre=centre + rng.normal(0, 3, 3),
+             radius=rng.uniform(6, 10) if hard else rng.uniform(14, 28) * size,
+             hu=rng.uniform(45, 58) if hard else rng.uniform(58, 80))
 
 
 def _lesion_support(lesion: Lesion, mass_effect: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -437,8 +459,6 @@ def _slice_grid(size: int, spacing: float, positions: np.ndarray) -> np.ndarray:
 
 def synthesize_anatomical_scan(patient: int, positive: bool, spec, difficulty: Difficulty | None = None) -> AnatomicalScan:
     """One patient's scan, mask, tissue map and per-slice labels (deterministic per seed and patient)."""
-    from .layout import SUBTYPES
-
     difficulty = difficulty or DIFFICULTIES[spec.difficulty]
     rng = np.random.default_rng([spec.seed, patient])
     age = int(rng.integers(18, 86))
@@ -447,42 +467,23 @@ def synthesize_anatomical_scan(patient: int, positive: bool, spec, difficulty: D
     level = int(round(atrophy_score * (ATROPHY_LEVELS - 1)))
     atlas = head_atlas(level)
     pose = _draw_pose(rng, sex)
-
-    # Acquisition: the field of view, pixel size and slices from skull base to vertex.
     size = spec.image_size
-    fov = rng.uniform(215.0, 250.0)  # display field of view of a head scan
-    spacing = fov / size
-    thickness = float(spec.slice_thickness_mm)
-    n_slices = int(rng.integers(spec.min_slices, spec.max_slices + 1))
-    # From the foramen magnum (the bottom of the posterior fossa) to the vertex.
-    base = pose.to_scanner(np.array([[0.0], [-20.0], [rng.uniform(-72.0, -62.0)]]))[2, 0]
-    vertex = pose.to_scanner(np.array([[0.0], [-20.0], [rng.uniform(84.0, 92.0)]]))[2, 0]
-    positions = np.linspace(base, vertex, n_slices)
+    spacing, thickness, positions = _acquisition(rng, spec, pose)
+    n_slices = len(positions)
     interval = float(positions[1] - positions[0])
 
     grid = _slice_grid(size, spacing, positions)
     shape = grid.shape[1:]
     mni = pose.grid_to_mni(grid).reshape(3, -1)
 
-    def draw_lesions(allow_hard: bool) -> list[Lesion]:
-        drawn = []
-        n_lesions = 1 + int(rng.random() < 0.3) + int(rng.random() < 0.1)
-        names = list(SUBTYPE_WEIGHTS)
-        weights = np.array(list(SUBTYPE_WEIGHTS.values()))
-        for _ in range(n_lesions):
-            subtype = str(rng.choice(names, p=weights / weights.sum()))
-            hard = allow_hard and bool(rng.random() < difficulty.hard_fraction)
-            drawn.append(_draw_lesion(rng, subtype, difficulty, hard))
-        return drawn
-
     # A positive patient must show blood somewhere: a bleed too small or thin to fill half a
     # pixel is not in the mask, so if none shows, the bleeds are drawn again (not hard).
-    lesions = draw_lesions(allow_hard=True) if positive else []
+    lesions = _draw_lesions(rng, difficulty, allow_hard=True) if positive else []
     for attempt in range(6):
         hu, tissue, mask, per_lesion_masks = _render(lesions, atlas, level, pose, grid, mni, thickness, rng)
         if not positive or mask.any():
             break
-        lesions = draw_lesions(allow_hard=attempt < 2)
+        lesions = _draw_lesions(rng, difficulty, allow_hard=attempt < 2)
     else:  # pragma: no cover - six draws of visible-sized bleeds never all vanish
         raise AssertionError(f"patient {patient}: no visible bleed after six draws")
 
@@ -494,7 +495,46 @@ def synthesize_anatomical_scan(patient: int, positive: bool, spec, difficulty: D
     _add_headrest(hu, grid, pose, rng)
     _beam_hardening(hu, tissue, spacing, rng)
     hu = _reconstruct(hu, spacing, thickness, difficulty.noise_hu, spec.kernel, rng)
+    labels = _slice_labels(patient, n_slices, lesions, per_lesion_masks, fracture)
 
+    half = (size - 1) / 2 * spacing
+    affine = np.array([[-spacing, 0, 0, half], [0, -spacing, 0, half], [0, 0, interval, positions[0]], [0, 0, 0, 1]])
+    return AnatomicalScan(patient=patient, hu=hu, mask=mask, tissue=tissue, labels=labels, affine=affine,
+                          lesions=lesions, mimic_slices=mimic_slices, age=age, sex=sex, atrophy=level,
+                          slice_thickness_mm=thickness)
+
+
+def _acquisition(rng: np.random.Generator, spec, pose: Pose) -> tuple[float, float, np.ndarray]:
+    """``(pixel spacing, slice thickness, slice positions)`` in mm of the scan: a head CT's
+    field of view and slices from skull base to vertex."""
+    fov = rng.uniform(215.0, 250.0)  # display field of view of a head scan
+    spacing = fov / spec.image_size
+    thickness = float(spec.slice_thickness_mm)
+    n_slices = int(rng.integers(spec.min_slices, spec.max_slices + 1))
+    # From the foramen magnum (the bottom of the posterior fossa) to the vertex.
+    base = pose.to_scanner(np.array([[0.0], [-20.0], [rng.uniform(-72.0, -62.0)]]))[2, 0]
+    vertex = pose.to_scanner(np.array([[0.0], [-20.0], [rng.uniform(84.0, 92.0)]]))[2, 0]
+    return spacing, thickness, np.linspace(base, vertex, n_slices)
+
+
+def _draw_lesions(rng: np.random.Generator, difficulty: Difficulty, allow_hard: bool) -> list[Lesion]:
+    """One to three bleeds of subtypes drawn by :data:`SUBTYPE_WEIGHTS`; with ``allow_hard``,
+    each is hard (small, thin, isodense, against bone) with the difficulty's chance."""
+    drawn = []
+    n_lesions = 1 + int(rng.random() < 0.3) + int(rng.random() < 0.1)
+    names = list(SUBTYPE_WEIGHTS)
+    weights = np.array(list(SUBTYPE_WEIGHTS.values()))
+    for _ in range(n_lesions):
+        subtype = str(rng.choice(names, p=weights / weights.sum()))
+        hard = allow_hard and bool(rng.random() < difficulty.hard_fraction)
+        drawn.append(_draw_lesion(rng, subtype, difficulty, hard))
+    return drawn
+
+
+def _slice_labels(patient: int, n_slices: int, lesions: list[Lesion], per_lesion_masks: list[np.ndarray],
+                  fracture: np.ndarray) -> list[dict]:
+    """The CSV rows of the scan's slices (a subtype is present where its bleed is in the mask),
+    and each bleed's ``first``/``length`` set to the slices its mask spans."""
     labels = []
     for k in range(n_slices):
         present = {s: 0 for s in SUBTYPES}
@@ -508,36 +548,17 @@ def synthesize_anatomical_scan(patient: int, positive: bool, spec, difficulty: D
         shown = np.nonzero(lesion_mask.any(axis=(1, 2)))[0]
         if shown.size:
             lesion.first, lesion.length = int(shown[0]), int(shown[-1] - shown[0] + 1)
-
-    half = (size - 1) / 2 * spacing
-    affine = np.array([[-spacing, 0, 0, half], [0, -spacing, 0, half], [0, 0, interval, positions[0]], [0, 0, 0, 1]])
-    return AnatomicalScan(patient=patient, hu=hu, mask=mask, tissue=tissue, labels=labels, affine=affine,
-                          lesions=lesions, mimic_slices=mimic_slices, age=age, sex=sex, atrophy=level,
-                          slice_thickness_mm=thickness)
+    return labels
 
 
 def _render(lesions, atlas, level, pose, grid, mni, thickness, rng):
     """Sample the atlas for every pixel (with the bleeds' mass effect) and paint the bleeds.
     Returns flat HU, tissue, mask and each bleed's mask (S, N, N)."""
     shape = grid.shape[1:]
-    # Mass effect: read the atlas from displaced points near space-occupying bleeds.
-    read_at = mni.copy()
-    for lesion in lesions:
-        lo, hi = _lesion_support(lesion, mass_effect=True)
-        near = np.all((mni >= lo[:, None]) & (mni <= hi[:, None]), axis=0)
-        if near.any():
-            read_at[:, near] = _mass_effect(lesion, read_at[:, near], atlas)
-
+    read_at = _displaced_by_bleeds(lesions, mni, atlas)
     hu = _sample_slab_hu(level, thickness, read_at)
     tissue = _sample(atlas.label, read_at, order=0)
-    # Per-patient tissue values: scanner calibration of grey/white, haematocrit of venous blood
-    # (a dense sinus is a subdural mimic), bone mineral density.
-    delta = np.zeros(256, np.float32)
-    delta[LABELS["grey matter"]] = rng.normal(0, 1.5)
-    delta[LABELS["white matter"]] = delta[LABELS["grey matter"]] + rng.normal(0, 1.0)
-    delta[LABELS["venous blood"]] = rng.uniform(-6.0, 14.0)  # up to ~64 HU: a dense sinus
-    delta[LABELS["cortical bone"]] = delta[LABELS["diploe"]] = rng.normal(0, 80.0)
-    hu += delta[tissue]
+    hu += _tissue_offsets(rng)[tissue]
 
     # Bleeds: blood fraction of each pixel from sub-samples across the slice thickness.
     n_sub = max(1, int(np.ceil(thickness / 1.0)))
@@ -578,6 +599,29 @@ def _render(lesions, atlas, level, pose, grid, mni, thickness, rng):
         mask |= lesion_mask
 
     return hu, tissue, mask, per_lesion_masks
+
+
+def _displaced_by_bleeds(lesions, mni: np.ndarray, atlas) -> np.ndarray:
+    """Mass effect: the points (3, P) at which to read the atlas, ``mni`` displaced near the
+    space-occupying bleeds."""
+    read_at = mni.copy()
+    for lesion in lesions:
+        lo, hi = _lesion_support(lesion, mass_effect=True)
+        near = np.all((mni >= lo[:, None]) & (mni <= hi[:, None]), axis=0)
+        if near.any():
+            read_at[:, near] = _mass_effect(lesion, read_at[:, near], atlas)
+    return read_at
+
+
+def _tissue_offsets(rng: np.random.Generator) -> np.ndarray:
+    """HU added per tissue label (256,): the patient's scanner calibration of grey/white, the
+    haematocrit of venous blood (a dense sinus is a subdural mimic), bone mineral density."""
+    delta = np.zeros(256, np.float32)
+    delta[LABELS["grey matter"]] = rng.normal(0, 1.5)
+    delta[LABELS["white matter"]] = delta[LABELS["grey matter"]] + rng.normal(0, 1.0)
+    delta[LABELS["venous blood"]] = rng.uniform(-6.0, 14.0)  # up to ~64 HU: a dense sinus
+    delta[LABELS["cortical bone"]] = delta[LABELS["diploe"]] = rng.normal(0, 80.0)
+    return delta
 
 
 def _ventricle_floor(pose: Pose, atlas) -> float:
