@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import filecmp
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from ichseq.cli import build_parser, main
+from ichseq.cli import HANDLERS, build_parser, handler, main
 from ichseq.data.synthetic import SyntheticSpec, generate_synthetic
 
 
@@ -40,6 +43,27 @@ def test_every_command_has_a_description_and_a_line_in_its_parents_list():
                 listed = {choice.dest: choice.help for choice in action._choices_actions}
                 assert set(listed) == set(action.choices), name
                 assert all(listed.values()), (name, listed)
+
+
+def test_every_command_has_one_handler_that_imports():
+    # The commands that run (a parser without subcommands of its own), by their args.command.
+    runnable = {parser.get_default("command") or name.removeprefix("ichseq ")
+                for name, parser in _parsers(build_parser())
+                if name != "ichseq" and not any(isinstance(a, argparse._SubParsersAction) for a in parser._actions)}
+    assert runnable == set(HANDLERS)
+    for command in HANDLERS:
+        assert callable(handler(command)), command
+
+
+def test_help_imports_no_command_module_nor_torch():
+    # `ichseq --help` and the parser stay light: a command's module is imported when it runs.
+    code = ("import sys\nfrom ichseq.cli import build_parser\nbuild_parser()\n"
+            "print(sorted(m for m in sys.modules if m.startswith('ichseq.commands') or m in ('torch', 'pingouin', "
+            "'matplotlib')))\n")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": src, "PATH": ""}).stdout
+    assert out.strip() == "[]"
 
 
 def test_every_option_and_positional_says_what_it_does_and_its_default():

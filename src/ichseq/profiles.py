@@ -77,22 +77,9 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def install_profile(
-    name: str = "slurm",
-    dest: str | Path | None = None,
-    *,
-    link: bool = False,
-    force: bool = False,
-    as_name: str | None = None,
-    profiles_dir: str | Path = PROFILES_DIR,
-) -> tuple[Path, str]:
-    """Copy (or link) ``profiles_dir/name`` to ``dest/as_name`` and return that path and what was
-    done: ``"installed"``, ``"replaced"`` or ``"unchanged"`` (already installed, nothing written).
-
-    ``dest`` defaults to Snakemake's user config folder. An existing, different profile of that
-    name is replaced only with ``force``; until the new one is complete the old one stays.
-    """
-    profiles_dir = Path(profiles_dir)
+def _checked_names(name: str, as_name: str | None, profiles_dir: Path) -> str:
+    """The name to install ``name`` under (``as_name``, else its own), once ``name`` is an
+    installable profile of ``profiles_dir`` and that name a plain folder name."""
     available = available_profiles(profiles_dir)
     if name == WORKFLOW_PROFILE:
         raise ConfigError(
@@ -105,26 +92,16 @@ def install_profile(
     as_name = as_name or name
     if not as_name or as_name in (".", "..") or "/" in as_name or os.sep in as_name:
         raise ConfigError(f"--name {as_name!r}: a profile name is a plain folder name, no path")
-    source = (profiles_dir / name).resolve()
-    dest = Path(dest).expanduser() if dest is not None else snakemake_config_dir()
-    if dest.exists() and not dest.is_dir():
-        raise ConfigError(f"--dest {dest}: not a folder")
-    target = dest / as_name
-    if dest.resolve() / as_name == source:
-        raise ConfigError(f"{target} is the repository's profile itself; choose another --dest")
-    existed = os.path.lexists(target)
-    if existed and _is_installed(source, target, link):
-        return target, "unchanged"
-    if existed and not force:
-        raise ConfigError(
-            f"{target} already exists and differs from {source}; pass --force to replace it, "
-            f"or --name to install under another name"
-        )
+    return as_name
+
+
+def _put_in_place(source: Path, target: Path, link: bool, existed: bool) -> None:
+    """Make ``target`` a copy of (or a link to) ``source``, replacing what ``existed`` there."""
     # Built beside the target and renamed into place, so an interrupted install never leaves
     # a half-copied profile under the name Snakemake looks up.
     staging = temp_dir_beside(target)
     try:
-        new = staging / as_name
+        new = staging / target.name
         if link:
             new.symlink_to(source, target_is_directory=True)
         else:
@@ -142,4 +119,39 @@ def install_profile(
             _remove(old)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def install_profile(
+    name: str = "slurm",
+    dest: str | Path | None = None,
+    *,
+    link: bool = False,
+    force: bool = False,
+    as_name: str | None = None,
+    profiles_dir: str | Path = PROFILES_DIR,
+) -> tuple[Path, str]:
+    """Copy (or link) ``profiles_dir/name`` to ``dest/as_name`` and return that path and what was
+    done: ``"installed"``, ``"replaced"`` or ``"unchanged"`` (already installed, nothing written).
+
+    ``dest`` defaults to Snakemake's user config folder. An existing, different profile of that
+    name is replaced only with ``force``; until the new one is complete the old one stays.
+    """
+    profiles_dir = Path(profiles_dir)
+    as_name = _checked_names(name, as_name, profiles_dir)
+    source = (profiles_dir / name).resolve()
+    dest = Path(dest).expanduser() if dest is not None else snakemake_config_dir()
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"--dest {dest}: not a folder")
+    target = dest / as_name
+    if dest.resolve() / as_name == source:
+        raise ConfigError(f"{target} is the repository's profile itself; choose another --dest")
+    existed = os.path.lexists(target)
+    if existed and _is_installed(source, target, link):
+        return target, "unchanged"
+    if existed and not force:
+        raise ConfigError(
+            f"{target} already exists and differs from {source}; pass --force to replace it, "
+            f"or --name to install under another name"
+        )
+    _put_in_place(source, target, link, existed)
     return target, "replaced" if existed else "installed"

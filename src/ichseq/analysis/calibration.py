@@ -25,8 +25,10 @@ import numpy as np
 import pandas as pd
 
 from ichseq.analysis.checked import is_validated, mark_validated
+from ichseq.atomic import write_csv_atomic, write_text_atomic
 from ichseq.columns import RUN_KEYS, UNCALIBRATED
 from ichseq.errors import DataError
+from ichseq.report import htmlpage
 from ichseq.training import calibration as fitted
 
 #: What the collected predictions table must hold (``probability_uncalibrated`` is optional).
@@ -165,8 +167,6 @@ def calibration_models(runs_table: pd.DataFrame, predictions: pd.DataFrame) -> p
 
 def calibration_html(models: pd.DataFrame, runs: pd.DataFrame) -> str:
     """The report page: the per-model table, then the per-run one, with what they mean."""
-    from ichseq.report import htmlpage
-
     notes = [
         f"Expected calibration error (ECE) over {fitted.BINS} equal-width probability bins: the patient-weighted "
         "mean gap between the mean predicted probability and the observed share of hemorrhage in each bin "
@@ -191,8 +191,6 @@ def write_calibration(predictions: pd.DataFrame, outputs: Mapping[str, str | Pat
     """Write exactly ``outputs`` (keys of :data:`OUTPUT_NAMES` -> paths): ``models`` (CSV of
     :func:`calibration_models`), ``runs`` (CSV of :func:`calibration_runs`), ``html`` (both as a
     page). Everything is computed before the first file is written; returns the paths."""
-    from ichseq.atomic import write_csv_atomic, write_text_atomic
-
     unknown = [k for k in outputs if k not in OUTPUT_NAMES]
     if unknown:
         raise ValueError(f"unknown output key(s) {', '.join(unknown)}; known: {', '.join(OUTPUT_NAMES)}")

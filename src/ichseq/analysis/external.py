@@ -35,7 +35,12 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from ..atomic import write_csv_atomic, write_text_atomic
 from ..columns import PREDICTION_COLUMNS
 from ..errors import DataError
+from ..report import htmlpage
+from ..report.tables import md_table
+from ..rule_outputs import output_paths
 from ..training.metrics import binary_metrics
+from .figures import figure_style, model_palette, new_figure, roc_axes, save_figure
+from .stats import read_runs
 
 #: Columns of an external ``scores.csv`` (one row per external patient and replicate).
 SCORE_COLUMNS = ("patient", "label", "replicate", "probability", "prediction")
@@ -238,8 +243,6 @@ def _fmt(value: float, digits: int = 3) -> str:
 
 def internal_vs_external_markdown(table: pd.DataFrame, name: str, confidence: float = 0.95) -> str:
     """The table as Markdown: internal mean ± sd, external mean [CI], ensemble [CI], difference."""
-    from ..report.tables import md_table
-
     level = f"{confidence:.0%}"
     headers = ["model", "metric", "internal (test, mean ± sd)", f"{name} (mean [{level} CI])",
                f"{name} ensemble [{level} CI]", "difference"]
@@ -259,8 +262,6 @@ def internal_vs_external_markdown(table: pd.DataFrame, name: str, confidence: fl
 def external_roc_figure(scores: Mapping[str, pd.DataFrame], name: str = "external") -> Figure:
     """One panel per model: each replicate's ROC curve on the external cohort thin, the
     ensemble's (mean probability) thick; the legend gives the AUCs."""
-    from .figures import figure_style, model_palette, new_figure, roc_axes
-
     models = sorted(scores)
     palette = model_palette(models)
     with figure_style():
@@ -306,11 +307,6 @@ def write_external(scores: Mapping[str, str | Path], runs_csv, outputs, name: st
     """Every table and figure of the external validation from each model's ``scores.csv``
     (``scores``: model -> path) and the study's runs table, written to ``outputs`` (the names
     of :data:`EXTERNAL_OUTPUTS`)."""
-    from ..report import htmlpage
-    from ..training.runs import output_paths
-    from .figures import save_figure
-    from .stats import read_runs
-
     paths = output_paths(outputs, EXTERNAL_OUTPUTS, "write_external")
     tables = {model: read_scores(path) for model, path in scores.items()}
     per_replicate = pd.concat([replicate_metrics(df).assign(model=model) for model, df in tables.items()])

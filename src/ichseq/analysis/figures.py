@@ -884,7 +884,6 @@ def reliability_figure(predictions: pd.DataFrame) -> Figure:
     palette = model_palette(models)
     ncols = min(3, len(models))
     nrows = math.ceil(len(models) / ncols)
-    width = 1.0 / BINS
     with figure_style():
         fig = Figure(figsize=(3.7 * ncols, 4.9 * nrows), layout="constrained")
         grid = fig.add_gridspec(2 * nrows, ncols, height_ratios=[3.6, 1.0] * nrows)
@@ -892,41 +891,50 @@ def reliability_figure(predictions: pd.DataFrame) -> Figure:
             row, col = divmod(i, ncols)
             ax = fig.add_subplot(grid[2 * row, col])
             strip = fig.add_subplot(grid[2 * row + 1, col], sharex=ax)
-            colour, stats = palette[model], summary.loc[model]
-            sub = df[df["model"] == model]
-            tables = {"before": reliability_table(sub[UNCALIBRATED], sub["label"]),
-                      "after": reliability_table(sub["probability"], sub["label"])}  # fmt: skip
-            styles = {"before": dict(color="0.45", ls="--", lw=1.2, marker="o", ms=4),
-                      "after": dict(color=colour, ls="-", lw=2.0, marker="o", ms=5)}  # fmt: skip
-            ax.plot([0, 1], [0, 1], ls=":", color="0.6", lw=0.9, label="perfectly calibrated")
-            for when, table in tables.items():
-                filled = table[table["count"] > 0]
-                ax.plot(filled["mean_probability"], filled["observed"], zorder=3 if when == "after" else 2,
-                        label=f"{when} (pooled ECE {stats[f'ece_{when}_pooled']:.3f})", **styles[when])
-                offset = -width / 4 if when == "before" else width / 4
-                strip.bar(table["lower"] + width / 2 + offset, table["count"], width=width / 2.2,
-                          color=styles[when]["color"], alpha=0.8 if when == "after" else 0.6)
-            ax.legend(loc="upper left")
-            ax.set_xlim(-0.02, 1.02)
-            ax.set_ylim(-0.02, 1.02)
-            ax.set_ylabel("observed share with hemorrhage")
-            ax.tick_params(labelbottom=False)
-            ece = (f"ECE {_pm(stats['ece_before_mean'], stats['ece_before_sd'], '.3f')} → "
-                   f"{_pm(stats['ece_after_mean'], stats['ece_after_sd'], '.3f')}")  # fmt: skip
-            calibrated, replicates = int(stats["calibrated_replicates"]), int(stats["replicates"])
-            if calibrated == 0:
-                note = "\nnot calibrated (runs predate calibration)"
-            elif calibrated < replicates:
-                note = f"\n{calibrated} of {replicates} replicates calibrated"
-            else:
-                note = ""
-            ax.set_title(f"{model}\n{ece}{note}")
+            _reliability_panel(ax, strip, df[df["model"] == model], palette[model], summary.loc[model])
+            ax.set_title(f"{model}\n{_reliability_title(summary.loc[model])}")
             strip.set_xlabel("predicted probability")
             strip.set_ylabel("patients")
             strip.set_xticks(np.linspace(0.0, 1.0, 6))
         fig.suptitle(f"Reliability on the test patients\n(replicates pooled, {BINS} equal-width bins; "
                      "ECE: mean ± sd over replicates)")  # fmt: skip
     return fig
+
+
+def _reliability_panel(ax, strip, sub: pd.DataFrame, colour, stats: pd.Series) -> None:
+    """One model's reliability curves before and after calibration on ``ax``, and the
+    patients in each bin on ``strip``; ``sub``: its pooled test predictions."""
+    width = 1.0 / BINS
+    tables = {"before": reliability_table(sub[UNCALIBRATED], sub["label"]),
+              "after": reliability_table(sub["probability"], sub["label"])}  # fmt: skip
+    styles = {"before": dict(color="0.45", ls="--", lw=1.2, marker="o", ms=4),
+              "after": dict(color=colour, ls="-", lw=2.0, marker="o", ms=5)}  # fmt: skip
+    ax.plot([0, 1], [0, 1], ls=":", color="0.6", lw=0.9, label="perfectly calibrated")
+    for when, table in tables.items():
+        filled = table[table["count"] > 0]
+        ax.plot(filled["mean_probability"], filled["observed"], zorder=3 if when == "after" else 2,
+                label=f"{when} (pooled ECE {stats[f'ece_{when}_pooled']:.3f})", **styles[when])
+        offset = -width / 4 if when == "before" else width / 4
+        strip.bar(table["lower"] + width / 2 + offset, table["count"], width=width / 2.2,
+                  color=styles[when]["color"], alpha=0.8 if when == "after" else 0.6)
+    ax.legend(loc="upper left")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("observed share with hemorrhage")
+    ax.tick_params(labelbottom=False)
+
+
+def _reliability_title(stats: pd.Series) -> str:
+    """A reliability panel's title under the model's name: the ECE before -> after over the
+    replicates, and how many of them were calibrated when not all were."""
+    ece = (f"ECE {_pm(stats['ece_before_mean'], stats['ece_before_sd'], '.3f')} → "
+           f"{_pm(stats['ece_after_mean'], stats['ece_after_sd'], '.3f')}")  # fmt: skip
+    calibrated, replicates = int(stats["calibrated_replicates"]), int(stats["replicates"])
+    if calibrated == 0:
+        return f"{ece}\nnot calibrated (runs predate calibration)"
+    if calibrated < replicates:
+        return f"{ece}\n{calibrated} of {replicates} replicates calibrated"
+    return ece
 
 
 def reliability_diagram(predictions: pd.DataFrame, paths: Sequence[str | Path]) -> list[Path]:

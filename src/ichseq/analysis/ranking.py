@@ -32,15 +32,20 @@ import itertools
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from ..atomic import write_csv_atomic, write_text_atomic
 from ..columns import COST_NUMBERS
+from ..errors import DataError
+from ..report.ranking import friedman_html, leaderboard_html, leaderboard_markdown
+from . import figures
 from .outputs import COMPARISON_NAMES, FRIEDMAN_OUTPUTS, MIN_MODELS
-from .stats import (NAN, holm_pvalues, metric_values, no_progress, rate_metrics, summarise,
-                    wilcoxon_signed_rank)
+from .stats import (NAN, check_options, holm_pvalues, metric_values, no_progress, rate_metrics, summarise,
+                    validate_runs, wilcoxon_signed_rank)
 
 #: Fewest complete replicates for a Friedman test: autorank refuses fewer than 5
 #: ("requires at least five performance estimations").
@@ -212,14 +217,6 @@ def write_comparison(
     models the pairwise tests of :mod:`ichseq.analysis.stats` are the comparison. ``log``
     gets progress lines: the leaderboard, each metric's Friedman test, the diagram.
     """
-    from pathlib import Path
-
-    from ..atomic import write_csv_atomic, write_text_atomic
-    from ..errors import DataError
-    from ..report.ranking import friedman_html, leaderboard_html, leaderboard_markdown
-    from . import figures
-    from .stats import check_options, validate_runs
-
     unknown = [k for k in outputs if k not in COMPARISON_NAMES]
     if unknown:
         raise ValueError(f"unknown output key(s) {', '.join(unknown)}; known: {', '.join(COMPARISON_NAMES)}")
@@ -232,7 +229,15 @@ def write_comparison(
         raise DataError(f"{runs.attrs['source']}: {n_models} models; the Friedman comparison "
                         f"({', '.join(wanted)}) needs at least {MIN_MODELS}")  # fmt: skip
     started = time.perf_counter()
-    board = leaderboard(runs, cost, pretrained, undefined, seed, n_resamples)
+    _write_leaderboard(leaderboard(runs, cost, pretrained, undefined, seed, n_resamples), paths)
+    log(f"comparison: leaderboard ({n_models} models): {time.perf_counter() - started:.1f} s")
+    if wanted:
+        _write_friedman(Friedman(runs, alpha, undefined, log), paths, alpha, log)
+    return paths
+
+
+def _write_leaderboard(board: pd.DataFrame, paths: dict[str, Path]) -> None:
+    """The leaderboard's outputs among ``paths``: its table, Markdown, HTML page and plot."""
     if "leaderboard" in paths:
         write_csv_atomic(board, paths["leaderboard"])
     if "leaderboard_md" in paths:
@@ -242,18 +247,19 @@ def write_comparison(
     figure = [paths[k] for k in ("leaderboard_png", "leaderboard_svg") if k in paths]
     if figure:
         figures.leaderboard_plot(board, figure)
-    log(f"comparison: leaderboard ({n_models} models): {time.perf_counter() - started:.1f} s")
-    if wanted:
-        friedman = Friedman(runs, alpha, undefined, log)
-        for key, table in (("friedman", friedman.tests), ("mean_ranks", friedman.ranks), ("posthoc", friedman.posthoc)):
-            if key in paths:
-                write_csv_atomic(table, paths[key])
-        if "friedman_html" in paths:
-            write_text_atomic(paths["friedman_html"], friedman_html(friedman.tests, friedman.ranks, friedman.posthoc, alpha))
-        figure = [paths[k] for k in ("critical_difference_png", "critical_difference_svg") if k in paths]
-        if figure:
-            started = time.perf_counter()
-            undefined = {r.metric: r.note for r in friedman.tests.itertuples() if r.metric not in friedman.results}
-            figures.critical_difference(friedman.results, figure, undefined)
-            log(f"comparison: critical-difference diagram: {time.perf_counter() - started:.1f} s")
-    return paths
+
+
+def _write_friedman(friedman: Friedman, paths: dict[str, Path], alpha: float, log: Callable[[str], None]) -> None:
+    """The Friedman comparison's outputs among ``paths``: its tests, mean ranks and post-hoc
+    tables, their HTML page and the critical-difference diagram."""
+    for key, table in (("friedman", friedman.tests), ("mean_ranks", friedman.ranks), ("posthoc", friedman.posthoc)):
+        if key in paths:
+            write_csv_atomic(table, paths[key])
+    if "friedman_html" in paths:
+        write_text_atomic(paths["friedman_html"], friedman_html(friedman.tests, friedman.ranks, friedman.posthoc, alpha))
+    figure = [paths[k] for k in ("critical_difference_png", "critical_difference_svg") if k in paths]
+    if figure:
+        started = time.perf_counter()
+        undefined = {r.metric: r.note for r in friedman.tests.itertuples() if r.metric not in friedman.results}
+        figures.critical_difference(friedman.results, figure, undefined)
+        log(f"comparison: critical-difference diagram: {time.perf_counter() - started:.1f} s")

@@ -171,23 +171,8 @@ def validate_runs(
         )
     if len(df) == 0:
         raise DataError(f"{source}: no rows")
-    out = pd.DataFrame(index=range(len(df)))
-    for col in ("model", "replicate", "metric"):
-        raw = df[col].tolist()
-        texts = ["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).strip() for v in raw]
-        empty = [i for i, t in enumerate(texts) if not t]
-        if empty:
-            raise DataError(f"{source}: empty {col} at {where(empty[0])}")
-        out[col] = texts
-    values = []
-    for i, v in enumerate(df["value"].tolist()):
-        try:
-            values.append(_parse_value(v))
-        except (TypeError, ValueError):
-            raise DataError(
-                f"{source}: column value: {v!r} at {where(i)} is not a number "
-                f"(model {out.at[i, 'model']}, replicate {out.at[i, 'replicate']}, metric {out.at[i, 'metric']})"
-            ) from None
+    out = _key_columns(df, source, where)
+    values = _parsed_values(df, out, source, where)
     out["value"] = _fractions(np.asarray(values, dtype=np.float64), out, source, where, percent)
     try:
         out["replicate"] = [int(r) for r in out["replicate"]]
@@ -207,6 +192,35 @@ def validate_runs(
         raise DataError(f"{source}: no rate metric to compare (only {', '.join(sorted(set(out['metric'])))})")
     out.attrs["source"] = source
     return mark_validated(out, "runs")
+
+
+def _key_columns(df: pd.DataFrame, source: str, where: Callable[[int], str]) -> pd.DataFrame:
+    """``model``, ``replicate`` and ``metric`` of ``df`` as stripped strings; ``DataError`` at
+    the first empty cell (``where(i)`` locates row ``i``)."""
+    out = pd.DataFrame(index=range(len(df)))
+    for col in ("model", "replicate", "metric"):
+        raw = df[col].tolist()
+        texts = ["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).strip() for v in raw]
+        empty = [i for i, t in enumerate(texts) if not t]
+        if empty:
+            raise DataError(f"{source}: empty {col} at {where(empty[0])}")
+        out[col] = texts
+    return out
+
+
+def _parsed_values(df: pd.DataFrame, keys: pd.DataFrame, source: str, where: Callable[[int], str]) -> list[float]:
+    """The ``value`` column of ``df`` as numbers (NaN = undefined); ``DataError`` naming the
+    first cell that is not a number, with its row's ``keys``."""
+    values = []
+    for i, v in enumerate(df["value"].tolist()):
+        try:
+            values.append(_parse_value(v))
+        except (TypeError, ValueError):
+            raise DataError(
+                f"{source}: column value: {v!r} at {where(i)} is not a number "
+                f"(model {keys.at[i, 'model']}, replicate {keys.at[i, 'replicate']}, metric {keys.at[i, 'metric']})"
+            ) from None
+    return values
 
 
 def _fractions(values: np.ndarray, runs: pd.DataFrame, source: str, where, percent: bool) -> np.ndarray:
@@ -829,6 +843,17 @@ def write_stats(
     skipped = [confusion_skipped_line(skip)] if skip else []
     for line in [*(f"WARNING: {caveat}" for caveat in caveats), *skipped]:
         log(line)
+    _write_tables_and_findings(paths, tests, summary, confusion, skipped, alpha, undefined, power_alpha, caveats)
+    log(f"tables and findings: {time.perf_counter() - started:.1f} s")
+    return paths
+
+
+def _write_tables_and_findings(
+    paths: dict[str, Path], tests: pd.DataFrame, summary: pd.DataFrame, confusion, skipped: list[str], alpha: float,
+    undefined: str, power_alpha: float | None, caveats: Sequence[str],
+) -> None:
+    """Write the tables, the findings and the CSVs that ``paths`` asks for (keys of
+    :data:`OUTPUT_NAMES`); ``confusion`` is the mean confusion table or why it was skipped."""
     markdown, latex = render_tables(tests, summary, confusion, alpha, undefined, power_alpha, caveats)
     findings = render_findings(tests, alpha, undefined, power_alpha, skipped=skipped, caveats=caveats)
     writers = {
@@ -845,8 +870,6 @@ def write_stats(
     }
     for key, path in paths.items():
         writers[key](path)
-    log(f"tables and findings: {time.perf_counter() - started:.1f} s")
-    return paths
 
 
 #: The record ``ichseq stats`` keeps in its output folder: the names of the files it writes there.

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..training.runs import RUN_MODEL_INFO
+from .run_folders import find_runs
 
 #: Test metrics shown on the card, in this order.
 CARD_METRICS = ("roc_auc", "balanced_accuracy", "recall", "specificity", "precision", "f1", "accuracy")
@@ -49,8 +50,6 @@ def _info(run: Path) -> dict:
 
 def model_card(run) -> dict:
     """The card of ``run`` (a run folder or a model folder: every finished replicate)."""
-    from .predict import find_runs
-
     folders = find_runs(run)
     infos = [_info(folder) for folder in folders]
     reports = []

@@ -96,45 +96,63 @@ def prediction_figure_object(slices: pd.DataFrame, images: np.ndarray, decision:
             _slice_curve(curve, slices, replicate_columns, decision, top, row_of)
         else:
             _scan_level(curve, slices, decision, top, row_of)
-        handles, labels = [], []
-        for ax in fig.axes:
-            h, l = ax.get_legend_handles_labels()
-            handles += h
-            labels += l
-        legend_ax = fig.add_subplot(grid[0, ncols])
-        legend_ax.set_axis_off()
-        # Clear of the occlusion axis's labels on the curve's right side, when there is one.
-        legend_ax.legend(handles, labels, loc="upper left", frameon=False, borderaxespad=0.0,
-                         bbox_to_anchor=(0.0 if len(fig.axes) == 2 else 0.3, 1.0))
+        _legend(fig, grid[0, ncols])
         fig.suptitle(title, y=1.0 - 0.1 / height, va="top")
-        image_axes = [fig.add_subplot(grid[1, i]) for i in range(len(top))]
-        overlay = None
-        for ax, number in zip(image_axes, top):
-            row = row_of[number]
-            probability = slices["ensemble"].iat[row]
-            ax.imshow(images[row], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-            if np.isfinite(probability):
-                label = f"slice {number}, p={probability:.2f}"
-            elif "occlusion" in slices and np.isfinite(slices["occlusion"].iat[row]):
-                label = f"slice {number}, drop {slices['occlusion'].iat[row]:.3g}"
-            else:
-                label = f"slice {number}"
-            ax.set_title(label)
-            ax.set_axis_off()
-            if saliency is not None and number in saliency:
-                overlay = _overlay(ax, np.asarray(saliency[number], dtype=np.float32), images[row].shape)
-        if image_axes:
-            side = fig.add_subplot(grid[1, ncols])
-            side.set_axis_off()
-            if overlay is not None:
-                bar = side.inset_axes([0.0, 0.05, 0.12, 0.9])
-                colorbar = fig.colorbar(overlay, cax=bar)
-                colorbar.set_label("Grad-CAM (hemorrhage evidence)")
-            else:
-                why = ("a scan-level model: slices ranked by\nthe drop when blanked (occlusion)"
-                       if not slice_level else "no map given")
-                side.text(0.0, 0.5, f"no Grad-CAM overlay:\n{why}", va="center", fontsize=8, color="0.3")
+        overlay = _top_slice_images(fig, grid, slices, images, saliency, top, row_of)
+        if top:
+            _image_side(fig.add_subplot(grid[1, ncols]), overlay, slice_level)
     return fig
+
+
+def _legend(fig: Figure, cell) -> None:
+    """The legend of every axis of ``fig`` so far, in the grid ``cell`` beside the curve."""
+    handles, labels = [], []
+    for ax in fig.axes:
+        h, l = ax.get_legend_handles_labels()
+        handles += h
+        labels += l
+    legend_ax = fig.add_subplot(cell)
+    legend_ax.set_axis_off()
+    # Clear of the occlusion axis's labels on the curve's right side, when there is one.
+    legend_ax.legend(handles, labels, loc="upper left", frameon=False, borderaxespad=0.0,
+                     bbox_to_anchor=(0.0 if len(fig.axes) == 2 else 0.3, 1.0))
+
+
+def _top_slice_images(fig: Figure, grid, slices: pd.DataFrame, images: np.ndarray,
+                      saliency: dict[int, np.ndarray] | None, top: list[int], row_of: dict[int, int]):
+    """The ``top`` slices in the grid's second row, each titled with its probability (or its
+    occlusion drop) and with its Grad-CAM overlay when given; returns the last overlay drawn
+    (for the colour bar), or None."""
+    image_axes = [fig.add_subplot(grid[1, i]) for i in range(len(top))]
+    overlay = None
+    for ax, number in zip(image_axes, top):
+        row = row_of[number]
+        probability = slices["ensemble"].iat[row]
+        ax.imshow(images[row], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        if np.isfinite(probability):
+            label = f"slice {number}, p={probability:.2f}"
+        elif "occlusion" in slices and np.isfinite(slices["occlusion"].iat[row]):
+            label = f"slice {number}, drop {slices['occlusion'].iat[row]:.3g}"
+        else:
+            label = f"slice {number}"
+        ax.set_title(label)
+        ax.set_axis_off()
+        if saliency is not None and number in saliency:
+            overlay = _overlay(ax, np.asarray(saliency[number], dtype=np.float32), images[row].shape)
+    return overlay
+
+
+def _image_side(side, overlay, slice_level: bool) -> None:
+    """Beside the slice images: the Grad-CAM colour bar of ``overlay``, or why there is none."""
+    side.set_axis_off()
+    if overlay is not None:
+        bar = side.inset_axes([0.0, 0.05, 0.12, 0.9])
+        colorbar = side.figure.colorbar(overlay, cax=bar)
+        colorbar.set_label("Grad-CAM (hemorrhage evidence)")
+    else:
+        why = ("a scan-level model: slices ranked by\nthe drop when blanked (occlusion)"
+               if not slice_level else "no map given")
+        side.text(0.0, 0.5, f"no Grad-CAM overlay:\n{why}", va="center", fontsize=8, color="0.3")
 
 
 # --------------------------------------------------------------------------- panels

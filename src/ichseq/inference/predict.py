@@ -43,12 +43,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -57,23 +55,26 @@ import torch
 from ..atomic import atomic_dir, check_replaceable, output_errors, write_csv_atomic, write_json_atomic
 from ..data.cache import SliceCache
 from ..data.frames import BLANK
-from ..data.reformat import gap_warnings
+from ..data.headcheck import check_coverage, check_head
+from ..data.reformat import Geometry, gap_warnings, reformat_volume
+from ..data.volumes import CTVolume, read_volume
 from ..data.windowing import BRAIN_WINDOW_LEVEL, BRAIN_WINDOW_WIDTH, brain_window, resize_slices, to_uint8
 from ..errors import DataError
+from ..models.base import PREPROCESSOR_FILE, CTClassifier
 from ..paths import refuse_overlap
+from ..rule_outputs import output_paths
 from ..training.feature_store import extract_features
 from ..training.loop import predict_logits, select_device
 from ..training.plan import ModelPlan
-from ..training.runs import RUN_MODEL_INFO, load_run_model, output_paths
+from ..training.runs import RUN_MODEL_INFO, load_run_model
 from ..training.samples import SLICE_LEVEL, build_samples
 from ..training.calibration import calibrated, decide, decision_cut
 from ..training.ood import bounds, load_reference, scan_score
+from . import figure
 from .card import training_notice
+from .run_folders import find_runs
+from .saliency import saliency_maps
 from .targets import scan_sources
-
-if TYPE_CHECKING:
-    from ..data.volumes import CTVolume
-    from ..models.base import CTClassifier
 
 #: What ``predict_scan`` writes, by the names of the predict rule's outputs.
 PREDICT_OUTPUTS = ("slices", "decision", "figure_png", "figure_svg")
@@ -85,7 +86,6 @@ TOP_SLICES = 4
 PARTIAL_NOTE = ("scored with --allow-partial although it covers less of the head than the model needs; the answer "
                 "is about the slices given only, not the patient")
 ENSEMBLE_RULE = "majority of the replicates' decisions; a tie counts as hemorrhage"
-_REP = re.compile(r"^rep-(\d+)$")
 
 
 class OutOfDistribution(DataError):
@@ -98,7 +98,7 @@ class TrainedRun:
 
     replicate: int
     path: Path  # the run folder
-    model: "CTClassifier"
+    model: CTClassifier
     info: dict  # its model/ichseq.json
     plan: ModelPlan
     ood: dict | None = None  # its out-of-distribution reference (ichseq.training.ood), None for older runs
@@ -111,31 +111,6 @@ class TrainedRun:
     def calibration(self) -> dict | None:
         """Its calibration map (None for a run trained before ichseq calibrated: the softmax as it is)."""
         return self.info.get("calibration")
-
-
-def find_runs(run) -> list[Path]:
-    """The run folders ``run`` stands for: itself when it is one run (it holds ``model/``), else
-    the complete runs of a model folder (``rep-N/`` holding ``metrics.json`` and ``model/``),
-    by replicate."""
-    run = Path(run)
-    if not run.is_dir():
-        raise DataError(f"{run}: no such run folder; give a run (results/runs/MODEL/rep-N) or a model folder "
-                        f"(results/runs/MODEL)")
-    if (run / "model").exists() or (run / "metrics.json").exists() or _REP.match(run.name):
-        if not (run / "model" / RUN_MODEL_INFO).is_file():
-            raise DataError(f"{run}: no trained model in it (model/{RUN_MODEL_INFO} is missing: the run did not "
-                            f"finish); rerun its train job, e.g. snakemake {run / 'metrics.json'}")
-        return [run]
-    reps = sorted((p for p in run.iterdir() if p.is_dir() and _REP.match(p.name)),
-                  key=lambda p: int(_REP.match(p.name).group(1)))
-    if not reps:
-        raise DataError(f"{run}: neither a run folder (with model/) nor a model folder (with rep-N/ runs); give "
-                        f"results/runs/MODEL or results/runs/MODEL/rep-N")
-    complete = [p for p in reps if (p / "metrics.json").is_file() and (p / "model" / RUN_MODEL_INFO).is_file()]
-    if not complete:
-        raise DataError(f"{run}: none of its {len(reps)} replicate folders holds a finished run (metrics.json and "
-                        f"model/); run the train rule first")
-    return complete
 
 
 def _workflow_root(run: Path) -> Path | None:
@@ -199,8 +174,6 @@ def _check_image_size(plan: ModelPlan, info: dict, model_dir: Path) -> None:
     """A folder whose saved model was trained at another image size than its ichseq.json says
     (a full-mode model's ``preprocessor_config.json`` records the size it resized to; a
     two-stage model's under ``backbone/``) is refused: the folder was changed after training."""
-    from ..models.base import PREPROCESSOR_FILE
-
     owner = plan.backbone or plan
     said = int(owner.model.get("image_size", info["preprocess"]["image_size"]))
     for saved in (model_dir / PREPROCESSOR_FILE, model_dir / "backbone" / PREPROCESSOR_FILE):
@@ -217,7 +190,7 @@ def _check_image_size(plan: ModelPlan, info: dict, model_dir: Path) -> None:
                             f"rerun its train job")
 
 
-def preprocess_volume(volume: "CTVolume", preprocess: dict) -> tuple[np.ndarray, dict]:
+def preprocess_volume(volume: CTVolume, preprocess: dict) -> tuple[np.ndarray, dict]:
     """uint8 (S, size, size) slices of ``volume`` made exactly as the training cache made its
     slices (HU window, antialiased resize, rounding to uint8), and the steps applied."""
     window = preprocess.get("window")
@@ -235,7 +208,7 @@ def preprocess_volume(volume: "CTVolume", preprocess: dict) -> tuple[np.ndarray,
     return slices, {"window": applied, "image_size": size}
 
 
-def scan_cache(volume: "CTVolume", slices: np.ndarray, preprocess: dict) -> SliceCache:
+def scan_cache(volume: CTVolume, slices: np.ndarray, preprocess: dict) -> SliceCache:
     """The scan as a one-patient slice cache (patient 0, label unknown = 0), so the samples a
     model reads are built exactly as in training."""
     n = len(slices)
@@ -250,8 +223,6 @@ def runs_geometry(runs: list[TrainedRun]):
     """The geometry the runs' models were trained on (:class:`ichseq.data.reformat.Geometry`):
     each value the median over the replicates (their train patients differ, their scanner
     geometry hardly); None when a run did not record it."""
-    from ..data.reformat import Geometry
-
     geometries = [Geometry.from_info(run.info.get("geometry"), int(run.preprocess["image_size"])) for run in runs]
     if any(g is None for g in geometries):
         return None
@@ -269,9 +240,6 @@ def read_scan(runs: list[TrainedRun], source, series: str | None = None, reforma
     reformatted to the runs' training geometry (:func:`ichseq.data.reformat.reformat_volume`:
     gantry tilt, slabs of the training thickness with short gaps bridged, field of view in mm);
     ``report`` is what was done (decision.json's ``reformat``; None when not asked)."""
-    from ..data.reformat import reformat_volume
-    from ..data.volumes import read_volume
-
     volume = read_volume(source, series=series, allow_gaps=reformat)
     for line in volume.warnings:
         log(f"{volume.name}: WARNING {line}")
@@ -388,8 +356,6 @@ def _occlusion(run: TrainedRun, shared: SharedFeatures, samples, logit: float) -
     """For a model that scores a whole scan: the drop of the scan's probability when each slice
     it reads is blanked, as its padding is (a sequence model sees a black frame, a scan model's
     frame mask drops the slice), one forward pass per read slice."""
-    from dataclasses import replace
-
     model, plan = run.model, run.plan
     rows = samples.rows[0]
     frames = np.flatnonzero(rows != BLANK)
@@ -489,8 +455,6 @@ def top_slices(table: pd.DataFrame, n: int = TOP_SLICES) -> list[int]:
 def saliency_of(runs: list[TrainedRun], cache: SliceCache, slice_numbers: list[int]) -> dict[int, np.ndarray] | None:
     """Grad-CAM of each of ``slice_numbers`` (the mean map over the replicates), or None when the
     model has no saliency layer (sequence models)."""
-    from .saliency import saliency_maps
-
     if not slice_numbers:
         return None
     size = cache.slices.shape[1]
@@ -527,15 +491,13 @@ def scan_requirements(runs: list[TrainedRun], log=print) -> dict:
             "min_extent_mm": max(float(s["min_extent_mm"]) for s in saved)}
 
 
-def check_scan(runs: list[TrainedRun], volume: "CTVolume", allow_partial: bool = False, log=print,
+def check_scan(runs: list[TrainedRun], volume: CTVolume, allow_partial: bool = False, log=print,
                need: dict | None = None) -> dict:
     """Refuse (one-line DataError) a scan that is not a head CT the models can read: not a head
     (field of view, no skull and brain), or too few slices or too short along the head for
     ``runs`` unless ``allow_partial`` (then the result is marked partial). Returns the
     measurements, for decision.json. ``need``: :func:`scan_requirements` of ``runs`` when the
     caller has it (a batch computes it, and says any note about it, once)."""
-    from ..data.headcheck import check_coverage, check_head
-
     head = check_head(volume)
     need = need if need is not None else scan_requirements(runs, log=log)
     coverage = check_coverage(volume, need["min_slices"], need["min_extent_mm"], allow_partial)
@@ -543,7 +505,7 @@ def check_scan(runs: list[TrainedRun], volume: "CTVolume", allow_partial: bool =
             "nan_voxels": int(getattr(volume, "nan_voxels", 0) or 0)}
 
 
-def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print, allow_partial: bool = False,
+def predict_scan(runs: list[TrainedRun], volume: CTVolume, outputs, log=print, allow_partial: bool = False,
                  checks: dict | None = None, reformat: dict | None = None, strict: bool = False) -> dict:
     """Score ``volume`` with every run of ``runs`` and write the outputs named by
     ``PREDICT_OUTPUTS`` (paths by name: the predict rule's ``snakemake.output``). Returns
@@ -551,8 +513,6 @@ def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print,
     already; otherwise it runs here, before anything is written. ``reformat``: the report of
     :func:`read_scan` (None: the scan was read as it is, ``--no-reformat``). ``strict``: a scan
     out of the runs' training distribution is refused (DataError, nothing written)."""
-    from .figure import prediction_figure
-
     paths = output_paths(outputs, PREDICT_OUTPUTS, "predict_scan")
     checks = checks if checks is not None else check_scan(runs, volume, allow_partial=allow_partial, log=log)
     first = runs[0]
@@ -568,10 +528,26 @@ def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print,
     table = slice_table(cache, scores)
     top = top_slices(table)
     saliency = saliency_of(runs, cache, top) if first.model.kind in SLICE_LEVEL else None
+    result = _decision_record(runs, volume, len(slices), scores, distribution, applied, reformat, table, top, saliency,
+                              checks)
+    write_csv_atomic(table, paths["slices"])
+    figure.prediction_figure(table, slices, result, saliency, [paths["figure_png"], paths["figure_svg"]])
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    write_json_atomic(paths["decision"], result)  # last: its presence means the scan is complete
+    _log_decision(volume, result, first, len(scores), checks["partial"], distribution, log)
+    return result
+
+
+def _decision_record(runs: list[TrainedRun], volume: CTVolume, n_slices: int, scores: list[ReplicateScore],
+                     distribution: dict, applied: dict, reformat: dict | None, table: pd.DataFrame, top: list[int],
+                     saliency: dict | None, checks: dict) -> dict:
+    """decision.json's content (``seconds`` still None): the ensemble's answer, each
+    replicate's, and how the scan was read, checked and preprocessed."""
+    first = runs[0]
     decision_rule = scores[0].decision
-    result = {
+    return {
         "scan": volume.name, "source": str(volume.source), "series_uid": getattr(volume, "series_uid", None),
-        "slices": int(len(slices)), "model": first.plan.name, "architecture": first.plan.architecture,
+        "slices": int(n_slices), "model": first.plan.name, "architecture": first.plan.architecture,
         "kind": first.model.kind, **ensemble(scores),
         "rule": decision_rule["rule"], "threshold": float(decision_rule["threshold"]),
         **({"k": decision_rule["k"]} if "k" in decision_rule else {}),
@@ -597,19 +573,19 @@ def predict_scan(runs: list[TrainedRun], volume: "CTVolume", outputs, log=print,
         "input_check": checks,
         "seconds": None,
     }
-    write_csv_atomic(table, paths["slices"])
-    prediction_figure(table, slices, result, saliency, [paths["figure_png"], paths["figure_svg"]])
-    result["seconds"] = round(time.perf_counter() - t0, 3)
-    write_json_atomic(paths["decision"], result)  # last: its presence means the scan is complete
+
+
+def _log_decision(volume: CTVolume, result: dict, first: TrainedRun, n_scores: int, partial: bool,
+                  distribution: dict, log) -> None:
+    """The scan's answer in one line, and the note of what its model was trained on."""
     sd = result["probability_sd"]
     log(f"{volume.name}: {result['decision']} (p = {result['probability']:.3f}"
         + (f" ± {sd:.3f}" if sd is not None else "")
         + (" calibrated" if result["calibrated"] else " uncalibrated")
-        + f", {result['votes_positive']} of {len(scores)} replicates positive; {first.plan.name}, rule "
-          f"{result['rule']} at {result['probability_threshold']:.3f})" + (f"; PARTIAL scan: {PARTIAL_NOTE}" if checks["partial"] else "")
+        + f", {result['votes_positive']} of {n_scores} replicates positive; {first.plan.name}, rule "
+          f"{result['rule']} at {result['probability_threshold']:.3f})" + (f"; PARTIAL scan: {PARTIAL_NOTE}" if partial else "")
         + f"; {_distribution_text(distribution)}")
     log(f"{volume.name}: NOTE {first.plan.name} was {result['notice']}")
-    return result
 
 
 def _map_of(calibration: dict | None) -> dict | None:

@@ -33,7 +33,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import ndimage as ndi
 
+from ..analysis.figures import save_figure
 from ..data.head_atlas import LABELS, TISSUE_HU
+from ..data.synthetic import positive_patients
+from ..data.twin import DIFFICULTIES, synthesize_anatomical_scan
 from ..errors import DataError
 from . import htmlpage
 
@@ -71,8 +74,6 @@ def _anatomical(spec) -> None:
 
 
 def _scan(spec, patient: int, positive: bool, difficulty: str | None = None):
-    from ..data.twin import synthesize_anatomical_scan
-
     _anatomical(spec)
     if difficulty is not None:
         spec = dataclasses.replace(spec, difficulty=difficulty)
@@ -96,8 +97,6 @@ def showcase_patient(spec, fractions: Sequence[float] = LEVEL_FRACTIONS, min_sli
     (a collection on every level hides the normal anatomy); for an intraparenchymal one, the
     blood must also show on a level at the other difficulties (the rows are compared); the
     first positive patient if none."""
-    from ..data.synthetic import positive_patients
-
     positives = sorted(positive_patients(spec))
     if not positives:
         raise DataError("dataset.synthetic.n_positive: 0: the twin figure needs a patient with a hemorrhage")
@@ -121,8 +120,6 @@ def showcase_patient(spec, fractions: Sequence[float] = LEVEL_FRACTIONS, min_sli
 def _shown_at_every_level(spec, patient: int, fractions: Sequence[float]) -> bool:
     """Whether the patient's blood shows on one of the figure's levels at every difficulty (the
     figure compares the rows; a row without blood shows nothing to compare)."""
-    from ..data.twin import DIFFICULTIES
-
     for difficulty in DIFFICULTIES:
         if difficulty == spec.difficulty:
             continue
@@ -226,8 +223,6 @@ def twin_levels_figure(spec, patient: int, out_png: str | Path,
     The patient's anatomy comes from the same random stream in every row, but the bleeds
     drawn at each difficulty consume it differently, so the heads may differ slightly between
     rows (age, pose and field of view are drawn first and are the same)."""
-    from ..analysis.figures import save_figure
-
     scans = [(d, _scan(spec, patient, True, d)) for d in difficulties]
     if not scans:
         raise ValueError("twin_levels_figure: no difficulty levels")
@@ -316,8 +311,6 @@ def _in_range(median: float, published) -> object:
 
 
 def _measure_patients(spec, patients: Iterable[int] | None) -> tuple[_Histograms, _Histograms, int]:
-    from ..data.synthetic import positive_patients
-
     _anatomical(spec)
     patients = list(spec.patient_numbers() if patients is None else patients)
     positives = positive_patients(spec)

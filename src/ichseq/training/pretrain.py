@@ -24,14 +24,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
+from ..analysis.figures import training_curves
 from ..atomic import atomic_dir, write_csv_atomic, write_json_atomic, write_text_atomic
 from ..data.cache import SliceCache
 from ..errors import DataError
+from ..report import htmlpage
+from ..rule_outputs import output_paths
 from .loop import fit, select_device
 from .plan import ModelPlan
-from .runs import CHECKPOINT_NAME, device_name, full_mode_fetches, json_sha256, output_paths, samples_for
+from .runs import CHECKPOINT_NAME, device_name, full_mode_fetches, json_sha256, samples_for
 from .settings import TrainSettings, derive_seed
 
 #: What ``pretrain_model`` writes, by the pretrain rule's output names.
@@ -145,11 +149,6 @@ def summarise_pretraining(inputs, outputs) -> dict[str, Path]:
     HTML page, and the pretraining curves (the training-curves figure; ``val`` = held out).
     ``inputs`` maps SUMMARY_INPUTS to per-model file lists (same model order); ``outputs`` maps
     SUMMARY_OUTPUTS to paths."""
-    import pandas as pd
-
-    from ..analysis.figures import training_curves
-    from ..report import htmlpage
-
     reports = [json.loads(Path(p).read_text()) for p in inputs["metrics"]]
     table = pd.DataFrame([{
         "model": r["model"], "cohort": r["cohort"], "patients_train": r["patients"]["train"],

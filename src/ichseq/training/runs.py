@@ -49,6 +49,7 @@ from ..data.layout import NIFTI_LAYOUT
 from ..data.splits import read_split
 from ..errors import ConfigError, DataError
 from ..models import load_model
+from ..rule_outputs import output_paths
 from .feature_store import extract_features, read_feature_store, write_feature_store
 from .ood import OOD_FILE, fit_reference, save_reference
 from .loop import fit, predict_logits, select_device
@@ -347,18 +348,6 @@ def load_run_model(model_dir, info: dict | None = None) -> tuple["CTClassifier",
     else:
         model = load_model(plan.architecture, model_dir, plan.build_settings(), entry=plan.name)
     return model.eval(), info
-
-
-def output_paths(outputs, names, caller: str) -> dict[str, Path]:
-    """``outputs`` (a rule's ``snakemake.output`` or a mapping) as paths by ``names``, their
-    folders created; a missing name is a one-line ConfigError naming ``caller``."""
-    try:
-        paths = {key: Path(outputs[key]) for key in names}
-    except (KeyError, IndexError, AttributeError) as exc:
-        raise ConfigError(f"{caller}: outputs must name {', '.join(names)} (missing {exc})") from None
-    for path in paths.values():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    return paths
 
 
 @dataclass

@@ -20,7 +20,6 @@ slice model's feature store (``Samples.batch``'s ``feature_rows``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,10 +29,8 @@ from ..config import section_defaults
 from ..data.cache import SliceCache
 from ..data.frames import BLANK, select_frames
 from ..errors import DataError
-
-if TYPE_CHECKING:
-    from ..models.base import Batch, CTClassifier
-    from .settings import TrainSettings
+from ..models.base import Batch, CTClassifier
+from .settings import TrainSettings
 
 _FRAMES = section_defaults("frames")  # the defaults of the config's frames section
 #: Kinds whose sample is one slice (patient scores come from the voting rule); the others'
@@ -87,9 +84,9 @@ class Samples:
         out = np.where(rows == BLANK, np.float32("nan"), position[np.maximum(rows, 0)])
         return torch.from_numpy(out[:, 0] if self.kind == "slice" else out)
 
-    def batch(self, model: "CTClassifier", cache: SliceCache, index: np.ndarray,
+    def batch(self, model: CTClassifier, cache: SliceCache, index: np.ndarray,
               features: torch.Tensor | None = None, augment: "TrainSettings | None" = None,
-              generator: torch.Generator | None = None, feature_rows: np.ndarray | None = None) -> "Batch":
+              generator: torch.Generator | None = None, feature_rows: np.ndarray | None = None) -> Batch:
         """The :class:`~ichseq.models.base.Batch` of samples ``index`` for ``model``: its cached
         backbone ``features`` when given, else its prepared pixels; masks and positions when the
         model needs them; for kinds ``scan`` and ``context`` the frame mask.
@@ -102,8 +99,6 @@ class Samples:
         makes it a training batch: with ``random_clips`` each clip is a new random one of its
         scan, labelled by its own slices; then ``augment_flip`` / ``augment_shift`` move every
         sample's pixels and mask alike."""
-        from ..models.base import Batch
-
         device = model.device
         index = np.asarray(index)
         rows, labels = self.rows[index], self.label[index]
