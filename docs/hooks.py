@@ -19,6 +19,10 @@ import re
 from pathlib import Path
 
 import yaml
+from mkdocs.exceptions import PluginError
+
+from ichseq.config import SCHEMA_RESOURCE, load_schema
+from ichseq.schema import resolve_ref as resolve
 
 MARKER = "<!-- schema-reference -->"
 PAGE = "configuration.md"
@@ -29,22 +33,6 @@ ANY_NAME = "<name>"
 
 _TYPE_WORDS = {"object": "mapping", "array": "list", "string": "string", "integer": "integer",
                "number": "number", "boolean": "boolean", "null": "null"}
-
-
-def resolve(node: dict, root: dict) -> dict:
-    """``node`` with a local ``$ref`` merged in (the node's own keys win; ``properties`` merge key
-    by key, so a node may give a referenced section other defaults), as validation reads it."""
-    ref = node.get("$ref")
-    if not ref:
-        return node
-    target = root
-    for part in ref.removeprefix("#/").split("/"):
-        target = target[part]
-    merged = {**resolve(target, root), **{k: v for k, v in node.items() if k not in ("$ref", "properties")}}
-    if "properties" in node:
-        base = merged.get("properties", {})
-        merged["properties"] = {**base, **{k: {**base.get(k, {}), **v} for k, v in node["properties"].items()}}
-    return merged
 
 
 def _branches(node: dict, root: dict) -> list[dict]:
@@ -215,8 +203,6 @@ def reference(schema: dict, heading: str = "###") -> str:
 
 def load() -> dict:
     """The schema validation uses (the package's file, with the model classes' entry keys)."""
-    from ichseq.config import load_schema
-
     return load_schema()
 
 
@@ -224,15 +210,11 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     if page.file.src_uri != PAGE:
         return markdown
     if MARKER not in markdown:
-        from mkdocs.exceptions import PluginError
-
         raise PluginError(f"docs/{PAGE}: the marker {MARKER} is missing, so the configuration reference "
                           "would not be generated")
     return markdown.replace(MARKER, reference(load()))
 
 
 def on_serve(server, config, builder):
-    from ichseq.config import SCHEMA_RESOURCE
-
     server.watch(str(Path(str(SCHEMA_RESOURCE))))
     return server
