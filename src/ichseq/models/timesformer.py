@@ -44,10 +44,10 @@ import copy
 import torch
 from transformers import TimesformerConfig, TimesformerForVideoClassification
 
-from ..errors import ModelError
 from . import register
 from .video import (
     VideoClassifier,
+    check_token_grid,
     interpolate_spatial_position_embeddings,
     interpolate_temporal_position_embeddings,
     square,
@@ -64,11 +64,8 @@ def _patch(config: TimesformerConfig, name: str) -> int:
 
 
 def _check_geometry(config: TimesformerConfig, num_frames: int, image_size: int, name: str) -> None:
-    # The Conv2d silently drops pixels that do not fill a whole patch: refuse instead (patches
-    # are per frame, so any num_frames fits).
     p = _patch(config, name)
-    if image_size % p:
-        raise ModelError(f"models.{name}.image_size: {image_size} is not a multiple of the patch size {p}x{p}")
+    check_token_grid(name, num_frames, image_size, 1, (p, p))  # patches per frame: any num_frames fits
 
 
 def _resize_position_embeddings(hf: TimesformerForVideoClassification, num_frames: int, image_size: int, name: str,

@@ -38,6 +38,19 @@ def square(image_size, name: str) -> int:
     return int(h)
 
 
+def check_token_grid(name: str, num_frames: int, image_size: int, frames_per_token: int,
+                     patch: tuple[int, int]) -> None:
+    """Refuse a geometry the patch embedding would crop: its convolution silently drops the
+    frames or pixels that do not fill a whole token (``frames_per_token`` 1 fits any
+    ``num_frames``: patches per frame)."""
+    if num_frames % frames_per_token:
+        raise ModelError(
+            f"models.{name}.num_frames: {num_frames} is not a multiple of the tubelet length {frames_per_token}")
+    if image_size % patch[0] or image_size % patch[1]:
+        raise ModelError(
+            f"models.{name}.image_size: {image_size} is not a multiple of the patch size {patch[0]}x{patch[1]}")
+
+
 def interpolate_temporal_position_embeddings(
     pos: torch.Tensor, old_frames_tokens: int, new_frames_tokens: int, spatial_tokens: int
 ) -> torch.Tensor:

@@ -49,10 +49,10 @@ import torch.nn.functional as F
 from transformers import VideoMAEConfig, VideoMAEForVideoClassification
 from transformers.models.videomae.modeling_videomae import get_sinusoid_encoding_table
 
-from ..errors import ModelError
 from . import register
 from .video import (
     VideoClassifier,
+    check_token_grid,
     interpolate_spatial_position_embeddings,
     interpolate_temporal_position_embeddings,
     square,
@@ -67,12 +67,8 @@ def _patch(config: VideoMAEConfig, name: str) -> int:
 
 
 def _check_geometry(config: VideoMAEConfig, num_frames: int, image_size: int, name: str) -> None:
-    # Conv3d silently drops frames/pixels that do not fill a whole tubelet: refuse instead.
-    t, p = int(config.tubelet_size), _patch(config, name)
-    if num_frames % t:
-        raise ModelError(f"models.{name}.num_frames: {num_frames} is not a multiple of the tubelet length {t}")
-    if image_size % p:
-        raise ModelError(f"models.{name}.image_size: {image_size} is not a multiple of the patch size {p}x{p}")
+    p = _patch(config, name)
+    check_token_grid(name, num_frames, image_size, int(config.tubelet_size), (p, p))
 
 
 def resampled_sinusoid_table(config: VideoMAEConfig, source: tuple[int, int], num_frames: int, image_size: int,

@@ -17,10 +17,10 @@ import copy
 import torch
 from transformers import VivitConfig, VivitForVideoClassification
 
-from ..errors import ModelError
 from . import register
 from .video import (
     VideoClassifier,
+    check_token_grid,
     interpolate_spatial_position_embeddings,
     interpolate_temporal_position_embeddings,
     square,
@@ -30,12 +30,8 @@ POSITION_KEY = "vivit.embeddings.position_embeddings"
 
 
 def _check_geometry(config: VivitConfig, num_frames: int, image_size: int, name: str) -> None:
-    # Conv3d silently drops frames/pixels that do not fill a whole tubelet: refuse instead.
     t, ph, pw = config.tubelet_size
-    if num_frames % t:
-        raise ModelError(f"models.{name}.num_frames: {num_frames} is not a multiple of the tubelet length {t}")
-    if image_size % ph or image_size % pw:
-        raise ModelError(f"models.{name}.image_size: {image_size} is not a multiple of the patch size {ph}x{pw}")
+    check_token_grid(name, num_frames, image_size, t, (ph, pw))
 
 
 def _resize_position_embeddings(
