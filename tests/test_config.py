@@ -418,6 +418,43 @@ def test_code_defaults_agree_with_the_schema():
         assert params[key].default == defaults["splits"][key], key
 
 
+def test_library_and_cli_defaults_are_the_schemas():
+    # The functions the rules call with a config value default to that value's schema default,
+    # and so do the matching `ichseq` options: called without it, they do what a config without it does.
+    from ichseq.analysis import ranking, stats
+    from ichseq.cli import build_parser
+    from ichseq.data import cq500, rsna
+    from ichseq.training import pretrain
+
+    defaults = validate_config({})
+    statistics = defaults["statistics"]
+    checked = 0
+    for module in (stats, ranking):
+        functions = [f for _, f in inspect.getmembers(module, inspect.isfunction) if f.__module__ == module.__name__]
+        for function in functions + [ranking.Friedman.__init__]:
+            name = function.__qualname__
+            params = inspect.signature(function).parameters
+            for param, key in (("alpha", "alpha"), ("undefined", "undefined"), ("n_resamples", "bootstrap_resamples")):
+                if param in params and params[param].default is not inspect.Parameter.empty:
+                    assert params[param].default == statistics[key], f"{module.__name__}.{name}({param})"
+                    checked += 1
+    assert checked >= 10
+    cq = defaults["dataset"]["cq500"]
+    for function in (cq500.cq500_labels, cq500.cq500_inventory, cq500.Cq500Dataset.__init__):
+        params = inspect.signature(function).parameters
+        assert params["rule"].default == cq["label_rule"]
+        assert "prefer_mm" not in params or params["prefer_mm"].default == cq["slab_mm"]
+    for function in (rsna.group_scans, rsna.RsnaDataset.__init__):
+        assert inspect.signature(function).parameters["min_slices"].default == defaults["dataset"]["rsna"]["min_slices"]
+    holdout = inspect.signature(pretrain.pretrain_model).parameters["holdout_fraction"].default
+    assert holdout == defaults["pretrain"]["holdout_fraction"]
+    parser = build_parser()
+    stats_args = parser.parse_args(["stats", "metrics.csv", "--out", "out"])
+    assert (stats_args.alpha, stats_args.undefined, stats_args.seed, stats_args.resamples) == (
+        statistics["alpha"], statistics["undefined"], statistics["seed"], statistics["bootstrap_resamples"])
+    assert parser.parse_args(["predict", "run", "scan.nii"]).threads == defaults["threads"]["predict"]
+
+
 # --------------------------------------------------------------------------- presets
 
 

@@ -26,7 +26,7 @@ import importlib
 import sys
 from collections.abc import Callable
 
-from .config import section_defaults
+from .config import config_default, section_defaults
 from .data.download import DEFAULT_URL
 from .errors import IchseqError
 
@@ -154,11 +154,16 @@ def _add_stats(commands) -> None:
                                     "or more models also the Friedman test, post-hoc tests and critical-difference "
                                     "diagram)")
     p.add_argument("metrics_csv", metavar="METRICS_CSV", help="long-format CSV: model, replicate, metric, value")
+    # Defaults: the schema's statistics section, what the workflow's statistics rule uses.
+    statistics = config_default("statistics")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
-    p.add_argument("--undefined", choices=("drop", "zero"), default="drop", help="undefined values: drop or count as 0")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--resamples", type=int, default=9999, help="bootstrap resamples (default 9999)")
+    p.add_argument("--alpha", type=float, default=statistics["alpha"],
+                   help=f"significance level (default {statistics['alpha']})")
+    p.add_argument("--undefined", choices=("drop", "zero"), default=statistics["undefined"],
+                   help="undefined values: drop or count as 0")
+    p.add_argument("--seed", type=int, default=statistics["seed"], help=f"bootstrap seed (default {statistics['seed']})")
+    p.add_argument("--resamples", type=int, default=statistics["bootstrap_resamples"],
+                   help=f"bootstrap resamples (default {statistics['bootstrap_resamples']})")
     p.add_argument(
         "--power-alpha", type=float, default=None, metavar="A",
         help="alpha of the power column (default: --alpha; the study used 0.5)",
@@ -181,7 +186,7 @@ def _add_predict(commands) -> None:
     p.add_argument("--series", metavar="UID", help="the SeriesInstanceUID to read from a DICOM folder holding several")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the models run (default: the runs' "
                    "training.device)")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads")
+    p.add_argument("--threads", type=int, default=config_default("threads", "predict"), help="CPU threads")
     p.add_argument("--allow-partial", action="store_true",
                    help="score a scan with fewer slices or a shorter extent along the head than the model needs "
                         "(e.g. a single slice); its result is marked partial, about the slices given only")

@@ -44,8 +44,8 @@ from ..errors import DataError
 from ..report.ranking import friedman_html, leaderboard_html, leaderboard_markdown
 from . import figures
 from .outputs import COMPARISON_NAMES, FRIEDMAN_OUTPUTS, MIN_MODELS
-from .stats import (NAN, check_options, holm_pvalues, metric_values, no_progress, rate_metrics, summarise,
-                    validate_runs, wilcoxon_signed_rank)
+from .stats import (ALPHA, NAN, RESAMPLES, UNDEFINED, check_options, holm_pvalues, metric_values, no_progress,
+                    rate_metrics, summarise, validate_runs, wilcoxon_signed_rank)
 
 #: Fewest complete replicates for a Friedman test: autorank refuses fewer than 5
 #: ("requires at least five performance estimations").
@@ -65,7 +65,7 @@ POSTHOC_COLUMNS = (
 LEADERBOARD_COST = ("parameters_total", "training_seconds")
 
 
-def complete_blocks(runs: pd.DataFrame, metric: str, undefined: str = "drop") -> pd.DataFrame:
+def complete_blocks(runs: pd.DataFrame, metric: str, undefined: str = UNDEFINED) -> pd.DataFrame:
     """Replicates x models of ``metric``, only the replicates that every model has a value for."""
     models = list(dict.fromkeys(runs["model"]))
     wide = pd.concat({m: metric_values(runs, m, metric, undefined) for m in models}, axis=1)
@@ -90,7 +90,7 @@ class Friedman:
     is defined to autorank's ``RankResult`` (what :func:`autorank.plot_stats` draws).
     """
 
-    def __init__(self, runs: pd.DataFrame, alpha: float = 0.05, undefined: str = "drop",
+    def __init__(self, runs: pd.DataFrame, alpha: float = ALPHA, undefined: str = UNDEFINED,
                  log: Callable[[str], None] = no_progress):  # fmt: skip
         models = list(dict.fromkeys(runs["model"]))
         if len(models) < MIN_MODELS:
@@ -160,9 +160,9 @@ def leaderboard(
     runs: pd.DataFrame,
     cost: pd.DataFrame | None = None,
     pretrained: dict[str, str | None] | None = None,
-    undefined: str = "drop",
+    undefined: str = UNDEFINED,
     seed: int = 0,
-    n_resamples: int = 9999,
+    n_resamples: int = RESAMPLES,
     summary: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per model, best first: ``rank, model``, the pretraining source and cost columns
@@ -205,10 +205,10 @@ def write_comparison(
     outputs,
     cost: pd.DataFrame | None = None,
     pretrained: dict[str, str | None] | None = None,
-    alpha: float = 0.05,
-    undefined: str = "drop",
+    alpha: float = ALPHA,
+    undefined: str = UNDEFINED,
     seed: int = 0,
-    n_resamples: int = 9999,
+    n_resamples: int = RESAMPLES,
     log: Callable[[str], None] = no_progress,
 ) -> dict:
     """Write exactly ``outputs`` (keys of :data:`COMPARISON_NAMES` -> paths); return the paths.

@@ -76,12 +76,19 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 
 from ..atomic import write_csv_atomic, write_json_atomic, write_text_atomic
+from ..config import config_default
 from ..errors import ConfigError, DataError
 from ..report.findings import render_findings, render_findings_html
 from ..report.formatting import confusion_skipped_line, format_alpha
 from ..report.tables import render_tables, render_tables_html
 from .checked import is_validated, mark_validated
 from ..columns import CONFUSION_COUNTS, COUNT_METRICS, RATE_METRICS, RUN_COLUMNS
+
+#: The defaults of the config's statistics section (written in the schema only).
+_STATISTICS = config_default("statistics")
+ALPHA: float = _STATISTICS["alpha"]
+UNDEFINED: str = _STATISTICS["undefined"]
+RESAMPLES: int = _STATISTICS["bootstrap_resamples"]
 
 UNDEFINED_POLICIES = ("drop", "zero")
 #: Values of the ``test`` column of ``tests.csv``.
@@ -319,7 +326,7 @@ def metric_values(runs: pd.DataFrame, model: str, metric: str, undefined: str) -
 
 
 def bootstrap_mean_ci(
-    values, n_resamples: int = 9999, seed: int = 0, confidence_level: float = 0.95
+    values, n_resamples: int = RESAMPLES, seed: int = 0, confidence_level: float = 0.95
 ) -> tuple[float, float, str]:
     """``(low, high, method)`` bootstrap CI of the mean of ``values`` (NaN, NaN, "" if n < 2).
 
@@ -364,7 +371,7 @@ _BATCH_VALUES = 2_000_000
 
 
 def bootstrap_mean_cis(
-    samples: Sequence, n_resamples: int = 9999, seed: int = 0, confidence_level: float = 0.95
+    samples: Sequence, n_resamples: int = RESAMPLES, seed: int = 0, confidence_level: float = 0.95
 ) -> list[tuple[float, float, str]]:
     """:func:`bootstrap_mean_ci` of each of ``samples``, with identical results, in batches.
 
@@ -639,7 +646,7 @@ def _paired(metric, ma, mb, sa: pd.Series, sb: pd.Series, power_alpha, seed, n_r
     return [t_row, w_row]
 
 
-def holm_adjust(tests: pd.DataFrame, alpha: float = 0.05) -> pd.Series:
+def holm_adjust(tests: pd.DataFrame, alpha: float = ALPHA) -> pd.Series:
     """Holm-adjusted p-values of ``tests`` (NaN for assumption checks and undefined p).
 
     One family per comparison test (:data:`HOLM_FAMILY`: Student's and Welch's t together)
@@ -674,10 +681,10 @@ def holm_pvalues(pvalues: np.ndarray, alpha: float) -> np.ndarray:
 
 def compare_models(
     runs: pd.DataFrame,
-    alpha: float = 0.05,
-    undefined: str = "drop",
+    alpha: float = ALPHA,
+    undefined: str = UNDEFINED,
     seed: int = 0,
-    n_resamples: int = 9999,
+    n_resamples: int = RESAMPLES,
     power_alpha: float | None = None,
     log: Callable[[str], None] = no_progress,
 ) -> pd.DataFrame:
@@ -720,7 +727,7 @@ def compare_models(
 
 
 def summarise(
-    runs: pd.DataFrame, undefined: str = "drop", seed: int = 0, n_resamples: int = 9999,
+    runs: pd.DataFrame, undefined: str = UNDEFINED, seed: int = 0, n_resamples: int = RESAMPLES,
     log: Callable[[str], None] = no_progress,
 ) -> pd.DataFrame:
     """``summary.csv``: per model and metric (rate metrics first, then counts); sd has ddof 1.
@@ -765,7 +772,7 @@ def confusion_skip_reason(runs: pd.DataFrame) -> str | None:
     return f"no rows for {', '.join(absent)}"
 
 
-def mean_confusion(runs: pd.DataFrame, undefined: str = "drop") -> pd.DataFrame:
+def mean_confusion(runs: pd.DataFrame, undefined: str = UNDEFINED) -> pd.DataFrame:
     """``confusion.csv``: per model the mean and sd (ddof 1) of tn, fp, fn, tp over replicates.
 
     ``n_replicates`` counts the replicates that have all four counts after the policy; the
@@ -797,10 +804,10 @@ def _write_text_atomic(path: Path, text: str) -> None:
 def write_stats(
     runs: pd.DataFrame,
     outputs: Mapping[str, str | Path],
-    alpha: float = 0.05,
-    undefined: str = "drop",
+    alpha: float = ALPHA,
+    undefined: str = UNDEFINED,
     seed: int = 0,
-    n_resamples: int = 9999,
+    n_resamples: int = RESAMPLES,
     power_alpha: float | None = None,
     log: Callable[[str], None] = print,
     caveats: Sequence[str] = (),
@@ -924,10 +931,10 @@ def claim_output_folder(out_dir: str | Path, names: Iterable[str], what: str = "
 def run_stats(
     runs: pd.DataFrame,
     out_dir: str | Path,
-    alpha: float = 0.05,
-    undefined: str = "drop",
+    alpha: float = ALPHA,
+    undefined: str = UNDEFINED,
     seed: int = 0,
-    n_resamples: int = 9999,
+    n_resamples: int = RESAMPLES,
     power_alpha: float | None = None,
     log: Callable[[str], None] = print,
     caveats: Sequence[str] = (),

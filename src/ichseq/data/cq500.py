@@ -47,6 +47,7 @@ import pandas as pd
 import pydicom
 
 from ..atomic import write_csv_atomic
+from ..config import config_default
 from ..errors import ConfigError, DataError
 from .cache_files import SERIES_CHOICE_FILE
 from .cq500_discovery import RootFiles, discover_cq500, find_cq500_patients, looks_like_cq500, patient_number
@@ -70,6 +71,10 @@ from .reformat import SLAB_BELOW, Geometry, gap_warnings, reformat_volume
 from .scan_files import is_dicom_file, visible_names
 from .volumes import CTVolume, read_volume
 from .windowing import BRAIN_WINDOW_LEVEL, BRAIN_WINDOW_WIDTH, brain_window
+
+#: The defaults of the config's dataset.cq500 section (written in the schema only).
+LABEL_RULE: str = config_default("dataset", "cq500", "label_rule")
+SLAB_MM: float = config_default("dataset", "cq500", "slab_mm")
 
 RULES = ("majority", "any", *CQ500_READERS)
 #: CQ500 subtype -> ichseq's name (layout.SUBTYPES, in its order).
@@ -176,7 +181,7 @@ def _reads_patients(names: pd.Series, where: str) -> list[int]:
     return patients
 
 
-def cq500_labels(reads: pd.DataFrame, rule: str = "majority") -> pd.DataFrame:
+def cq500_labels(reads: pd.DataFrame, rule: str = LABEL_RULE) -> pd.DataFrame:
     """Per patient (``reads``' index): ``label`` (ICH), the five subtypes under ichseq's names
     (Intraventricular, Intraparenchymal, Subarachnoid, Epidural, Subdural) and ``fracture``, each
     0/1 by ``rule``: ``majority`` (at least 2 of the 3 readers), ``any`` (at least 1), or
@@ -430,7 +435,7 @@ def _pin_key(key) -> int:
     return int(key)
 
 
-def choose_series(series_table: pd.DataFrame, prefer_mm: float = 5.0, choice: dict | None = None) -> pd.DataFrame:
+def choose_series(series_table: pd.DataFrame, prefer_mm: float = SLAB_MM, choice: dict | None = None) -> pd.DataFrame:
     """The series to read per patient of ``series_table`` (:func:`list_series` rows, several
     patients allowed), indexed by patient, columns :data:`CHOICE_COLUMNS`.
 
@@ -492,7 +497,7 @@ def choose_series(series_table: pd.DataFrame, prefer_mm: float = 5.0, choice: di
 # --------------------------------------------------------------------------- inventory
 
 
-def cq500_inventory(root: str | Path, reads_path: str | Path, rule: str = "majority", prefer_mm: float = 5.0,
+def cq500_inventory(root: str | Path, reads_path: str | Path, rule: str = LABEL_RULE, prefer_mm: float = SLAB_MM,
                     choice: dict | None = None) -> tuple[pd.DataFrame, list[str]]:
     """One row per patient on disk under ``root`` or in ``reads_path`` (sorted by patient):
     ``patient``, ``name``, ``on_disk``, ``in_reads``, ``location``, the labels by ``rule``
@@ -644,8 +649,8 @@ class Cq500Dataset:
     slice_labels = False
     has_masks = False
 
-    def __init__(self, root: str | Path, reads_path: str | Path | None = None, rule: str = "majority",
-                 prefer_mm: float = 5.0, choice: dict | None = None, log=print):
+    def __init__(self, root: str | Path, reads_path: str | Path | None = None, rule: str = LABEL_RULE,
+                 prefer_mm: float = SLAB_MM, choice: dict | None = None, log=print):
         self.root = Path(root)
         if not (isinstance(prefer_mm, (int, float)) and prefer_mm > 0):
             raise ConfigError(f"invalid configuration: dataset.cq500.slab_mm: {prefer_mm!r} is not a positive "

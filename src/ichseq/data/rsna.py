@@ -52,6 +52,7 @@ import pandas as pd
 import pydicom
 
 from ..atomic import write_bytes_atomic, write_csv_atomic
+from ..config import config_default
 from ..errors import ConfigError, DataError
 from .cache_files import FAULTS_FILE, HEADER_INDEX_FILE, SCANS_FILE
 from .cq500_discovery import RootFiles
@@ -69,6 +70,9 @@ from .public_layouts import (
 )
 from .readers import Scan
 from .windowing import BRAIN_WINDOW_LEVEL, BRAIN_WINDOW_WIDTH, brain_window
+
+#: The fewest usable slices of a scan kept: the config's dataset.rsna.min_slices default.
+MIN_SLICES: int = config_default("dataset", "rsna", "min_slices")
 
 WHAT_LABELS = (f"it must be RSNA 2019's {RSNA_LABELS}: header {','.join(RSNA_LABEL_COLUMNS)}, rows "
                f"ID_<hex>_<subtype>,0|1 with subtypes {', '.join(RSNA_SUBTYPES)}")
@@ -500,7 +504,7 @@ def slice_positions(index: pd.DataFrame) -> np.ndarray:
     return np.einsum("ij,ij->i", index[list(_POSITION)].to_numpy(dtype=np.float64), normal)
 
 
-def group_scans(index: pd.DataFrame, labels: pd.DataFrame, min_slices: int = 8,
+def group_scans(index: pd.DataFrame, labels: pd.DataFrame, min_slices: int = MIN_SLICES,
                 allow_gaps: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """``(scans, slices, messages)`` from a header index (:func:`index_headers`) and the labels
     (:func:`read_rsna_labels`' table).
@@ -738,7 +742,7 @@ class RsnaDataset:
     slice_labels = True
     has_masks = False
 
-    def __init__(self, root: str | Path, labels_path: str | Path | None = None, min_slices: int = 8,
+    def __init__(self, root: str | Path, labels_path: str | Path | None = None, min_slices: int = MIN_SLICES,
                  workers: int = 1, log=print):
         self.root = Path(root)
         if not (isinstance(min_slices, int) and min_slices >= 1):

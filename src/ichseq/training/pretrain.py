@@ -29,6 +29,7 @@ import torch
 
 from ..analysis.figures import training_curves
 from ..atomic import atomic_dir, write_csv_atomic, write_json_atomic, write_text_atomic
+from ..config import config_default
 from ..data.cache import SliceCache
 from ..errors import DataError
 from ..report import htmlpage
@@ -37,6 +38,9 @@ from .loop import fit, select_device
 from .plan import ModelPlan
 from .runs import CHECKPOINT_NAME, device_name, full_mode_fetches, json_sha256, samples_for
 from .settings import TrainSettings, derive_seed
+
+#: Share of the pretraining patients held out: the config's pretrain.holdout_fraction default.
+HOLDOUT_FRACTION: float = config_default("pretrain", "holdout_fraction")
 
 #: What ``pretrain_model`` writes, by the pretrain rule's output names.
 PRETRAIN_OUTPUTS = ("model", "history", "metrics")
@@ -86,7 +90,7 @@ def holdout_split(patients: np.ndarray, labels: np.ndarray, fraction: float, see
 
 
 def pretrain_model(plan: ModelPlan, settings: TrainSettings, cache_path, study_cache_path, outputs,
-                   holdout_fraction: float = 0.2, seed: int = 0, threads: int = 1, log=print) -> dict:
+                   holdout_fraction: float = HOLDOUT_FRACTION, seed: int = 0, threads: int = 1, log=print) -> dict:
     """Pretrain ``plan``'s model on the cohort at ``cache_path`` and write ``outputs`` (by the
     names of ``PRETRAIN_OUTPUTS``): the saved model folder, the history and metrics.json."""
     torch.set_num_threads(max(1, int(threads)))
