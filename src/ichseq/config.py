@@ -230,7 +230,7 @@ def _check_phases(name: str, entry: dict, config: dict) -> None:
     try:
         phases = phase_settings(entry["phases"], name)
         training = {**config["training"], **(entry.get("training") or {})}
-        if training.get("mode", "head") == "full":
+        if training["mode"] == "full":
             key = f"models.{name}.training.epochs" if "epochs" in (entry.get("training") or {}) else "training.epochs"
             phase_epochs(phases, training["epochs"], name, key)
         if entry.get("pretrained") == "pretrain":

@@ -5,7 +5,7 @@
 # rule asks for it then:  rules.twin_figure.output if TWIN_FIGURE else [],
 
 TWIN_SPEC = {k: v for k, v in DATASET["synthetic"].items() if k != "dir"}
-TWIN_FIGURE = SOURCE == "synthetic" and TWIN_SPEC.get("generator", "anatomical") == "anatomical"
+TWIN_FIGURE = SOURCE == "synthetic" and TWIN_SPEC["generator"] == "anatomical"
 
 
 rule twin_figure:
