@@ -124,7 +124,8 @@ class VideoClassifier(HFClassifier):
     @staticmethod
     def check_geometry(config, num_frames: int, image_size: int, name: str) -> None:
         """Refuse a geometry the embedding layer would silently crop (frames or pixels that
-        do not fill a whole tubelet or patch)."""
+        do not fill a whole tubelet or patch): a module calls :func:`check_token_grid` with its
+        token size."""
         raise NotImplementedError
 
     @staticmethod
