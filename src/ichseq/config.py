@@ -19,14 +19,13 @@ import functools
 from importlib import resources
 from pathlib import Path
 
-import jsonschema
 import yaml
 
 from .errors import ConfigError, ModelError
 from .models import available_models, entry_keys, key_readers, refused_key, unknown_model_message
 from .models.phases import phase_epochs, phase_settings
 from .models.windows import window_channels
-from .schema import check_values, describe, fill_defaults, resolve_ref
+from .schema import check_node, check_values, fill_defaults, first_error, resolve_ref
 
 #: The configuration schema, shipped inside the package (``workflow/schemas/`` links to it): the
 #: Snakefile, ``ichseq`` commands and any installed copy validate against this one file.
@@ -129,11 +128,7 @@ def config_default(*keys: str):
 def validate_section(values: dict, name: str, where: str) -> dict:
     """``values`` checked against section ``name`` (one-line ConfigError naming ``where.<key>``),
     with the section's defaults filled in."""
-    validator = jsonschema.Draft202012Validator(section_schema(name))
-    errors = sorted(validator.iter_errors(values), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
-    if errors:
-        message = describe(errors[0])
-        raise ConfigError(f"{where}.{message}" if not message.startswith("(top level)") else f"{where}{message[11:]}")
+    check_node(values, section_schema(name), where)
     return {**section_defaults(name), **copy.deepcopy(values)}
 
 
@@ -141,10 +136,9 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     """Return a validated copy of ``config`` with defaults filled in, or raise ConfigError."""
     schema = schema or load_schema()
     config = copy.deepcopy(dict(config))
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
-    if errors:
-        raise ConfigError(f"invalid configuration: {describe(errors[0])}")
+    message = first_error(config, schema)
+    if message:
+        raise ConfigError(f"invalid configuration: {message}")
     fill_defaults(config, schema)
     # Cross-field rules the schema cannot express.
     _check_synthetic(config["dataset"]["synthetic"], "dataset.synthetic")

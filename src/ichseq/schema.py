@@ -67,14 +67,26 @@ def describe(error: jsonschema.ValidationError) -> str:
     return f"{where}: {error.message}"
 
 
+def first_error(values, node: dict) -> str | None:
+    """The one-line message (:func:`describe`) of the error of ``values`` against schema
+    ``node`` nearest the top (then by path, so the message does not depend on jsonschema's
+    order), or None when ``values`` is valid."""
+    validator = jsonschema.Draft202012Validator(node)
+    errors = sorted(validator.iter_errors(values), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    return describe(errors[0]) if errors else None
+
+
+def check_node(values, node: dict, where: str) -> None:
+    """Raise a one-line ConfigError naming ``where.<key>`` when ``values`` breaks schema ``node``."""
+    message = first_error(values, node)
+    if message:
+        raise ConfigError(f"{where}.{message}" if not message.startswith("(top level)") else f"{where}{message[11:]}")
+
+
 def check_values(values: dict, node: dict, where: str, root: dict | None = None) -> dict:
     """``values`` checked against schema ``node`` (one-line ConfigError naming ``where.<key>``),
     with the node's defaults filled in; ``values`` is not changed."""
-    validator = jsonschema.Draft202012Validator(node)
-    errors = sorted(validator.iter_errors(values), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
-    if errors:
-        message = describe(errors[0])
-        raise ConfigError(f"{where}.{message}" if not message.startswith("(top level)") else f"{where}{message[11:]}")
+    check_node(values, node, where)
     values = copy.deepcopy(values)
     fill_defaults(values, node, root)
     return values
