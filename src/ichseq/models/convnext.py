@@ -10,10 +10,9 @@ from __future__ import annotations
 import torch
 from transformers import ConvNextConfig, ConvNextForImageClassification
 
-from ..errors import ModelError
 from . import register
 from .hf import HFClassifier, load_pretrained
-from .loading import check_int, input_settings, mean_std, random_config, saved_pooling
+from .loading import check_declared_choice, check_int, input_settings, mean_std, random_config, saved_pooling
 
 # ImageNet statistics, which the facebook/convnext-* checkpoints were trained with.
 DEFAULT_MEAN = (0.485, 0.456, 0.406)
@@ -41,9 +40,7 @@ class ConvNeXt(HFClassifier):
         image_size = check_int(settings, "image_size", name)
         num_frames = check_int(settings, "num_frames", name)
         pooling = settings.get("pooling") or "mean"
-        poolings = cls.entry_keys["pooling"]["enum"]
-        if pooling not in poolings:
-            raise ModelError(f"models.{name}.pooling: must be one of {', '.join(poolings)} for ConvNeXt, got {pooling!r}")
+        check_declared_choice(cls, "pooling", pooling, name, "ConvNeXt")
         pretrained = settings.get("pretrained")
         if pretrained is None:
             config = random_config(ConvNextConfig, settings, name, image_size=image_size)

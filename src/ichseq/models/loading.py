@@ -19,6 +19,15 @@ def check_int(settings: dict, key: str, name: str, minimum: int = 1) -> int | No
     return value
 
 
+def check_declared_choice(model_cls, key: str, value, name: str, title: str) -> None:
+    """Refuse ``value`` of entry key ``key`` (None: unset) unless it is one of the choices
+    ``model_cls.entry_keys`` declares for it: the same list the config check narrows the
+    schema with, so a model built without the workflow refuses what the config would."""
+    choices = model_cls.entry_keys[key]["enum"]
+    if value is not None and value not in choices:
+        raise ModelError(f"models.{name}.{key}: must be one of {', '.join(choices)} for {title}, got {value!r}")
+
+
 def refuse_mean_filters_with_checkpoint(settings: dict, name: str) -> None:
     """``mean_filters`` shapes a random initialisation: with a checkpoint it would overwrite
     learnt filters, so it is an error, not silently ignored."""

@@ -39,7 +39,7 @@ from torch import nn
 from ..errors import ModelError
 from . import register
 from .base import PREPROCESSOR_FILE, SETTINGS_FILE, WEIGHTS_FILE, CTClassifier
-from .loading import check_int, input_settings, mean_std
+from .loading import check_declared_choice, check_int, input_settings, mean_std
 from .phases import phase_epochs, phase_of, phase_settings
 
 #: ``config`` of a randomly initialised seg_cls: the U-Net's channels per level (fine to coarse;
@@ -179,9 +179,7 @@ class SegCls(CTClassifier):
         if pretrained is not None:
             saved, state, preprocessor = _read_folder(pretrained, name)
         pooling = settings.get("pooling") or saved.get("pooling") or "max"
-        poolings = cls.entry_keys["pooling"]["enum"]
-        if pooling not in poolings:
-            raise ModelError(f"models.{name}.pooling: must be one of {', '.join(poolings)} for seg_cls, got {pooling!r}")
+        check_declared_choice(cls, "pooling", pooling, name, "seg_cls")
         config = saved.get("config") if pretrained is not None else settings.get("config")
         mean, std = mean_std(preprocessor, DEFAULT_MEAN, DEFAULT_STD, name)
         model = cls(config, image_size or saved.get("image_size") or DEFAULT_IMAGE_SIZE, mean, std, name=name,

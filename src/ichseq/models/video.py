@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from ..errors import ModelError
 from .hf import HFClassifier, load_pretrained
-from .loading import check_int, input_settings, mean_std, random_config, refuse_mean_filters_with_checkpoint, saved_pooling
+from .loading import (check_declared_choice, check_int, input_settings, mean_std, random_config,
+                      refuse_mean_filters_with_checkpoint, saved_pooling)
 
 #: ``position_embeddings`` entry option: what a checkpoint's embeddings become for another geometry.
 POSITION_EMBEDDINGS = ("interpolate", "reset")
@@ -143,10 +144,7 @@ class VideoClassifier(HFClassifier):
     @classmethod
     def from_settings(cls, settings: dict, name: str) -> "VideoClassifier":
         pooling = settings.get("pooling")
-        poolings = cls.entry_keys["pooling"]["enum"]
-        if pooling is not None and pooling not in poolings:
-            raise ModelError(f"models.{name}.pooling: must be one of {', '.join(poolings)} for {cls.title}, "
-                             f"got {pooling!r}")
+        check_declared_choice(cls, "pooling", pooling, name, cls.title)
         num_frames = check_int(settings, "num_frames", name)
         image_size = check_int(settings, "image_size", name)
         position_embeddings = settings.get("position_embeddings") or "interpolate"
