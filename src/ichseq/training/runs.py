@@ -412,7 +412,7 @@ def full_inputs(plan: ModelPlan, model: "CTClassifier", cache: SliceCache, seed:
 
 
 def sample_predictions_table(samples: Samples, cache: SliceCache, kind: str, index: np.ndarray,
-                      probabilities: np.ndarray) -> pd.DataFrame:
+                             probabilities: np.ndarray) -> pd.DataFrame:
     """sample_predictions.csv: each test sample with the model's own probability (a slice
     model's rows name their slice, the others' the frames of their clip)."""
     table = samples.table(cache).iloc[index].reset_index(drop=True)
